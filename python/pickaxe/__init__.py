@@ -1,0 +1,34 @@
+"""pickaxe: pick the unlabeled data worth labeling next.
+
+Uncertainty scores (`pickaxe.scores`) and selection (`pickaxe.select`) computed by a Rust
+core: exact, parallel, SIMD-dispatched at run time, with input validation that names the
+field, the row and the fault.
+
+>>> import numpy as np, pickaxe as px
+>>> logits = np.random.default_rng(0).normal(size=(1000, 10)).astype(np.float32)
+>>> picks = px.select.top_k(px.scores.entropy(logits=logits), 5)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _core, scores, select
+
+__version__: str = _core.__version__
+
+__all__ = ["scores", "select", "build_info", "set_num_threads", "__version__"]
+
+
+def build_info() -> dict[str, Any]:
+    """What this build runs with: ``version``, ``simd`` (the level in use: "avx512",
+    "avx2" or "portable"), ``simd_detected`` (the best this CPU has) and ``threads``."""
+    return dict(_core.build_info())
+
+
+def set_num_threads(n: int) -> None:
+    """Bound the threads the kernels use (1: none besides the caller's). The default is
+    ``PICKAXE_NUM_THREADS`` if set, else the number of cores."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads(): n must be an int >= 1; got {n!r}")
+    _core.set_num_threads(n)

@@ -1,0 +1,106 @@
+"""Field routing and array conversion shared by every public function.
+
+The Python layer only checks what costs nothing to check (which field was given, its
+number of dimensions, its dtype) and converts exotic dtypes; the values themselves are
+validated by the Rust kernels in the same pass that scores them.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+
+#: Shape of each field, as api.md writes it.
+FIELD_SHAPES: dict[str, str] = {
+    "confidence": "(N,)",
+    "confidences": "(N, C)",
+    "logits": "(N, C)",
+    "query_by_committee": "(N, M, C)",
+    "mc_dropout": "(N, T, C)",
+    "embeddings": "(N, D)",
+}
+FIELD_NDIM: dict[str, int] = {name: shape.count(",") + 1 for name, shape in FIELD_SHAPES.items()}
+
+NAN_POLICIES = ("raise", "omit")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def field_listing(fields: tuple[str, ...]) -> str:
+    return ", ".join(f"{f} {FIELD_SHAPES[f]}" for f in fields)
+
+
+def takes_fields(*fields: str) -> Callable[[F], F]:
+    """Decorate a score function whose keyword-only parameters include `fields`.
+
+    A call that does not bind (a positional array, an unknown keyword such as a field the
+    function does not accept) raises TypeError listing the accepted fields and shapes.
+    """
+
+    def wrap(func: F) -> F:
+        sig = inspect.signature(func)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                sig.bind(*args, **kwargs)
+            except TypeError as e:
+                raise TypeError(
+                    f"{func.__name__}() takes exactly one of the fields "
+                    f"{field_listing(fields)}, as keywords ({e})"
+                ) from None
+            return func(*args, **kwargs)
+
+        wrapper.__pickaxe_fields__ = fields  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return wrap
+
+
+def pick_field(func: str, given: dict[str, Any]) -> tuple[str, np.ndarray]:
+    """The one field given (not None) among `given`, as a float32/float64 array."""
+    present = [name for name, value in given.items() if value is not None]
+    if len(present) != 1:
+        got = "none" if not present else f"{len(present)}: {', '.join(present)}"
+        raise TypeError(
+            f"{func}() takes exactly one of the fields {field_listing(tuple(given))}; got {got}"
+        )
+    name = present[0]
+    return name, as_float_array(func, name, given[name], FIELD_NDIM[name], FIELD_SHAPES[name])
+
+
+def as_float_array(func: str, name: str, value: Any, ndim: int, shape: str) -> np.ndarray:
+    """`value` as an ndarray of float32 or float64, read in place when it already is one.
+
+    float32 and float64 arrays pass through untouched (any strides); other real dtypes and
+    nested lists become float64.
+    """
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{func}(): {name} is not a rectangular array: {e}") from None
+    dt = arr.dtype
+    if dt.kind == "f" and dt.itemsize in (4, 8):
+        if not dt.isnative:
+            arr = arr.astype(dt.newbyteorder("="))
+    elif dt.kind in "biuf":
+        arr = arr.astype(np.float64)
+    else:
+        raise TypeError(f"{func}(): {name} has dtype {dt}; expected real numbers")
+    if arr.ndim != ndim:
+        raise ValueError(
+            f"{func}(): {name} must be {ndim}-D with shape {shape}; got shape {arr.shape}"
+        )
+    return arr
+
+
+def check_nan_policy(func: str, nan_policy: Any) -> str:
+    if not (isinstance(nan_policy, str) and nan_policy in NAN_POLICIES):
+        raise ValueError(f'{func}(): nan_policy must be "raise" or "omit"; got {nan_policy!r}')
+    return str(nan_policy)

@@ -1,0 +1,121 @@
+//! One error type for every kernel. The bindings map it to Python exceptions in one place
+//! (`pickaxe-py/src/error.rs`); messages are written here so Rust callers get them too.
+
+use std::fmt;
+
+/// The prediction fields of api.md, named as the seed document names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Confidence,
+    Confidences,
+    Logits,
+    QueryByCommittee,
+    McDropout,
+    Embeddings,
+}
+
+impl Field {
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Confidence => "confidence",
+            Field::Confidences => "confidences",
+            Field::Logits => "logits",
+            Field::QueryByCommittee => "query_by_committee",
+            Field::McDropout => "mc_dropout",
+            Field::Embeddings => "embeddings",
+        }
+    }
+
+    /// What one entry of the middle axis of a stacked field is called.
+    pub fn member_word(self) -> &'static str {
+        match self {
+            Field::McDropout => "pass",
+            _ => "member",
+        }
+    }
+
+    /// What one entry of the last axis is called in messages.
+    pub fn unit_word(self) -> &'static str {
+        match self {
+            Field::Embeddings => "dimension",
+            _ => "class",
+        }
+    }
+}
+
+/// What is wrong with one row. `index` is the position along the last axis.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fault {
+    Nan { index: usize },
+    PosInf { index: usize },
+    /// -inf where only logits may hold it.
+    NegInf { index: usize },
+    /// A logits row (or member) with no finite value.
+    AllNegInf,
+    Negative { index: usize, value: f64 },
+    AboveOne { index: usize, value: f64 },
+    SumOff { sum: f64 },
+}
+
+/// A fault located in a row (and, for stacked fields, a member or pass).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RowFault {
+    pub member: Option<usize>,
+    pub fault: Fault,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Error {
+    /// Invalid data in a row under `NanPolicy::Raise` (Python: ValueError).
+    InvalidRow { field: Field, row: usize, member: Option<usize>, fault: Fault },
+    /// An array of the wrong shape (Python: ValueError).
+    Shape(String),
+    /// An argument out of its domain (Python: ValueError).
+    Argument { name: &'static str, message: String },
+}
+
+impl Error {
+    pub(crate) fn argument(name: &'static str, message: impl Into<String>) -> Self {
+        Error::Argument { name, message: message.into() }
+    }
+}
+
+fn fault_text(f: &Fault, field: Field) -> String {
+    let unit = field.unit_word();
+    match *f {
+        Fault::Nan { index } => format!("NaN at {unit} {index}"),
+        Fault::PosInf { index } => format!("+inf at {unit} {index}"),
+        Fault::NegInf { index } => {
+            format!("-inf at {unit} {index} (-inf is allowed only in logits)")
+        }
+        Fault::AllNegInf => "every logit is -inf".to_string(),
+        Fault::Negative { index, value } => {
+            format!("probability {value} at {unit} {index} is negative")
+        }
+        Fault::AboveOne { index, value } => {
+            format!("probability {value} at {unit} {index} is above 1")
+        }
+        Fault::SumOff { sum } => format!(
+            "probabilities sum to {sum}, not 1 (tolerance 1e-3): pass logits= for \
+             unnormalised scores or normalise each row"
+        ),
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidRow { field, row, member, fault } => {
+                write!(f, "{} row {}", field.name(), row)?;
+                if let Some(m) = member {
+                    write!(f, ", {} {}", field.member_word(), m)?;
+                }
+                write!(f, ": {}", fault_text(fault, *field))
+            }
+            Error::Shape(msg) => f.write_str(msg),
+            Error::Argument { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

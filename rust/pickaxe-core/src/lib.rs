@@ -1,0 +1,167 @@
+//! pickaxe-core: the uncertainty-sampling kernels of pickaxe, in plain Rust over ndarray
+//! views. No Python here: the `pickaxe-py` crate binds these functions as `pickaxe._core`.
+//!
+//! Every function reads its input in place (any strides), validates it in the same pass
+//! that scores it, runs at the SIMD level chosen at run time (`simd::level`) and in
+//! parallel above a size threshold (`pool`).
+
+mod driver;
+pub mod error;
+pub mod math;
+mod passes;
+pub mod pool;
+mod rows;
+pub mod select;
+pub mod simd;
+mod stack;
+
+use ndarray::{ArrayView1, ArrayView2, ArrayView3, Axis};
+
+pub use error::{Error, Fault, Field, RowFault};
+pub use math::Real;
+pub use rows::RowScore;
+pub use select::top_k;
+pub use stack::StackScore;
+
+/// What to do with an invalid row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NanPolicy {
+    /// Fail on the first invalid row (lowest index).
+    Raise,
+    /// Give invalid rows a NaN score.
+    Omit,
+}
+
+fn finish<T: Real>(
+    field: Field,
+    (out, first): (Vec<T>, Option<(usize, RowFault)>),
+    policy: NanPolicy,
+) -> Result<Vec<T>, Error> {
+    match (first, policy) {
+        (Some((row, f)), NanPolicy::Raise) => {
+            Err(Error::InvalidRow { field, row, member: f.member, fault: f.fault })
+        }
+        _ => Ok(out),
+    }
+}
+
+fn route_ok(field: Field, score: &RowScore) -> bool {
+    use RowScore::*;
+    match field {
+        Field::Confidence => matches!(score, LeastConfidence),
+        Field::Confidences => matches!(score, LeastConfidence | Margin | Ratio | Entropy { .. }),
+        Field::Logits => !matches!(score, Norm { .. }),
+        Field::Embeddings => matches!(score, Norm { .. }),
+        Field::QueryByCommittee | Field::McDropout => false,
+    }
+}
+
+/// A per-row score of a (N, C) field: `confidences`, `logits` (C = 1 is a binary model,
+/// scored as the logits [0, x]) or `embeddings` (only `RowScore::Norm`).
+pub fn score_rows<T: Real>(
+    field: Field,
+    score: &RowScore,
+    x: ArrayView2<'_, T>,
+    policy: NanPolicy,
+) -> Result<Vec<T>, Error> {
+    if !route_ok(field, score) {
+        return Err(Error::argument(
+            "field",
+            format!("{:?} cannot be computed from {}", score, field.name()),
+        ));
+    }
+    let c = x.len_of(Axis(1));
+    if c == 0 {
+        let unit = if field == Field::Embeddings { "dimensions" } else { "classes" };
+        return Err(Error::Shape(format!("{} has 0 {unit}; need at least 1", field.name())));
+    }
+    let classes = if field == Field::Logits && c == 1 { 2 } else { c };
+    let mut weights = Vec::new();
+    match score {
+        RowScore::Entropy { class_weights: Some(w), .. } => {
+            if w.len() != classes {
+                return Err(Error::argument(
+                    "class_weights",
+                    format!(
+                        "class_weights has {} entries but {} has {classes} classes",
+                        w.len(),
+                        field.name()
+                    ),
+                ));
+            }
+            if let Some((i, v)) = w.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0))
+            {
+                return Err(Error::argument(
+                    "class_weights",
+                    format!("class_weights[{i}] is {v}; weights must be finite and >= 0"),
+                ));
+            }
+            weights = w.iter().map(|&v| T::from_f64(v)).collect();
+        }
+        RowScore::Energy { temperature } if !(temperature.is_finite() && *temperature > 0.0) => {
+            return Err(Error::argument(
+                "temperature",
+                format!("temperature must be finite and > 0; got {temperature}"),
+            ));
+        }
+        RowScore::Norm { ord } if !(*ord > 0.0) => {
+            return Err(Error::argument("ord", format!("ord must be > 0 (or inf); got {ord}")));
+        }
+        _ => {}
+    }
+    let kernel = rows::RowKernel { field, score: score.clone(), weights, classes };
+    let res = driver::run(&kernel, x.insert_axis(Axis(1)), (0, 0), policy == NanPolicy::Raise);
+    finish(field, res, policy)
+}
+
+/// `least_confidence` of the (N,) field `confidence`: 1 − p.
+pub fn least_confidence_1d<T: Real>(x: ArrayView1<'_, T>, policy: NanPolicy) -> Result<Vec<T>, Error> {
+    let kernel = rows::RowKernel {
+        field: Field::Confidence,
+        score: RowScore::LeastConfidence,
+        weights: Vec::new(),
+        classes: 1,
+    };
+    let x3 = x.insert_axis(Axis(1)).insert_axis(Axis(2));
+    let res = driver::run(&kernel, x3, (0, 0), policy == NanPolicy::Raise);
+    finish(Field::Confidence, res, policy)
+}
+
+/// A committee or dropout score of a (N, M, C) field; with `logits` the last axis holds
+/// logits and each member is softmaxed (C = 1: binary, as the logits [0, x]).
+pub fn score_stack<T: Real>(
+    field: Field,
+    score: StackScore,
+    x: ArrayView3<'_, T>,
+    logits: bool,
+    policy: NanPolicy,
+) -> Result<Vec<T>, Error> {
+    if !matches!(field, Field::QueryByCommittee | Field::McDropout) {
+        return Err(Error::argument(
+            "field",
+            format!("{:?} needs query_by_committee or mc_dropout, not {}", score, field.name()),
+        ));
+    }
+    if matches!(score, StackScore::VoteEntropy | StackScore::ConsensusEntropy | StackScore::KlDisagreement { .. })
+        && field != Field::QueryByCommittee
+    {
+        return Err(Error::argument(
+            "field",
+            format!("{:?} is a committee score: it needs query_by_committee", score),
+        ));
+    }
+    let (m, c) = (x.len_of(Axis(1)), x.len_of(Axis(2)));
+    if m == 0 {
+        let what = if field == Field::McDropout { "passes" } else { "members" };
+        return Err(Error::Shape(format!("{} has 0 {what}; need at least 1", field.name())));
+    }
+    if c == 0 {
+        return Err(Error::Shape(format!("{} has 0 classes; need at least 1", field.name())));
+    }
+    // Binary logits (C = 1) are scored as the pairs [0, x], built per member on the stack.
+    let binary = logits && c == 1;
+    let classes = if binary { 2 } else { c };
+    let kernel = stack::StackKernel { score, logits, members: m, row_classes: c, classes };
+    let res = driver::run(&kernel, x, kernel.scratch_len(), policy == NanPolicy::Raise);
+    finish(field, res, policy)
+}

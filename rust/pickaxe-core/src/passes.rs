@@ -1,0 +1,404 @@
+//! One-pass row statistics shared by the kernels. Each function walks a contiguous row in
+//! lane arrays of `LANES` values (vectorised by LLVM at the caller's SIMD level) and, for
+//! float32, flushes the lane sums into f64 every `BLOCK` chunks so that rows of 100,000
+//! classes still sum to within a few float32 ULP of the exact value.
+//!
+//! The fast passes only flag a row as *suspect* (a NaN or infinite sum, a value out of
+//! range); `diagnose_*` then rescans that one row in scalar code to name the exact fault.
+
+use crate::error::Fault;
+use crate::math::{clamp_low, Real, LANES};
+
+/// Chunks of `LANES` accumulated in `T` before a flush to f64: 256 values, so a float32
+/// lane sum carries at most 16 roundings.
+const BLOCK: usize = 16;
+
+#[inline(always)]
+fn hsum<T: Real>(a: &[T; LANES]) -> f64 {
+    let mut s = 0.0;
+    for v in a {
+        s += v.to_f64();
+    }
+    s
+}
+
+/// Walk `x` in blocks of `BLOCK` lane-chunks; `body(chunk_values, lane_acc)` updates `K`
+/// lane accumulators, which are flushed into `tot` after each block. The tail (fewer than
+/// `LANES` values) is fed as a chunk padded with `pad`.
+#[inline(always)]
+fn blocked<T: Real, const K: usize>(
+    x: &[T],
+    pad: T,
+    tot: &mut [f64; K],
+    mut body: impl FnMut(&[T; LANES], &mut [[T; LANES]; K]),
+) {
+    let (chunks, tail) = x.as_chunks::<LANES>();
+    for block in chunks.chunks(BLOCK) {
+        let mut acc = [[T::ZERO; LANES]; K];
+        for c in block {
+            body(c, &mut acc);
+        }
+        for k in 0..K {
+            tot[k] += hsum(&acc[k]);
+        }
+    }
+    if !tail.is_empty() {
+        let mut c = [pad; LANES];
+        c[..tail.len()].copy_from_slice(tail);
+        let mut acc = [[T::ZERO; LANES]; K];
+        body(&c, &mut acc);
+        for k in 0..K {
+            tot[k] += hsum(&acc[k]);
+        }
+    }
+}
+
+/// Largest and second largest value (as a multiset: a tie gives both the same value).
+/// NaN is skipped here; with `CHECK` the returned flag says whether a NaN was seen.
+#[inline(always)]
+pub(crate) fn top2<T: Real, const TOP2: bool, const CHECK: bool>(x: &[T]) -> (T, T, bool) {
+    let mut m1 = [T::NEG_INF; LANES];
+    let mut m2 = [T::NEG_INF; LANES];
+    let mut chk = [T::ZERO; LANES];
+    let (chunks, tail) = x.as_chunks::<LANES>();
+    let mut step = |c: &[T; LANES]| {
+        for l in 0..LANES {
+            let v = c[l];
+            if TOP2 {
+                let lo = if v > m1[l] { m1[l] } else { v };
+                m2[l] = if lo > m2[l] { lo } else { m2[l] };
+            }
+            m1[l] = if v > m1[l] { v } else { m1[l] };
+            if CHECK {
+                chk[l] = if v != v { v } else { chk[l] };
+            }
+        }
+    };
+    for c in chunks {
+        step(c);
+    }
+    if !tail.is_empty() {
+        let mut c = [T::NEG_INF; LANES];
+        c[..tail.len()].copy_from_slice(tail);
+        step(&c);
+    }
+    let (mut a, mut b) = (T::NEG_INF, T::NEG_INF);
+    let mut nan = false;
+    for l in 0..LANES {
+        for v in [m1[l], m2[l]] {
+            if v > a {
+                b = a;
+                a = v;
+            } else if v > b {
+                b = v;
+            }
+        }
+        nan |= chk[l].is_nan();
+    }
+    (a, b, nan)
+}
+
+/// Sums over a logits row shifted by its max `m` (and scaled by `inv_t`):
+/// with yᵢ = (xᵢ − m)·inv_t and eᵢ = exp(yᵢ),
+/// `rest` = Σ eᵢ over yᵢ < 0, `top` = #{yᵢ = 0}, `ey` = Σ eᵢyᵢ, and the same weighted by
+/// `w` when given. Keeping the max terms apart lets ln S = ln1p(top − 1 + rest) stay exact
+/// when one class dominates. NaN or +inf anywhere make `rest` or `ey` NaN.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ExpSums {
+    pub rest: f64,
+    pub top: f64,
+    pub ey: f64,
+    pub w_rest: f64,
+    pub w_top: f64,
+    pub w_ey: f64,
+}
+
+impl ExpSums {
+    #[inline(always)]
+    pub fn s(&self) -> f64 {
+        self.top + self.rest
+    }
+    /// ln S, exact near S = 1.
+    #[inline(always)]
+    pub fn ln_s(&self) -> f64 {
+        ((self.top - 1.0) + self.rest).ln_1p()
+    }
+    #[inline(always)]
+    pub fn finite(&self) -> bool {
+        self.rest.is_finite() && self.ey.is_finite() && self.w_ey.is_finite()
+    }
+}
+
+#[inline(always)]
+pub(crate) fn exp_sums<T: Real, const SCALE: bool, const EY: bool, const W: bool>(
+    x: &[T],
+    m: T,
+    inv_t: T,
+    w: &[T],
+) -> ExpSums {
+    // Accumulators: rest, top, ey, w_rest, w_top, w_ey.
+    let mut tot = [0.0f64; 6];
+    let (xc, xt) = x.as_chunks::<LANES>();
+    let (wc, wt) = if W { w.as_chunks::<LANES>() } else { (&[][..], &[][..]) };
+    let body = |c: &[T; LANES], wl: &[T; LANES], acc: &mut [[T; LANES]; 6]| {
+        for l in 0..LANES {
+            let y = if SCALE { (c[l] - m) * inv_t } else { c[l] - m };
+            let e = y.fast_exp();
+            let is_top = y == T::ZERO;
+            acc[0][l] = acc[0][l] + if is_top { T::ZERO } else { e };
+            acc[1][l] = acc[1][l] + if is_top { T::ONE } else { T::ZERO };
+            let ey = e * clamp_low(y);
+            if EY {
+                acc[2][l] = acc[2][l] + ey;
+            }
+            if W {
+                let we = wl[l] * e;
+                acc[3][l] = acc[3][l] + if is_top { T::ZERO } else { we };
+                acc[4][l] = acc[4][l] + if is_top { wl[l] } else { T::ZERO };
+                acc[5][l] = acc[5][l] + wl[l] * ey;
+            }
+        }
+    };
+    let ones = [T::ONE; LANES];
+    for (bi, block) in xc.chunks(BLOCK).enumerate() {
+        let mut acc = [[T::ZERO; LANES]; 6];
+        for (ci, c) in block.iter().enumerate() {
+            let wl = if W { &wc[bi * BLOCK + ci] } else { &ones };
+            body(c, wl, &mut acc);
+        }
+        for k in 0..6 {
+            tot[k] += hsum(&acc[k]);
+        }
+    }
+    if !xt.is_empty() {
+        // Pad with -inf logits and zero weights: they contribute nothing.
+        let mut c = [T::NEG_INF; LANES];
+        c[..xt.len()].copy_from_slice(xt);
+        let mut wl = [T::ZERO; LANES];
+        if W {
+            wl[..wt.len()].copy_from_slice(wt);
+        }
+        let mut acc = [[T::ZERO; LANES]; 6];
+        body(&c, &wl, &mut acc);
+        for k in 0..6 {
+            tot[k] += hsum(&acc[k]);
+        }
+    }
+    ExpSums { rest: tot[0], top: tot[1], ey: tot[2], w_rest: tot[3], w_top: tot[4], w_ey: tot[5] }
+}
+
+/// exp((xᵢ − m)) into `out` as f64 (for a softmax row kept in scratch); returns the sums.
+#[inline(always)]
+pub(crate) fn exp_store<T: Real>(x: &[T], m: T, out: &mut [f64]) -> ExpSums {
+    let mut s = ExpSums::default();
+    let mut tot = [0.0f64; 3];
+    // Rows of committee members are short (C classes); a plain lane loop is enough.
+    let (xc, xt) = x.as_chunks::<LANES>();
+    let (oc, ot) = out.as_chunks_mut::<LANES>();
+    let mut acc = [[T::ZERO; LANES]; 3];
+    for (c, o) in xc.iter().zip(oc.iter_mut()) {
+        for l in 0..LANES {
+            let y = c[l] - m;
+            let e = y.fast_exp();
+            let is_top = y == T::ZERO;
+            acc[0][l] = acc[0][l] + if is_top { T::ZERO } else { e };
+            acc[1][l] = acc[1][l] + if is_top { T::ONE } else { T::ZERO };
+            acc[2][l] = acc[2][l] + e * clamp_low(y);
+            o[l] = e.to_f64();
+        }
+    }
+    for k in 0..3 {
+        tot[k] += hsum(&acc[k]);
+    }
+    for (v, o) in xt.iter().zip(ot.iter_mut()) {
+        let y = *v - m;
+        let e = y.fast_exp();
+        if y == T::ZERO {
+            tot[1] += 1.0;
+        } else {
+            tot[0] += e.to_f64();
+        }
+        tot[2] += (e * clamp_low(y)).to_f64();
+        *o = e.to_f64();
+    }
+    s.rest = tot[0];
+    s.top = tot[1];
+    s.ey = tot[2];
+    s
+}
+
+/// Sum, min and max of a probability row, with optionally Σ w p ln p (0 ln 0 = 0).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ProbStats {
+    pub sum: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub plogp: f64,
+}
+
+impl ProbStats {
+    /// Whether the row may be invalid: a non-finite sum (NaN, ±inf), a value outside
+    /// [0, 1] beyond the 1e-6 slack, or a sum off 1 by more than 1e-3.
+    #[inline(always)]
+    pub fn suspect(&self) -> bool {
+        !self.sum.is_finite()
+            || self.lo < -1e-6
+            || self.hi > 1.0 + 1e-6
+            || (self.sum - 1.0).abs() > 1e-3
+    }
+}
+
+#[inline(always)]
+pub(crate) fn prob_stats<T: Real, const ENT: bool, const W: bool>(x: &[T], w: &[T]) -> ProbStats {
+    let mut lo = [T::INF; LANES];
+    let mut hi = [T::NEG_INF; LANES];
+    let mut tot = [0.0f64; 2];
+    let mut wi = 0usize;
+    blocked::<T, 2>(x, T::ZERO, &mut tot, |c, acc| {
+        for l in 0..LANES {
+            let p = c[l];
+            acc[0][l] = acc[0][l] + p;
+            lo[l] = if p < lo[l] { p } else { lo[l] };
+            hi[l] = if p > hi[l] { p } else { hi[l] };
+            if ENT {
+                let t = if p > T::ZERO { p * p.fast_ln() } else { T::ZERO };
+                let t = if W {
+                    let wv = if wi + l < w.len() { w[wi + l] } else { T::ZERO };
+                    wv * t
+                } else {
+                    t
+                };
+                acc[1][l] = acc[1][l] + t;
+            }
+        }
+        if W {
+            wi += LANES;
+        }
+    });
+    let mut s = ProbStats { sum: tot[0], lo: f64::INFINITY, hi: f64::NEG_INFINITY, plogp: tot[1] };
+    for l in 0..LANES {
+        s.lo = s.lo.min(lo[l].to_f64());
+        s.hi = s.hi.max(hi[l].to_f64());
+    }
+    // The tail is padded with zeros, which can lower `lo` to 0 but never below the slack.
+    s
+}
+
+/// Σ xᵢ², Σ |xᵢ| and max |xᵢ| of an embedding row, accumulated in f64 so float32 squares
+/// cannot overflow.
+#[inline(always)]
+pub(crate) fn norms<T: Real>(x: &[T]) -> (f64, f64, f64) {
+    let mut sq = [0.0f64; LANES];
+    let mut ab = [0.0f64; LANES];
+    let mut mx = [0.0f64; LANES];
+    let (chunks, tail) = x.as_chunks::<LANES>();
+    let mut step = |c: &[T; LANES]| {
+        for l in 0..LANES {
+            let v = c[l].to_f64();
+            let a = if v < 0.0 { -v } else { v };
+            sq[l] += v * v;
+            ab[l] += a;
+            // Keep NaN so the caller notices it.
+            mx[l] = if a > mx[l] || a != a { a } else { mx[l] };
+        }
+    };
+    for c in chunks {
+        step(c);
+    }
+    if !tail.is_empty() {
+        let mut c = [T::ZERO; LANES];
+        c[..tail.len()].copy_from_slice(tail);
+        step(&c);
+    }
+    let (mut s, mut a, mut m) = (0.0, 0.0, 0.0f64);
+    for l in 0..LANES {
+        s += sq[l];
+        a += ab[l];
+        m = if mx[l] > m || mx[l] != mx[l] { mx[l] } else { m };
+    }
+    (s, a, m)
+}
+
+/// Position of the largest value; ties go to the lowest index.
+#[inline(always)]
+pub(crate) fn argmax<T: Real>(x: &[T]) -> usize {
+    let mut best = 0;
+    let mut bv = T::NEG_INF;
+    for (i, &v) in x.iter().enumerate() {
+        if v > bv {
+            bv = v;
+            best = i;
+        }
+    }
+    best
+}
+
+/// -Σ pᵢ ln pᵢ of an f64 row (0 ln 0 = 0).
+#[inline(always)]
+pub(crate) fn entropy_f64(p: &[f64]) -> f64 {
+    let mut tot = [0.0f64; 1];
+    blocked::<f64, 1>(p, 0.0, &mut tot, |c, acc| {
+        for l in 0..LANES {
+            let v = c[l];
+            acc[0][l] += if v > 0.0 { v * v.fast_ln() } else { 0.0 };
+        }
+    });
+    -tot[0]
+}
+
+// --- Scalar diagnosis of a suspect row (cold path). ---
+
+#[cold]
+pub(crate) fn diagnose_logits<T: Real>(x: &[T]) -> Option<Fault> {
+    for (i, &v) in x.iter().enumerate() {
+        if v.is_nan() {
+            return Some(Fault::Nan { index: i });
+        }
+        if v == T::INF {
+            return Some(Fault::PosInf { index: i });
+        }
+    }
+    if x.iter().all(|&v| v == T::NEG_INF) {
+        return Some(Fault::AllNegInf);
+    }
+    None
+}
+
+#[cold]
+pub(crate) fn diagnose_finite<T: Real>(x: &[T]) -> Option<Fault> {
+    for (i, &v) in x.iter().enumerate() {
+        if v.is_nan() {
+            return Some(Fault::Nan { index: i });
+        }
+        if v == T::INF {
+            return Some(Fault::PosInf { index: i });
+        }
+        if v == T::NEG_INF {
+            return Some(Fault::NegInf { index: i });
+        }
+    }
+    None
+}
+
+#[cold]
+pub(crate) fn diagnose_probs<T: Real>(x: &[T], check_sum: bool) -> Option<Fault> {
+    if let Some(f) = diagnose_finite(x) {
+        return Some(f);
+    }
+    for (i, &v) in x.iter().enumerate() {
+        let v = v.to_f64();
+        if v < -1e-6 {
+            return Some(Fault::Negative { index: i, value: v });
+        }
+        if v > 1.0 + 1e-6 {
+            return Some(Fault::AboveOne { index: i, value: v });
+        }
+    }
+    if check_sum {
+        let sum: f64 = x.iter().map(|v| v.to_f64()).sum();
+        if (sum - 1.0).abs() > 1e-3 {
+            return Some(Fault::SumOff { sum });
+        }
+    }
+    None
+}

@@ -1,0 +1,239 @@
+//! Scores of one row of a 2-D field (confidences, logits, embeddings) or of the 1-D
+//! `confidence` field.
+
+use crate::driver::{Kernel, Scratch};
+use crate::error::{Field, RowFault};
+use crate::math::Real;
+use crate::passes::{
+    diagnose_finite, diagnose_logits, diagnose_probs, exp_sums, norms, prob_stats, top2,
+};
+
+/// The per-row scores of api.md.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RowScore {
+    /// 1 − p(1).
+    LeastConfidence,
+    /// 1 − (p(1) − p(2)).
+    Margin,
+    /// p(2) / p(1).
+    Ratio,
+    /// −Σ w_c p_c ln p_c (w = 1 without weights), divided by ln C when `normalize`.
+    Entropy { normalize: bool, class_weights: Option<Vec<f64>> },
+    /// −T · logsumexp(x / T).
+    Energy { temperature: f64 },
+    /// −max_c x_c.
+    MaxLogit,
+    /// −‖z‖_ord of an embedding (ord > 0, or +inf).
+    Norm { ord: f64 },
+}
+
+pub(crate) struct RowKernel<T: Real> {
+    pub field: Field,
+    pub score: RowScore,
+    /// Class weights converted to the input's type once per call.
+    pub weights: Vec<T>,
+    /// Number of classes as the score sees them (2 for binary logits).
+    pub classes: usize,
+}
+
+#[inline(always)]
+fn fault(f: Option<crate::error::Fault>) -> Result<(), RowFault> {
+    match f {
+        Some(fault) => Err(RowFault { member: None, fault }),
+        None => Ok(()),
+    }
+}
+
+impl<T: Real> RowKernel<T> {
+    #[inline(always)]
+    fn logits(&self, x: &[T]) -> Result<f64, RowFault> {
+        // A single logit is a binary model: p = sigmoid(x) is the softmax of [0, x].
+        if x.len() == 1 {
+            let pair = [T::ZERO, x[0]];
+            return self.logits_row(&pair).or_else(|_| {
+                fault(diagnose_logits(x))?;
+                self.logits_row(&pair)
+            });
+        }
+        self.logits_row(x).or_else(|_| {
+            fault(diagnose_logits(x))?;
+            // A false alarm (e.g. a checksum that overflowed): the score stands.
+            Ok(self.logits_row_unchecked(x))
+        })
+    }
+
+    #[inline(always)]
+    fn logits_row(&self, x: &[T]) -> Result<f64, RowFault> {
+        let (v, ok) = self.logits_eval(x);
+        if ok {
+            Ok(v)
+        } else {
+            Err(RowFault { member: None, fault: crate::error::Fault::AllNegInf })
+        }
+    }
+
+    fn logits_row_unchecked(&self, x: &[T]) -> f64 {
+        self.logits_eval(x).0
+    }
+
+    /// (score, row looked valid).
+    #[inline(always)]
+    fn logits_eval(&self, x: &[T]) -> (f64, bool) {
+        let none: &[T] = &[];
+        match &self.score {
+            RowScore::Ratio => {
+                let (m1, m2, nan) = top2::<T, true, true>(x);
+                let ok = !nan && m1 > T::NEG_INF && m1 < T::INF;
+                ((m2.to_f64() - m1.to_f64()).exp(), ok)
+            }
+            RowScore::MaxLogit => {
+                let (m1, _, nan) = top2::<T, false, true>(x);
+                let ok = !nan && m1 > T::NEG_INF && m1 < T::INF;
+                (-m1.to_f64(), ok)
+            }
+            RowScore::LeastConfidence => {
+                let (m1, _, _) = top2::<T, false, false>(x);
+                let s = exp_sums::<T, false, false, false>(x, m1, T::ONE, none);
+                let ok = m1 > T::NEG_INF && m1 < T::INF && s.finite();
+                (((s.top - 1.0) + s.rest) / s.s(), ok)
+            }
+            RowScore::Margin => {
+                let (m1, m2, _) = top2::<T, true, false>(x);
+                let s = exp_sums::<T, false, false, false>(x, m1, T::ONE, none);
+                let ok = m1 > T::NEG_INF && m1 < T::INF && s.finite();
+                let e2 = (m2.to_f64() - m1.to_f64()).exp();
+                // 1 − (p1 − p2) = (S − 1 + e2) / S with the max term kept exact.
+                (((s.top - 1.0) + s.rest + e2) / s.s(), ok)
+            }
+            RowScore::Entropy { normalize, .. } => {
+                let (m1, _, _) = top2::<T, false, false>(x);
+                let ok0 = m1 > T::NEG_INF && m1 < T::INF;
+                let h = if self.weights.is_empty() {
+                    let s = exp_sums::<T, false, true, false>(x, m1, T::ONE, none);
+                    if !(ok0 && s.finite()) {
+                        return (f64::NAN, false);
+                    }
+                    // H = ln S − Σ eᵢyᵢ / S: both terms ≥ 0, no cancellation.
+                    s.ln_s() - s.ey / s.s()
+                } else {
+                    let s = exp_sums::<T, false, true, true>(x, m1, T::ONE, &self.weights);
+                    if !(ok0 && s.finite()) {
+                        return (f64::NAN, false);
+                    }
+                    (s.ln_s() * (s.w_top + s.w_rest) - s.w_ey) / s.s()
+                };
+                (self.normalized(h, *normalize), true)
+            }
+            RowScore::Energy { temperature } => {
+                let (m1, _, _) = top2::<T, false, false>(x);
+                let inv_t = T::from_f64(1.0 / temperature);
+                let s = exp_sums::<T, true, false, false>(x, m1, inv_t, none);
+                let ok = m1 > T::NEG_INF && m1 < T::INF && s.finite();
+                (-(m1.to_f64() + temperature * s.ln_s()), ok)
+            }
+            RowScore::Norm { .. } => (f64::NAN, false),
+        }
+    }
+
+    #[inline(always)]
+    fn normalized(&self, h: f64, normalize: bool) -> f64 {
+        if !normalize {
+            h
+        } else if self.classes > 1 {
+            h / (self.classes as f64).ln()
+        } else {
+            0.0
+        }
+    }
+
+    #[inline(always)]
+    fn confidences(&self, x: &[T]) -> Result<f64, RowFault> {
+        let none: &[T] = &[];
+        let (st, v) = match &self.score {
+            RowScore::LeastConfidence => {
+                let st = prob_stats::<T, false, false>(x, none);
+                let (p1, _, _) = top2::<T, false, false>(x);
+                (st, 1.0 - p1.to_f64())
+            }
+            RowScore::Margin => {
+                let st = prob_stats::<T, false, false>(x, none);
+                let (p1, p2, _) = top2::<T, true, false>(x);
+                let p2 = if x.len() > 1 { p2.to_f64() } else { 0.0 };
+                (st, 1.0 - (p1.to_f64() - p2))
+            }
+            RowScore::Ratio => {
+                let st = prob_stats::<T, false, false>(x, none);
+                let (p1, p2, _) = top2::<T, true, false>(x);
+                let p2 = if x.len() > 1 { p2.to_f64() } else { 0.0 };
+                let p1 = p1.to_f64();
+                (st, if p1 > 0.0 { p2 / p1 } else { f64::NAN })
+            }
+            RowScore::Entropy { normalize, .. } => {
+                let st = if self.weights.is_empty() {
+                    prob_stats::<T, true, false>(x, none)
+                } else {
+                    prob_stats::<T, true, true>(x, &self.weights)
+                };
+                (st, self.normalized(-st.plogp, *normalize))
+            }
+            _ => unreachable_score(),
+        };
+        if st.suspect() || v.is_nan() {
+            fault(diagnose_probs(x, true))?;
+        }
+        Ok(v)
+    }
+
+    #[inline(always)]
+    fn confidence(&self, x: &[T]) -> Result<f64, RowFault> {
+        let p = x[0].to_f64();
+        if !(-1e-6..=1.0 + 1e-6).contains(&p) {
+            fault(diagnose_probs(x, false))?;
+        }
+        Ok(1.0 - p)
+    }
+
+    #[inline(always)]
+    fn embeddings(&self, x: &[T], ord: f64) -> Result<f64, RowFault> {
+        let v = if ord == 2.0 || ord == 1.0 || ord == f64::INFINITY {
+            let (sq, ab, mx) = norms(x);
+            if !(sq.is_finite() && ab.is_finite() && mx.is_finite()) {
+                fault(diagnose_finite(x))?;
+            }
+            if ord == 2.0 {
+                sq.sqrt()
+            } else if ord == 1.0 {
+                ab
+            } else {
+                mx
+            }
+        } else {
+            if let Some(f) = diagnose_finite(x) {
+                fault(Some(f))?;
+            }
+            x.iter().map(|v| v.to_f64().abs().powf(ord)).sum::<f64>().powf(1.0 / ord)
+        };
+        Ok(-v)
+    }
+}
+
+/// Routes are checked when a kernel is built (`check_route`); this is never reached.
+#[cold]
+fn unreachable_score() -> (crate::passes::ProbStats, f64) {
+    (
+        crate::passes::ProbStats { sum: f64::NAN, lo: 0.0, hi: 0.0, plogp: 0.0 },
+        f64::NAN,
+    )
+}
+
+impl<T: Real> Kernel<T> for RowKernel<T> {
+    #[inline(always)]
+    fn score(&self, row: &[T], _scratch: &mut Scratch) -> Result<f64, RowFault> {
+        match (self.field, &self.score) {
+            (Field::Logits, _) => self.logits(row),
+            (Field::Embeddings, RowScore::Norm { ord }) => self.embeddings(row, *ord),
+            (Field::Confidence, _) => self.confidence(row),
+            _ => self.confidences(row),
+        }
+    }
+}
