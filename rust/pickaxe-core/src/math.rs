@@ -42,6 +42,8 @@ pub trait Real:
     fn from_f64(v: f64) -> Self;
     fn to_f64(self) -> f64;
     fn fast_exp(self) -> Self;
+    /// exp of x ≤ 0 (or NaN): `fast_exp` without the overflow handling.
+    fn fast_exp_nonpos(self) -> Self;
     /// ln x for positive normal x; other inputs give finite garbage or NaN, never a trap.
     fn fast_ln(self) -> Self;
     #[inline(always)]
@@ -58,6 +60,30 @@ pub trait Real:
 #[inline(always)]
 pub fn clamp_low<T: Real>(y: T) -> T {
     if y < T::EXP_LOW { T::EXP_LOW } else { y }
+}
+
+/// exp(xc) for xc already in [EXP_LOW, EXP_HIGH] (or NaN, which stays NaN).
+#[inline(always)]
+fn exp_f32_in_range(xc: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let r2 = r * r;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let e = p * r2 + r + 1.0;
+    // The low mantissa bits of t hold n; shift it into the exponent field.
+    let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let scale = f32::from_bits(((ni + 127) << 23) as u32);
+    e * scale
 }
 
 impl Real for f32 {
@@ -81,30 +107,19 @@ impl Real for f32 {
 
     #[inline(always)]
     fn fast_exp(self) -> f32 {
-        const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
-        const LOG2E: f32 = std::f32::consts::LOG2_E;
-        const LN2_HI: f32 = 0.693_359_4;
-        const LN2_LO: f32 = -2.121_944_4e-4;
         let x = self;
         let xc = if x < Self::EXP_LOW { Self::EXP_LOW } else { x };
         let xc = if xc > Self::EXP_HIGH { Self::EXP_HIGH } else { xc };
-        let t = xc * LOG2E + MAGIC;
-        let n = t - MAGIC;
-        let r = xc - n * LN2_HI - n * LN2_LO;
-        let r2 = r * r;
-        let mut p = 1.987_569_1e-4_f32;
-        p = p * r + 1.398_199_9e-3;
-        p = p * r + 8.333_452e-3;
-        p = p * r + 4.166_579_6e-2;
-        p = p * r + 1.666_666_5e-1;
-        p = p * r + 5.000_000_1e-1;
-        let e = p * r2 + r + 1.0;
-        // The low mantissa bits of t hold n; shift it into the exponent field.
-        let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
-        let scale = f32::from_bits(((ni + 127) << 23) as u32);
-        let v = e * scale;
+        let v = exp_f32_in_range(xc);
         let v = if x < Self::EXP_LOW { 0.0 } else { v };
         if x > Self::EXP_HIGH { f32::INFINITY } else { v }
+    }
+
+    #[inline(always)]
+    fn fast_exp_nonpos(self) -> f32 {
+        let x = self;
+        let v = exp_f32_in_range(if x < Self::EXP_LOW { Self::EXP_LOW } else { x });
+        if x < Self::EXP_LOW { 0.0 } else { v }
     }
 
     #[inline(always)]
@@ -130,6 +145,35 @@ impl Real for f32 {
     }
 }
 
+/// exp(xc) for xc already in [EXP_LOW, EXP_HIGH] (or NaN, which stays NaN).
+#[inline(always)]
+fn exp_f64_in_range(xc: f64) -> f64 {
+    const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 · 2^52
+    const LOG2E: f64 = std::f64::consts::LOG2_E;
+    const LN2_HI: f64 = 6.931_457_519_531_25e-1;
+    const LN2_LO: f64 = 1.428_606_820_309_417_3e-6;
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    // Taylor to r^13: the remainder r^14/14! < 5e-18 for |r| ≤ ln2/2.
+    let mut p = 1.0 / 6_227_020_800.0; // 1/13!
+    p = p * r + 1.0 / 479_001_600.0;
+    p = p * r + 1.0 / 39_916_800.0;
+    p = p * r + 1.0 / 3_628_800.0;
+    p = p * r + 1.0 / 362_880.0;
+    p = p * r + 1.0 / 40_320.0;
+    p = p * r + 1.0 / 5_040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    let e = p * (r * r) + r + 1.0;
+    let ni = (t.to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64);
+    let scale = f64::from_bits(((ni + 1023) << 52) as u64);
+    e * scale
+}
+
 impl Real for f64 {
     const ZERO: f64 = 0.0;
     const ONE: f64 = 1.0;
@@ -151,35 +195,19 @@ impl Real for f64 {
 
     #[inline(always)]
     fn fast_exp(self) -> f64 {
-        const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 · 2^52
-        const LOG2E: f64 = std::f64::consts::LOG2_E;
-        const LN2_HI: f64 = 6.931_457_519_531_25e-1;
-        const LN2_LO: f64 = 1.428_606_820_309_417_3e-6;
         let x = self;
         let xc = if x < Self::EXP_LOW { Self::EXP_LOW } else { x };
         let xc = if xc > Self::EXP_HIGH { Self::EXP_HIGH } else { xc };
-        let t = xc * LOG2E + MAGIC;
-        let n = t - MAGIC;
-        let r = xc - n * LN2_HI - n * LN2_LO;
-        // Taylor to r^13: the remainder r^14/14! < 5e-18 for |r| ≤ ln2/2.
-        let mut p = 1.0 / 6_227_020_800.0; // 1/13!
-        p = p * r + 1.0 / 479_001_600.0;
-        p = p * r + 1.0 / 39_916_800.0;
-        p = p * r + 1.0 / 3_628_800.0;
-        p = p * r + 1.0 / 362_880.0;
-        p = p * r + 1.0 / 40_320.0;
-        p = p * r + 1.0 / 5_040.0;
-        p = p * r + 1.0 / 720.0;
-        p = p * r + 1.0 / 120.0;
-        p = p * r + 1.0 / 24.0;
-        p = p * r + 1.0 / 6.0;
-        p = p * r + 0.5;
-        let e = p * (r * r) + r + 1.0;
-        let ni = (t.to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64);
-        let scale = f64::from_bits(((ni + 1023) << 52) as u64);
-        let v = e * scale;
+        let v = exp_f64_in_range(xc);
         let v = if x < Self::EXP_LOW { 0.0 } else { v };
         if x > Self::EXP_HIGH { f64::INFINITY } else { v }
+    }
+
+    #[inline(always)]
+    fn fast_exp_nonpos(self) -> f64 {
+        let x = self;
+        let v = exp_f64_in_range(if x < Self::EXP_LOW { Self::EXP_LOW } else { x });
+        if x < Self::EXP_LOW { 0.0 } else { v }
     }
 
     #[inline(always)]

@@ -54,46 +54,60 @@ fn blocked<T: Real, const K: usize>(
 }
 
 /// Largest and second largest value (as a multiset: a tie gives both the same value).
-/// NaN is skipped here; with `CHECK` the returned flag says whether a NaN was seen.
+/// NaN is skipped, unless `CHECK`: then a NaN sticks in the max (a NaN max never
+/// compares greater, so nothing replaces it) and the returned flag reports it.
+/// Four independent lane arrays keep the max chains from waiting on each other.
 #[inline(always)]
 pub(crate) fn top2<T: Real, const TOP2: bool, const CHECK: bool>(x: &[T]) -> (T, T, bool) {
-    let mut m1 = [T::NEG_INF; LANES];
-    let mut m2 = [T::NEG_INF; LANES];
-    let mut chk = [T::ZERO; LANES];
-    let (chunks, tail) = x.as_chunks::<LANES>();
-    let mut step = |c: &[T; LANES]| {
+    const U: usize = 4;
+    let mut m1 = [[T::NEG_INF; LANES]; U];
+    let mut m2 = [[T::NEG_INF; LANES]; U];
+    #[inline(always)]
+    fn step<T: Real, const TOP2: bool, const CHECK: bool>(
+        c: &[T; LANES],
+        m1: &mut [T; LANES],
+        m2: &mut [T; LANES],
+    ) {
         for l in 0..LANES {
             let v = c[l];
             if TOP2 {
                 let lo = if v > m1[l] { m1[l] } else { v };
                 m2[l] = if lo > m2[l] { lo } else { m2[l] };
             }
-            m1[l] = if v > m1[l] { v } else { m1[l] };
-            if CHECK {
-                chk[l] = if v != v { v } else { chk[l] };
-            }
+            let take = if CHECK { v > m1[l] || v != v } else { v > m1[l] };
+            m1[l] = if take { v } else { m1[l] };
         }
-    };
-    for c in chunks {
-        step(c);
+    }
+    let (chunks, tail) = x.as_chunks::<LANES>();
+    let (quads, rest) = chunks.as_chunks::<U>();
+    for q in quads {
+        for u in 0..U {
+            step::<T, TOP2, CHECK>(&q[u], &mut m1[u], &mut m2[u]);
+        }
+    }
+    for c in rest {
+        step::<T, TOP2, CHECK>(c, &mut m1[0], &mut m2[0]);
     }
     if !tail.is_empty() {
         let mut c = [T::NEG_INF; LANES];
         c[..tail.len()].copy_from_slice(tail);
-        step(&c);
+        step::<T, TOP2, CHECK>(&c, &mut m1[0], &mut m2[0]);
     }
     let (mut a, mut b) = (T::NEG_INF, T::NEG_INF);
     let mut nan = false;
-    for l in 0..LANES {
-        for v in [m1[l], m2[l]] {
-            if v > a {
-                b = a;
-                a = v;
-            } else if v > b {
-                b = v;
+    for u in 0..U {
+        for l in 0..LANES {
+            nan |= m1[u][l].is_nan();
+            let pair = if TOP2 { [m1[u][l], m2[u][l]] } else { [m1[u][l], T::NEG_INF] };
+            for v in pair {
+                if v > a {
+                    b = a;
+                    a = v;
+                } else if v > b {
+                    b = v;
+                }
             }
         }
-        nan |= chk[l].is_nan();
     }
     (a, b, nan)
 }
@@ -143,7 +157,7 @@ pub(crate) fn exp_sums<T: Real, const SCALE: bool, const EY: bool, const W: bool
     let body = |c: &[T; LANES], wl: &[T; LANES], acc: &mut [[T; LANES]; 6]| {
         for l in 0..LANES {
             let y = if SCALE { (c[l] - m) * inv_t } else { c[l] - m };
-            let e = y.fast_exp();
+            let e = y.fast_exp_nonpos();
             let is_top = y == T::ZERO;
             acc[0][l] = acc[0][l] + if is_top { T::ZERO } else { e };
             acc[1][l] = acc[1][l] + if is_top { T::ONE } else { T::ZERO };
@@ -199,7 +213,7 @@ pub(crate) fn exp_store<T: Real>(x: &[T], m: T, out: &mut [f64]) -> ExpSums {
     for (c, o) in xc.iter().zip(oc.iter_mut()) {
         for l in 0..LANES {
             let y = c[l] - m;
-            let e = y.fast_exp();
+            let e = y.fast_exp_nonpos();
             let is_top = y == T::ZERO;
             acc[0][l] = acc[0][l] + if is_top { T::ZERO } else { e };
             acc[1][l] = acc[1][l] + if is_top { T::ONE } else { T::ZERO };
