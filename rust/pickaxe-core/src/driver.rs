@@ -13,15 +13,18 @@ use crate::pool;
 use crate::simd::multiversion;
 
 /// Per-task working memory of a kernel: a few rows' worth, never the input's size.
-#[derive(Default)]
-pub(crate) struct Scratch {
+pub(crate) struct Scratch<T> {
     pub f: Vec<f64>,
+    pub t: Vec<T>,
     pub u: Vec<u32>,
 }
 
+/// Lengths of a kernel's scratch vectors: (f64, input type, u32).
+pub(crate) type ScratchLen = (usize, usize, usize);
+
 pub(crate) trait Kernel<T: Real>: Sync {
     /// The score of one contiguous row, or the fault that makes it invalid.
-    fn score(&self, row: &[T], scratch: &mut Scratch) -> Result<f64, RowFault>;
+    fn score(&self, row: &[T], scratch: &mut Scratch<T>) -> Result<f64, RowFault>;
 }
 
 /// Below this many values a call runs on the calling thread: waking the pool costs more.
@@ -36,10 +39,14 @@ fn rows_generic<T: Real, K: Kernel<T>>(
     x: &ArrayView3<'_, T>,
     start: usize,
     out: &mut [T],
-    scratch_len: (usize, usize),
+    scratch_len: ScratchLen,
     stop_at: &AtomicUsize,
 ) -> Option<(usize, RowFault)> {
-    let mut scratch = Scratch { f: vec![0.0; scratch_len.0], u: vec![0; scratch_len.1] };
+    let mut scratch = Scratch {
+        f: vec![0.0; scratch_len.0],
+        t: vec![T::ZERO; scratch_len.1],
+        u: vec![0; scratch_len.2],
+    };
     let mut buf: Vec<T> = Vec::new();
     // usize::MAX marks nan_policy="omit": invalid rows become NaN and the work goes on.
     let raise = stop_at.load(Ordering::Relaxed) != usize::MAX;
@@ -77,7 +84,7 @@ multiversion! {
         x: &ArrayView3<'_, T>,
         start: usize,
         out: &mut [T],
-        scratch_len: (usize, usize),
+        scratch_len: ScratchLen,
         stop_at: &AtomicUsize,
     ) -> Option<(usize, RowFault)> => rows_generic
 }
@@ -87,7 +94,7 @@ multiversion! {
 pub(crate) fn run<T: Real, K: Kernel<T>>(
     kernel: &K,
     x: ArrayView3<'_, T>,
-    scratch_len: (usize, usize),
+    scratch_len: ScratchLen,
     raise: bool,
 ) -> (Vec<T>, Option<(usize, RowFault)>) {
     let n = x.len_of(Axis(0));

@@ -110,7 +110,7 @@ pub fn score_rows<T: Real>(
         _ => {}
     }
     let kernel = rows::RowKernel { field, score: score.clone(), weights, classes };
-    let res = driver::run(&kernel, x.insert_axis(Axis(1)), (0, 0), policy == NanPolicy::Raise);
+    let res = driver::run(&kernel, x.insert_axis(Axis(1)), (0, 0, 0), policy == NanPolicy::Raise);
     finish(field, res, policy)
 }
 
@@ -123,7 +123,7 @@ pub fn least_confidence_1d<T: Real>(x: ArrayView1<'_, T>, policy: NanPolicy) -> 
         classes: 1,
     };
     let x3 = x.insert_axis(Axis(1)).insert_axis(Axis(2));
-    let res = driver::run(&kernel, x3, (0, 0), policy == NanPolicy::Raise);
+    let res = driver::run(&kernel, x3, (0, 0, 0), policy == NanPolicy::Raise);
     finish(Field::Confidence, res, policy)
 }
 

@@ -201,9 +201,9 @@ pub(crate) fn exp_sums<T: Real, const SCALE: bool, const EY: bool, const W: bool
     ExpSums { rest: tot[0], top: tot[1], ey: tot[2], w_rest: tot[3], w_top: tot[4], w_ey: tot[5] }
 }
 
-/// exp((xᵢ − m)) into `out` as f64 (for a softmax row kept in scratch); returns the sums.
+/// exp(xᵢ − m) into `out` (a softmax row kept in scratch, unnormalised); returns the sums.
 #[inline(always)]
-pub(crate) fn exp_store<T: Real>(x: &[T], m: T, out: &mut [f64]) -> ExpSums {
+pub(crate) fn exp_store<T: Real>(x: &[T], m: T, out: &mut [T]) -> ExpSums {
     let mut s = ExpSums::default();
     let mut tot = [0.0f64; 3];
     // Rows of committee members are short (C classes); a plain lane loop is enough.
@@ -218,7 +218,7 @@ pub(crate) fn exp_store<T: Real>(x: &[T], m: T, out: &mut [f64]) -> ExpSums {
             acc[0][l] = acc[0][l] + if is_top { T::ZERO } else { e };
             acc[1][l] = acc[1][l] + if is_top { T::ONE } else { T::ZERO };
             acc[2][l] = acc[2][l] + e * clamp_low(y);
-            o[l] = e.to_f64();
+            o[l] = e;
         }
     }
     for k in 0..3 {
@@ -233,7 +233,7 @@ pub(crate) fn exp_store<T: Real>(x: &[T], m: T, out: &mut [f64]) -> ExpSums {
             tot[0] += e.to_f64();
         }
         tot[2] += (e * clamp_low(y)).to_f64();
-        *o = e.to_f64();
+        *o = e;
     }
     s.rest = tot[0];
     s.top = tot[1];
@@ -298,6 +298,81 @@ pub(crate) fn prob_stats<T: Real, const ENT: bool, const W: bool>(x: &[T], w: &[
     s
 }
 
+/// One committee member's probabilities: the validation statistics and, with `ENT`,
+/// Σ p ln p (as `prob_stats`), while adding the member into `acc1` (p̄, with `MEAN`) or
+/// into the variance's sums shifted by member 0 (`acc1` += p − p₀, `acc2` += (p − p₀)²,
+/// with `VAR`), in the same walk over the row.
+#[inline(always)]
+pub(crate) fn prob_member<T: Real, const ENT: bool, const MEAN: bool, const VAR: bool>(
+    x: &[T],
+    p0: &[T],
+    acc1: &mut [f64],
+    acc2: &mut [f64],
+) -> ProbStats {
+    let mut lo = [T::INF; LANES];
+    let mut hi = [T::NEG_INF; LANES];
+    let mut tot = [0.0f64; 2];
+    let (xc, xt) = x.as_chunks::<LANES>();
+    let n = xc.len() * LANES;
+    let (p0c, _) = if VAR { p0.as_chunks::<LANES>() } else { (&[][..], &[][..]) };
+    let (a1c, _) = if MEAN || VAR { acc1.as_chunks_mut::<LANES>() } else { (&mut [][..], &mut [][..]) };
+    let (a2c, _) = if VAR { acc2.as_chunks_mut::<LANES>() } else { (&mut [][..], &mut [][..]) };
+    for (bi, block) in xc.chunks(BLOCK).enumerate() {
+        let mut sum = [T::ZERO; LANES];
+        let mut ent = [T::ZERO; LANES];
+        for (k, c) in block.iter().enumerate() {
+            let ci = bi * BLOCK + k;
+            for l in 0..LANES {
+                let p = c[l];
+                sum[l] = sum[l] + p;
+                lo[l] = if p < lo[l] { p } else { lo[l] };
+                hi[l] = if p > hi[l] { p } else { hi[l] };
+                if ENT {
+                    ent[l] = ent[l] + if p > T::ZERO { p * p.fast_ln() } else { T::ZERO };
+                }
+            }
+            if MEAN {
+                for l in 0..LANES {
+                    a1c[ci][l] += c[l].to_f64();
+                }
+            }
+            if VAR {
+                for l in 0..LANES {
+                    let d = c[l].to_f64() - p0c[ci][l].to_f64();
+                    a1c[ci][l] += d;
+                    a2c[ci][l] += d * d;
+                }
+            }
+        }
+        tot[0] += hsum(&sum);
+        tot[1] += hsum(&ent);
+    }
+    let mut s = ProbStats { sum: tot[0], lo: f64::INFINITY, hi: f64::NEG_INFINITY, plogp: tot[1] };
+    for l in 0..LANES {
+        s.lo = s.lo.min(lo[l].to_f64());
+        s.hi = s.hi.max(hi[l].to_f64());
+    }
+    for (k, &p) in xt.iter().enumerate() {
+        let i = n + k;
+        let v = p.to_f64();
+        s.sum += v;
+        s.lo = if v < s.lo || v != v { v } else { s.lo };
+        s.hi = if v > s.hi { v } else { s.hi };
+        if ENT && p > T::ZERO {
+            s.plogp += (p * p.fast_ln()).to_f64();
+        }
+        if MEAN {
+            acc1[i] += v;
+        }
+        if VAR {
+            let d = v - p0[i].to_f64();
+            acc1[i] += d;
+            acc2[i] += d * d;
+        }
+    }
+    s
+}
+
 /// Σ xᵢ², Σ |xᵢ| and max |xᵢ| of an embedding row, accumulated in f64 so float32 squares
 /// cannot overflow.
 #[inline(always)]
@@ -345,19 +420,6 @@ pub(crate) fn argmax<T: Real>(x: &[T]) -> usize {
         }
     }
     best
-}
-
-/// -Σ pᵢ ln pᵢ of an f64 row (0 ln 0 = 0).
-#[inline(always)]
-pub(crate) fn entropy_f64(p: &[f64]) -> f64 {
-    let mut tot = [0.0f64; 1];
-    blocked::<f64, 1>(p, 0.0, &mut tot, |c, acc| {
-        for l in 0..LANES {
-            let v = c[l];
-            acc[0][l] += if v > 0.0 { v * v.fast_ln() } else { 0.0 };
-        }
-    });
-    -tot[0]
 }
 
 // --- Scalar diagnosis of a suspect row (cold path). ---

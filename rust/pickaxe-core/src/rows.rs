@@ -228,7 +228,7 @@ fn unreachable_score() -> (crate::passes::ProbStats, f64) {
 
 impl<T: Real> Kernel<T> for RowKernel<T> {
     #[inline(always)]
-    fn score(&self, row: &[T], _scratch: &mut Scratch) -> Result<f64, RowFault> {
+    fn score(&self, row: &[T], _scratch: &mut Scratch<T>) -> Result<f64, RowFault> {
         match (self.field, &self.score) {
             (Field::Logits, _) => self.logits(row),
             (Field::Embeddings, RowScore::Norm { ord }) => self.embeddings(row, *ord),

@@ -1,16 +1,16 @@
 //! Scores of a stack of predictions per row: committee members (`query_by_committee`) or
 //! dropout passes (`mc_dropout`), a contiguous (M, C) block per row.
 //!
-//! Each member row is read from memory once: its validation, entropy and contribution to
-//! the mean p̄ (and the shifted sums of the variance) are taken while it is in L1; only
+//! Each member row is read once: its validation, entropy and contribution to the mean p̄
+//! (or to the shifted sums of the variance) are taken in one walk over it; only
 //! `kl_disagreement(reduce="max")` walks the block a second time, from cache, because it
 //! needs p̄ before it can compare each member with it.
 
-use crate::driver::{Kernel, Scratch};
+use crate::driver::{Kernel, Scratch, ScratchLen};
 use crate::error::RowFault;
 use crate::math::Real;
 use crate::passes::{
-    argmax, diagnose_logits, diagnose_probs, entropy_f64, exp_store, prob_stats, top2,
+    argmax, diagnose_logits, diagnose_probs, exp_store, prob_member, top2, ProbStats,
 };
 
 // Every member is first widened to f64 (`member_probs`); `T` appears only there.
@@ -44,36 +44,21 @@ pub(crate) struct StackKernel {
     pub classes: usize,
 }
 
-struct Needs {
-    votes: bool,
-    mean: bool,
-    member_entropy: bool,
-    variance: bool,
-}
 
 impl StackKernel {
-    fn needs(&self) -> Needs {
-        use StackScore::*;
-        let s = self.score;
-        Needs {
-            votes: matches!(s, VoteEntropy | VariationRatio),
-            mean: matches!(
-                s,
-                ConsensusEntropy | PredictiveEntropy | MutualInformation | KlDisagreement { .. }
-            ),
-            member_entropy: matches!(s, MutualInformation | KlDisagreement { .. }),
-            variance: matches!(s, Variance),
-        }
+    /// Scores computed from the members' argmax votes alone.
+    fn votes(&self) -> bool {
+        matches!(self.score, StackScore::VoteEntropy | StackScore::VariationRatio)
     }
 
-    pub(crate) fn scratch_len(&self) -> (usize, usize) {
-        // f64: p̄ (or shifted sum), shifted sum of squares (or ln p̄), member-0 and current
-        // member probabilities, the member widened to f64; per-member entropies.
-        // u32: vote counts.
-        (5 * self.classes + self.members, self.classes)
+    pub(crate) fn scratch_len(&self) -> ScratchLen {
+        // f64: p̄ (or the shifted sum), the shifted sum of squares, per-member
+        // entropies. T: the current member's probabilities, member 0's, p̄ (or ln p̄).
+        // u32: votes.
+        (2 * self.classes + self.members, 3 * self.classes, self.classes)
     }
 
-    #[inline(always)]
+    #[cold]
     fn bad<T: Real>(&self, x: &[T], member: usize) -> Result<(), RowFault> {
         let f = if self.logits { diagnose_logits(x) } else { diagnose_probs(x, true) };
         match f {
@@ -83,64 +68,127 @@ impl StackKernel {
     }
 }
 
-/// Adds one member's probabilities to p̄ or to the variance's shifted sums.
+/// Softmax of one member's logits into `q`; false if the member looks invalid (the
+/// caller diagnoses it).
 #[inline(always)]
-fn accumulate(p: &[f64], p0: &[f64], acc1: &mut [f64], acc2: &mut [f64], variance: bool) {
-    if variance {
-        // Shifted by member 0: exact zeros when members agree, no cancellation.
-        for (((a1, a2), &v), &v0) in acc1.iter_mut().zip(acc2.iter_mut()).zip(p).zip(p0) {
-            let d = v - v0;
-            *a1 += d;
-            *a2 += d * d;
+fn softmax_member<T: Real>(x: &[T], q: &mut [T]) -> bool {
+    let (m1, _, nan) = top2::<T, false, true>(x);
+    let s = exp_store(x, m1, q);
+    if nan || !(m1 > T::NEG_INF && m1 < T::INF && s.finite()) {
+        return false;
+    }
+    let inv = T::from_f64(1.0 / s.s());
+    q.iter_mut().for_each(|v| *v = *v * inv);
+    true
+}
+
+/// Adds a member's probabilities into p̄ (`acc1`) or the variance's shifted sums, and
+/// returns its validation statistics and Σ p ln p, as far as the score needs them.
+#[inline(always)]
+fn member_pass<T: Real>(
+    score: StackScore,
+    x: &[T],
+    p0: &[T],
+    acc1: &mut [f64],
+    acc2: &mut [f64],
+) -> ProbStats {
+    use StackScore::*;
+    match score {
+        VoteEntropy | VariationRatio => prob_member::<T, false, false, false>(x, p0, acc1, acc2),
+        ConsensusEntropy | PredictiveEntropy => {
+            prob_member::<T, false, true, false>(x, p0, acc1, acc2)
         }
+        MutualInformation | KlDisagreement { .. } => {
+            prob_member::<T, true, true, false>(x, p0, acc1, acc2)
+        }
+        Variance => prob_member::<T, false, false, true>(x, p0, acc1, acc2),
+    }
+}
+
+/// Member `j` of a row block as the score sees it: binary logits (one value `x` per
+/// member) become the pair [0, x].
+#[inline(always)]
+fn member<'a, T: Real>(
+    row: &'a [T],
+    j: usize,
+    rc: usize,
+    binary: bool,
+    pair: &'a mut [T; 2],
+) -> &'a [T] {
+    let input = &row[j * rc..(j + 1) * rc];
+    if binary {
+        pair[1] = input[0];
+        &pair[..]
     } else {
-        for (a1, &v) in acc1.iter_mut().zip(p) {
-            *a1 += v;
-        }
+        input
     }
 }
 
 impl<T: Real> Kernel<T> for StackKernel {
     #[inline(always)]
-    fn score(&self, row: &[T], scratch: &mut Scratch) -> Result<f64, RowFault> {
+    fn score(&self, row: &[T], scratch: &mut Scratch<T>) -> Result<f64, RowFault> {
         let (m, c, rc) = (self.members, self.classes, self.row_classes);
-        let need = self.needs();
+        let votes = self.votes();
         let (acc1, rest) = scratch.f.split_at_mut(c);
         let (acc2, rest) = rest.split_at_mut(c);
-        let (q0, rest) = rest.split_at_mut(c);
-        let (q, rest) = rest.split_at_mut(c);
-        let (raw, rest) = rest.split_at_mut(c);
         let hm = &mut rest[..m];
+        let (q, rest) = scratch.t.split_at_mut(c);
+        let (q0, rest) = rest.split_at_mut(c);
+        let pbar = &mut rest[..c];
         let counts = &mut scratch.u[..c];
         acc1.fill(0.0);
         acc2.fill(0.0);
         counts.fill(0);
         let mut h_sum = 0.0;
+        let binary = rc != c;
+        let mut pair = [T::ZERO; 2];
 
-        // Each member is widened to f64 once: the scores below are differences of nearly
-        // equal entropies (BALD) or sums of small squares, which float32 cannot carry.
         for j in 0..m {
             let input = &row[j * rc..(j + 1) * rc];
-            if self.member_probs(input, raw, q).is_err() {
-                self.bad(input, j)?;
-            }
-            if need.votes {
+            let x = member(row, j, rc, binary, &mut pair);
+            if votes {
                 // Argmax of the input itself: exp can round two close logits together.
-                counts[if rc == c { argmax(input) } else { (input[0] > T::ZERO) as usize }] += 1;
+                counts[argmax(x)] += 1;
             }
-            if need.member_entropy {
-                hm[j] = entropy_f64(q);
+            if self.logits {
+                if votes {
+                    let (m1, _, nan) = top2::<T, false, true>(x);
+                    if nan || !(m1 > T::NEG_INF && m1 < T::INF) {
+                        self.bad(input, j)?;
+                    }
+                    continue;
+                }
+                if !softmax_member(x, q) {
+                    self.bad(input, j)?;
+                    continue;
+                }
+                if j == 0 {
+                    q0.copy_from_slice(q);
+                }
+                // Member entropies by the same routine as H(p̄) below (not the fused
+                // logsumexp form), so their difference cancels exactly when members agree.
+                let st = member_pass(self.score, q, q0, acc1, acc2);
+                hm[j] = -st.plogp;
                 h_sum += hm[j];
-            }
-            if j == 0 {
-                q0.copy_from_slice(q);
-            }
-            if need.mean || need.variance {
-                accumulate(q, q0, acc1, acc2, need.variance);
+            } else {
+                let st = member_pass(self.score, x, &row[..rc], acc1, acc2);
+                if st.suspect() {
+                    self.bad(input, j)?;
+                }
+                hm[j] = -st.plogp;
+                h_sum += hm[j];
             }
         }
 
         let mf = m as f64;
+        // H(p̄) by the same routine as the members' entropies, so that identical members
+        // give a mutual information of exactly 0.
+        let mut mean_entropy = |acc1: &[f64]| -> f64 {
+            for (b, &a) in pbar.iter_mut().zip(acc1.iter()) {
+                *b = T::from_f64(a / mf);
+            }
+            -prob_member::<T, true, false, false>(pbar, &[], &mut [], &mut []).plogp
+        };
         let v = match self.score {
             StackScore::VoteEntropy => {
                 let mut h = 0.0;
@@ -161,70 +209,41 @@ impl<T: Real> Kernel<T> for StackKernel {
                 }
                 tot / c as f64
             }
-            StackScore::ConsensusEntropy | StackScore::PredictiveEntropy => {
-                acc1.iter_mut().for_each(|v| *v /= mf);
-                entropy_f64(acc1)
-            }
+            StackScore::ConsensusEntropy | StackScore::PredictiveEntropy => mean_entropy(acc1),
             StackScore::MutualInformation | StackScore::KlDisagreement { max: false } => {
                 // mean_m KL(p_m ‖ p̄) = H(p̄) − mean_m H(p_m): the same quantity as BALD.
-                acc1.iter_mut().for_each(|v| *v /= mf);
-                entropy_f64(acc1) - h_sum / mf
+                mean_entropy(acc1) - h_sum / mf
             }
             StackScore::KlDisagreement { max: true } => {
-                acc1.iter_mut().for_each(|v| *v /= mf);
-                // ln p̄ into acc2 (unused by this score).
-                for (l, &p) in acc2.iter_mut().zip(acc1.iter()) {
-                    *l = if p > 0.0 { p.ln() } else { 0.0 };
+                // ln p̄ in the input's precision, like ln p below, so that a member equal
+                // to p̄ has a divergence of exactly 0.
+                for (b, &a) in pbar.iter_mut().zip(acc1.iter()) {
+                    let p = T::from_f64(a / mf);
+                    *b = if p > T::ZERO { p.fast_ln() } else { T::ZERO };
                 }
                 let mut best = f64::NEG_INFINITY;
                 for j in 0..m {
-                    let input = &row[j * rc..(j + 1) * rc];
-                    // Valid: checked in the first walk.
-                    let _ = self.member_probs(input, raw, q);
-                    // KL(p_m ‖ p̄) = −H(p_m) − Σ p_mc ln p̄_c; p_mc > 0 implies p̄_c > 0.
-                    let cross: f64 = q
+                    let x = member(row, j, rc, binary, &mut pair);
+                    let p: &[T] = if self.logits {
+                        // Valid: checked in the first walk.
+                        softmax_member(x, q);
+                        q
+                    } else {
+                        x
+                    };
+                    // KL(p_m ‖ p̄) = Σ p_mc (ln p_mc − ln p̄_c); p_mc > 0 implies p̄_c > 0.
+                    let kl: f64 = p
                         .iter()
-                        .zip(acc2.iter())
-                        .map(|(&p, &l)| if p > 0.0 { p * l } else { 0.0 })
+                        .zip(pbar.iter())
+                        .map(|(&v, &l)| {
+                            if v > T::ZERO { (v * (v.fast_ln() - l)).to_f64() } else { 0.0 }
+                        })
                         .sum();
-                    best = best.max(-hm[j] - cross);
+                    best = best.max(kl);
                 }
                 best
             }
         };
         Ok(v)
-    }
-}
-
-impl StackKernel {
-    /// One member's probabilities into `q` (f64), through `raw`; Err(()) if it looks
-    /// invalid (the caller diagnoses it).
-    #[inline(always)]
-    fn member_probs<T: Real>(&self, input: &[T], raw: &mut [f64], q: &mut [f64]) -> Result<(), ()> {
-        if input.len() == raw.len() {
-            for (r, &v) in raw.iter_mut().zip(input) {
-                *r = v.to_f64();
-            }
-        } else {
-            // Binary logits: the member is the pair [0, x].
-            raw[0] = 0.0;
-            raw[1] = input[0].to_f64();
-        }
-        let none: &[f64] = &[];
-        if self.logits {
-            let (m1, _, _) = top2::<f64, false, false>(raw);
-            let s = exp_store(raw, m1, q);
-            if !(m1 > f64::NEG_INFINITY && m1 < f64::INFINITY && s.finite()) {
-                return Err(());
-            }
-            let inv = 1.0 / s.s();
-            q.iter_mut().for_each(|v| *v *= inv);
-        } else {
-            if prob_stats::<f64, false, false>(raw, none).suspect() {
-                return Err(());
-            }
-            q.copy_from_slice(raw);
-        }
-        Ok(())
     }
 }
