@@ -47,35 +47,90 @@ fn rows_generic<T: Real, K: Kernel<T>>(
         t: vec![T::ZERO; scratch_len.1],
         u: vec![0; scratch_len.2],
     };
-    let mut buf: Vec<T> = Vec::new();
     // usize::MAX marks nan_policy="omit": invalid rows become NaN and the work goes on.
     let raise = stop_at.load(Ordering::Relaxed) != usize::MAX;
     let mut first = None;
-    for (j, o) in out.iter_mut().enumerate() {
-        let i = start + j;
-        let row = x.index_axis(Axis(0), i);
-        let slice = match row.as_slice() {
-            Some(s) => s,
-            None => {
-                buf.clear();
-                buf.extend(row.iter().copied());
-                &buf[..]
+    let mut record = |i: usize, res: Result<f64, RowFault>, o: &mut T| -> bool {
+        match res {
+            Ok(v) => {
+                *o = T::from_f64(v);
+                false
             }
-        };
-        match kernel.score(slice, &mut scratch) {
-            Ok(v) => *o = T::from_f64(v),
             Err(f) => {
                 *o = T::NAN;
                 first = first.or(Some((i, f)));
                 if raise {
                     // Later rows do not matter; an earlier row of another task may.
                     stop_at.fetch_min(i, Ordering::Relaxed);
+                }
+                raise
+            }
+        }
+    };
+    let width = x.len_of(Axis(1)) * x.len_of(Axis(2));
+    if rows_are_columns(x) {
+        // Fortran order: a row's values are far apart, but a few rows side by side are
+        // contiguous. Copy a tile of rows at a time, walking memory in order.
+        let mut tile = vec![T::ZERO; TILE_ROWS * width];
+        for (t, outs) in out.chunks_mut(TILE_ROWS).enumerate() {
+            let i0 = start + t * TILE_ROWS;
+            let (m, c) = (x.len_of(Axis(1)), x.len_of(Axis(2)));
+            let st = x.strides();
+            let base = x.as_ptr();
+            for a in 0..m {
+                for b in 0..c {
+                    let k = a * c + b;
+                    for (r, _) in outs.iter().enumerate() {
+                        let off = (i0 + r) as isize * st[0] + a as isize * st[1] + b as isize * st[2];
+                        // SAFETY: (i0 + r, a, b) is inside the view's shape (i0 + r < N by
+                        // the chunking of `out`, a < M, b < C), and a view's pointer plus
+                        // index · strides is an element of it.
+                        tile[r * width + k] = unsafe { *base.offset(off) };
+                    }
+                }
+            }
+            for (r, o) in outs.iter_mut().enumerate() {
+                let res = kernel.score(&tile[r * width..(r + 1) * width], &mut scratch);
+                if record(i0 + r, res, o) {
                     return first;
                 }
             }
         }
+        return first;
+    }
+    let mut buf: Vec<T> = Vec::new();
+    for (j, o) in out.iter_mut().enumerate() {
+        let i = start + j;
+        let row = x.index_axis(Axis(0), i);
+        let slice = match row.as_slice() {
+            Some(s) => s,
+            None => {
+                // Strided rows (steps, negative strides): one row-sized copy at a time.
+                buf.clear();
+                buf.extend(row.iter().copied());
+                &buf[..]
+            }
+        };
+        let res = kernel.score(slice, &mut scratch);
+        if record(i, res, o) {
+            return first;
+        }
     }
     first
+}
+
+/// Rows per tile when gathering Fortran-ordered rows.
+const TILE_ROWS: usize = 16;
+
+/// Whether the rows are not contiguous but the row axis has the smallest stride (Fortran
+/// order, or a transposed view), so that neighbouring rows share cache lines.
+fn rows_are_columns<T>(x: &ArrayView3<'_, T>) -> bool {
+    if x.len_of(Axis(0)) < 2 || x.index_axis(Axis(0), 0).is_standard_layout() {
+        return false;
+    }
+    let s = x.strides();
+    let s0 = s[0].unsigned_abs();
+    (1..3).all(|a| x.len_of(Axis(a)) < 2 || s[a].unsigned_abs() > s0)
 }
 
 multiversion! {
