@@ -22,7 +22,10 @@ FIELD_SHAPES: dict[str, str] = {
     "mc_dropout": "(N, T, C)",
     "embeddings": "(N, D)",
 }
-FIELD_NDIM: dict[str, int] = {name: shape.count(",") + 1 for name, shape in FIELD_SHAPES.items()}
+FIELD_NDIM: dict[str, int] = {
+    name: len([d for d in shape.strip("()").split(",") if d.strip()])
+    for name, shape in FIELD_SHAPES.items()
+}
 
 NAN_POLICIES = ("raise", "omit")
 

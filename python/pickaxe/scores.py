@@ -143,7 +143,10 @@ def entropy(
     """
     weights = None
     if class_weights is not None:
-        w = np.asarray(class_weights, dtype=np.float64)
+        try:
+            w = np.asarray(class_weights, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"entropy(): class_weights must be real numbers ({e})") from None
         if w.ndim != 1:
             raise ValueError(f"entropy(): class_weights must be 1-D (C,); got shape {w.shape}")
         weights = w.tolist()
@@ -289,7 +292,8 @@ def mutual_information(
     logits: bool = False,
     nan_policy: NanPolicy = "raise",
 ) -> np.ndarray:
-    """Mutual information (BALD): ``H(p̄) - mean_t H(p_t)``, ≥ 0 up to rounding.
+    """Mutual information (BALD): ``H(p̄) - mean_t H(p_t)``, ≥ 0 (a rounding below 0 is
+    returned as 0).
 
     Fields: ``mc_dropout`` (N, T, C) or ``query_by_committee`` (N, M, C).
 

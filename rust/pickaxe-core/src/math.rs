@@ -33,6 +33,10 @@ pub trait Real:
     const INF: Self;
     const NEG_INF: Self;
     const NAN: Self;
+    /// The largest finite value.
+    const MAX: Self;
+    /// The smallest positive normal value.
+    const MIN_POSITIVE: Self;
     /// Below this, exp flushes to 0; `fast_exp` is exact to a few ULP above it.
     const EXP_LOW: Self;
     /// Above this, exp is +inf.
@@ -92,6 +96,8 @@ impl Real for f32 {
     const INF: f32 = f32::INFINITY;
     const NEG_INF: f32 = f32::NEG_INFINITY;
     const NAN: f32 = f32::NAN;
+    const MAX: f32 = f32::MAX;
+    const MIN_POSITIVE: f32 = f32::MIN_POSITIVE;
     const EXP_LOW: f32 = -87.0;
     const EXP_HIGH: f32 = 88.0;
     const DTYPE: &'static str = "float32";
@@ -180,6 +186,8 @@ impl Real for f64 {
     const INF: f64 = f64::INFINITY;
     const NEG_INF: f64 = f64::NEG_INFINITY;
     const NAN: f64 = f64::NAN;
+    const MAX: f64 = f64::MAX;
+    const MIN_POSITIVE: f64 = f64::MIN_POSITIVE;
     const EXP_LOW: f64 = -708.0;
     const EXP_HIGH: f64 = 709.0;
     const DTYPE: &'static str = "float64";

@@ -126,7 +126,11 @@ impl<T: Real> RowKernel<T> {
             }
             RowScore::Energy { temperature } => {
                 let (m1, _, _) = top2::<T, false, false>(x);
+                // 1/T kept finite and nonzero in the input's type: a tiny T must not
+                // give 0 · inf for the max logit, nor a huge T -inf · 0 for a -inf logit.
                 let inv_t = T::from_f64(1.0 / temperature);
+                let inv_t = if inv_t < T::MAX { inv_t } else { T::MAX };
+                let inv_t = if inv_t > T::MIN_POSITIVE { inv_t } else { T::MIN_POSITIVE };
                 let s = exp_sums::<T, true, false, false>(x, m1, inv_t, none);
                 let ok = m1 > T::NEG_INF && m1 < T::INF && s.finite();
                 (-(m1.to_f64() + temperature * s.ln_s()), ok)

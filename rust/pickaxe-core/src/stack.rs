@@ -212,7 +212,8 @@ impl<T: Real> Kernel<T> for StackKernel {
             StackScore::ConsensusEntropy | StackScore::PredictiveEntropy => mean_entropy(acc1),
             StackScore::MutualInformation | StackScore::KlDisagreement { max: false } => {
                 // mean_m KL(p_m ‖ p̄) = H(p̄) − mean_m H(p_m): the same quantity as BALD.
-                mean_entropy(acc1) - h_sum / mf
+                // ≥ 0 by Jensen; a negative value could only be rounding.
+                (mean_entropy(acc1) - h_sum / mf).max(0.0)
             }
             StackScore::KlDisagreement { max: true } => {
                 // ln p̄ in the input's precision, like ln p below, so that a member equal
@@ -241,7 +242,8 @@ impl<T: Real> Kernel<T> for StackKernel {
                         .sum();
                     best = best.max(kl);
                 }
-                best
+                // Each divergence is ≥ 0; a negative value could only be rounding.
+                best.max(0.0)
             }
         };
         Ok(v)
