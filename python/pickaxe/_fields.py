@@ -103,6 +103,16 @@ def as_float_array(func: str, name: str, value: Any, ndim: int, shape: str) -> n
     return arr
 
 
+def real_parameter(func: str, name: str, value: Any) -> float:
+    """A real-number parameter (temperature, ord) as a float, or TypeError naming it."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{func}(): {name} must be a real number; got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{func}(): {name} must be a real number; got {value!r}") from None
+
+
 def check_nan_policy(func: str, nan_policy: Any) -> str:
     if not (isinstance(nan_policy, str) and nan_policy in NAN_POLICIES):
         raise ValueError(f'{func}(): nan_policy must be "raise" or "omit"; got {nan_policy!r}')

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _core
-from ._fields import check_nan_policy, pick_field, takes_fields
+from ._fields import check_nan_policy, pick_field, real_parameter, takes_fields
 
 __all__ = [
     "least_confidence",
@@ -174,7 +174,13 @@ def energy(
     >>> energy(logits=np.array([[0.0, 0.0]]))
     array([-0.69314718])
     """
-    return _rows("energy", "energy", {"logits": logits}, nan_policy, temperature=float(temperature))
+    return _rows(
+        "energy",
+        "energy",
+        {"logits": logits},
+        nan_policy,
+        temperature=real_parameter("energy", "temperature", temperature),
+    )
 
 
 @takes_fields("logits")
@@ -212,7 +218,7 @@ def activation(
         "norm",
         {"embeddings": embeddings, "logits": logits},
         nan_policy,
-        ord=float(ord),
+        ord=real_parameter("activation", "ord", ord),
     )
 
 

@@ -8,7 +8,7 @@ use ndarray::{ArrayView3, Axis};
 use rayon::prelude::*;
 
 use crate::error::RowFault;
-use crate::math::Real;
+use crate::math::{Isa, Real};
 use crate::pool;
 use crate::simd::multiversion;
 
@@ -24,7 +24,7 @@ pub(crate) type ScratchLen = (usize, usize, usize);
 
 pub(crate) trait Kernel<T: Real>: Sync {
     /// The score of one contiguous row, or the fault that makes it invalid.
-    fn score(&self, row: &[T], scratch: &mut Scratch<T>) -> Result<f64, RowFault>;
+    fn score<I: Isa>(&self, row: &[T], scratch: &mut Scratch<T>) -> Result<f64, RowFault>;
 }
 
 /// Below this many values a call runs on the calling thread: waking the pool costs more.
@@ -34,7 +34,7 @@ const TASK_VALUES: usize = 1 << 16;
 
 /// Scores of rows `start..start + out.len()`; returns the first invalid row of the range.
 #[inline(always)]
-fn rows_generic<T: Real, K: Kernel<T>>(
+fn rows_generic<T: Real, K: Kernel<T>, I: Isa>(
     kernel: &K,
     x: &ArrayView3<'_, T>,
     start: usize,
@@ -90,7 +90,7 @@ fn rows_generic<T: Real, K: Kernel<T>>(
                 }
             }
             for (r, o) in outs.iter_mut().enumerate() {
-                let res = kernel.score(&tile[r * width..(r + 1) * width], &mut scratch);
+                let res = kernel.score::<I>(&tile[r * width..(r + 1) * width], &mut scratch);
                 if record(i0 + r, res, o) {
                     return first;
                 }
@@ -111,7 +111,7 @@ fn rows_generic<T: Real, K: Kernel<T>>(
                 &buf[..]
             }
         };
-        let res = kernel.score(slice, &mut scratch);
+        let res = kernel.score::<I>(slice, &mut scratch);
         if record(i, res, o) {
             return first;
         }

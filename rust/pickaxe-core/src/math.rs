@@ -14,6 +14,27 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 /// f64; LLVM splits it into whatever the target level has.
 pub const LANES: usize = 16;
 
+/// Whether the code being compiled may use fused multiply-add. The AVX2 and AVX-512 paths
+/// instantiate the kernels with `Fma`, the portable path with `NoFma` (there `mul_add`
+/// would be a libm call per element).
+pub trait Isa: 'static {
+    const FMA: bool;
+}
+pub struct Fma;
+pub struct NoFma;
+impl Isa for Fma {
+    const FMA: bool = true;
+}
+impl Isa for NoFma {
+    const FMA: bool = false;
+}
+
+/// a · b + c, fused where the instruction set has it.
+#[inline(always)]
+pub fn madd<I: Isa, T: Real>(a: T, b: T, c: T) -> T {
+    if I::FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
 pub trait Real:
     Copy
     + Send
@@ -45,11 +66,13 @@ pub trait Real:
 
     fn from_f64(v: f64) -> Self;
     fn to_f64(self) -> f64;
-    fn fast_exp(self) -> Self;
+    /// a · b + c with one rounding (std's `mul_add`).
+    fn mul_add(self, a: Self, b: Self) -> Self;
+    fn fast_exp<I: Isa>(self) -> Self;
     /// exp of x ≤ 0 (or NaN): `fast_exp` without the overflow handling.
-    fn fast_exp_nonpos(self) -> Self;
+    fn fast_exp_nonpos<I: Isa>(self) -> Self;
     /// ln x for positive normal x; other inputs give finite garbage or NaN, never a trap.
-    fn fast_ln(self) -> Self;
+    fn fast_ln<I: Isa>(self) -> Self;
     #[inline(always)]
     fn is_nan(self) -> bool {
         self != self
@@ -68,22 +91,22 @@ pub fn clamp_low<T: Real>(y: T) -> T {
 
 /// exp(xc) for xc already in [EXP_LOW, EXP_HIGH] (or NaN, which stays NaN).
 #[inline(always)]
-fn exp_f32_in_range(xc: f32) -> f32 {
+fn exp_f32_in_range<I: Isa>(xc: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let t = xc * LOG2E + MAGIC;
+    let t = madd::<I, _>(xc, LOG2E, MAGIC);
     let n = t - MAGIC;
-    let r = xc - n * LN2_HI - n * LN2_LO;
+    let r = madd::<I, _>(-n, LN2_LO, madd::<I, _>(-n, LN2_HI, xc));
     let r2 = r * r;
     let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
-    let e = p * r2 + r + 1.0;
+    p = madd::<I, _>(p, r, 1.398_199_9e-3);
+    p = madd::<I, _>(p, r, 8.333_452e-3);
+    p = madd::<I, _>(p, r, 4.166_579_6e-2);
+    p = madd::<I, _>(p, r, 1.666_666_5e-1);
+    p = madd::<I, _>(p, r, 5.000_000_1e-1);
+    let e = madd::<I, _>(p, r2, r) + 1.0;
     // The low mantissa bits of t hold n; shift it into the exponent field.
     let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     let scale = f32::from_bits(((ni + 127) << 23) as u32);
@@ -112,24 +135,29 @@ impl Real for f32 {
     }
 
     #[inline(always)]
-    fn fast_exp(self) -> f32 {
+    fn mul_add(self, a: f32, b: f32) -> f32 {
+        f32::mul_add(self, a, b)
+    }
+
+    #[inline(always)]
+    fn fast_exp<I: Isa>(self) -> f32 {
         let x = self;
         let xc = if x < Self::EXP_LOW { Self::EXP_LOW } else { x };
         let xc = if xc > Self::EXP_HIGH { Self::EXP_HIGH } else { xc };
-        let v = exp_f32_in_range(xc);
+        let v = exp_f32_in_range::<I>(xc);
         let v = if x < Self::EXP_LOW { 0.0 } else { v };
         if x > Self::EXP_HIGH { f32::INFINITY } else { v }
     }
 
     #[inline(always)]
-    fn fast_exp_nonpos(self) -> f32 {
+    fn fast_exp_nonpos<I: Isa>(self) -> f32 {
         let x = self;
-        let v = exp_f32_in_range(if x < Self::EXP_LOW { Self::EXP_LOW } else { x });
+        let v = exp_f32_in_range::<I>(if x < Self::EXP_LOW { Self::EXP_LOW } else { x });
         if x < Self::EXP_LOW { 0.0 } else { v }
     }
 
     #[inline(always)]
-    fn fast_ln(self) -> f32 {
+    fn fast_ln<I: Isa>(self) -> f32 {
         const SQRT2_MANT: u32 = 0x3504f3;
         const LN2_HI: f32 = 0.693_359_4;
         const LN2_LO: f32 = -2.121_944_4e-4;
@@ -141,40 +169,40 @@ impl Real for f32 {
         let f = (m - 1.0) / (m + 1.0);
         let s = f * f;
         let mut p = 1.0_f32 / 9.0;
-        p = p * s + 1.0 / 7.0;
-        p = p * s + 1.0 / 5.0;
-        p = p * s + 1.0 / 3.0;
-        let lnm = 2.0 * f + 2.0 * f * s * p;
+        p = madd::<I, _>(p, s, 1.0 / 7.0);
+        p = madd::<I, _>(p, s, 1.0 / 5.0);
+        p = madd::<I, _>(p, s, 1.0 / 3.0);
+        let lnm = madd::<I, _>(2.0 * f * s, p, 2.0 * f);
         let ef = e as f32;
-        let v = ef * LN2_HI + (ef * LN2_LO + lnm);
+        let v = madd::<I, _>(ef, LN2_HI, madd::<I, _>(ef, LN2_LO, lnm));
         if self != self { self } else { v }
     }
 }
 
 /// exp(xc) for xc already in [EXP_LOW, EXP_HIGH] (or NaN, which stays NaN).
 #[inline(always)]
-fn exp_f64_in_range(xc: f64) -> f64 {
+fn exp_f64_in_range<I: Isa>(xc: f64) -> f64 {
     const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 · 2^52
     const LOG2E: f64 = std::f64::consts::LOG2_E;
     const LN2_HI: f64 = 6.931_457_519_531_25e-1;
     const LN2_LO: f64 = 1.428_606_820_309_417_3e-6;
-    let t = xc * LOG2E + MAGIC;
+    let t = madd::<I, _>(xc, LOG2E, MAGIC);
     let n = t - MAGIC;
-    let r = xc - n * LN2_HI - n * LN2_LO;
+    let r = madd::<I, _>(-n, LN2_LO, madd::<I, _>(-n, LN2_HI, xc));
     // Taylor to r^13: the remainder r^14/14! < 5e-18 for |r| ≤ ln2/2.
     let mut p = 1.0 / 6_227_020_800.0; // 1/13!
-    p = p * r + 1.0 / 479_001_600.0;
-    p = p * r + 1.0 / 39_916_800.0;
-    p = p * r + 1.0 / 3_628_800.0;
-    p = p * r + 1.0 / 362_880.0;
-    p = p * r + 1.0 / 40_320.0;
-    p = p * r + 1.0 / 5_040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    let e = p * (r * r) + r + 1.0;
+    p = madd::<I, _>(p, r, 1.0 / 479_001_600.0);
+    p = madd::<I, _>(p, r, 1.0 / 39_916_800.0);
+    p = madd::<I, _>(p, r, 1.0 / 3_628_800.0);
+    p = madd::<I, _>(p, r, 1.0 / 362_880.0);
+    p = madd::<I, _>(p, r, 1.0 / 40_320.0);
+    p = madd::<I, _>(p, r, 1.0 / 5_040.0);
+    p = madd::<I, _>(p, r, 1.0 / 720.0);
+    p = madd::<I, _>(p, r, 1.0 / 120.0);
+    p = madd::<I, _>(p, r, 1.0 / 24.0);
+    p = madd::<I, _>(p, r, 1.0 / 6.0);
+    p = madd::<I, _>(p, r, 0.5);
+    let e = madd::<I, _>(p, r * r, r) + 1.0;
     let ni = (t.to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64);
     let scale = f64::from_bits(((ni + 1023) << 52) as u64);
     e * scale
@@ -202,24 +230,29 @@ impl Real for f64 {
     }
 
     #[inline(always)]
-    fn fast_exp(self) -> f64 {
+    fn mul_add(self, a: f64, b: f64) -> f64 {
+        f64::mul_add(self, a, b)
+    }
+
+    #[inline(always)]
+    fn fast_exp<I: Isa>(self) -> f64 {
         let x = self;
         let xc = if x < Self::EXP_LOW { Self::EXP_LOW } else { x };
         let xc = if xc > Self::EXP_HIGH { Self::EXP_HIGH } else { xc };
-        let v = exp_f64_in_range(xc);
+        let v = exp_f64_in_range::<I>(xc);
         let v = if x < Self::EXP_LOW { 0.0 } else { v };
         if x > Self::EXP_HIGH { f64::INFINITY } else { v }
     }
 
     #[inline(always)]
-    fn fast_exp_nonpos(self) -> f64 {
+    fn fast_exp_nonpos<I: Isa>(self) -> f64 {
         let x = self;
-        let v = exp_f64_in_range(if x < Self::EXP_LOW { Self::EXP_LOW } else { x });
+        let v = exp_f64_in_range::<I>(if x < Self::EXP_LOW { Self::EXP_LOW } else { x });
         if x < Self::EXP_LOW { 0.0 } else { v }
     }
 
     #[inline(always)]
-    fn fast_ln(self) -> f64 {
+    fn fast_ln<I: Isa>(self) -> f64 {
         const SQRT2_MANT: u64 = 0x6_a09e_667f_3bcd;
         const LN2_HI: f64 = 6.931_457_519_531_25e-1;
         const LN2_LO: f64 = 1.428_606_820_309_417_3e-6;
@@ -232,18 +265,18 @@ impl Real for f64 {
         let s = f * f;
         // atanh series to f^21: the remainder is below 1e-18 relative for |f| ≤ 0.1716.
         let mut p = 1.0 / 21.0;
-        p = p * s + 1.0 / 19.0;
-        p = p * s + 1.0 / 17.0;
-        p = p * s + 1.0 / 15.0;
-        p = p * s + 1.0 / 13.0;
-        p = p * s + 1.0 / 11.0;
-        p = p * s + 1.0 / 9.0;
-        p = p * s + 1.0 / 7.0;
-        p = p * s + 1.0 / 5.0;
-        p = p * s + 1.0 / 3.0;
-        let lnm = 2.0 * f + 2.0 * f * s * p;
+        p = madd::<I, _>(p, s, 1.0 / 19.0);
+        p = madd::<I, _>(p, s, 1.0 / 17.0);
+        p = madd::<I, _>(p, s, 1.0 / 15.0);
+        p = madd::<I, _>(p, s, 1.0 / 13.0);
+        p = madd::<I, _>(p, s, 1.0 / 11.0);
+        p = madd::<I, _>(p, s, 1.0 / 9.0);
+        p = madd::<I, _>(p, s, 1.0 / 7.0);
+        p = madd::<I, _>(p, s, 1.0 / 5.0);
+        p = madd::<I, _>(p, s, 1.0 / 3.0);
+        let lnm = madd::<I, _>(2.0 * f * s, p, 2.0 * f);
         let ef = e as f64;
-        let v = ef * LN2_HI + (ef * LN2_LO + lnm);
+        let v = madd::<I, _>(ef, LN2_HI, madd::<I, _>(ef, LN2_LO, lnm));
         if self != self { self } else { v }
     }
 }
@@ -277,70 +310,90 @@ mod tests {
 
     #[test]
     fn exp_f32_within_2_ulp() {
+        exp_f32_within_2_ulp_with::<NoFma>();
+        exp_f32_within_2_ulp_with::<Fma>();
+    }
+
+    fn exp_f32_within_2_ulp_with<I: Isa>() {
         let mut worst = 0.0f64;
         for x in sweep(-87.0, 88.0, 2_000_000) {
             let x = x as f32;
-            worst = worst.max(ulp32(x.fast_exp(), (x as f64).exp()));
+            worst = worst.max(ulp32(x.fast_exp::<I>(), (x as f64).exp()));
         }
         assert!(worst <= 2.0, "worst f32 exp error {worst} ULP");
     }
 
     #[test]
     fn exp_f64_within_2_ulp() {
+        exp_f64_within_2_ulp_with::<NoFma>();
+        exp_f64_within_2_ulp_with::<Fma>();
+    }
+
+    fn exp_f64_within_2_ulp_with<I: Isa>() {
         let mut worst = 0.0f64;
         for x in sweep(-708.0, 709.0, 2_000_000) {
             // std's exp is itself within 1 ULP; measure against it.
-            worst = worst.max(ulp64(x.fast_exp(), x.exp()));
+            worst = worst.max(ulp64(x.fast_exp::<I>(), x.exp()));
         }
         assert!(worst <= 2.0, "worst f64 exp error {worst} ULP");
     }
 
     #[test]
     fn ln_f32_within_2_ulp() {
+        ln_f32_within_2_ulp_with::<NoFma>();
+        ln_f32_within_2_ulp_with::<Fma>();
+    }
+
+    fn ln_f32_within_2_ulp_with<I: Isa>() {
         let mut worst = 0.0f64;
         let mut x = f32::MIN_POSITIVE;
         while x < 1e30 {
             for k in 0..64 {
                 let v = x * (1.0 + k as f32 / 64.0);
-                worst = worst.max(ulp32(v.fast_ln(), (v as f64).ln()));
+                worst = worst.max(ulp32(v.fast_ln::<I>(), (v as f64).ln()));
             }
             x *= 1.37;
         }
         for v in sweep(0.5, 2.0, 1_000_000) {
             let v = v as f32;
-            worst = worst.max(ulp32(v.fast_ln(), (v as f64).ln()));
+            worst = worst.max(ulp32(v.fast_ln::<I>(), (v as f64).ln()));
         }
         assert!(worst <= 2.0, "worst f32 ln error {worst} ULP");
     }
 
     #[test]
     fn ln_f64_within_2_ulp() {
+        ln_f64_within_2_ulp_with::<NoFma>();
+        ln_f64_within_2_ulp_with::<Fma>();
+    }
+
+    fn ln_f64_within_2_ulp_with<I: Isa>() {
         let mut worst = 0.0f64;
         let mut x = f64::MIN_POSITIVE;
         while x < 1e300 {
             for k in 0..64 {
                 let v = x * (1.0 + k as f64 / 64.0);
-                worst = worst.max(ulp64(v.fast_ln(), v.ln()));
+                worst = worst.max(ulp64(v.fast_ln::<I>(), v.ln()));
             }
             x *= 1.37;
         }
         for v in sweep(0.5, 2.0, 1_000_000) {
-            worst = worst.max(ulp64(v.fast_ln(), v.ln()));
+            worst = worst.max(ulp64(v.fast_ln::<I>(), v.ln()));
         }
         assert!(worst <= 2.0, "worst f64 ln error {worst} ULP");
     }
 
     #[test]
     fn special_values() {
-        assert_eq!(0.0f32.fast_exp(), 1.0);
-        assert_eq!(0.0f64.fast_exp(), 1.0);
-        assert_eq!(f32::NEG_INFINITY.fast_exp(), 0.0);
-        assert_eq!(f64::NEG_INFINITY.fast_exp(), 0.0);
-        assert!(f32::NAN.fast_exp().is_nan());
-        assert!(f64::NAN.fast_exp().is_nan());
-        assert_eq!(f32::INFINITY.fast_exp(), f32::INFINITY);
-        assert_eq!(1.0f32.fast_ln(), 0.0);
-        assert_eq!(1.0f64.fast_ln(), 0.0);
-        assert!(f64::NAN.fast_ln().is_nan());
+        assert_eq!(0.0f32.fast_exp::<NoFma>(), 1.0);
+        assert_eq!(0.0f64.fast_exp::<NoFma>(), 1.0);
+        assert_eq!(f32::NEG_INFINITY.fast_exp::<NoFma>(), 0.0);
+        assert_eq!(f64::NEG_INFINITY.fast_exp::<NoFma>(), 0.0);
+        assert!(f32::NAN.fast_exp::<Fma>().is_nan());
+        assert!(f64::NAN.fast_exp::<Fma>().is_nan());
+        assert_eq!(f32::INFINITY.fast_exp::<NoFma>(), f32::INFINITY);
+        assert_eq!(1.0f32.fast_ln::<NoFma>(), 0.0);
+        assert_eq!(1.0f64.fast_ln::<NoFma>(), 0.0);
+        assert!(f64::NAN.fast_ln::<Fma>().is_nan());
     }
 }

@@ -7,7 +7,7 @@
 //! range); `diagnose_*` then rescans that one row in scalar code to name the exact fault.
 
 use crate::error::Fault;
-use crate::math::{clamp_low, Real, LANES};
+use crate::math::{clamp_low, Isa, Real, LANES};
 
 /// Chunks of `LANES` accumulated in `T` before a flush to f64: 256 values, so a float32
 /// lane sum carries at most 16 roundings.
@@ -144,7 +144,7 @@ impl ExpSums {
 }
 
 #[inline(always)]
-pub(crate) fn exp_sums<T: Real, const SCALE: bool, const EY: bool, const W: bool>(
+pub(crate) fn exp_sums<I: Isa, T: Real, const SCALE: bool, const EY: bool, const W: bool>(
     x: &[T],
     m: T,
     inv_t: T,
@@ -157,7 +157,7 @@ pub(crate) fn exp_sums<T: Real, const SCALE: bool, const EY: bool, const W: bool
     let body = |c: &[T; LANES], wl: &[T; LANES], acc: &mut [[T; LANES]; 6]| {
         for l in 0..LANES {
             let y = if SCALE { (c[l] - m) * inv_t } else { c[l] - m };
-            let e = y.fast_exp_nonpos();
+            let e = y.fast_exp_nonpos::<I>();
             let is_top = y == T::ZERO;
             acc[0][l] = acc[0][l] + if is_top { T::ZERO } else { e };
             acc[1][l] = acc[1][l] + if is_top { T::ONE } else { T::ZERO };
@@ -203,7 +203,7 @@ pub(crate) fn exp_sums<T: Real, const SCALE: bool, const EY: bool, const W: bool
 
 /// exp(xᵢ − m) into `out` (a softmax row kept in scratch, unnormalised); returns the sums.
 #[inline(always)]
-pub(crate) fn exp_store<T: Real>(x: &[T], m: T, out: &mut [T]) -> ExpSums {
+pub(crate) fn exp_store<I: Isa, T: Real>(x: &[T], m: T, out: &mut [T]) -> ExpSums {
     let mut s = ExpSums::default();
     let mut tot = [0.0f64; 3];
     // Rows of committee members are short (C classes); a plain lane loop is enough.
@@ -213,7 +213,7 @@ pub(crate) fn exp_store<T: Real>(x: &[T], m: T, out: &mut [T]) -> ExpSums {
     for (c, o) in xc.iter().zip(oc.iter_mut()) {
         for l in 0..LANES {
             let y = c[l] - m;
-            let e = y.fast_exp_nonpos();
+            let e = y.fast_exp_nonpos::<I>();
             let is_top = y == T::ZERO;
             acc[0][l] = acc[0][l] + if is_top { T::ZERO } else { e };
             acc[1][l] = acc[1][l] + if is_top { T::ONE } else { T::ZERO };
@@ -226,7 +226,7 @@ pub(crate) fn exp_store<T: Real>(x: &[T], m: T, out: &mut [T]) -> ExpSums {
     }
     for (v, o) in xt.iter().zip(ot.iter_mut()) {
         let y = *v - m;
-        let e = y.fast_exp();
+        let e = y.fast_exp::<I>();
         if y == T::ZERO {
             tot[1] += 1.0;
         } else {
@@ -263,7 +263,7 @@ impl ProbStats {
 }
 
 #[inline(always)]
-pub(crate) fn prob_stats<T: Real, const ENT: bool, const W: bool>(x: &[T], w: &[T]) -> ProbStats {
+pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(x: &[T], w: &[T]) -> ProbStats {
     let mut lo = [T::INF; LANES];
     let mut hi = [T::NEG_INF; LANES];
     let mut tot = [0.0f64; 2];
@@ -275,7 +275,7 @@ pub(crate) fn prob_stats<T: Real, const ENT: bool, const W: bool>(x: &[T], w: &[
             lo[l] = if p < lo[l] { p } else { lo[l] };
             hi[l] = if p > hi[l] { p } else { hi[l] };
             if ENT {
-                let t = if p > T::ZERO { p * p.fast_ln() } else { T::ZERO };
+                let t = if p > T::ZERO { p * p.fast_ln::<I>() } else { T::ZERO };
                 let t = if W {
                     let wv = if wi + l < w.len() { w[wi + l] } else { T::ZERO };
                     wv * t
@@ -303,7 +303,7 @@ pub(crate) fn prob_stats<T: Real, const ENT: bool, const W: bool>(x: &[T], w: &[
 /// into the variance's sums shifted by member 0 (`acc1` += p − p₀, `acc2` += (p − p₀)²,
 /// with `VAR`), in the same walk over the row.
 #[inline(always)]
-pub(crate) fn prob_member<T: Real, const ENT: bool, const MEAN: bool, const VAR: bool>(
+pub(crate) fn prob_member<I: Isa, T: Real, const ENT: bool, const MEAN: bool, const VAR: bool>(
     x: &[T],
     p0: &[T],
     acc1: &mut [f64],
@@ -328,7 +328,7 @@ pub(crate) fn prob_member<T: Real, const ENT: bool, const MEAN: bool, const VAR:
                 lo[l] = if p < lo[l] { p } else { lo[l] };
                 hi[l] = if p > hi[l] { p } else { hi[l] };
                 if ENT {
-                    ent[l] = ent[l] + if p > T::ZERO { p * p.fast_ln() } else { T::ZERO };
+                    ent[l] = ent[l] + if p > T::ZERO { p * p.fast_ln::<I>() } else { T::ZERO };
                 }
             }
             if MEAN {
@@ -359,7 +359,7 @@ pub(crate) fn prob_member<T: Real, const ENT: bool, const MEAN: bool, const VAR:
         s.lo = if v < s.lo || v != v { v } else { s.lo };
         s.hi = if v > s.hi { v } else { s.hi };
         if ENT && p > T::ZERO {
-            s.plogp += (p * p.fast_ln()).to_f64();
+            s.plogp += (p * p.fast_ln::<I>()).to_f64();
         }
         if MEAN {
             acc1[i] += v;

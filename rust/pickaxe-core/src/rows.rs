@@ -3,7 +3,7 @@
 
 use crate::driver::{Kernel, Scratch};
 use crate::error::{Field, RowFault};
-use crate::math::Real;
+use crate::math::{Isa, Real};
 use crate::passes::{
     diagnose_finite, diagnose_logits, diagnose_probs, exp_sums, norms, prob_stats, top2,
 };
@@ -46,25 +46,25 @@ fn fault(f: Option<crate::error::Fault>) -> Result<(), RowFault> {
 
 impl<T: Real> RowKernel<T> {
     #[inline(always)]
-    fn logits(&self, x: &[T]) -> Result<f64, RowFault> {
+    fn logits<I: Isa>(&self, x: &[T]) -> Result<f64, RowFault> {
         // A single logit is a binary model: p = sigmoid(x) is the softmax of [0, x].
         if x.len() == 1 {
             let pair = [T::ZERO, x[0]];
-            return self.logits_row(&pair).or_else(|_| {
+            return self.logits_row::<I>(&pair).or_else(|_| {
                 fault(diagnose_logits(x))?;
-                self.logits_row(&pair)
+                self.logits_row::<I>(&pair)
             });
         }
-        self.logits_row(x).or_else(|_| {
+        self.logits_row::<I>(x).or_else(|_| {
             fault(diagnose_logits(x))?;
             // A false alarm (e.g. a checksum that overflowed): the score stands.
-            Ok(self.logits_row_unchecked(x))
+            Ok(self.logits_row_unchecked::<I>(x))
         })
     }
 
     #[inline(always)]
-    fn logits_row(&self, x: &[T]) -> Result<f64, RowFault> {
-        let (v, ok) = self.logits_eval(x);
+    fn logits_row<I: Isa>(&self, x: &[T]) -> Result<f64, RowFault> {
+        let (v, ok) = self.logits_eval::<I>(x);
         if ok {
             Ok(v)
         } else {
@@ -72,13 +72,13 @@ impl<T: Real> RowKernel<T> {
         }
     }
 
-    fn logits_row_unchecked(&self, x: &[T]) -> f64 {
-        self.logits_eval(x).0
+    fn logits_row_unchecked<I: Isa>(&self, x: &[T]) -> f64 {
+        self.logits_eval::<I>(x).0
     }
 
     /// (score, row looked valid).
     #[inline(always)]
-    fn logits_eval(&self, x: &[T]) -> (f64, bool) {
+    fn logits_eval<I: Isa>(&self, x: &[T]) -> (f64, bool) {
         let none: &[T] = &[];
         match &self.score {
             RowScore::Ratio => {
@@ -93,13 +93,13 @@ impl<T: Real> RowKernel<T> {
             }
             RowScore::LeastConfidence => {
                 let (m1, _, _) = top2::<T, false, false>(x);
-                let s = exp_sums::<T, false, false, false>(x, m1, T::ONE, none);
+                let s = exp_sums::<I, T, false, false, false>(x, m1, T::ONE, none);
                 let ok = m1 > T::NEG_INF && m1 < T::INF && s.finite();
                 (((s.top - 1.0) + s.rest) / s.s(), ok)
             }
             RowScore::Margin => {
                 let (m1, m2, _) = top2::<T, true, false>(x);
-                let s = exp_sums::<T, false, false, false>(x, m1, T::ONE, none);
+                let s = exp_sums::<I, T, false, false, false>(x, m1, T::ONE, none);
                 let ok = m1 > T::NEG_INF && m1 < T::INF && s.finite();
                 let e2 = (m2.to_f64() - m1.to_f64()).exp();
                 // 1 − (p1 − p2) = (S − 1 + e2) / S with the max term kept exact.
@@ -109,14 +109,14 @@ impl<T: Real> RowKernel<T> {
                 let (m1, _, _) = top2::<T, false, false>(x);
                 let ok0 = m1 > T::NEG_INF && m1 < T::INF;
                 let h = if self.weights.is_empty() {
-                    let s = exp_sums::<T, false, true, false>(x, m1, T::ONE, none);
+                    let s = exp_sums::<I, T, false, true, false>(x, m1, T::ONE, none);
                     if !(ok0 && s.finite()) {
                         return (f64::NAN, false);
                     }
                     // H = ln S − Σ eᵢyᵢ / S: both terms ≥ 0, no cancellation.
                     s.ln_s() - s.ey / s.s()
                 } else {
-                    let s = exp_sums::<T, false, true, true>(x, m1, T::ONE, &self.weights);
+                    let s = exp_sums::<I, T, false, true, true>(x, m1, T::ONE, &self.weights);
                     if !(ok0 && s.finite()) {
                         return (f64::NAN, false);
                     }
@@ -131,7 +131,7 @@ impl<T: Real> RowKernel<T> {
                 let inv_t = T::from_f64(1.0 / temperature);
                 let inv_t = if inv_t < T::MAX { inv_t } else { T::MAX };
                 let inv_t = if inv_t > T::MIN_POSITIVE { inv_t } else { T::MIN_POSITIVE };
-                let s = exp_sums::<T, true, false, false>(x, m1, inv_t, none);
+                let s = exp_sums::<I, T, true, false, false>(x, m1, inv_t, none);
                 let ok = m1 > T::NEG_INF && m1 < T::INF && s.finite();
                 (-(m1.to_f64() + temperature * s.ln_s()), ok)
             }
@@ -151,22 +151,22 @@ impl<T: Real> RowKernel<T> {
     }
 
     #[inline(always)]
-    fn confidences(&self, x: &[T]) -> Result<f64, RowFault> {
+    fn confidences<I: Isa>(&self, x: &[T]) -> Result<f64, RowFault> {
         let none: &[T] = &[];
         let (st, v) = match &self.score {
             RowScore::LeastConfidence => {
-                let st = prob_stats::<T, false, false>(x, none);
+                let st = prob_stats::<I, T, false, false>(x, none);
                 let (p1, _, _) = top2::<T, false, false>(x);
                 (st, 1.0 - p1.to_f64())
             }
             RowScore::Margin => {
-                let st = prob_stats::<T, false, false>(x, none);
+                let st = prob_stats::<I, T, false, false>(x, none);
                 let (p1, p2, _) = top2::<T, true, false>(x);
                 let p2 = if x.len() > 1 { p2.to_f64() } else { 0.0 };
                 (st, 1.0 - (p1.to_f64() - p2))
             }
             RowScore::Ratio => {
-                let st = prob_stats::<T, false, false>(x, none);
+                let st = prob_stats::<I, T, false, false>(x, none);
                 let (p1, p2, _) = top2::<T, true, false>(x);
                 let p2 = if x.len() > 1 { p2.to_f64() } else { 0.0 };
                 let p1 = p1.to_f64();
@@ -174,9 +174,9 @@ impl<T: Real> RowKernel<T> {
             }
             RowScore::Entropy { normalize, .. } => {
                 let st = if self.weights.is_empty() {
-                    prob_stats::<T, true, false>(x, none)
+                    prob_stats::<I, T, true, false>(x, none)
                 } else {
-                    prob_stats::<T, true, true>(x, &self.weights)
+                    prob_stats::<I, T, true, true>(x, &self.weights)
                 };
                 (st, self.normalized(-st.plogp, *normalize))
             }
@@ -189,7 +189,7 @@ impl<T: Real> RowKernel<T> {
     }
 
     #[inline(always)]
-    fn confidence(&self, x: &[T]) -> Result<f64, RowFault> {
+    fn confidence<I: Isa>(&self, x: &[T]) -> Result<f64, RowFault> {
         let p = x[0].to_f64();
         if !(-1e-6..=1.0 + 1e-6).contains(&p) {
             fault(diagnose_probs(x, false))?;
@@ -198,7 +198,7 @@ impl<T: Real> RowKernel<T> {
     }
 
     #[inline(always)]
-    fn embeddings(&self, x: &[T], ord: f64) -> Result<f64, RowFault> {
+    fn embeddings<I: Isa>(&self, x: &[T], ord: f64) -> Result<f64, RowFault> {
         let v = if ord == 2.0 || ord == 1.0 || ord == f64::INFINITY {
             let (sq, ab, mx) = norms(x);
             if !(sq.is_finite() && ab.is_finite() && mx.is_finite()) {
@@ -232,12 +232,12 @@ fn unreachable_score() -> (crate::passes::ProbStats, f64) {
 
 impl<T: Real> Kernel<T> for RowKernel<T> {
     #[inline(always)]
-    fn score(&self, row: &[T], _scratch: &mut Scratch<T>) -> Result<f64, RowFault> {
+    fn score<I: Isa>(&self, row: &[T], _scratch: &mut Scratch<T>) -> Result<f64, RowFault> {
         match (self.field, &self.score) {
-            (Field::Logits, _) => self.logits(row),
-            (Field::Embeddings, RowScore::Norm { ord }) => self.embeddings(row, *ord),
-            (Field::Confidence, _) => self.confidence(row),
-            _ => self.confidences(row),
+            (Field::Logits, _) => self.logits::<I>(row),
+            (Field::Embeddings, RowScore::Norm { ord }) => self.embeddings::<I>(row, *ord),
+            (Field::Confidence, _) => self.confidence::<I>(row),
+            _ => self.confidences::<I>(row),
         }
     }
 }

@@ -110,7 +110,7 @@ pub fn configure_from_env() -> Result<(), Error> {
 }
 
 /// Defines `$name` that calls the `#[inline(always)]` generic `$body_fn` compiled for the
-/// current level. The body and everything it calls in hot loops must be
+/// current level; `$body_fn` takes one more type parameter than `$name`, the `Isa`. The body and everything it calls in hot loops must be
 /// `#[inline(always)]` so that it is compiled with the wrapper's target features.
 macro_rules! multiversion {
     (
@@ -123,12 +123,12 @@ macro_rules! multiversion {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
             unsafe fn avx512<$($g: $bound),*>($($arg: $ty),*) -> $ret {
-                $body_fn($($arg),*)
+                $body_fn::<$($g,)* $crate::math::Fma>($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
             unsafe fn avx2<$($g: $bound),*>($($arg: $ty),*) -> $ret {
-                $body_fn($($arg),*)
+                $body_fn::<$($g,)* $crate::math::Fma>($($arg),*)
             }
             match $crate::simd::level() {
                 // SAFETY: `level()` never reports a level the CPU lacks (see `set_level`).
@@ -136,7 +136,7 @@ macro_rules! multiversion {
                 $crate::simd::SimdLevel::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
                 $crate::simd::SimdLevel::Avx2 => unsafe { avx2($($arg),*) },
-                _ => $body_fn($($arg),*),
+                _ => $body_fn::<$($g,)* $crate::math::NoFma>($($arg),*),
             }
         }
     };

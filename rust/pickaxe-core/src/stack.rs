@@ -8,7 +8,7 @@
 
 use crate::driver::{Kernel, Scratch, ScratchLen};
 use crate::error::RowFault;
-use crate::math::Real;
+use crate::math::{Isa, Real};
 use crate::passes::{
     argmax, diagnose_logits, diagnose_probs, exp_store, prob_member, top2, ProbStats,
 };
@@ -71,9 +71,9 @@ impl StackKernel {
 /// Softmax of one member's logits into `q`; false if the member looks invalid (the
 /// caller diagnoses it).
 #[inline(always)]
-fn softmax_member<T: Real>(x: &[T], q: &mut [T]) -> bool {
+fn softmax_member<I: Isa, T: Real>(x: &[T], q: &mut [T]) -> bool {
     let (m1, _, nan) = top2::<T, false, true>(x);
-    let s = exp_store(x, m1, q);
+    let s = exp_store::<I, T>(x, m1, q);
     if nan || !(m1 > T::NEG_INF && m1 < T::INF && s.finite()) {
         return false;
     }
@@ -85,7 +85,7 @@ fn softmax_member<T: Real>(x: &[T], q: &mut [T]) -> bool {
 /// Adds a member's probabilities into p̄ (`acc1`) or the variance's shifted sums, and
 /// returns its validation statistics and Σ p ln p, as far as the score needs them.
 #[inline(always)]
-fn member_pass<T: Real>(
+fn member_pass<I: Isa, T: Real>(
     score: StackScore,
     x: &[T],
     p0: &[T],
@@ -94,14 +94,14 @@ fn member_pass<T: Real>(
 ) -> ProbStats {
     use StackScore::*;
     match score {
-        VoteEntropy | VariationRatio => prob_member::<T, false, false, false>(x, p0, acc1, acc2),
+        VoteEntropy | VariationRatio => prob_member::<I, T, false, false, false>(x, p0, acc1, acc2),
         ConsensusEntropy | PredictiveEntropy => {
-            prob_member::<T, false, true, false>(x, p0, acc1, acc2)
+            prob_member::<I, T, false, true, false>(x, p0, acc1, acc2)
         }
         MutualInformation | KlDisagreement { .. } => {
-            prob_member::<T, true, true, false>(x, p0, acc1, acc2)
+            prob_member::<I, T, true, true, false>(x, p0, acc1, acc2)
         }
-        Variance => prob_member::<T, false, false, true>(x, p0, acc1, acc2),
+        Variance => prob_member::<I, T, false, false, true>(x, p0, acc1, acc2),
     }
 }
 
@@ -126,7 +126,7 @@ fn member<'a, T: Real>(
 
 impl<T: Real> Kernel<T> for StackKernel {
     #[inline(always)]
-    fn score(&self, row: &[T], scratch: &mut Scratch<T>) -> Result<f64, RowFault> {
+    fn score<I: Isa>(&self, row: &[T], scratch: &mut Scratch<T>) -> Result<f64, RowFault> {
         let (m, c, rc) = (self.members, self.classes, self.row_classes);
         let votes = self.votes();
         let (acc1, rest) = scratch.f.split_at_mut(c);
@@ -158,7 +158,7 @@ impl<T: Real> Kernel<T> for StackKernel {
                     }
                     continue;
                 }
-                if !softmax_member(x, q) {
+                if !softmax_member::<I, T>(x, q) {
                     self.bad(input, j)?;
                     continue;
                 }
@@ -167,11 +167,11 @@ impl<T: Real> Kernel<T> for StackKernel {
                 }
                 // Member entropies by the same routine as H(p̄) below (not the fused
                 // logsumexp form), so their difference cancels exactly when members agree.
-                let st = member_pass(self.score, q, q0, acc1, acc2);
+                let st = member_pass::<I, T>(self.score, q, q0, acc1, acc2);
                 hm[j] = -st.plogp;
                 h_sum += hm[j];
             } else {
-                let st = member_pass(self.score, x, &row[..rc], acc1, acc2);
+                let st = member_pass::<I, T>(self.score, x, &row[..rc], acc1, acc2);
                 if st.suspect() {
                     self.bad(input, j)?;
                 }
@@ -187,7 +187,7 @@ impl<T: Real> Kernel<T> for StackKernel {
             for (b, &a) in pbar.iter_mut().zip(acc1.iter()) {
                 *b = T::from_f64(a / mf);
             }
-            -prob_member::<T, true, false, false>(pbar, &[], &mut [], &mut []).plogp
+            -prob_member::<I, T, true, false, false>(pbar, &[], &mut [], &mut []).plogp
         };
         let v = match self.score {
             StackScore::VoteEntropy => {
@@ -220,14 +220,14 @@ impl<T: Real> Kernel<T> for StackKernel {
                 // to p̄ has a divergence of exactly 0.
                 for (b, &a) in pbar.iter_mut().zip(acc1.iter()) {
                     let p = T::from_f64(a / mf);
-                    *b = if p > T::ZERO { p.fast_ln() } else { T::ZERO };
+                    *b = if p > T::ZERO { p.fast_ln::<I>() } else { T::ZERO };
                 }
                 let mut best = f64::NEG_INFINITY;
                 for j in 0..m {
                     let x = member(row, j, rc, binary, &mut pair);
                     let p: &[T] = if self.logits {
                         // Valid: checked in the first walk.
-                        softmax_member(x, q);
+                        softmax_member::<I, T>(x, q);
                         q
                     } else {
                         x
@@ -237,7 +237,7 @@ impl<T: Real> Kernel<T> for StackKernel {
                         .iter()
                         .zip(pbar.iter())
                         .map(|(&v, &l)| {
-                            if v > T::ZERO { (v * (v.fast_ln() - l)).to_f64() } else { 0.0 }
+                            if v > T::ZERO { (v * (v.fast_ln::<I>() - l)).to_f64() } else { 0.0 }
                         })
                         .sum();
                     best = best.max(kl);
