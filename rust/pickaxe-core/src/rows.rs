@@ -48,32 +48,19 @@ impl<T: Real> RowKernel<T> {
     #[inline(always)]
     fn logits<I: Isa>(&self, x: &[T]) -> Result<f64, RowFault> {
         // A single logit is a binary model: p = sigmoid(x) is the softmax of [0, x].
-        if x.len() == 1 {
-            let pair = [T::ZERO, x[0]];
-            return self.logits_row::<I>(&pair).or_else(|_| {
-                fault(diagnose_logits(x))?;
-                self.logits_row::<I>(&pair)
-            });
-        }
-        self.logits_row::<I>(x).or_else(|_| {
-            fault(diagnose_logits(x))?;
-            // A false alarm (e.g. a checksum that overflowed): the score stands.
-            Ok(self.logits_row_unchecked::<I>(x))
-        })
-    }
-
-    #[inline(always)]
-    fn logits_row<I: Isa>(&self, x: &[T]) -> Result<f64, RowFault> {
-        let (v, ok) = self.logits_eval::<I>(x);
-        if ok {
-            Ok(v)
+        let pair;
+        let row = if x.len() == 1 {
+            pair = [T::ZERO, x[0]];
+            &pair[..]
         } else {
-            Err(RowFault { member: None, fault: crate::error::Fault::AllNegInf })
+            x
+        };
+        let (v, ok) = self.logits_eval::<I>(row);
+        if !ok {
+            // The fault is named against the caller's columns, not the pair's.
+            fault(diagnose_logits(x))?;
         }
-    }
-
-    fn logits_row_unchecked<I: Isa>(&self, x: &[T]) -> f64 {
-        self.logits_eval::<I>(x).0
+        Ok(v)
     }
 
     /// (score, row looked valid).
@@ -108,21 +95,15 @@ impl<T: Real> RowKernel<T> {
             RowScore::Entropy { normalize, .. } => {
                 let (m1, _, _) = top2::<T, false, false>(x);
                 let ok0 = m1 > T::NEG_INF && m1 < T::INF;
-                let h = if self.weights.is_empty() {
+                let (h, ok) = if self.weights.is_empty() {
                     let s = exp_sums::<I, T, false, true, false>(x, m1, T::ONE, none);
-                    if !(ok0 && s.finite()) {
-                        return (f64::NAN, false);
-                    }
                     // H = ln S − Σ eᵢyᵢ / S: both terms ≥ 0, no cancellation.
-                    s.ln_s() - s.ey / s.s()
+                    (s.ln_s() - s.ey / s.s(), s.finite())
                 } else {
                     let s = exp_sums::<I, T, false, true, true>(x, m1, T::ONE, &self.weights);
-                    if !(ok0 && s.finite()) {
-                        return (f64::NAN, false);
-                    }
-                    (s.ln_s() * (s.w_top + s.w_rest) - s.w_ey) / s.s()
+                    ((s.ln_s() * (s.w_top + s.w_rest) - s.w_ey) / s.s(), s.finite())
                 };
-                (self.normalized(h, *normalize), true)
+                (self.normalized(h, *normalize), ok0 && ok)
             }
             RowScore::Energy { temperature } => {
                 let (m1, _, _) = top2::<T, false, false>(x);
@@ -180,7 +161,8 @@ impl<T: Real> RowKernel<T> {
                 };
                 (st, self.normalized(-st.plogp, *normalize))
             }
-            _ => unreachable_score(),
+            // Other scores never reach confidences (`route_ok` refuses them).
+            _ => (prob_stats::<I, T, false, false>(x, none), f64::NAN),
         };
         if st.suspect() || v.is_nan() {
             fault(diagnose_probs(x, true))?;
@@ -219,15 +201,6 @@ impl<T: Real> RowKernel<T> {
         };
         Ok(-v)
     }
-}
-
-/// Routes are checked when a kernel is built (`check_route`); this is never reached.
-#[cold]
-fn unreachable_score() -> (crate::passes::ProbStats, f64) {
-    (
-        crate::passes::ProbStats { sum: f64::NAN, lo: 0.0, hi: 0.0, plogp: 0.0 },
-        f64::NAN,
-    )
 }
 
 impl<T: Real> Kernel<T> for RowKernel<T> {
