@@ -13,13 +13,18 @@ use crate::math::{clamp_low, Isa, Real, LANES};
 /// lane sum carries at most 16 roundings.
 const BLOCK: usize = 16;
 
+/// Sum of the lanes: a pairwise tree in `T` (a few shuffles and adds), then widened.
 #[inline(always)]
 fn hsum<T: Real>(a: &[T; LANES]) -> f64 {
-    let mut s = 0.0;
-    for v in a {
-        s += v.to_f64();
+    let mut v = *a;
+    let mut w = LANES / 2;
+    while w > 0 {
+        for l in 0..w {
+            v[l] = v[l] + v[l + w];
+        }
+        w /= 2;
     }
-    s
+    v[0].to_f64()
 }
 
 /// Walk `x` in blocks of `BLOCK` lane-chunks; `body(chunk_values, lane_acc)` updates `K`
@@ -33,20 +38,19 @@ fn blocked<T: Real, const K: usize>(
     mut body: impl FnMut(&[T; LANES], &mut [[T; LANES]; K]),
 ) {
     let (chunks, tail) = x.as_chunks::<LANES>();
-    for block in chunks.chunks(BLOCK) {
+    let mut padded = [pad; LANES];
+    padded[..tail.len()].copy_from_slice(tail);
+    let blocks = chunks.len().div_ceil(BLOCK).max(1);
+    for b in 0..blocks {
+        let block = &chunks[(b * BLOCK).min(chunks.len())..((b + 1) * BLOCK).min(chunks.len())];
         let mut acc = [[T::ZERO; LANES]; K];
         for c in block {
             body(c, &mut acc);
         }
-        for k in 0..K {
-            tot[k] += hsum(&acc[k]);
+        // The tail joins the last block rather than paying for a flush of its own.
+        if b + 1 == blocks && !tail.is_empty() {
+            body(&padded, &mut acc);
         }
-    }
-    if !tail.is_empty() {
-        let mut c = [pad; LANES];
-        c[..tail.len()].copy_from_slice(tail);
-        let mut acc = [[T::ZERO; LANES]; K];
-        body(&c, &mut acc);
         for k in 0..K {
             tot[k] += hsum(&acc[k]);
         }
@@ -174,26 +178,26 @@ pub(crate) fn exp_sums<I: Isa, T: Real, const SCALE: bool, const EY: bool, const
         }
     };
     let ones = [T::ONE; LANES];
-    for (bi, block) in xc.chunks(BLOCK).enumerate() {
-        let mut acc = [[T::ZERO; LANES]; 6];
-        for (ci, c) in block.iter().enumerate() {
-            let wl = if W { &wc[bi * BLOCK + ci] } else { &ones };
-            body(c, wl, &mut acc);
-        }
-        for k in 0..6 {
-            tot[k] += hsum(&acc[k]);
-        }
+    // Pad the tail with -inf logits and zero weights: they contribute nothing.
+    let mut pad_x = [T::NEG_INF; LANES];
+    pad_x[..xt.len()].copy_from_slice(xt);
+    let mut pad_w = [T::ZERO; LANES];
+    if W {
+        pad_w[..wt.len()].copy_from_slice(wt);
     }
-    if !xt.is_empty() {
-        // Pad with -inf logits and zero weights: they contribute nothing.
-        let mut c = [T::NEG_INF; LANES];
-        c[..xt.len()].copy_from_slice(xt);
-        let mut wl = [T::ZERO; LANES];
-        if W {
-            wl[..wt.len()].copy_from_slice(wt);
-        }
+    let blocks = xc.len().div_ceil(BLOCK).max(1);
+    for bi in 0..blocks {
+        let lo = (bi * BLOCK).min(xc.len());
+        let hi = ((bi + 1) * BLOCK).min(xc.len());
         let mut acc = [[T::ZERO; LANES]; 6];
-        body(&c, &wl, &mut acc);
+        for ci in lo..hi {
+            let wl = if W { &wc[ci] } else { &ones };
+            body(&xc[ci], wl, &mut acc);
+        }
+        // The tail joins the last block rather than paying for a flush of its own.
+        if bi + 1 == blocks && !xt.is_empty() {
+            body(&pad_x, &pad_w, &mut acc);
+        }
         for k in 0..6 {
             tot[k] += hsum(&acc[k]);
         }
@@ -309,68 +313,22 @@ pub(crate) fn prob_member<I: Isa, T: Real, const ENT: bool, const MEAN: bool, co
     acc1: &mut [f64],
     acc2: &mut [f64],
 ) -> ProbStats {
-    let mut lo = [T::INF; LANES];
-    let mut hi = [T::NEG_INF; LANES];
-    let mut tot = [0.0f64; 2];
-    let (xc, xt) = x.as_chunks::<LANES>();
-    let n = xc.len() * LANES;
-    let (p0c, _) = if VAR { p0.as_chunks::<LANES>() } else { (&[][..], &[][..]) };
-    let (a1c, _) = if MEAN || VAR { acc1.as_chunks_mut::<LANES>() } else { (&mut [][..], &mut [][..]) };
-    let (a2c, _) = if VAR { acc2.as_chunks_mut::<LANES>() } else { (&mut [][..], &mut [][..]) };
-    for (bi, block) in xc.chunks(BLOCK).enumerate() {
-        let mut sum = [T::ZERO; LANES];
-        let mut ent = [T::ZERO; LANES];
-        for (k, c) in block.iter().enumerate() {
-            let ci = bi * BLOCK + k;
-            for l in 0..LANES {
-                let p = c[l];
-                sum[l] = sum[l] + p;
-                lo[l] = if p < lo[l] { p } else { lo[l] };
-                hi[l] = if p > hi[l] { p } else { hi[l] };
-                if ENT {
-                    ent[l] = ent[l] + if p > T::ZERO { p * p.fast_ln::<I>() } else { T::ZERO };
-                }
-            }
-            if MEAN {
-                for l in 0..LANES {
-                    a1c[ci][l] += c[l].to_f64();
-                }
-            }
-            if VAR {
-                for l in 0..LANES {
-                    let d = c[l].to_f64() - p0c[ci][l].to_f64();
-                    a1c[ci][l] += d;
-                    a2c[ci][l] += d * d;
-                }
-            }
-        }
-        tot[0] += hsum(&sum);
-        tot[1] += hsum(&ent);
-    }
-    let mut s = ProbStats { sum: tot[0], lo: f64::INFINITY, hi: f64::NEG_INFINITY, plogp: tot[1] };
-    for l in 0..LANES {
-        s.lo = s.lo.min(lo[l].to_f64());
-        s.hi = s.hi.max(hi[l].to_f64());
-    }
-    for (k, &p) in xt.iter().enumerate() {
-        let i = n + k;
-        let v = p.to_f64();
-        s.sum += v;
-        s.lo = if v < s.lo || v != v { v } else { s.lo };
-        s.hi = if v > s.hi { v } else { s.hi };
-        if ENT && p > T::ZERO {
-            s.plogp += (p * p.fast_ln::<I>()).to_f64();
-        }
-        if MEAN {
-            acc1[i] += v;
-        }
-        if VAR {
-            let d = v - p0[i].to_f64();
-            acc1[i] += d;
-            acc2[i] += d * d;
+    let st = prob_stats::<I, T, ENT, false>(x, &[]);
+    // p̄ and the variance's sums: a separate walk over the (cached) member, as plain
+    // element-wise loops that vectorise on their own.
+    if MEAN {
+        for (a, &p) in acc1.iter_mut().zip(x) {
+            *a += p.to_f64();
         }
     }
-    s
+    if VAR {
+        for ((a1, a2), (&p, &p0)) in acc1.iter_mut().zip(acc2.iter_mut()).zip(x.iter().zip(p0)) {
+            let d = p.to_f64() - p0.to_f64();
+            *a1 += d;
+            *a2 += d * d;
+        }
+    }
+    st
 }
 
 /// Σ xᵢ², Σ |xᵢ| and max |xᵢ| of an embedding row, accumulated in f64 so float32 squares
@@ -408,18 +366,55 @@ pub(crate) fn norms<T: Real>(x: &[T]) -> (f64, f64, f64) {
     (s, a, m)
 }
 
-/// Position of the largest value; ties go to the lowest index.
+/// Position of the largest value; ties go to the lowest index. NaN is never the largest.
+/// Lanes keep their best value and its position (as `T`, exact below 2^24), then the
+/// lanes are merged preferring the larger value and, on a tie, the lower position.
 #[inline(always)]
 pub(crate) fn argmax<T: Real>(x: &[T]) -> usize {
-    let mut best = 0;
+    let (chunks, tail) = x.as_chunks::<LANES>();
+    if chunks.is_empty() || x.len() >= 1 << 24 {
+        return argmax_scalar(x, 0, T::NEG_INF, 0);
+    }
+    let mut best = [T::NEG_INF; LANES];
+    let mut pos = [T::ZERO; LANES];
+    let mut base = [T::ZERO; LANES];
+    for l in 0..LANES {
+        base[l] = T::from_f64(l as f64);
+    }
+    let step = T::from_f64(LANES as f64);
+    for c in chunks {
+        for l in 0..LANES {
+            // Strictly greater: within a lane the earliest of equal values stays.
+            let take = c[l] > best[l];
+            best[l] = if take { c[l] } else { best[l] };
+            pos[l] = if take { base[l] } else { pos[l] };
+            base[l] = base[l] + step;
+        }
+    }
+    // The largest value of all lanes, then the lowest position holding it.
     let mut bv = T::NEG_INF;
+    for l in 0..LANES {
+        bv = if best[l] > bv { best[l] } else { bv };
+    }
+    let mut bp = T::INF;
+    for l in 0..LANES {
+        let p = if best[l] == bv { pos[l] } else { T::INF };
+        bp = if p < bp { p } else { bp };
+    }
+    let bi = bp.to_f64() as usize;
+    argmax_scalar(tail, chunks.len() * LANES, bv, bi)
+}
+
+/// Continues an argmax over `x` (which starts at position `offset`) from (`bv`, `bi`).
+#[inline(always)]
+fn argmax_scalar<T: Real>(x: &[T], offset: usize, mut bv: T, mut bi: usize) -> usize {
     for (i, &v) in x.iter().enumerate() {
         if v > bv {
             bv = v;
-            best = i;
+            bi = offset + i;
         }
     }
-    best
+    bi
 }
 
 // --- Scalar diagnosis of a suspect row (cold path). ---

@@ -78,8 +78,20 @@ fn softmax_member<I: Isa, T: Real>(x: &[T], q: &mut [T]) -> bool {
         return false;
     }
     let inv = T::from_f64(1.0 / s.s());
-    q.iter_mut().for_each(|v| *v = *v * inv);
+    for v in q.iter_mut() {
+        *v = *v * inv;
+    }
     true
+}
+
+/// H(p̄) of the accumulated p̄ (`acc1` / M), through `pbar` in the input's type, by the
+/// same routine as the members' entropies, so identical members give an MI of exactly 0.
+#[inline(always)]
+fn mean_entropy<I: Isa, T: Real>(acc1: &[f64], mf: f64, pbar: &mut [T]) -> f64 {
+    for (b, &a) in pbar.iter_mut().zip(acc1.iter()) {
+        *b = T::from_f64(a / mf);
+    }
+    -prob_member::<I, T, true, false, false>(pbar, &[], &mut [], &mut []).plogp
 }
 
 /// Adds a member's probabilities into p̄ (`acc1`) or the variance's shifted sums, and
@@ -181,14 +193,6 @@ impl<T: Real> Kernel<T> for StackKernel {
         }
 
         let mf = m as f64;
-        // H(p̄) by the same routine as the members' entropies, so that identical members
-        // give a mutual information of exactly 0.
-        let mut mean_entropy = |acc1: &[f64]| -> f64 {
-            for (b, &a) in pbar.iter_mut().zip(acc1.iter()) {
-                *b = T::from_f64(a / mf);
-            }
-            -prob_member::<I, T, true, false, false>(pbar, &[], &mut [], &mut []).plogp
-        };
         let v = match self.score {
             StackScore::VoteEntropy => {
                 let mut h = 0.0;
@@ -209,11 +213,11 @@ impl<T: Real> Kernel<T> for StackKernel {
                 }
                 tot / c as f64
             }
-            StackScore::ConsensusEntropy | StackScore::PredictiveEntropy => mean_entropy(acc1),
+            StackScore::ConsensusEntropy | StackScore::PredictiveEntropy => mean_entropy::<I, T>(acc1, mf, pbar),
             StackScore::MutualInformation | StackScore::KlDisagreement { max: false } => {
                 // mean_m KL(p_m ‖ p̄) = H(p̄) − mean_m H(p_m): the same quantity as BALD.
                 // ≥ 0 by Jensen; a negative value could only be rounding.
-                (mean_entropy(acc1) - h_sum / mf).max(0.0)
+                (mean_entropy::<I, T>(acc1, mf, pbar) - h_sum / mf).max(0.0)
             }
             StackScore::KlDisagreement { max: true } => {
                 // ln p̄ in the input's precision, like ln p below, so that a member equal
@@ -233,13 +237,12 @@ impl<T: Real> Kernel<T> for StackKernel {
                         x
                     };
                     // KL(p_m ‖ p̄) = Σ p_mc (ln p_mc − ln p̄_c); p_mc > 0 implies p̄_c > 0.
-                    let kl: f64 = p
-                        .iter()
-                        .zip(pbar.iter())
-                        .map(|(&v, &l)| {
-                            if v > T::ZERO { (v * (v.fast_ln::<I>() - l)).to_f64() } else { 0.0 }
-                        })
-                        .sum();
+                    let mut kl = 0.0;
+                    for (&v, &l) in p.iter().zip(pbar.iter()) {
+                        if v > T::ZERO {
+                            kl += (v * (v.fast_ln::<I>() - l)).to_f64();
+                        }
+                    }
                     best = best.max(kl);
                 }
                 // Each divergence is ≥ 0; a negative value could only be rounding.
