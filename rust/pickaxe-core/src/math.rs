@@ -3,8 +3,9 @@
 //!
 //! `fast_exp` is Cephes' range reduction exp(x) = 2^n · exp(r), |r| ≤ ln2/2, with the
 //! rounding of n done by the 1.5·2^k "magic number" so everything stays in vector
-//! registers. `fast_ln` splits x = 2^e · m with m in [√½, √2) and sums the atanh series
-//! ln m = 2(f + f³/3 + f⁵/5 + …), f = (m−1)/(m+1). Both keep NaN as NaN, which the kernels
+//! registers. `fast_ln` splits x = 2^e · m with m in [√½, √2); ln m is Cephes' logf
+//! polynomial in m − 1 for float32 (no division) and the atanh series
+//! 2(f + f³/3 + f⁵/5 + …), f = (m−1)/(m+1), for float64. Both keep NaN as NaN, which the kernels
 //! rely on to notice invalid input without a separate pass.
 
 use std::fmt::Debug;
@@ -92,7 +93,8 @@ pub fn clamp_low<T: Real>(y: T) -> T {
 /// exp(xc) for xc already in [EXP_LOW, EXP_HIGH] (or NaN, which stays NaN).
 #[inline(always)]
 fn exp_f32_in_range<I: Isa>(xc: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    // 1.5 · 2^23 + 127: t = z + MAGIC holds round(z) + 127 in its low mantissa bits.
+    const MAGIC: f32 = 12_583_039.0;
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
@@ -107,9 +109,8 @@ fn exp_f32_in_range<I: Isa>(xc: f32) -> f32 {
     p = madd::<I, _>(p, r, 1.666_666_5e-1);
     p = madd::<I, _>(p, r, 5.000_000_1e-1);
     let e = madd::<I, _>(p, r2, r) + 1.0;
-    // The low mantissa bits of t hold n; shift it into the exponent field.
-    let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
-    let scale = f32::from_bits(((ni + 127) << 23) as u32);
+    // Shifting t's bits left by 23 leaves exactly n + 127 in the exponent field: 2^n.
+    let scale = f32::from_bits(t.to_bits() << 23);
     e * scale
 }
 
@@ -166,13 +167,20 @@ impl Real for f32 {
         let big = (mant > SQRT2_MANT) as i32;
         let e = ((bits >> 23) & 0xff) as i32 - 127 + big;
         let m = f32::from_bits((mant | 0x3f80_0000) - ((big as u32) << 23));
-        let f = (m - 1.0) / (m + 1.0);
-        let s = f * f;
-        let mut p = 1.0_f32 / 9.0;
-        p = madd::<I, _>(p, s, 1.0 / 7.0);
-        p = madd::<I, _>(p, s, 1.0 / 5.0);
-        p = madd::<I, _>(p, s, 1.0 / 3.0);
-        let lnm = madd::<I, _>(2.0 * f * s, p, 2.0 * f);
+        // Cephes' logf polynomial in t = m − 1 ∈ [√½ − 1, √2 − 1]: no division.
+        let t = m - 1.0;
+        let z = t * t;
+        let mut p = 7.037_683_6e-2_f32;
+        p = madd::<I, _>(p, t, -1.151_461e-1);
+        p = madd::<I, _>(p, t, 1.167_699_9e-1);
+        p = madd::<I, _>(p, t, -1.242_014_1e-1);
+        p = madd::<I, _>(p, t, 1.424_932_3e-1);
+        p = madd::<I, _>(p, t, -1.666_805_8e-1);
+        p = madd::<I, _>(p, t, 2.000_071_4e-1);
+        p = madd::<I, _>(p, t, -2.499_999_4e-1);
+        p = madd::<I, _>(p, t, 3.333_333_1e-1);
+        let y = madd::<I, _>(-0.5, z, p * t * z);
+        let lnm = t + y;
         let ef = e as f32;
         let v = madd::<I, _>(ef, LN2_HI, madd::<I, _>(ef, LN2_LO, lnm));
         if self != self { self } else { v }
@@ -182,7 +190,8 @@ impl Real for f32 {
 /// exp(xc) for xc already in [EXP_LOW, EXP_HIGH] (or NaN, which stays NaN).
 #[inline(always)]
 fn exp_f64_in_range<I: Isa>(xc: f64) -> f64 {
-    const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 · 2^52
+    // 1.5 · 2^52 + 1023: t = z + MAGIC holds round(z) + 1023 in its low mantissa bits.
+    const MAGIC: f64 = 6_755_399_441_056_767.0;
     const LOG2E: f64 = std::f64::consts::LOG2_E;
     const LN2_HI: f64 = 6.931_457_519_531_25e-1;
     const LN2_LO: f64 = 1.428_606_820_309_417_3e-6;
@@ -203,8 +212,8 @@ fn exp_f64_in_range<I: Isa>(xc: f64) -> f64 {
     p = madd::<I, _>(p, r, 1.0 / 6.0);
     p = madd::<I, _>(p, r, 0.5);
     let e = madd::<I, _>(p, r * r, r) + 1.0;
-    let ni = (t.to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64);
-    let scale = f64::from_bits(((ni + 1023) << 52) as u64);
+    // Shifting t's bits left by 52 leaves exactly n + 1023 in the exponent field: 2^n.
+    let scale = f64::from_bits(t.to_bits() << 52);
     e * scale
 }
 

@@ -7,24 +7,37 @@
 //! range); `diagnose_*` then rescans that one row in scalar code to name the exact fault.
 
 use crate::error::Fault;
-use crate::math::{clamp_low, Isa, Real, LANES};
+use crate::math::{clamp_low, madd, Isa, Real, LANES};
 
 /// Chunks of `LANES` accumulated in `T` before a flush to f64: 256 values, so a float32
 /// lane sum carries at most 16 roundings.
 const BLOCK: usize = 16;
 
-/// Sum of the lanes: a pairwise tree in `T` (a few shuffles and adds), then widened.
+/// Adds `K` lane accumulators of `T` into f64 lane accumulators, lane by lane: plain
+/// vector widening and adds, no shuffles in the hot loop.
 #[inline(always)]
-fn hsum<T: Real>(a: &[T; LANES]) -> f64 {
-    let mut v = *a;
-    let mut w = LANES / 2;
-    while w > 0 {
-        for l in 0..w {
-            v[l] = v[l] + v[l + w];
+fn flush<T: Real, const K: usize>(acc: &[[T; LANES]; K], wide: &mut [[f64; LANES]; K]) {
+    for k in 0..K {
+        for l in 0..LANES {
+            wide[k][l] += acc[k][l].to_f64();
         }
-        w /= 2;
     }
-    v[0].to_f64()
+}
+
+/// The f64 lane accumulators summed, a pairwise tree per accumulator; once per row.
+#[inline(always)]
+fn lane_totals<const K: usize>(wide: &[[f64; LANES]; K]) -> [f64; K] {
+    const _: () = assert!(LANES == 16);
+    let mut out = [0.0; K];
+    for k in 0..K {
+        let a = &wide[k];
+        let mut h8 = [0.0f64; 8];
+        for l in 0..8 {
+            h8[l] = a[l] + a[l + 8];
+        }
+        out[k] = ((h8[0] + h8[4]) + (h8[2] + h8[6])) + ((h8[1] + h8[5]) + (h8[3] + h8[7]));
+    }
+    out
 }
 
 /// Walk `x` in blocks of `BLOCK` lane-chunks; `body(chunk_values, lane_acc)` updates `K`
@@ -41,6 +54,7 @@ fn blocked<T: Real, const K: usize>(
     let mut padded = [pad; LANES];
     padded[..tail.len()].copy_from_slice(tail);
     let blocks = chunks.len().div_ceil(BLOCK).max(1);
+    let mut wide = [[0.0f64; LANES]; K];
     for b in 0..blocks {
         let block = &chunks[(b * BLOCK).min(chunks.len())..((b + 1) * BLOCK).min(chunks.len())];
         let mut acc = [[T::ZERO; LANES]; K];
@@ -51,9 +65,11 @@ fn blocked<T: Real, const K: usize>(
         if b + 1 == blocks && !tail.is_empty() {
             body(&padded, &mut acc);
         }
-        for k in 0..K {
-            tot[k] += hsum(&acc[k]);
-        }
+        flush(&acc, &mut wide);
+    }
+    let t = lane_totals(&wide);
+    for k in 0..K {
+        tot[k] += t[k];
     }
 }
 
@@ -155,7 +171,6 @@ pub(crate) fn exp_sums<I: Isa, T: Real, const SCALE: bool, const EY: bool, const
     w: &[T],
 ) -> ExpSums {
     // Accumulators: rest, top, ey, w_rest, w_top, w_ey.
-    let mut tot = [0.0f64; 6];
     let (xc, xt) = x.as_chunks::<LANES>();
     let (wc, wt) = if W { w.as_chunks::<LANES>() } else { (&[][..], &[][..]) };
     let body = |c: &[T; LANES], wl: &[T; LANES], acc: &mut [[T; LANES]; 6]| {
@@ -165,15 +180,15 @@ pub(crate) fn exp_sums<I: Isa, T: Real, const SCALE: bool, const EY: bool, const
             let is_top = y == T::ZERO;
             acc[0][l] = acc[0][l] + if is_top { T::ZERO } else { e };
             acc[1][l] = acc[1][l] + if is_top { T::ONE } else { T::ZERO };
-            let ey = e * clamp_low(y);
+            let yc = clamp_low(y);
             if EY {
-                acc[2][l] = acc[2][l] + ey;
+                acc[2][l] = madd::<I, T>(e, yc, acc[2][l]);
             }
             if W {
                 let we = wl[l] * e;
                 acc[3][l] = acc[3][l] + if is_top { T::ZERO } else { we };
                 acc[4][l] = acc[4][l] + if is_top { wl[l] } else { T::ZERO };
-                acc[5][l] = acc[5][l] + wl[l] * ey;
+                acc[5][l] = madd::<I, T>(wl[l] * e, yc, acc[5][l]);
             }
         }
     };
@@ -186,6 +201,7 @@ pub(crate) fn exp_sums<I: Isa, T: Real, const SCALE: bool, const EY: bool, const
         pad_w[..wt.len()].copy_from_slice(wt);
     }
     let blocks = xc.len().div_ceil(BLOCK).max(1);
+    let mut wide = [[0.0f64; LANES]; 6];
     for bi in 0..blocks {
         let lo = (bi * BLOCK).min(xc.len());
         let hi = ((bi + 1) * BLOCK).min(xc.len());
@@ -198,10 +214,9 @@ pub(crate) fn exp_sums<I: Isa, T: Real, const SCALE: bool, const EY: bool, const
         if bi + 1 == blocks && !xt.is_empty() {
             body(&pad_x, &pad_w, &mut acc);
         }
-        for k in 0..6 {
-            tot[k] += hsum(&acc[k]);
-        }
+        flush(&acc, &mut wide);
     }
+    let tot = lane_totals(&wide);
     ExpSums { rest: tot[0], top: tot[1], ey: tot[2], w_rest: tot[3], w_top: tot[4], w_ey: tot[5] }
 }
 
@@ -209,7 +224,6 @@ pub(crate) fn exp_sums<I: Isa, T: Real, const SCALE: bool, const EY: bool, const
 #[inline(always)]
 pub(crate) fn exp_store<I: Isa, T: Real>(x: &[T], m: T, out: &mut [T]) -> ExpSums {
     let mut s = ExpSums::default();
-    let mut tot = [0.0f64; 3];
     // Rows of committee members are short (C classes); a plain lane loop is enough.
     let (xc, xt) = x.as_chunks::<LANES>();
     let (oc, ot) = out.as_chunks_mut::<LANES>();
@@ -221,13 +235,13 @@ pub(crate) fn exp_store<I: Isa, T: Real>(x: &[T], m: T, out: &mut [T]) -> ExpSum
             let is_top = y == T::ZERO;
             acc[0][l] = acc[0][l] + if is_top { T::ZERO } else { e };
             acc[1][l] = acc[1][l] + if is_top { T::ONE } else { T::ZERO };
-            acc[2][l] = acc[2][l] + e * clamp_low(y);
+            acc[2][l] = madd::<I, T>(e, clamp_low(y), acc[2][l]);
             o[l] = e;
         }
     }
-    for k in 0..3 {
-        tot[k] += hsum(&acc[k]);
-    }
+    let mut wide = [[0.0f64; LANES]; 3];
+    flush(&acc, &mut wide);
+    let mut tot = lane_totals(&wide);
     for (v, o) in xt.iter().zip(ot.iter_mut()) {
         let y = *v - m;
         let e = y.fast_exp::<I>();
@@ -279,14 +293,15 @@ pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(x: &[T
             lo[l] = if p < lo[l] { p } else { lo[l] };
             hi[l] = if p > hi[l] { p } else { hi[l] };
             if ENT {
-                let t = if p > T::ZERO { p * p.fast_ln::<I>() } else { T::ZERO };
-                let t = if W {
+                // 0 ln 0 = 0: the lane keeps its sum where p is not positive.
+                let pw = if W {
                     let wv = if wi + l < w.len() { w[wi + l] } else { T::ZERO };
-                    wv * t
+                    wv * p
                 } else {
-                    t
+                    p
                 };
-                acc[1][l] = acc[1][l] + t;
+                let s = madd::<I, T>(pw, p.fast_ln::<I>(), acc[1][l]);
+                acc[1][l] = if p > T::ZERO { s } else { acc[1][l] };
             }
         }
         if W {
