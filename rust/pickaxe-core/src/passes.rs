@@ -40,39 +40,6 @@ fn lane_totals<const K: usize>(wide: &[[f64; LANES]; K]) -> [f64; K] {
     out
 }
 
-/// Walk `x` in blocks of `BLOCK` lane-chunks; `body(chunk_values, lane_acc)` updates `K`
-/// lane accumulators, which are flushed into `tot` after each block. The tail (fewer than
-/// `LANES` values) is fed as a chunk padded with `pad`.
-#[inline(always)]
-fn blocked<T: Real, const K: usize>(
-    x: &[T],
-    pad: T,
-    tot: &mut [f64; K],
-    mut body: impl FnMut(&[T; LANES], &mut [[T; LANES]; K]),
-) {
-    let (chunks, tail) = x.as_chunks::<LANES>();
-    let mut padded = [pad; LANES];
-    padded[..tail.len()].copy_from_slice(tail);
-    let blocks = chunks.len().div_ceil(BLOCK).max(1);
-    let mut wide = [[0.0f64; LANES]; K];
-    for b in 0..blocks {
-        let block = &chunks[(b * BLOCK).min(chunks.len())..((b + 1) * BLOCK).min(chunks.len())];
-        let mut acc = [[T::ZERO; LANES]; K];
-        for c in block {
-            body(c, &mut acc);
-        }
-        // The tail joins the last block rather than paying for a flush of its own.
-        if b + 1 == blocks && !tail.is_empty() {
-            body(&padded, &mut acc);
-        }
-        flush(&acc, &mut wide);
-    }
-    let t = lane_totals(&wide);
-    for k in 0..K {
-        tot[k] += t[k];
-    }
-}
-
 /// Largest and second largest value (as a multiset: a tie gives both the same value).
 /// NaN is skipped, unless `CHECK`: then a NaN sticks in the max (a NaN max never
 /// compares greater, so nothing replaces it) and the returned flag reports it.
@@ -284,9 +251,23 @@ impl ProbStats {
 pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(x: &[T], w: &[T]) -> ProbStats {
     let mut lo = [T::INF; LANES];
     let mut hi = [T::NEG_INF; LANES];
-    let mut tot = [0.0f64; 2];
-    let mut wi = 0usize;
-    blocked::<T, 2>(x, T::ZERO, &mut tot, |c, acc| {
+    let (xc, xt) = x.as_chunks::<LANES>();
+    let (wc, wt) = if W { w.as_chunks::<LANES>() } else { (&[][..], &[][..]) };
+    // The tail is padded with zeros: nothing to the sums, and `lo` can only drop to 0.
+    let mut pad_x = [T::ZERO; LANES];
+    pad_x[..xt.len()].copy_from_slice(xt);
+    let mut pad_w = [T::ZERO; LANES];
+    if W {
+        pad_w[..wt.len()].copy_from_slice(wt);
+    }
+    #[inline(always)]
+    fn step<I: Isa, T: Real, const ENT: bool, const W: bool>(
+        c: &[T; LANES],
+        wl: &[T; LANES],
+        acc: &mut [[T; LANES]; 2],
+        lo: &mut [T; LANES],
+        hi: &mut [T; LANES],
+    ) {
         for l in 0..LANES {
             let p = c[l];
             acc[0][l] = acc[0][l] + p;
@@ -294,33 +275,40 @@ pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(x: &[T
             hi[l] = if p > hi[l] { p } else { hi[l] };
             if ENT {
                 // 0 ln 0 = 0: the lane keeps its sum where p is not positive.
-                let pw = if W {
-                    let wv = if wi + l < w.len() { w[wi + l] } else { T::ZERO };
-                    wv * p
-                } else {
-                    p
-                };
+                let pw = if W { wl[l] * p } else { p };
                 let s = madd::<I, T>(pw, p.fast_ln::<I>(), acc[1][l]);
                 acc[1][l] = if p > T::ZERO { s } else { acc[1][l] };
             }
         }
-        if W {
-            wi += LANES;
-        }
-    });
-    let mut s = ProbStats { sum: tot[0], lo: f64::INFINITY, hi: f64::NEG_INFINITY, plogp: tot[1] };
-    for l in 0..LANES {
-        s.lo = s.lo.min(lo[l].to_f64());
-        s.hi = s.hi.max(hi[l].to_f64());
     }
-    // The tail is padded with zeros, which can lower `lo` to 0 but never below the slack.
-    s
+    let ones = [T::ONE; LANES];
+    let mut wide = [[0.0f64; LANES]; 2];
+    let blocks = xc.len().div_ceil(BLOCK).max(1);
+    for bi in 0..blocks {
+        let (b0, b1) = ((bi * BLOCK).min(xc.len()), ((bi + 1) * BLOCK).min(xc.len()));
+        let mut acc = [[T::ZERO; LANES]; 2];
+        for (k, c) in xc[b0..b1].iter().enumerate() {
+            let wl = if W { &wc[b0 + k] } else { &ones };
+            step::<I, T, ENT, W>(c, wl, &mut acc, &mut lo, &mut hi);
+        }
+        // The tail joins the last block rather than paying for a flush of its own.
+        if bi + 1 == blocks && !xt.is_empty() {
+            step::<I, T, ENT, W>(&pad_x, &pad_w, &mut acc, &mut lo, &mut hi);
+        }
+        flush(&acc, &mut wide);
+    }
+    let tot = lane_totals(&wide);
+    let (mut l0, mut h0) = (lo[0], hi[0]);
+    for l in 1..LANES {
+        l0 = if lo[l] < l0 { lo[l] } else { l0 };
+        h0 = if hi[l] > h0 { hi[l] } else { h0 };
+    }
+    ProbStats { sum: tot[0], lo: l0.to_f64(), hi: h0.to_f64(), plogp: tot[1] }
 }
 
 /// One committee member's probabilities: the validation statistics and, with `ENT`,
-/// Σ p ln p (as `prob_stats`), while adding the member into `acc1` (p̄, with `MEAN`) or
-/// into the variance's sums shifted by member 0 (`acc1` += p − p₀, `acc2` += (p − p₀)²,
-/// with `VAR`), in the same walk over the row.
+/// Σ p ln p (as `prob_stats`), and the member added into p̄ or the variance's sums (as
+/// `accumulate`).
 #[inline(always)]
 pub(crate) fn prob_member<I: Isa, T: Real, const ENT: bool, const MEAN: bool, const VAR: bool>(
     x: &[T],
@@ -329,8 +317,20 @@ pub(crate) fn prob_member<I: Isa, T: Real, const ENT: bool, const MEAN: bool, co
     acc2: &mut [f64],
 ) -> ProbStats {
     let st = prob_stats::<I, T, ENT, false>(x, &[]);
-    // p̄ and the variance's sums: a separate walk over the (cached) member, as plain
-    // element-wise loops that vectorise on their own.
+    accumulate::<T, MEAN, VAR>(x, p0, acc1, acc2);
+    st
+}
+
+/// Adds a member into `acc1` (p̄, with `MEAN`) or into the variance's sums shifted by
+/// member 0 (`acc1` += p − p₀, `acc2` += (p − p₀)², with `VAR`): plain element-wise loops
+/// over the (cached) member, which vectorise on their own.
+#[inline(always)]
+pub(crate) fn accumulate<T: Real, const MEAN: bool, const VAR: bool>(
+    x: &[T],
+    p0: &[T],
+    acc1: &mut [f64],
+    acc2: &mut [f64],
+) {
     if MEAN {
         for (a, &p) in acc1.iter_mut().zip(x) {
             *a += p.to_f64();
@@ -343,7 +343,29 @@ pub(crate) fn prob_member<I: Isa, T: Real, const ENT: bool, const MEAN: bool, co
             *a2 += d * d;
         }
     }
-    st
+}
+
+/// Σ x in `T` lanes, then a pairwise tree: for validating a short row's sum (1e-3
+/// tolerance), not for results.
+#[inline(always)]
+pub(crate) fn lane_sum<T: Real>(x: &[T]) -> f64 {
+    let (chunks, tail) = x.as_chunks::<LANES>();
+    let mut s = [T::ZERO; LANES];
+    for c in chunks {
+        for l in 0..LANES {
+            s[l] = s[l] + c[l];
+        }
+    }
+    let mut h8 = [T::ZERO; 8];
+    for l in 0..8 {
+        h8[l] = s[l] + s[l + 8];
+    }
+    let mut tot = (((h8[0] + h8[4]) + (h8[2] + h8[6])) + ((h8[1] + h8[5]) + (h8[3] + h8[7])))
+        .to_f64();
+    for &v in tail {
+        tot += v.to_f64();
+    }
+    tot
 }
 
 /// Σ xᵢ², Σ |xᵢ| and max |xᵢ| of an embedding row, accumulated in f64 so float32 squares

@@ -10,7 +10,8 @@ use crate::driver::{Kernel, Scratch, ScratchLen};
 use crate::error::RowFault;
 use crate::math::{Isa, Real};
 use crate::passes::{
-    argmax, diagnose_logits, diagnose_probs, exp_store, prob_member, top2, ProbStats,
+    accumulate, argmax, diagnose_logits, diagnose_probs, exp_store, lane_sum, prob_member,
+    prob_stats, top2, ProbStats,
 };
 
 // Every member is first widened to f64 (`member_probs`); `T` appears only there.
@@ -52,10 +53,47 @@ impl StackKernel {
     }
 
     pub(crate) fn scratch_len(&self) -> ScratchLen {
-        // f64: p̄ (or the shifted sum), the shifted sum of squares, per-member
-        // entropies. T: the current member's probabilities, member 0's, p̄ (or ln p̄).
-        // u32: votes.
-        (2 * self.classes + self.members, 3 * self.classes, self.classes)
+        // f64: p̄ (or the shifted sum), the shifted sum of squares. T: the current
+        // member's probabilities, member 0's, p̄ (or ln p̄). u32: votes.
+        (2 * self.classes, 3 * self.classes, self.classes)
+    }
+
+    /// A row of probability members: the validation statistics and Σ p ln p over the
+    /// whole (M, C) block in one flat walk (no per-member reductions), then per member its
+    /// sum, its vote, or its share of p̄ or of the variance's sums. Returns −Σ p ln p, the
+    /// members' summed entropies.
+    #[inline(always)]
+    fn probs<I: Isa, T: Real>(
+        &self,
+        row: &[T],
+        acc1: &mut [f64],
+        acc2: &mut [f64],
+        counts: &mut [u32],
+    ) -> Result<f64, RowFault> {
+        use StackScore::*;
+        let (m, c) = (self.members, self.classes);
+        let st = match self.score {
+            MutualInformation | KlDisagreement { .. } => prob_stats::<I, T, true, false>(row, &[]),
+            _ => prob_stats::<I, T, false, false>(row, &[]),
+        };
+        let mut suspect = !st.sum.is_finite() || st.lo < -1e-6 || st.hi > 1.0 + 1e-6;
+        let p0 = &row[..c];
+        for j in 0..m {
+            let x = &row[j * c..(j + 1) * c];
+            suspect |= !((lane_sum(x) - 1.0).abs() <= 1e-3);
+            match self.score {
+                VoteEntropy | VariationRatio => counts[argmax(x)] += 1,
+                Variance => accumulate::<T, false, true>(x, p0, acc1, acc2),
+                _ => accumulate::<T, true, false>(x, p0, acc1, acc2),
+            }
+        }
+        if suspect {
+            // Name the first invalid member (a false alarm finds none and goes on).
+            for j in 0..m {
+                self.bad(&row[j * c..(j + 1) * c], j)?;
+            }
+        }
+        Ok(-st.plogp)
     }
 
     #[cold]
@@ -142,8 +180,7 @@ impl<T: Real> Kernel<T> for StackKernel {
         let (m, c, rc) = (self.members, self.classes, self.row_classes);
         let votes = self.votes();
         let (acc1, rest) = scratch.f.split_at_mut(c);
-        let (acc2, rest) = rest.split_at_mut(c);
-        let hm = &mut rest[..m];
+        let acc2 = &mut rest[..c];
         let (q, rest) = scratch.t.split_at_mut(c);
         let (q0, rest) = rest.split_at_mut(c);
         let pbar = &mut rest[..c];
@@ -155,41 +192,31 @@ impl<T: Real> Kernel<T> for StackKernel {
         let binary = rc != c;
         let mut pair = [T::ZERO; 2];
 
-        for j in 0..m {
+        if !self.logits {
+            h_sum = self.probs::<I, T>(row, acc1, acc2, counts)?;
+        }
+        for j in (0..m).filter(|_| self.logits) {
             let input = &row[j * rc..(j + 1) * rc];
             let x = member(row, j, rc, binary, &mut pair);
             if votes {
                 // Argmax of the input itself: exp can round two close logits together.
                 counts[argmax(x)] += 1;
-            }
-            if self.logits {
-                if votes {
-                    let (m1, _, nan) = top2::<T, false, true>(x);
-                    if nan || !(m1 > T::NEG_INF && m1 < T::INF) {
-                        self.bad(input, j)?;
-                    }
-                    continue;
-                }
-                if !softmax_member::<I, T>(x, q) {
-                    self.bad(input, j)?;
-                    continue;
-                }
-                if j == 0 {
-                    q0.copy_from_slice(q);
-                }
-                // Member entropies by the same routine as H(p̄) below (not the fused
-                // logsumexp form), so their difference cancels exactly when members agree.
-                let st = member_pass::<I, T>(self.score, q, q0, acc1, acc2);
-                hm[j] = -st.plogp;
-                h_sum += hm[j];
-            } else {
-                let st = member_pass::<I, T>(self.score, x, &row[..rc], acc1, acc2);
-                if st.suspect() {
+                let (m1, _, nan) = top2::<T, false, true>(x);
+                if nan || !(m1 > T::NEG_INF && m1 < T::INF) {
                     self.bad(input, j)?;
                 }
-                hm[j] = -st.plogp;
-                h_sum += hm[j];
+                continue;
             }
+            if !softmax_member::<I, T>(x, q) {
+                self.bad(input, j)?;
+                continue;
+            }
+            if j == 0 {
+                q0.copy_from_slice(q);
+            }
+            // Member entropies by the same routine as H(p̄) below (not the fused
+            // logsumexp form), so their difference cancels exactly when members agree.
+            h_sum -= member_pass::<I, T>(self.score, q, q0, acc1, acc2).plogp;
         }
 
         let mf = m as f64;
