@@ -96,10 +96,11 @@ def _probs_2d(field: str, x):
 
 
 def _probs_3d(x, logits: bool):
-    """(p, ln p) for a 3-D field (N, M, C), float64; softmax per member when logits=True."""
+    """(p, ln p) for a 3-D field (N, M, C), float64; softmax per member when logits=True
+    (a single logit per member is binary, as for the `logits` field: the pair [0, x])."""
     x = f64(x)
     if logits:
-        lp = log_softmax(x)
+        lp = log_softmax(binary_as_two_columns(x))
         return np.exp(lp), lp
     with np.errstate(divide="ignore"):
         return x, np.log(x)
@@ -115,7 +116,7 @@ def _one_field(kwargs: dict, accepted: tuple) -> tuple:
 
 def _votes_histogram(x3, p3, logits: bool) -> np.ndarray:
     """(N, C) counts of each member's argmax vote (ties -> lowest class index)."""
-    x3 = f64(x3)
+    x3 = binary_as_two_columns(f64(x3)) if logits else f64(x3)
     votes = np.argmax(x3 if logits else p3, axis=-1)  # softmax is monotone: argmax of logits
     c = x3.shape[-1]
     return (votes[..., None] == np.arange(c)).sum(axis=1).astype(np.float64)

@@ -179,8 +179,7 @@ def test_2d_scores_match_reference(cfg, dtype, c, rng):
 @pytest.mark.parametrize("cfg", CONFIGS_3D, ids=cfg_id)
 def test_3d_scores_match_reference(cfg, dtype, logits, m, c, rng):
     name, field, kw = cfg
-    if logits and c == 1:
-        pytest.skip("C == 1 with logits=True on a 3-D field is not specified (softmax vs sigmoid)")
+    # C == 1 with logits=True: a binary model per member, p = sigmoid(x), as for `logits`.
     a = R.random_field(rng, field, 25, c, m=m, dtype=dtype, logits=logits)
     kw = dict(kw, logits=logits) if logits else dict(kw)
     for kind in ("C", "moveaxis_members_first", "moveaxis_classes_first", "negative"):

@@ -81,7 +81,8 @@ fn rows_generic<T: Real, K: Kernel<T>, I: Isa>(
                 for b in 0..c {
                     let k = a * c + b;
                     for (r, _) in outs.iter().enumerate() {
-                        let off = (i0 + r) as isize * st[0] + a as isize * st[1] + b as isize * st[2];
+                        let off =
+                            (i0 + r) as isize * st[0] + a as isize * st[1] + b as isize * st[2];
                         // SAFETY: (i0 + r, a, b) is inside the view's shape (i0 + r < N by
                         // the chunking of `out`, a < M, b < C), and a view's pointer plus
                         // index · strides is an element of it.
@@ -157,7 +158,11 @@ pub(crate) fn run<T: Real, K: Kernel<T>>(
     let mut out = vec![T::ZERO; n];
     // usize::MAX marks "omit": never stop.
     let stop_at = AtomicUsize::new(if raise { n } else { usize::MAX });
-    let pool = if n.saturating_mul(width) >= PARALLEL_MIN_VALUES { pool::pool() } else { None };
+    let pool = if n.saturating_mul(width) >= PARALLEL_MIN_VALUES {
+        pool::pool()
+    } else {
+        None
+    };
     let first = match pool {
         None => rows_dispatch(kernel, &x, 0, &mut out, scratch_len, &stop_at),
         Some(pool) => {

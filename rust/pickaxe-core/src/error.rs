@@ -46,15 +46,29 @@ impl Field {
 /// What is wrong with one row. `index` is the position along the last axis.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Fault {
-    Nan { index: usize },
-    PosInf { index: usize },
+    Nan {
+        index: usize,
+    },
+    PosInf {
+        index: usize,
+    },
     /// -inf where only logits may hold it.
-    NegInf { index: usize },
+    NegInf {
+        index: usize,
+    },
     /// A logits row (or member) with no finite value.
     AllNegInf,
-    Negative { index: usize, value: f64 },
-    AboveOne { index: usize, value: f64 },
-    SumOff { sum: f64 },
+    Negative {
+        index: usize,
+        value: f64,
+    },
+    AboveOne {
+        index: usize,
+        value: f64,
+    },
+    SumOff {
+        sum: f64,
+    },
 }
 
 /// A fault located in a row (and, for stacked fields, a member or pass).
@@ -67,7 +81,12 @@ pub struct RowFault {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Error {
     /// Invalid data in a row under `NanPolicy::Raise` (Python: ValueError).
-    InvalidRow { field: Field, row: usize, member: Option<usize>, fault: Fault },
+    InvalidRow {
+        field: Field,
+        row: usize,
+        member: Option<usize>,
+        fault: Fault,
+    },
     /// An array of the wrong shape (Python: ValueError).
     Shape(String),
     /// An argument out of its domain (Python: ValueError).
@@ -76,7 +95,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn argument(name: &'static str, message: impl Into<String>) -> Self {
-        Error::Argument { name, message: message.into() }
+        Error::Argument {
+            name,
+            message: message.into(),
+        }
     }
 }
 
@@ -105,7 +127,12 @@ fn fault_text(f: &Fault, field: Field) -> String {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidRow { field, row, member, fault } => {
+            Error::InvalidRow {
+                field,
+                row,
+                member,
+                fault,
+            } => {
                 write!(f, "{} row {}", field.name(), row)?;
                 if let Some(m) = member {
                     write!(f, ", {} {}", field.member_word(), m)?;

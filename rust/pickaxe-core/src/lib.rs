@@ -38,9 +38,12 @@ fn finish<T: Real>(
     policy: NanPolicy,
 ) -> Result<Vec<T>, Error> {
     match (first, policy) {
-        (Some((row, f)), NanPolicy::Raise) => {
-            Err(Error::InvalidRow { field, row, member: f.member, fault: f.fault })
-        }
+        (Some((row, f)), NanPolicy::Raise) => Err(Error::InvalidRow {
+            field,
+            row,
+            member: f.member,
+            fault: f.fault,
+        }),
         _ => Ok(out),
     }
 }
@@ -72,13 +75,27 @@ pub fn score_rows<T: Real>(
     }
     let c = x.len_of(Axis(1));
     if c == 0 {
-        let unit = if field == Field::Embeddings { "dimensions" } else { "classes" };
-        return Err(Error::Shape(format!("{} has 0 {unit}; need at least 1", field.name())));
+        let unit = if field == Field::Embeddings {
+            "dimensions"
+        } else {
+            "classes"
+        };
+        return Err(Error::Shape(format!(
+            "{} has 0 {unit}; need at least 1",
+            field.name()
+        )));
     }
-    let classes = if field == Field::Logits && c == 1 { 2 } else { c };
+    let classes = if field == Field::Logits && c == 1 {
+        2
+    } else {
+        c
+    };
     let mut weights = Vec::new();
     match score {
-        RowScore::Entropy { class_weights: Some(w), .. } => {
+        RowScore::Entropy {
+            class_weights: Some(w),
+            ..
+        } => {
             if w.len() != classes {
                 return Err(Error::argument(
                     "class_weights",
@@ -89,7 +106,10 @@ pub fn score_rows<T: Real>(
                     ),
                 ));
             }
-            if let Some((i, v)) = w.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0))
+            if let Some((i, v)) = w
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
             {
                 return Err(Error::argument(
                     "class_weights",
@@ -105,17 +125,33 @@ pub fn score_rows<T: Real>(
             ));
         }
         RowScore::Norm { ord } if !(*ord > 0.0) => {
-            return Err(Error::argument("ord", format!("ord must be > 0 (or inf); got {ord}")));
+            return Err(Error::argument(
+                "ord",
+                format!("ord must be > 0 (or inf); got {ord}"),
+            ));
         }
         _ => {}
     }
-    let kernel = rows::RowKernel { field, score: score.clone(), weights, classes };
-    let res = driver::run(&kernel, x.insert_axis(Axis(1)), (0, 0, 0), policy == NanPolicy::Raise);
+    let kernel = rows::RowKernel {
+        field,
+        score: score.clone(),
+        weights,
+        classes,
+    };
+    let res = driver::run(
+        &kernel,
+        x.insert_axis(Axis(1)),
+        (0, 0, 0),
+        policy == NanPolicy::Raise,
+    );
     finish(field, res, policy)
 }
 
 /// `least_confidence` of the (N,) field `confidence`: 1 − p.
-pub fn least_confidence_1d<T: Real>(x: ArrayView1<'_, T>, policy: NanPolicy) -> Result<Vec<T>, Error> {
+pub fn least_confidence_1d<T: Real>(
+    x: ArrayView1<'_, T>,
+    policy: NanPolicy,
+) -> Result<Vec<T>, Error> {
     let kernel = rows::RowKernel {
         field: Field::Confidence,
         score: RowScore::LeastConfidence,
@@ -139,29 +175,54 @@ pub fn score_stack<T: Real>(
     if !matches!(field, Field::QueryByCommittee | Field::McDropout) {
         return Err(Error::argument(
             "field",
-            format!("{:?} needs query_by_committee or mc_dropout, not {}", score, field.name()),
+            format!(
+                "{:?} needs query_by_committee or mc_dropout, not {}",
+                score,
+                field.name()
+            ),
         ));
     }
-    if matches!(score, StackScore::VoteEntropy | StackScore::ConsensusEntropy | StackScore::KlDisagreement { .. })
-        && field != Field::QueryByCommittee
+    if matches!(
+        score,
+        StackScore::VoteEntropy | StackScore::ConsensusEntropy | StackScore::KlDisagreement { .. }
+    ) && field != Field::QueryByCommittee
     {
         return Err(Error::argument(
             "field",
-            format!("{:?} is a committee score: it needs query_by_committee", score),
+            format!(
+                "{:?} is a committee score: it needs query_by_committee",
+                score
+            ),
         ));
     }
     let (m, c) = (x.len_of(Axis(1)), x.len_of(Axis(2)));
     if m == 0 {
-        let what = if field == Field::McDropout { "passes" } else { "members" };
-        return Err(Error::Shape(format!("{} has 0 {what}; need at least 1", field.name())));
+        let what = if field == Field::McDropout {
+            "passes"
+        } else {
+            "members"
+        };
+        return Err(Error::Shape(format!(
+            "{} has 0 {what}; need at least 1",
+            field.name()
+        )));
     }
     if c == 0 {
-        return Err(Error::Shape(format!("{} has 0 classes; need at least 1", field.name())));
+        return Err(Error::Shape(format!(
+            "{} has 0 classes; need at least 1",
+            field.name()
+        )));
     }
     // Binary logits (C = 1) are scored as the pairs [0, x], built per member on the stack.
     let binary = logits && c == 1;
     let classes = if binary { 2 } else { c };
-    let kernel = stack::StackKernel { score, logits, members: m, row_classes: c, classes };
+    let kernel = stack::StackKernel {
+        score,
+        logits,
+        members: m,
+        row_classes: c,
+        classes,
+    };
     let res = driver::run(&kernel, x, kernel.scratch_len(), policy == NanPolicy::Raise);
     finish(field, res, policy)
 }

@@ -33,7 +33,11 @@ impl Isa for NoFma {
 /// a · b + c, fused where the instruction set has it.
 #[inline(always)]
 pub fn madd<I: Isa, T: Real>(a: T, b: T, c: T) -> T {
-    if I::FMA { a.mul_add(b, c) } else { a * b + c }
+    if I::FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
 }
 
 pub trait Real:
@@ -80,14 +84,22 @@ pub trait Real:
     }
     #[inline(always)]
     fn abs(self) -> Self {
-        if self < Self::ZERO { -self } else { self }
+        if self < Self::ZERO {
+            -self
+        } else {
+            self
+        }
     }
 }
 
 /// `y` clamped from below to `EXP_LOW`, keeping NaN (a comparison with NaN is false).
 #[inline(always)]
 pub fn clamp_low<T: Real>(y: T) -> T {
-    if y < T::EXP_LOW { T::EXP_LOW } else { y }
+    if y < T::EXP_LOW {
+        T::EXP_LOW
+    } else {
+        y
+    }
 }
 
 /// exp(xc) for xc already in [EXP_LOW, EXP_HIGH] (or NaN, which stays NaN).
@@ -144,17 +156,29 @@ impl Real for f32 {
     fn fast_exp<I: Isa>(self) -> f32 {
         let x = self;
         let xc = if x < Self::EXP_LOW { Self::EXP_LOW } else { x };
-        let xc = if xc > Self::EXP_HIGH { Self::EXP_HIGH } else { xc };
+        let xc = if xc > Self::EXP_HIGH {
+            Self::EXP_HIGH
+        } else {
+            xc
+        };
         let v = exp_f32_in_range::<I>(xc);
         let v = if x < Self::EXP_LOW { 0.0 } else { v };
-        if x > Self::EXP_HIGH { f32::INFINITY } else { v }
+        if x > Self::EXP_HIGH {
+            f32::INFINITY
+        } else {
+            v
+        }
     }
 
     #[inline(always)]
     fn fast_exp_nonpos<I: Isa>(self) -> f32 {
         let x = self;
         let v = exp_f32_in_range::<I>(if x < Self::EXP_LOW { Self::EXP_LOW } else { x });
-        if x < Self::EXP_LOW { 0.0 } else { v }
+        if x < Self::EXP_LOW {
+            0.0
+        } else {
+            v
+        }
     }
 
     #[inline(always)]
@@ -183,7 +207,11 @@ impl Real for f32 {
         let lnm = t + y;
         let ef = e as f32;
         let v = madd::<I, _>(ef, LN2_HI, madd::<I, _>(ef, LN2_LO, lnm));
-        if self != self { self } else { v }
+        if self != self {
+            self
+        } else {
+            v
+        }
     }
 }
 
@@ -247,17 +275,29 @@ impl Real for f64 {
     fn fast_exp<I: Isa>(self) -> f64 {
         let x = self;
         let xc = if x < Self::EXP_LOW { Self::EXP_LOW } else { x };
-        let xc = if xc > Self::EXP_HIGH { Self::EXP_HIGH } else { xc };
+        let xc = if xc > Self::EXP_HIGH {
+            Self::EXP_HIGH
+        } else {
+            xc
+        };
         let v = exp_f64_in_range::<I>(xc);
         let v = if x < Self::EXP_LOW { 0.0 } else { v };
-        if x > Self::EXP_HIGH { f64::INFINITY } else { v }
+        if x > Self::EXP_HIGH {
+            f64::INFINITY
+        } else {
+            v
+        }
     }
 
     #[inline(always)]
     fn fast_exp_nonpos<I: Isa>(self) -> f64 {
         let x = self;
         let v = exp_f64_in_range::<I>(if x < Self::EXP_LOW { Self::EXP_LOW } else { x });
-        if x < Self::EXP_LOW { 0.0 } else { v }
+        if x < Self::EXP_LOW {
+            0.0
+        } else {
+            v
+        }
     }
 
     #[inline(always)]
@@ -286,7 +326,11 @@ impl Real for f64 {
         let lnm = madd::<I, _>(2.0 * f * s, p, 2.0 * f);
         let ef = e as f64;
         let v = madd::<I, _>(ef, LN2_HI, madd::<I, _>(ef, LN2_LO, lnm));
-        if self != self { self } else { v }
+        if self != self {
+            self
+        } else {
+            v
+        }
     }
 }
 

@@ -61,7 +61,11 @@ pub(crate) fn top2<T: Real, const TOP2: bool, const CHECK: bool>(x: &[T]) -> (T,
                 let lo = if v > m1[l] { m1[l] } else { v };
                 m2[l] = if lo > m2[l] { lo } else { m2[l] };
             }
-            let take = if CHECK { v > m1[l] || v != v } else { v > m1[l] };
+            let take = if CHECK {
+                v > m1[l] || v != v
+            } else {
+                v > m1[l]
+            };
             m1[l] = if take { v } else { m1[l] };
         }
     }
@@ -85,7 +89,11 @@ pub(crate) fn top2<T: Real, const TOP2: bool, const CHECK: bool>(x: &[T]) -> (T,
     for u in 0..U {
         for l in 0..LANES {
             nan |= m1[u][l].is_nan();
-            let pair = if TOP2 { [m1[u][l], m2[u][l]] } else { [m1[u][l], T::NEG_INF] };
+            let pair = if TOP2 {
+                [m1[u][l], m2[u][l]]
+            } else {
+                [m1[u][l], T::NEG_INF]
+            };
             for v in pair {
                 if v > a {
                     b = a;
@@ -139,7 +147,11 @@ pub(crate) fn exp_sums<I: Isa, T: Real, const SCALE: bool, const EY: bool, const
 ) -> ExpSums {
     // Accumulators: rest, top, ey, w_rest, w_top, w_ey.
     let (xc, xt) = x.as_chunks::<LANES>();
-    let (wc, wt) = if W { w.as_chunks::<LANES>() } else { (&[][..], &[][..]) };
+    let (wc, wt) = if W {
+        w.as_chunks::<LANES>()
+    } else {
+        (&[][..], &[][..])
+    };
     let body = |c: &[T; LANES], wl: &[T; LANES], acc: &mut [[T; LANES]; 6]| {
         for l in 0..LANES {
             let y = if SCALE { (c[l] - m) * inv_t } else { c[l] - m };
@@ -184,7 +196,14 @@ pub(crate) fn exp_sums<I: Isa, T: Real, const SCALE: bool, const EY: bool, const
         flush(&acc, &mut wide);
     }
     let tot = lane_totals(&wide);
-    ExpSums { rest: tot[0], top: tot[1], ey: tot[2], w_rest: tot[3], w_top: tot[4], w_ey: tot[5] }
+    ExpSums {
+        rest: tot[0],
+        top: tot[1],
+        ey: tot[2],
+        w_rest: tot[3],
+        w_top: tot[4],
+        w_ey: tot[5],
+    }
 }
 
 /// exp(xᵢ − m) into `out` (a softmax row kept in scratch, unnormalised); returns the sums.
@@ -248,11 +267,18 @@ impl ProbStats {
 }
 
 #[inline(always)]
-pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(x: &[T], w: &[T]) -> ProbStats {
+pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(
+    x: &[T],
+    w: &[T],
+) -> ProbStats {
     let mut lo = [T::INF; LANES];
     let mut hi = [T::NEG_INF; LANES];
     let (xc, xt) = x.as_chunks::<LANES>();
-    let (wc, wt) = if W { w.as_chunks::<LANES>() } else { (&[][..], &[][..]) };
+    let (wc, wt) = if W {
+        w.as_chunks::<LANES>()
+    } else {
+        (&[][..], &[][..])
+    };
     // The tail is padded with zeros: nothing to the sums, and `lo` can only drop to 0.
     let mut pad_x = [T::ZERO; LANES];
     pad_x[..xt.len()].copy_from_slice(xt);
@@ -303,7 +329,12 @@ pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(x: &[T
         l0 = if lo[l] < l0 { lo[l] } else { l0 };
         h0 = if hi[l] > h0 { hi[l] } else { h0 };
     }
-    ProbStats { sum: tot[0], lo: l0.to_f64(), hi: h0.to_f64(), plogp: tot[1] }
+    ProbStats {
+        sum: tot[0],
+        lo: l0.to_f64(),
+        hi: h0.to_f64(),
+        plogp: tot[1],
+    }
 }
 
 /// One committee member's probabilities: the validation statistics and, with `ENT`,
@@ -360,8 +391,8 @@ pub(crate) fn lane_sum<T: Real>(x: &[T]) -> f64 {
     for l in 0..8 {
         h8[l] = s[l] + s[l + 8];
     }
-    let mut tot = (((h8[0] + h8[4]) + (h8[2] + h8[6])) + ((h8[1] + h8[5]) + (h8[3] + h8[7])))
-        .to_f64();
+    let mut tot =
+        (((h8[0] + h8[4]) + (h8[2] + h8[6])) + ((h8[1] + h8[5]) + (h8[3] + h8[7]))).to_f64();
     for &v in tail {
         tot += v.to_f64();
     }
@@ -398,7 +429,11 @@ pub(crate) fn norms<T: Real>(x: &[T]) -> (f64, f64, f64) {
     for l in 0..LANES {
         s += sq[l];
         a += ab[l];
-        m = if mx[l] > m || mx[l] != mx[l] { mx[l] } else { m };
+        m = if mx[l] > m || mx[l] != mx[l] {
+            mx[l]
+        } else {
+            m
+        };
     }
     (s, a, m)
 }

@@ -20,14 +20,21 @@ fn default_threads() -> usize {
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
 }
 
 fn with_state<R>(f: impl FnOnce(&mut PoolState) -> R) -> R {
     // A poisoned lock only means another thread panicked while holding it; the state
     // itself (a count and an Arc) is always consistent.
     let mut guard = STATE.lock().unwrap_or_else(|e| e.into_inner());
-    let state = guard.get_or_insert_with(|| PoolState { threads: default_threads(), pool: None });
+    let state = guard.get_or_insert_with(|| PoolState {
+        threads: default_threads(),
+        pool: None,
+    });
     f(state)
 }
 
@@ -39,7 +46,10 @@ pub fn num_threads() -> usize {
 /// Bound the kernels' threads; 1 runs everything on the calling thread.
 pub fn set_num_threads(n: usize) -> Result<(), Error> {
     if n == 0 {
-        return Err(Error::argument("n", "the number of threads must be at least 1; got 0"));
+        return Err(Error::argument(
+            "n",
+            "the number of threads must be at least 1; got 0",
+        ));
     }
     with_state(|s| {
         if s.threads != n {

@@ -18,7 +18,10 @@ pub enum RowScore {
     /// p(2) / p(1).
     Ratio,
     /// −Σ w_c p_c ln p_c (w = 1 without weights), divided by ln C when `normalize`.
-    Entropy { normalize: bool, class_weights: Option<Vec<f64>> },
+    Entropy {
+        normalize: bool,
+        class_weights: Option<Vec<f64>>,
+    },
     /// −T · logsumexp(x / T).
     Energy { temperature: f64 },
     /// −max_c x_c.
@@ -39,7 +42,10 @@ pub(crate) struct RowKernel<T: Real> {
 #[inline(always)]
 fn fault(f: Option<crate::error::Fault>) -> Result<(), RowFault> {
     match f {
-        Some(fault) => Err(RowFault { member: None, fault }),
+        Some(fault) => Err(RowFault {
+            member: None,
+            fault,
+        }),
         None => Ok(()),
     }
 }
@@ -101,7 +107,10 @@ impl<T: Real> RowKernel<T> {
                     (s.ln_s() - s.ey / s.s(), s.finite())
                 } else {
                     let s = exp_sums::<I, T, false, true, true>(x, m1, T::ONE, &self.weights);
-                    ((s.ln_s() * (s.w_top + s.w_rest) - s.w_ey) / s.s(), s.finite())
+                    (
+                        (s.ln_s() * (s.w_top + s.w_rest) - s.w_ey) / s.s(),
+                        s.finite(),
+                    )
                 };
                 (self.normalized(h, *normalize), ok0 && ok)
             }
@@ -111,7 +120,11 @@ impl<T: Real> RowKernel<T> {
                 // give 0 · inf for the max logit, nor a huge T -inf · 0 for a -inf logit.
                 let inv_t = T::from_f64(1.0 / temperature);
                 let inv_t = if inv_t < T::MAX { inv_t } else { T::MAX };
-                let inv_t = if inv_t > T::MIN_POSITIVE { inv_t } else { T::MIN_POSITIVE };
+                let inv_t = if inv_t > T::MIN_POSITIVE {
+                    inv_t
+                } else {
+                    T::MIN_POSITIVE
+                };
                 let s = exp_sums::<I, T, true, false, false>(x, m1, inv_t, none);
                 let ok = m1 > T::NEG_INF && m1 < T::INF && s.finite();
                 (-(m1.to_f64() + temperature * s.ln_s()), ok)
@@ -197,7 +210,10 @@ impl<T: Real> RowKernel<T> {
             if let Some(f) = diagnose_finite(x) {
                 fault(Some(f))?;
             }
-            x.iter().map(|v| v.to_f64().abs().powf(ord)).sum::<f64>().powf(1.0 / ord)
+            x.iter()
+                .map(|v| v.to_f64().abs().powf(ord))
+                .sum::<f64>()
+                .powf(1.0 / ord)
         };
         Ok(-v)
     }

@@ -44,7 +44,10 @@ fn block_top<T: Real>(x: ArrayView1<'_, T>, start: usize, k: usize) -> Vec<(T, u
         if buf.len() == cap {
             keep_best(buf, k);
             full = true;
-            threshold = buf.iter().map(|p| p.0).fold(T::INF, |a, b| if b < a { b } else { a });
+            threshold = buf
+                .iter()
+                .map(|p| p.0)
+                .fold(T::INF, |a, b| if b < a { b } else { a });
         }
     };
     match x.as_slice() {

@@ -101,9 +101,8 @@ pub fn configure_from_env() -> Result<(), Error> {
                     format!("PICKAXE_SIMD={v:?} is not one of portable, avx2, avx512"),
                 )
             })?;
-            set_level(want).map_err(|e| {
-                Error::argument("PICKAXE_SIMD", format!("PICKAXE_SIMD={v:?}: {e}"))
-            })
+            set_level(want)
+                .map_err(|e| Error::argument("PICKAXE_SIMD", format!("PICKAXE_SIMD={v:?}: {e}")))
         }
         _ => Ok(()),
     }
@@ -150,7 +149,9 @@ mod tests {
     #[test]
     fn detection_matches_cpuinfo() {
         // On Linux the kernel's view of the CPU flags must agree with the dispatcher's.
-        let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else { return };
+        let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+            return;
+        };
         let flags: Vec<&str> = info
             .lines()
             .find(|l| l.starts_with("flags"))

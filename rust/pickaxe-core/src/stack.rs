@@ -1,10 +1,12 @@
 //! Scores of a stack of predictions per row: committee members (`query_by_committee`) or
 //! dropout passes (`mc_dropout`), a contiguous (M, C) block per row.
 //!
-//! Each member row is read once: its validation, entropy and contribution to the mean p̄
-//! (or to the shifted sums of the variance) are taken in one walk over it; only
-//! `kl_disagreement(reduce="max")` walks the block a second time, from cache, because it
-//! needs p̄ before it can compare each member with it.
+//! The block is read from memory once. Probabilities: one flat walk over the whole block
+//! validates it and sums p ln p, then each member, now in cache, adds its sum, vote or
+//! share of p̄ (or of the variance's sums shifted by member 0). Logits: each member is
+//! softmaxed into a C-sized scratch row and treated the same way. Only
+//! `kl_disagreement(reduce="max")` walks the block a second time, because it needs p̄
+//! before it can compare each member with it.
 
 use crate::driver::{Kernel, Scratch, ScratchLen};
 use crate::error::RowFault;
@@ -45,11 +47,13 @@ pub(crate) struct StackKernel {
     pub classes: usize,
 }
 
-
 impl StackKernel {
     /// Scores computed from the members' argmax votes alone.
     fn votes(&self) -> bool {
-        matches!(self.score, StackScore::VoteEntropy | StackScore::VariationRatio)
+        matches!(
+            self.score,
+            StackScore::VoteEntropy | StackScore::VariationRatio
+        )
     }
 
     pub(crate) fn scratch_len(&self) -> ScratchLen {
@@ -98,9 +102,16 @@ impl StackKernel {
 
     #[cold]
     fn bad<T: Real>(&self, x: &[T], member: usize) -> Result<(), RowFault> {
-        let f = if self.logits { diagnose_logits(x) } else { diagnose_probs(x, true) };
+        let f = if self.logits {
+            diagnose_logits(x)
+        } else {
+            diagnose_probs(x, true)
+        };
         match f {
-            Some(fault) => Err(RowFault { member: Some(member), fault }),
+            Some(fault) => Err(RowFault {
+                member: Some(member),
+                fault,
+            }),
             None => Ok(()),
         }
     }
@@ -194,29 +205,30 @@ impl<T: Real> Kernel<T> for StackKernel {
 
         if !self.logits {
             h_sum = self.probs::<I, T>(row, acc1, acc2, counts)?;
-        }
-        for j in (0..m).filter(|_| self.logits) {
-            let input = &row[j * rc..(j + 1) * rc];
-            let x = member(row, j, rc, binary, &mut pair);
-            if votes {
-                // Argmax of the input itself: exp can round two close logits together.
-                counts[argmax(x)] += 1;
-                let (m1, _, nan) = top2::<T, false, true>(x);
-                if nan || !(m1 > T::NEG_INF && m1 < T::INF) {
-                    self.bad(input, j)?;
+        } else {
+            for j in 0..m {
+                let input = &row[j * rc..(j + 1) * rc];
+                let x = member(row, j, rc, binary, &mut pair);
+                if votes {
+                    // Argmax of the input itself: exp can round two close logits together.
+                    counts[argmax(x)] += 1;
+                    let (m1, _, nan) = top2::<T, false, true>(x);
+                    if nan || !(m1 > T::NEG_INF && m1 < T::INF) {
+                        self.bad(input, j)?;
+                    }
+                    continue;
                 }
-                continue;
+                if !softmax_member::<I, T>(x, q) {
+                    self.bad(input, j)?;
+                    continue;
+                }
+                if j == 0 {
+                    q0.copy_from_slice(q);
+                }
+                // Member entropies by the same routine as H(p̄) below (not the fused
+                // logsumexp form), so their difference cancels exactly when members agree.
+                h_sum -= member_pass::<I, T>(self.score, q, q0, acc1, acc2).plogp;
             }
-            if !softmax_member::<I, T>(x, q) {
-                self.bad(input, j)?;
-                continue;
-            }
-            if j == 0 {
-                q0.copy_from_slice(q);
-            }
-            // Member entropies by the same routine as H(p̄) below (not the fused
-            // logsumexp form), so their difference cancels exactly when members agree.
-            h_sum -= member_pass::<I, T>(self.score, q, q0, acc1, acc2).plogp;
         }
 
         let mf = m as f64;
@@ -240,7 +252,9 @@ impl<T: Real> Kernel<T> for StackKernel {
                 }
                 tot / c as f64
             }
-            StackScore::ConsensusEntropy | StackScore::PredictiveEntropy => mean_entropy::<I, T>(acc1, mf, pbar),
+            StackScore::ConsensusEntropy | StackScore::PredictiveEntropy => {
+                mean_entropy::<I, T>(acc1, mf, pbar)
+            }
             StackScore::MutualInformation | StackScore::KlDisagreement { max: false } => {
                 // mean_m KL(p_m ‖ p̄) = H(p̄) − mean_m H(p_m): the same quantity as BALD.
                 // ≥ 0 by Jensen; a negative value could only be rounding.
@@ -251,7 +265,11 @@ impl<T: Real> Kernel<T> for StackKernel {
                 // to p̄ has a divergence of exactly 0.
                 for (b, &a) in pbar.iter_mut().zip(acc1.iter()) {
                     let p = T::from_f64(a / mf);
-                    *b = if p > T::ZERO { p.fast_ln::<I>() } else { T::ZERO };
+                    *b = if p > T::ZERO {
+                        p.fast_ln::<I>()
+                    } else {
+                        T::ZERO
+                    };
                 }
                 let mut best = f64::NEG_INFINITY;
                 for j in 0..m {

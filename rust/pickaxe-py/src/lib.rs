@@ -62,11 +62,18 @@ fn row_score(
         "least_confidence" => RowScore::LeastConfidence,
         "margin" => RowScore::Margin,
         "ratio" => RowScore::Ratio,
-        "entropy" => RowScore::Entropy { normalize, class_weights },
+        "entropy" => RowScore::Entropy {
+            normalize,
+            class_weights,
+        },
         "energy" => RowScore::Energy { temperature },
         "max_logit" => RowScore::MaxLogit,
         "norm" => RowScore::Norm { ord },
-        other => return Err(PyValueError::new_err(format!("unknown row score {other:?}"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown row score {other:?}"
+            )))
+        }
     })
 }
 
@@ -90,7 +97,9 @@ fn score_rows<'py>(
     let score = row_score(score, normalize, class_weights, temperature, ord)?;
     if field == Field::Confidence {
         if !matches!(score, RowScore::LeastConfidence) {
-            return Err(PyValueError::new_err("confidence only supports least_confidence"));
+            return Err(PyValueError::new_err(
+                "confidence only supports least_confidence",
+            ));
         }
         return with_float_array!(py, x, PyReadonlyArray1, 1, field.name(), |v| {
             pickaxe_core::least_confidence_1d(v, policy)
@@ -131,7 +140,11 @@ fn score_stack<'py>(
         "predictive_entropy" => StackScore::PredictiveEntropy,
         "variation_ratio" => StackScore::VariationRatio,
         "variance" => StackScore::Variance,
-        other => return Err(PyValueError::new_err(format!("unknown stack score {other:?}"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown stack score {other:?}"
+            )))
+        }
     };
     with_float_array!(py, x, PyReadonlyArray3, 3, field.name(), |v| {
         pickaxe_core::score_stack(field, score, v, logits, policy)
@@ -144,12 +157,21 @@ fn top_k_of<T: Real + numpy::Element>(
     k: usize,
 ) -> Vec<i64> {
     let view = scores.as_array();
-    py.detach(|| pickaxe_core::top_k(view, k).into_iter().map(|i| i as i64).collect())
+    py.detach(|| {
+        pickaxe_core::top_k(view, k)
+            .into_iter()
+            .map(|i| i as i64)
+            .collect()
+    })
 }
 
 /// Positions of the k highest scores, highest first (ties: ascending position; NaN never).
 #[pyfunction]
-fn top_k<'py>(py: Python<'py>, scores: &Bound<'py, PyAny>, k: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
+fn top_k<'py>(
+    py: Python<'py>,
+    scores: &Bound<'py, PyAny>,
+    k: usize,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
     let out = if let Ok(a) = scores.extract::<PyReadonlyArray1<'_, f64>>() {
         top_k_of(py, a, k)
     } else if let Ok(a) = scores.extract::<PyReadonlyArray1<'_, f32>>() {
@@ -190,7 +212,8 @@ fn set_simd_level(level: &str) -> PyResult<()> {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // PICKAXE_SIMD is read once, at import, so a bad value fails loudly and early.
-    simd::configure_from_env().map_err(|e| pyo3::exceptions::PyImportError::new_err(e.to_string()))?;
+    simd::configure_from_env()
+        .map_err(|e| pyo3::exceptions::PyImportError::new_err(e.to_string()))?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(score_rows, m)?)?;
     m.add_function(wrap_pyfunction!(score_stack, m)?)?;
