@@ -324,22 +324,15 @@ pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(
         flush(&acc, &mut wide);
     }
     let tot = lane_totals(&wide);
-    // Pairwise min and max over the lanes (a tree, not a chain of dependent compares).
-    #[inline(always)]
-    fn halve<T: Real, const W: usize>(lo: &mut [T; LANES], hi: &mut [T; LANES]) {
-        for l in 0..W {
-            lo[l] = if lo[l + W] < lo[l] { lo[l + W] } else { lo[l] };
-            hi[l] = if hi[l + W] > hi[l] { hi[l + W] } else { hi[l] };
-        }
+    let (mut l0, mut h0) = (lo[0], hi[0]);
+    for l in 1..LANES {
+        l0 = if lo[l] < l0 { lo[l] } else { l0 };
+        h0 = if hi[l] > h0 { hi[l] } else { h0 };
     }
-    halve::<T, 8>(&mut lo, &mut hi);
-    halve::<T, 4>(&mut lo, &mut hi);
-    halve::<T, 2>(&mut lo, &mut hi);
-    halve::<T, 1>(&mut lo, &mut hi);
     ProbStats {
         sum: tot[0],
-        lo: lo[0].to_f64(),
-        hi: hi[0].to_f64(),
+        lo: l0.to_f64(),
+        hi: h0.to_f64(),
         plogp: tot[1],
     }
 }
