@@ -172,7 +172,8 @@ impl<T: Real> RowKernel<T> {
                 } else {
                     prob_stats::<I, T, true, true>(x, &self.weights)
                 };
-                (st, self.normalized(-st.plogp, *normalize))
+                // 0 − x, not −x: an entropy of zero is +0, never −0.
+                (st, self.normalized(0.0 - st.plogp, *normalize))
             }
             // Other scores never reach confidences (`route_ok` refuses them).
             _ => (prob_stats::<I, T, false, false>(x, none), f64::NAN),
