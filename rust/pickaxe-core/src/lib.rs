@@ -48,6 +48,23 @@ fn finish<T: Real>(
     }
 }
 
+/// Runs `kernel` over the rows of `x` and applies the NaN policy.
+fn run_rows<T: Real, K: driver::Kernel<T>>(
+    field: Field,
+    kernel: &K,
+    x: ArrayView3<'_, T>,
+    scratch_len: driver::ScratchLen,
+    policy: NanPolicy,
+) -> Result<Vec<T>, Error> {
+    let res = driver::run(kernel, x, scratch_len, policy == NanPolicy::Raise);
+    finish(field, res, policy)
+}
+
+/// The error for an axis of length 0 (`what` names its entries: classes, members, ...).
+fn empty_axis(field: Field, what: &str) -> Error {
+    Error::Shape(format!("{} has 0 {what}; need at least 1", field.name()))
+}
+
 fn route_ok(field: Field, score: &RowScore) -> bool {
     use RowScore::*;
     match field {
@@ -80,10 +97,7 @@ pub fn score_rows<T: Real>(
         } else {
             "classes"
         };
-        return Err(Error::Shape(format!(
-            "{} has 0 {unit}; need at least 1",
-            field.name()
-        )));
+        return Err(empty_axis(field, unit));
     }
     let classes = if field == Field::Logits && c == 1 {
         2
@@ -138,13 +152,7 @@ pub fn score_rows<T: Real>(
         weights,
         classes,
     };
-    let res = driver::run(
-        &kernel,
-        x.insert_axis(Axis(1)),
-        (0, 0, 0),
-        policy == NanPolicy::Raise,
-    );
-    finish(field, res, policy)
+    run_rows(field, &kernel, x.insert_axis(Axis(1)), (0, 0, 0), policy)
 }
 
 /// `least_confidence` of the (N,) field `confidence`: 1 − p.
@@ -159,8 +167,7 @@ pub fn least_confidence_1d<T: Real>(
         classes: 1,
     };
     let x3 = x.insert_axis(Axis(1)).insert_axis(Axis(2));
-    let res = driver::run(&kernel, x3, (0, 0, 0), policy == NanPolicy::Raise);
-    finish(Field::Confidence, res, policy)
+    run_rows(Field::Confidence, &kernel, x3, (0, 0, 0), policy)
 }
 
 /// A committee or dropout score of a (N, M, C) field; with `logits` the last axis holds
@@ -202,16 +209,10 @@ pub fn score_stack<T: Real>(
         } else {
             "members"
         };
-        return Err(Error::Shape(format!(
-            "{} has 0 {what}; need at least 1",
-            field.name()
-        )));
+        return Err(empty_axis(field, what));
     }
     if c == 0 {
-        return Err(Error::Shape(format!(
-            "{} has 0 classes; need at least 1",
-            field.name()
-        )));
+        return Err(empty_axis(field, "classes"));
     }
     // Binary logits (C = 1) are scored as the pairs [0, x], built per member on the stack.
     let binary = logits && c == 1;
@@ -223,6 +224,5 @@ pub fn score_stack<T: Real>(
         row_classes: c,
         classes,
     };
-    let res = driver::run(&kernel, x, kernel.scratch_len(), policy == NanPolicy::Raise);
-    finish(field, res, policy)
+    run_rows(field, &kernel, x, kernel.scratch_len(), policy)
 }

@@ -140,7 +140,7 @@ fn mean_entropy<I: Isa, T: Real>(acc1: &[f64], mf: f64, pbar: &mut [T]) -> f64 {
     for (b, &a) in pbar.iter_mut().zip(acc1.iter()) {
         *b = T::from_f64(a / mf);
     }
-    0.0 - prob_member::<I, T, true, false, false>(pbar, &[], &mut [], &mut []).plogp
+    0.0 - prob_stats::<I, T, true, false>(pbar, &[]).plogp
 }
 
 /// Adds a member's probabilities into p̄ (`acc1`) or the variance's shifted sums, and
