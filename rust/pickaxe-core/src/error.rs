@@ -12,6 +12,9 @@ pub enum Field {
     QueryByCommittee,
     McDropout,
     Embeddings,
+    /// The labeled set's embeddings (N, D) that exact kNN searches: validated exactly like
+    /// `Embeddings`, named apart so an error says which of the two arrays is bad.
+    Reference,
 }
 
 impl Field {
@@ -23,6 +26,7 @@ impl Field {
             Field::QueryByCommittee => "query_by_committee",
             Field::McDropout => "mc_dropout",
             Field::Embeddings => "embeddings",
+            Field::Reference => "reference",
         }
     }
 
@@ -37,7 +41,7 @@ impl Field {
     /// What one entry of the last axis is called in messages.
     pub fn unit_word(self) -> &'static str {
         match self {
-            Field::Embeddings => "dimension",
+            Field::Embeddings | Field::Reference => "dimension",
             _ => "class",
         }
     }

@@ -71,13 +71,14 @@ fn route_ok(field: Field, score: &RowScore) -> bool {
         Field::Confidence => matches!(score, LeastConfidence),
         Field::Confidences => matches!(score, LeastConfidence | Margin | Ratio | Entropy { .. }),
         Field::Logits => !matches!(score, Norm { .. }),
-        Field::Embeddings => matches!(score, Norm { .. }),
+        Field::Embeddings | Field::Reference => matches!(score, Norm { .. }),
         Field::QueryByCommittee | Field::McDropout => false,
     }
 }
 
 /// A per-row score of a (N, C) field: `confidences`, `logits` (C = 1 is a binary model,
-/// scored as the logits [0, x]) or `embeddings` (only `RowScore::Norm`).
+/// scored as the logits [0, x]) or `embeddings` / `reference` (only `RowScore::Norm`, which
+/// returns −‖z‖: "higher = more worth labeling" makes the lowest activation score highest).
 pub fn score_rows<T: Real>(
     field: Field,
     score: &RowScore,
@@ -92,7 +93,7 @@ pub fn score_rows<T: Real>(
     }
     let c = x.len_of(Axis(1));
     if c == 0 {
-        let unit = if field == Field::Embeddings {
+        let unit = if matches!(field, Field::Embeddings | Field::Reference) {
             "dimensions"
         } else {
             "classes"

@@ -225,7 +225,9 @@ impl<T: Real> Kernel<T> for RowKernel<T> {
     fn score<I: Isa>(&self, row: &[T], _scratch: &mut Scratch<T>) -> Result<f64, RowFault> {
         match (self.field, &self.score) {
             (Field::Logits, _) => self.logits::<I>(row),
-            (Field::Embeddings, RowScore::Norm { ord }) => self.embeddings::<I>(row, *ord),
+            (Field::Embeddings | Field::Reference, RowScore::Norm { ord }) => {
+                self.embeddings::<I>(row, *ord)
+            }
             (Field::Confidence, _) => self.confidence::<I>(row),
             _ => self.confidences::<I>(row),
         }
