@@ -1,0 +1,229 @@
+"""Arrow columns to numpy arrays, without a per-row Python loop.
+
+Every function here imports pyarrow itself: ``import pickaxe`` never loads it.
+
+A field column (api.md's ``confidence``, ``logits``, ...) converts strictly:
+
+- a primitive numeric column becomes (n,) as stored (float32 stays float32);
+- ``fixed_size_list<float>[D]`` becomes (n, D): the child's values buffer reshaped, zero
+  copy when the column is one chunk without nulls;
+- ``list<float>`` / ``large_list<float>`` becomes (n, D) when every row has the same length
+  D, which is checked on the offsets array (vectorised); the child's values are sliced
+  from the first offset (a sliced list array's values start before its first row);
+- nested lists (any mix of fixed and variable sizes) become (n, M, C), each level checked
+  the same way.
+
+Nulls (at any level), ragged lists and non-numeric values raise ValueError naming the
+column, the first bad row and what is wrong. Metadata columns convert leniently: numbers
+and strings through ``to_numpy``, anything else (lists included) as an object array of
+per-row values.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+#: Labels a position in the converted array for error messages ("row 12 (id 'a')").
+RowLabel = Callable[[int], str]
+
+
+def _plain_label(pos: int) -> str:
+    return f"row {pos}"
+
+
+def is_list_type(t: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(
+        pa.types.is_list(t)
+        or pa.types.is_large_list(t)
+        or pa.types.is_fixed_size_list(t)
+        or _is_list_view(t)
+    )
+
+
+def _is_list_view(t: Any) -> bool:
+    import pyarrow as pa
+
+    f = getattr(pa.types, "is_list_view", None)
+    g = getattr(pa.types, "is_large_list_view", None)
+    return bool((f is not None and f(t)) or (g is not None and g(t)))
+
+
+def _is_number_type(t: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_decimal(t)
+    )
+
+
+def type_dims(t: Any) -> list[Optional[int]]:
+    """The trailing dimensions an Arrow type gives a column: [] for a primitive, [D] for
+    a fixed-size list, [None] for a variable list (width known only from the data),
+    [M, C] for nested lists, and so on."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    dims: list[Optional[int]] = []
+    while is_list_type(t):
+        dims.append(t.list_size if pa.types.is_fixed_size_list(t) else None)
+        t = t.value_type
+    return dims
+
+
+def leaf_type(t: Any) -> Any:
+    while is_list_type(t):
+        t = t.value_type
+    return t
+
+
+def _first_invalid(arr: Any) -> int:
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    return int(np.flatnonzero(~valid)[0])
+
+
+class ConversionError(ValueError):
+    """A field column that is not a rectangular array of numbers."""
+
+
+def field_to_numpy(name: str, data: Any, label: RowLabel = _plain_label) -> np.ndarray:
+    """A field column (pa.Array or pa.ChunkedArray) as a numpy array of shape (n, *dims),
+    numbers as stored. Raises ConversionError (a ValueError) naming the column, the row
+    (through `label`, given the row's position in `data`) and the fault."""
+    import pyarrow as pa
+
+    if isinstance(data, pa.ChunkedArray):
+        if data.num_chunks == 1:
+            return field_to_numpy(name, data.chunk(0), label)
+        parts = []
+        base = 0
+        for chunk in data.chunks:
+            b = base
+            parts.append(field_to_numpy(name, chunk, lambda p, b=b: label(p + b)))
+            base += len(chunk)
+        if not parts:
+            return _empty_for_type(name, data.type)
+        return np.concatenate(parts)
+    return _array_to_numpy(name, data, label)
+
+
+def _empty_for_type(name: str, t: Any) -> np.ndarray:
+    import pyarrow as pa
+
+    return _array_to_numpy(name, pa.array([], type=t), _plain_label)
+
+
+def _array_to_numpy(name: str, arr: Any, label: RowLabel) -> np.ndarray:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    n = len(arr)
+    dims: list[int] = []
+    group = 1  # elements of `cur` per row
+    cur = arr
+    while is_list_type(cur.type):
+        if _is_list_view(cur.type):
+            cur = cur.cast(pa.large_list(cur.type.value_type))
+        if cur.null_count:
+            bad = _first_invalid(cur) // group
+            what = "is null" if not dims else f"holds a null list at depth {len(dims) + 1}"
+            raise ConversionError(f"column {name!r} {label(bad)} {what}: a field has a value in every row")
+        m = len(cur)
+        if pa.types.is_fixed_size_list(cur.type):
+            d = int(cur.type.list_size)
+            child = cur.values.slice(cur.offset * d, m * d)
+        else:
+            offsets = cur.offsets.to_numpy(zero_copy_only=False)
+            lengths = np.diff(offsets)
+            if m == 0:
+                d = 0
+            else:
+                d = int(lengths[0])
+                bad_at = np.flatnonzero(lengths != d)
+                if bad_at.size:
+                    i = int(bad_at[0])
+                    depth = "" if not dims else f" at depth {len(dims) + 1}"
+                    raise ConversionError(
+                        f"column {name!r} {label(i // group)}: ragged lists{depth}: a list "
+                        f"of {int(lengths[i])} values where {label(0)} has {d}; a vector "
+                        "field needs the same length in every row"
+                    )
+            start = int(offsets[0]) if offsets.size else 0
+            child = cur.values.slice(start, m * d)
+        dims.append(d)
+        group *= d
+        cur = child
+    t = cur.type
+    if not _is_number_type(t):
+        raise ConversionError(
+            f"column {name!r} holds {t} values, not numbers: a field is numeric "
+            "(vectors as list columns of numbers)"
+        )
+    if cur.null_count:
+        pos = _first_invalid(cur)
+        bad = pos // group if group else 0
+        where = "" if not dims else " inside its vector"
+        raise ConversionError(f"column {name!r} {label(bad)} has a null value{where}: a field has a value in every row")
+    if pa.types.is_decimal(t):
+        cur = cur.cast(pa.float64())
+    values = cur.to_numpy(zero_copy_only=False)
+    return values.reshape((n, *dims))
+
+
+def metadata_to_numpy(data: Any) -> np.ndarray:
+    """A metadata (or id) column as a 1-D numpy array: numbers and strings through
+    ``to_numpy`` (nulls become NaN or None), lists and structs as object arrays of
+    per-row values."""
+    import pyarrow as pa
+
+    if isinstance(data, pa.ChunkedArray) and data.num_chunks == 0:
+        data = pa.array([], type=data.type)
+    return np.asarray(data.to_numpy(zero_copy_only=False))
+
+
+def row_dims(data: Any) -> Optional[list[int]]:
+    """The trailing dimensions of a list column read from its first non-null row (the
+    width of a variable list is not in its type); None when no row has a value."""
+    import pyarrow as pa
+
+    chunks = data.chunks if isinstance(data, pa.ChunkedArray) else [data]
+    for chunk in chunks:
+        if len(chunk) == 0:
+            continue
+        valid = chunk.is_valid().to_numpy(zero_copy_only=False)
+        hits = np.flatnonzero(valid)
+        if hits.size == 0:
+            continue
+        row = chunk.slice(int(hits[0]), 1)
+        try:
+            return list(_array_to_numpy("?", row, _plain_label).shape[1:])
+        except ValueError:
+            return None
+    return None
+
+
+def numpy_to_arrow(arr: np.ndarray) -> Any:
+    """A numpy column as an Arrow array for DuckDB: 1-D as is (zero copy for numbers),
+    (n, D) and (n, M, C) as fixed-size lists over the flat values. None when Arrow cannot
+    hold it (the column is then not visible to a query)."""
+    import pyarrow as pa
+
+    try:
+        if arr.ndim == 1:
+            return pa.array(arr)
+        if arr.ndim == 0 or 0 in arr.shape[1:]:
+            return None
+        out = pa.array(np.ascontiguousarray(arr).reshape(-1))
+        for d in reversed(arr.shape[1:]):
+            out = pa.FixedSizeListArray.from_arrays(out, int(d))
+        return out
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
