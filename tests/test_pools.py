@@ -398,3 +398,20 @@ def test_as_pool_reads_any_kind_whole(data, tmp_path):
     for kind in ("pandas", "polars", "folder"):
         p = as_pool(make_pool(kind, data, tmp_path / kind), "mine()")
         check_pool(p, data, np.arange(N))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_query_matching_nothing_gives_empty_columns_of_the_right_shape(kind, data, tmp_path):
+    src = open_pool(make_pool(kind, data, tmp_path), query="score > 2")
+    assert list(src.batches(batch_rows=10)) == []
+    p = src.read()
+    assert p.n_rows == 0 and p.ids(np.arange(0)).shape == (0,)
+    assert p.columns["logits"].shape == (0, 5) and p.columns["logits"].dtype == np.float32
+    assert p.columns["embeddings"].shape == (0, 8)
+    assert p.columns["query_by_committee"].shape == (0, 3, 4)
+
+
+def test_pandas_index_named_id_names_the_rows(data):
+    df = pd.DataFrame({"confidence": [0.2, 0.9, 0.5]}, index=pd.Index([10, 20, 30], name="id"))
+    p = open_pool(df, query="confidence > 0.3").read()
+    assert p.ids([0, 1]).tolist() == [20, 30]

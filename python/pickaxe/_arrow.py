@@ -227,3 +227,35 @@ def numpy_to_arrow(arr: np.ndarray) -> Any:
         return out
     except (pa.ArrowException, TypeError, ValueError):
         return None
+
+
+def as_fixed_size(arr: Any) -> Any:
+    """A variable list array whose rows all have the same length and no nulls, as the
+    equivalent fixed-size list array over the same values (zero copy), nested levels
+    too; anything else unchanged. Arrow filters and takes fixed-size lists several times
+    faster."""
+    import pyarrow as pa
+
+    t = arr.type
+    if not is_list_type(t) or _is_list_view(t) or arr.null_count:
+        return arr
+    m = len(arr)
+    if pa.types.is_fixed_size_list(t):
+        d = int(t.list_size)
+        child = arr.values.slice(arr.offset * d, m * d)
+    else:
+        offsets = arr.offsets.to_numpy(zero_copy_only=False)
+        if m == 0:
+            return arr
+        lengths = np.diff(offsets)
+        d = int(lengths[0])
+        if d == 0 or np.any(lengths != d):
+            return arr
+        child = arr.values.slice(int(offsets[0]), m * d)
+    inner = as_fixed_size(child)
+    if inner is child and pa.types.is_fixed_size_list(t):
+        return arr
+    try:
+        return pa.FixedSizeListArray.from_arrays(inner, d)
+    except (pa.ArrowException, ValueError, TypeError):
+        return arr

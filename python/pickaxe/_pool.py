@@ -262,10 +262,13 @@ class PoolSource:
         raise NotImplementedError
 
     def _checked_batches(self, columns: list[str], batch_rows: int) -> Iterator[Pool]:
+        return self._checked(self._batches(columns, batch_rows))
+
+    def _checked(self, batches: Iterator[Pool]) -> Iterator[Pool]:
         """The batches, with a field's per-row shape checked against earlier batches
         (each batch is checked within itself when it is converted)."""
         shapes: dict[str, tuple] = {}
-        for b in self._batches(columns, batch_rows):
+        for b in batches:
             if b.n_rows:
                 for name in b.fields:
                     got = b.columns[name].shape[1:]
@@ -281,7 +284,26 @@ class PoolSource:
     def read(self, columns: Optional[Iterable[str]] = None) -> Pool:
         """Every row that passes the query, in one `Pool` (``offset`` 0)."""
         cols = self._columns(columns)
-        return _concat(self._checked_batches(cols, 1 << 20), cols, self.n_rows)
+        if self.n_rows == 0:
+            return self._empty_pool(cols)
+        p = _concat(self._checked_batches(cols, BATCH_ROWS), cols, self.n_rows)
+        return p if p.n_rows else self._empty_pool(cols)
+
+    def _empty_pool(self, columns: list[str]) -> Pool:
+        """No rows: each column shaped (0, *its widths), a width unknown without data
+        0, in the dtype its rows would have."""
+        from ._arrow import field_to_numpy, metadata_to_numpy
+
+        import pyarrow as pa
+
+        cols = {}
+        for c in columns:
+            t = self.schema.field(c).type
+            empty = pa.array([], type=t)
+            x = field_to_numpy(c, empty) if c in FIELD_SHAPES else metadata_to_numpy(empty)
+            dims = tuple(0 if d is None else d for d in self.shapes[c][1:])
+            cols[c] = x.reshape((0,) + dims) if len(dims) == x.ndim - 1 else x
+        return Pool(cols, 0, 0, np.empty(0, dtype=np.int64))
 
     def take(self, rows: Any, columns: Optional[Iterable[str]] = None) -> Pool:
         """The rows with these numbers in the original pool (whatever the query), in
@@ -381,6 +403,7 @@ class _TableSource(PoolSource):
         names = [str(n) for n in table.column_names]
         _check_names(names, who)
         self.table = table
+        self.schema = table.schema
         self.column_names = names
         self.types = {n: str(t) for n, t in zip(names, table.schema.types)}
         self.matches: Optional[np.ndarray] = None
@@ -409,6 +432,8 @@ class _TableSource(PoolSource):
         import pyarrow as pa
 
         cols = self._columns(columns)
+        if self.n_rows == 0:
+            return self._empty_pool(cols)
         t = self.table.select(cols)
         if self.matches is None:
             return _to_pool(self.who, t, cols, t.num_rows, 0, None)
@@ -427,10 +452,11 @@ class _TableSource(PoolSource):
 class _ParquetSource(PoolSource):
     """A Parquet file or folder, read a batch at a time.
 
-    Without a query, pyarrow reads the requested columns batch by batch
-    (``ParquetFile.iter_batches``); with one, DuckDB runs ``SELECT <columns> FROM
-    read_parquet(<file>, file_row_number = true) WHERE <query>`` on each file in turn and
-    its result streams as Arrow record batches. Either way batches are cut to exactly
+    pyarrow reads the requested columns batch by batch (``ParquetFile.iter_batches``,
+    pages through a 1 MiB buffer), file after file. With a query, DuckDB first runs
+    ``SELECT file_row_number FROM read_parquet(<file>, file_row_number = true) WHERE
+    <query>`` on each file (reading only the columns the query names) and the stream
+    keeps the matching rows, skipping row groups without any. Batches are cut to exactly
     `batch_rows` rows (across files and row groups), the last one shorter.
     """
 
@@ -502,6 +528,24 @@ class _ParquetSource(PoolSource):
         except duckdb.Error as e:
             raise _query_error(self.who, query, e, self._sql_types(con, file)) from None
 
+    def _match_mask(self, con: Any, i: int) -> np.ndarray:
+        """Which rows of file i pass the query (bool, one per row): DuckDB reads only
+        the columns the query names and returns the matching rows' numbers."""
+        import duckdb
+        import pyarrow as pa
+
+        assert self.query is not None
+        f = self.files[i]
+        mask = np.zeros(int(self.counts[i]), dtype=bool)
+        rel = self._relation(con, f, [], self.query)
+        try:
+            reader = _arrow_reader(rel, 1 << 20)
+            for b in reader:
+                mask[b.column(0).to_numpy(zero_copy_only=False)] = True
+        except (duckdb.Error, pa.ArrowException) as e:
+            raise _query_error(self.who, self.query, e, self._sql_types(con, f)) from None
+        return mask
+
     def _sql_types(self, con: Any, file: Path) -> str:
         try:
             rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({_parquet_literal(file)})").fetchall()
@@ -548,7 +592,10 @@ class _ParquetSource(PoolSource):
             for f, n in zip(self.files, self.counts):
                 if not n:
                     continue
-                pf = pq.ParquetFile(f)
+                # Pages are read through a 1 MiB buffer and nothing is pre-buffered:
+                # memory stays about one batch (pyarrow's defaults read a whole row
+                # group's column chunks at once, the whole file for a 1 GB file).
+                pf = pq.ParquetFile(f, buffer_size=1 << 20, pre_buffer=False)
                 try:
                     yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
                 finally:
@@ -559,46 +606,67 @@ class _ParquetSource(PoolSource):
             yield _to_pool(self.who, t, columns, t.num_rows, offset, None)
             offset += t.num_rows
 
-    def _query_batches(self, columns: list[str], batch_rows: int) -> Iterator[Pool]:
-        import duckdb
+    def _query_batches(self, columns: list[str], batch_rows: int, masks: Optional[list] = None) -> Iterator[Pool]:
+        """Two passes per file: DuckDB finds the matching rows (`_match_mask`), then
+        pyarrow streams the requested columns of the row groups holding any, keeping
+        the matching rows of each batch. Memory: a byte per row of the file for the
+        mask, and about one batch of data (DuckDB itself would hold whole row groups)."""
         import pyarrow as pa
-
-        assert self.query is not None
-        query = self.query
+        import pyarrow.parquet as pq
 
         def record_batches() -> Iterator[Any]:
-            # a connection of its own: another stream of this source may run meanwhile
-            con = _connect()
+            con = _connect() if masks is None else None
             try:
-                for f, n, base in zip(self.files, self.counts, self.bases):
+                for i, (f, n, base) in enumerate(zip(self.files, self.counts, self.bases)):
                     if not n:
                         continue
-                    rel = self._relation(con, f, columns, query)
-                    reader = None
-                    while True:
-                        try:
-                            if reader is None:  # DuckDB runs the query here
-                                reader = _arrow_reader(rel, batch_rows)
-                            b = reader.read_next_batch()
-                        except StopIteration:
-                            break
-                        except (duckdb.Error, pa.ArrowException) as e:
-                            raise _query_error(self.who, query, e, self._sql_types(con, f)) from None
-                        if base:
-                            # global row numbers: the file's first row's number + file_row_number
-                            i = b.schema.get_field_index(ROW)
-                            rn = pa.array(b.column(i).to_numpy(zero_copy_only=False) + int(base))
-                            arrays = [rn if j == i else b.column(j) for j in range(b.num_columns)]
-                            b = pa.RecordBatch.from_arrays(arrays, schema=b.schema)
-                        yield b
+                    mask = masks[i] if masks is not None else self._match_mask(con, i)
+                    if not mask.any():
+                        continue
+                    rg_bases = np.concatenate([[0], np.cumsum(self.row_groups[i])]).astype(np.int64)
+                    pf = pq.ParquetFile(f, buffer_size=1 << 20, pre_buffer=False)
+                    try:
+                        for g in range(len(self.row_groups[i])):
+                            lo, hi = int(rg_bases[g]), int(rg_bases[g + 1])
+                            if not mask[lo:hi].any():  # a row group without matches is not read
+                                continue
+                            start = lo
+                            for b in pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=columns):
+                                sel = mask[start : start + b.num_rows]
+                                rows = np.flatnonzero(sel) + (start + int(base))
+                                start += b.num_rows
+                                if rows.size == 0:
+                                    continue
+                                if rows.size < b.num_rows:
+                                    b = _filter(b, sel)
+                                arrays = [b.column(j) for j in range(b.num_columns)] + [pa.array(rows)]
+                                yield pa.RecordBatch.from_arrays(arrays, names=list(b.schema.names) + [ROW])
+                    finally:
+                        _close(pf)
             finally:
-                con.close()
+                if con is not None:
+                    con.close()
 
         offset = 0
         for t in _rebatch(record_batches(), batch_rows):
             rn = t.column(ROW).to_numpy().astype(np.int64, copy=False)
             yield _to_pool(self.who, t, columns, t.num_rows, offset, rn)
             offset += t.num_rows
+
+    def read(self, columns: Optional[Iterable[str]] = None) -> Pool:
+        if self.query is None:
+            return super().read(columns)
+        cols = self._columns(columns)
+        con = _connect()
+        try:
+            masks = [self._match_mask(con, i) if n else np.zeros(0, bool) for i, n in enumerate(self.counts)]
+        finally:
+            con.close()
+        n = int(sum(int(m.sum()) for m in masks))
+        if n == 0:
+            return self._empty_pool(cols)
+        checked = self._checked(self._query_batches(cols, BATCH_ROWS, masks))
+        return _concat(checked, cols, n)
 
     def _take(self, rows: np.ndarray, columns: list[str]) -> Pool:
         import pyarrow as pa
@@ -752,6 +820,8 @@ def _pandas_to_arrow(df: Any, who: str) -> Any:
 
     if not hasattr(df, "columns"):  # a Series
         return None
+    if getattr(df.index, "name", None) == "id" and "id" not in df.columns:
+        df = df.reset_index()  # an index named id names the rows
     try:
         return pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError):
@@ -826,6 +896,18 @@ def _arrow_shapes(schema: Any, n: Optional[int], first_rows: Callable[[list[str]
     return {name: (n, *d) for name, d in dims.items()}
 
 
+def _filter(batch: Any, keep: np.ndarray) -> Any:
+    """The rows of an Arrow record batch where `keep` is True; rectangular variable
+    lists are filtered as fixed-size lists (8x faster than Arrow's list filter)."""
+    import pyarrow as pa
+
+    from ._arrow import as_fixed_size
+
+    mask = pa.array(keep)
+    arrays = [as_fixed_size(batch.column(j)).filter(mask) for j in range(batch.num_columns)]
+    return pa.RecordBatch.from_arrays(arrays, names=list(batch.schema.names))
+
+
 def _rebatch(batches: Iterator[Any], batch_rows: int) -> Iterator[Any]:
     """Arrow record batches regrouped into tables of exactly `batch_rows` rows (the last
     shorter), each column one chunk."""
@@ -876,12 +958,12 @@ def _concat(batches: Iterator[Pool], columns: list[str], n: Optional[int]) -> Po
             filled += b.n_rows
         if filled != n:
             raise RuntimeError(f"read {filled} rows where {n} were expected")
-        if len(out) < len(columns):  # no rows
-            return Pool({c: np.empty((0,)) for c in columns}, 0)
+        if filled == 0:
+            return Pool({}, 0)
         return Pool(out, n, 0, rn)
     parts: list[Pool] = [b for b in batches if b.n_rows]
     if not parts:
-        return Pool({c: np.empty((0,)) for c in columns}, 0, 0, np.empty(0, dtype=np.int64))
+        return Pool({}, 0)
     cols = {c: np.concatenate([p.columns[c] for p in parts]) for c in columns}
     total = sum(p.n_rows for p in parts)
     rns = np.concatenate([p.source_rows(np.arange(p.n_rows)) for p in parts])
