@@ -1,0 +1,342 @@
+"""`ReferenceIndex`: nearest-neighbour search over the training set's embeddings.
+
+Built once from the labeled (training) embeddings, saved, loaded, and used by every
+embedding miner. Large references get an hnswlib graph; tiny ones (at most
+``EXACT_MAX_ROWS`` rows) are searched exactly, which is both faster and exact there.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import numbers
+import os
+import tempfile
+import zipfile
+from typing import Any, Optional, Union
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from . import _core
+from ._fields import as_float_array
+
+__all__ = ["ReferenceIndex", "METRICS"]
+
+METRICS = ("cosine", "l2", "ip")
+
+#: References of at most this many rows are searched exactly (no graph): a query against
+#: an hnswlib graph visits a few thousand vectors anyway, and exact search is exact.
+EXACT_MAX_ROWS = 4096
+
+#: The smallest search ef, and how it grows with k. hnswlib's default ef = 10 gave
+#: recall@10 = 0.72 on a clustered 100,000 x 384 reference; ef = 50 gave 0.986.
+EF_MIN = 64
+EF_PER_K = 4
+
+#: Queries go to hnswlib in blocks of this many rows, so the float32 copy hnswlib makes of
+#: a float64 or strided pool stays small.
+QUERY_BLOCK_ROWS = 16384
+
+FORMAT = "pickaxe-reference-index"
+FORMAT_VERSION = 1
+
+
+def default_threads() -> int:
+    return int(_core.build_info()["threads"])
+
+
+def check_metric(who: str, metric: Any) -> str:
+    if not (isinstance(metric, str) and metric in METRICS):
+        raise ValueError(f'{who}: metric must be one of "cosine", "l2", "ip"; got {metric!r}')
+    return metric
+
+
+def check_k(who: str, k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"{who}: k must be an int; got {type(k).__name__}")
+    if k <= 0:
+        raise ValueError(f"{who}: k must be >= 1; got {k}")
+    return int(k)
+
+
+def check_positive_int(who: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{who}: {name} must be an int >= 1; got {value!r}")
+    return int(value)
+
+
+def embeddings_array(
+    who: str, name: str, x: Any, dim: Optional[int] = None, field: str = "embeddings"
+) -> tuple[np.ndarray, np.ndarray]:
+    """`x` as a 2-D float array whose rows are all finite, and the rows' L2 norms.
+
+    The norms come from the same Rust pass that checks the values: a NaN or infinite
+    value raises ValueError naming `field`, the row and the value's position.
+    """
+    arr = as_float_array(who, name, x, 2, "(N, D)")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(
+            f"{who}: {name} has {arr.shape[1]} dimensions per row (shape {arr.shape}); "
+            f"the reference has {dim}"
+        )
+    if arr.shape[1] == 0:
+        raise ValueError(f"{who}: {name} has no dimensions (shape {arr.shape})")
+    norms = -_core.score_rows(field, "norm", arr, "raise")
+    return arr, norms
+
+
+class ReferenceIndex:
+    """Nearest-neighbour search over a reference set (the labeled data's embeddings).
+
+    ``metric``: ``"cosine"`` (distance 1 − cos), ``"l2"`` (euclidean distance) or ``"ip"``
+    (1 − ⟨q, r⟩, hnswlib's convention). A reference of more than ``EXACT_MAX_ROWS`` rows
+    gets an hnswlib graph built with ``M`` and ``ef_construction`` on ``threads`` threads
+    (default: pickaxe's thread count) from ``seed``; a single-threaded build is
+    reproducible. Smaller references are searched exactly.
+
+    Search uses ``ef = max(ef, k)`` if ``ef`` is given, else ``max(64, 4k)``, which keeps
+    recall@10 ≥ 0.98 on clustered data (hnswlib's default ef = 10 does not).
+
+    embeddings: (M, D) real, finite. ``query`` returns ``(ids, distances)``, both (n, k')
+    with k' = min(k, M), nearest first.
+
+    >>> ref = np.random.default_rng(0).normal(size=(100, 8))
+    >>> index = ReferenceIndex(ref, metric="l2")
+    >>> ids, dist = index.query(ref[:2], k=3)
+    >>> ids[:, 0].tolist(), dist[:, 0].tolist()
+    ([0, 1], [0.0, 0.0])
+    """
+
+    def __init__(
+        self,
+        embeddings: ArrayLike,
+        metric: str = "cosine",
+        *,
+        M: int = 16,
+        ef_construction: int = 200,
+        ef: Optional[int] = None,
+        threads: Optional[int] = None,
+        seed: int = 0,
+    ) -> None:
+        who = "ReferenceIndex()"
+        self.metric = check_metric(who, metric)
+        self.M = check_positive_int(who, "M", M)
+        self.ef_construction = check_positive_int(who, "ef_construction", ef_construction)
+        self.ef = None if ef is None else check_positive_int(who, "ef", ef)
+        self.threads = None if threads is None else check_positive_int(who, "threads", threads)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"{who}: seed must be an int >= 0; got {seed!r}")
+        self.seed = int(seed)
+        ref, _ = embeddings_array(who, "reference", embeddings, field="reference")
+        if ref.shape[0] == 0:
+            raise ValueError(f"{who}: the reference is empty (shape {ref.shape})")
+        self.dim = int(ref.shape[1])
+        self.size = int(ref.shape[0])
+        self._hnsw: Any = None
+        self._exact: Optional[np.ndarray] = None
+        if self.size <= EXACT_MAX_ROWS:
+            # A copy: later edits to the caller's array must not change the index.
+            self._exact = np.array(ref, copy=True)
+        else:
+            self._hnsw = self._build(ref)
+
+    # -- construction -----------------------------------------------------------------
+
+    def _build(self, ref: np.ndarray) -> Any:
+        import hnswlib
+
+        index = hnswlib.Index(space=self.metric, dim=self.dim)
+        index.init_index(
+            max_elements=self.size,
+            ef_construction=self.ef_construction,
+            M=self.M,
+            random_seed=self.seed,
+        )
+        threads = self.threads or default_threads()
+        for start in range(0, self.size, QUERY_BLOCK_ROWS):
+            stop = min(start + QUERY_BLOCK_ROWS, self.size)
+            block = np.ascontiguousarray(ref[start:stop], dtype=np.float32)
+            index.add_items(block, np.arange(start, stop), num_threads=threads)
+        return index
+
+    @property
+    def method(self) -> str:
+        """``"exact"`` (small reference, searched exactly) or ``"hnsw"`` (graph)."""
+        return "exact" if self._exact is not None else "hnsw"
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        return (
+            f"ReferenceIndex({self.size} x {self.dim}, metric={self.metric!r}, "
+            f"method={self.method!r}, M={self.M}, ef_construction={self.ef_construction}, "
+            f"ef={self.ef})"
+        )
+
+    def ef_for(self, k: int) -> int:
+        """The search ef used for a query of k neighbours."""
+        if self.ef is not None:
+            return max(self.ef, k)
+        return max(EF_MIN, EF_PER_K * k)
+
+    # -- search -------------------------------------------------------------------------
+
+    def query(self, x: ArrayLike, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest reference rows of each row of ``x``, nearest first.
+
+        x: (n, D) real, finite. Returns ``ids`` (n, k') int64 (row numbers of the
+        reference) and ``distances`` (n, k') with k' = min(k, len(self)).
+        """
+        who = "ReferenceIndex.query()"
+        k = check_k(who, k)
+        arr, norms = embeddings_array(who, "x", x, self.dim)
+        return self._search(arr, k, norms)
+
+    def _search(
+        self, arr: np.ndarray, k: int, norms: Optional[np.ndarray] = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`query` on validated input."""
+        from ._exact import exact_knn
+
+        k = min(k, self.size)
+        if self._exact is not None:
+            return exact_knn(arr, self._exact, k, self.metric, q_norms=norms)
+        n = arr.shape[0]
+        ids = np.empty((n, k), dtype=np.int64)
+        dists = np.empty((n, k), dtype=np.float32)
+        threads = self.threads or default_threads()
+        self._hnsw.set_ef(self.ef_for(k))
+        for start in range(0, n, QUERY_BLOCK_ROWS):
+            stop = min(start + QUERY_BLOCK_ROWS, n)
+            block = np.ascontiguousarray(arr[start:stop], dtype=np.float32)
+            try:
+                labels, d = self._hnsw.knn_query(block, k=k, num_threads=threads)
+            except RuntimeError:
+                # hnswlib found fewer than k neighbours for some row (a graph cut apart by
+                # duplicates, say): answer this block exactly instead.
+                labels, d = exact_knn(block, self.vectors(), k, self.metric)
+                ids[start:stop] = labels
+                dists[start:stop] = d
+                continue
+            ids[start:stop] = labels
+            if self.metric == "l2":
+                # hnswlib's "l2" is the squared distance.
+                np.sqrt(np.maximum(d, 0, out=d), out=d)
+            dists[start:stop] = d
+        return ids, dists
+
+    def vectors(self) -> np.ndarray:
+        """The reference vectors as the index holds them, (M, D). hnswlib keeps them as
+        float32, normalised for the cosine metric."""
+        if self._exact is not None:
+            return self._exact
+        return np.asarray(self._hnsw.get_items(np.arange(self.size), return_type="numpy"))
+
+    # -- persistence --------------------------------------------------------------------
+
+    def _meta(self) -> dict[str, Any]:
+        from . import __version__
+
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "pickaxe_version": __version__,
+            "metric": self.metric,
+            "dim": self.dim,
+            "size": self.size,
+            "method": self.method,
+            "M": self.M,
+            "ef_construction": self.ef_construction,
+            "ef": self.ef,
+            "threads": self.threads,
+            "seed": self.seed,
+        }
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Write the index, its metric, build parameters and search ef to one file (a zip
+        holding ``meta.json`` and the hnswlib graph or the exact reference)."""
+        path = os.fspath(path)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+                zf.writestr("meta.json", json.dumps(self._meta(), indent=1))
+                if self._exact is not None:
+                    buf = io.BytesIO()
+                    np.save(buf, self._exact, allow_pickle=False)
+                    zf.writestr("reference.npy", buf.getvalue())
+                else:
+                    with tempfile.TemporaryDirectory() as d:
+                        graph = os.path.join(d, "index.hnsw")
+                        self._hnsw.save_index(graph)
+                        zf.write(graph, "index.hnsw")
+            os.replace(tmp, path)  # never leave a half-written index under `path`
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> "ReferenceIndex":
+        """Read an index written by `save`. A truncated or corrupted file, or one of
+        another format version, raises ValueError saying so."""
+        path = os.fspath(path)
+        who = f"ReferenceIndex.load({path!r})"
+        try:
+            zf = zipfile.ZipFile(path, "r")
+        except FileNotFoundError:
+            raise
+        except (zipfile.BadZipFile, OSError) as e:
+            raise ValueError(
+                f"{who}: not a complete pickaxe ReferenceIndex file "
+                f"(truncated, corrupted or another kind of file: {e})"
+            ) from None
+        with zf:
+            try:
+                meta = json.loads(zf.read("meta.json"))
+            except (KeyError, ValueError, zipfile.BadZipFile, OSError) as e:
+                raise ValueError(f"{who}: no readable meta.json ({e})") from None
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                raise ValueError(f"{who}: not a pickaxe ReferenceIndex file")
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise ValueError(
+                    f"{who}: written in format version {meta.get('format_version')!r} "
+                    f"(by pickaxe {meta.get('pickaxe_version')}); this pickaxe reads "
+                    f"version {FORMAT_VERSION}. Rebuild the index from the embeddings."
+                )
+            self = cls.__new__(cls)
+            try:
+                self.metric = check_metric(who, meta["metric"])
+                self.dim = int(meta["dim"])
+                self.size = int(meta["size"])
+                self.M = int(meta["M"])
+                self.ef_construction = int(meta["ef_construction"])
+                self.ef = None if meta["ef"] is None else int(meta["ef"])
+                self.threads = None if meta["threads"] is None else int(meta["threads"])
+                self.seed = int(meta["seed"])
+                method = meta["method"]
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{who}: meta.json is incomplete ({e})") from None
+            self._hnsw = None
+            self._exact = None
+            try:
+                if method == "exact":
+                    self._exact = np.load(io.BytesIO(zf.read("reference.npy")), allow_pickle=False)
+                    if self._exact.shape != (self.size, self.dim):
+                        raise ValueError(f"reference has shape {self._exact.shape}")
+                else:
+                    self._hnsw = self._load_graph(zf)
+            except (KeyError, zipfile.BadZipFile, OSError, ValueError, RuntimeError) as e:
+                raise ValueError(f"{who}: the index data is truncated or corrupted ({e})") from None
+        return self
+
+    def _load_graph(self, zf: zipfile.ZipFile) -> Any:
+        import hnswlib
+
+        with tempfile.TemporaryDirectory() as d:
+            graph = zf.extract("index.hnsw", d)  # checks the CRC: corruption fails here
+            index = hnswlib.Index(space=self.metric, dim=self.dim)
+            index.load_index(graph, max_elements=self.size)
+        if index.element_count != self.size:
+            raise ValueError(f"graph holds {index.element_count} rows, meta.json says {self.size}")
+        return index

@@ -1,0 +1,87 @@
+"""`Selection`: what a miner (or `combine`) picked, highest score first."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+__all__ = ["Selection"]
+
+
+class Selection:
+    """The rows a miner picked, highest score first.
+
+    Attributes:
+        ids: (k,) the picked rows' ids (the pool's ``id`` column, or row numbers).
+        scores: (k,) float, each row's score under the miner that picked it (higher
+            means more worth labeling; scores of different miners are not comparable).
+        miners: (k,) str, the name of the miner that picked each row.
+        metadata: column name -> (k,) array, the pool's metadata columns for the rows.
+        info: how the selection was made (e.g. ``{"search": "exact"}`` for embedding
+            miners: whether exact search or the hnswlib index found the neighbours).
+
+    >>> s = Selection(np.array([7, 3]), np.array([0.9, 0.4]), "entropy")
+    >>> s.ids.tolist(), s.miners.tolist()
+    ([7, 3], ['entropy', 'entropy'])
+    """
+
+    __slots__ = ("ids", "scores", "miners", "metadata", "info")
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        scores: np.ndarray,
+        miners: "str | np.ndarray",
+        metadata: Optional[Mapping[str, np.ndarray]] = None,
+        info: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        self.ids = np.asarray(ids)
+        self.scores = np.asarray(scores)
+        if isinstance(miners, str):
+            miners = np.full(len(self.ids), miners, dtype=object)
+        self.miners = np.asarray(miners, dtype=object)
+        self.metadata = {k: np.asarray(v) for k, v in (metadata or {}).items()}
+        self.info = dict(info or {})
+        n = len(self.ids)
+        for name, col in [("scores", self.scores), ("miners", self.miners)] + list(
+            self.metadata.items()
+        ):
+            if len(col) != n:
+                raise ValueError(f"Selection: {name} has {len(col)} rows; ids has {n}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        head = ", ".join(str(i) for i in self.ids[:5].tolist())
+        more = ", ..." if len(self) > 5 else ""
+        names = sorted(set(self.miners.tolist()))
+        return f"Selection({len(self)} rows by {', '.join(names) or 'no miner'}: ids [{head}{more}])"
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The selection as columns: ``id``, ``score``, ``miner``, then the metadata."""
+        cols: dict[str, np.ndarray] = {
+            "id": self.ids,
+            "score": self.scores,
+            "miner": self.miners.astype(str),
+        }
+        for name, col in self.metadata.items():
+            cols.setdefault(name, col)
+        return cols
+
+    def to_arrow(self) -> Any:
+        """A ``pyarrow.Table`` with columns id, score, miner and the metadata."""
+        try:
+            import pyarrow as pa
+        except ImportError:
+            raise ImportError("Selection.to_arrow() needs pyarrow: pip install pyarrow") from None
+        return pa.table({k: pa.array(v) for k, v in self.columns().items()})
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame`` with columns id, score, miner and the metadata."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Selection.to_pandas() needs pandas: pip install pandas") from None
+        return pd.DataFrame(self.columns())
