@@ -14,10 +14,48 @@ from __future__ import annotations
 from typing import Any
 
 from . import _core, scores, select
+from .combine import combine
+from .index import ReferenceIndex
+from .miners import (
+    ActivationMiner,
+    CommitteeMiner,
+    CoresetMiner,
+    EmbeddingDistanceMiner,
+    EntropyMiner,
+    LeastConfidenceMiner,
+    MarginMiner,
+    MCDropoutMiner,
+    Miner,
+    NoveltyMiner,
+    RandomMiner,
+    RatioMiner,
+)
+from .selection import Selection
 
 __version__: str = _core.__version__
 
-__all__ = ["scores", "select", "build_info", "set_num_threads", "__version__"]
+__all__ = [
+    "scores",
+    "select",
+    "build_info",
+    "set_num_threads",
+    "__version__",
+    "ReferenceIndex",
+    "Selection",
+    "combine",
+    "Miner",
+    "RandomMiner",
+    "LeastConfidenceMiner",
+    "MarginMiner",
+    "RatioMiner",
+    "EntropyMiner",
+    "CommitteeMiner",
+    "MCDropoutMiner",
+    "EmbeddingDistanceMiner",
+    "NoveltyMiner",
+    "ActivationMiner",
+    "CoresetMiner",
+]
 
 
 def build_info() -> dict[str, Any]:

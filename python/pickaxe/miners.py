@@ -1,0 +1,711 @@
+"""Miners: configured once, run on a pool, return the rows worth labeling.
+
+Uncertainty miners find confusing in-domain rows from the model's predictions; diversity
+miners find rows unlike the training data from their embeddings (or logits). Every miner
+checks the fields it needs before doing any work, and returns a `Selection`, highest score
+first.
+
+>>> import numpy as np, pickaxe as px
+>>> logits = np.random.default_rng(0).normal(size=(1000, 10))
+>>> px.EntropyMiner(size=3).mine({"logits": logits}).ids.shape
+(3,)
+"""
+
+from __future__ import annotations
+
+import numbers
+import re
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from . import _core, scores
+from ._fields import FIELD_NDIM, FIELD_SHAPES, check_nan_policy
+from ._pool import BATCH_ROWS, Pool, PoolSource, open_pool
+from .index import (
+    ReferenceIndex,
+    check_k,
+    check_metric,
+    embeddings_array,
+)
+from .select import top_k
+from .selection import Selection
+
+__all__ = [
+    "Miner",
+    "RandomMiner",
+    "LeastConfidenceMiner",
+    "MarginMiner",
+    "RatioMiner",
+    "EntropyMiner",
+    "CommitteeMiner",
+    "MCDropoutMiner",
+    "EmbeddingDistanceMiner",
+    "NoveltyMiner",
+    "ActivationMiner",
+    "CoresetMiner",
+]
+
+def _check_size(who: str, size: Any) -> int:
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 0:
+        raise ValueError(f"{who}: size must be an int >= 0; got {size!r}")
+    return int(size)
+
+
+def _check_query(who: str, query: Any) -> Optional[str]:
+    if query is None:
+        return None
+    if not isinstance(query, str):
+        raise TypeError(f"{who}: query must be a SQL WHERE clause (str); got {type(query).__name__}")
+    return query if query.strip() else None
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and not name[i - 1].isupper():
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def _shift_row(message: str, batch: Pool) -> str:
+    """A kernel's message names a row of `batch`; name the row of the original pool."""
+    def repl(m: "re.Match[str]") -> str:
+        i = int(m.group(1))
+        return f"row {int(batch.source_rows([i])[0])}" if i < batch.n_rows else m.group(0)
+
+    return re.sub(r"\brow (\d+)", repl, message, count=1)
+
+
+def _merge_top(
+    rows: np.ndarray, values: np.ndarray, new_rows: np.ndarray, new_values: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of two candidate lists: score descending, then row ascending, the same
+    order as `top_k` over the whole pool."""
+    rows = np.concatenate([rows, new_rows])
+    values = np.concatenate([values, new_values])
+    order = np.lexsort((rows, -values))[:k]
+    return rows[order], values[order]
+
+
+class Miner:
+    """A miner: ``mine(pool)`` scores the pool's rows and returns the ``size`` best.
+
+    ``query`` (a SQL ``WHERE`` clause over the pool's columns, run by DuckDB) restricts
+    the rows scored. Subclasses set ``fields`` (the fields they accept, in order of
+    preference) and implement ``score(batch, field)``; pools are scored batch by batch,
+    keeping only the best ``size`` rows between batches.
+    """
+
+    #: Fields this miner accepts, in order of preference.
+    fields: tuple[str, ...] = ()
+
+    def __init__(self, size: int, field: Optional[str] = None, *, query: Optional[str] = None) -> None:
+        who = f"{type(self).__name__}()"
+        self.size = _check_size(who, size)
+        if field is not None and field not in self.fields:
+            raise ValueError(f"{who}: field must be one of {', '.join(self.fields)}; got {field!r}")
+        self.field = field
+        self.query = _check_query(who, query)
+
+    @property
+    def name(self) -> str:
+        """The miner's name on the command line: its class name without ``Miner``."""
+        cls = type(self).__name__
+        if cls == "MCDropoutMiner":
+            return "mc_dropout"
+        return _snake(cls[: -len("Miner")] if cls.endswith("Miner") else cls)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size})"
+
+    def resolve_field(self, pool: Union[Pool, PoolSource]) -> Optional[str]:
+        """The field this miner will read from `pool`, checked before any work: a
+        missing field, or one of the wrong number of dimensions, raises ValueError
+        listing the fields needed and the pool's columns with their shapes."""
+        if not self.fields:
+            return None
+        shapes = (
+            pool.shapes if isinstance(pool, PoolSource) else {k: v.shape for k, v in pool.columns.items()}
+        )
+        wanted = (self.field,) if self.field else self.fields
+        for name in wanted:
+            if name in shapes:
+                if len(shapes[name]) != FIELD_NDIM[name]:
+                    dims = ["N" if d is None else str(d) for d in shapes[name]]
+                    got = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+                    raise ValueError(
+                        f"{type(self).__name__}: field {name} must be {FIELD_SHAPES[name]}; "
+                        f"the pool's is {got}"
+                    )
+                return name
+        need = " or ".join(f"{f} {FIELD_SHAPES[f]}" for f in wanted)
+        rows = pool.n_rows if pool.n_rows is not None else "N"
+        raise ValueError(
+            f"{type(self).__name__} needs the field {need}; the pool has {rows} rows of "
+            f"{pool.describe()}"
+        )
+
+    def prepare(self, source: PoolSource, field: Optional[str]) -> None:
+        """Work done once per mining run before the batches (fit, choice of search)."""
+
+    def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
+        """(n,) scores of a batch's rows (higher: more worth labeling; NaN: never
+        picked) and what to record in the selection's ``info``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define score()")
+
+    def top(self, source: PoolSource, k: int, field: Optional[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """The original row numbers of the ``k`` best rows (best first), their scores
+        and the selection's ``info``: one pass over the pool's batches, keeping k."""
+        self.prepare(source, field)
+        rows = np.empty(0, dtype=np.int64)
+        values = np.empty(0, dtype=np.float64)
+        info: dict[str, Any] = {}
+        columns = [field] if field else []
+        for batch in source.batches(columns, BATCH_ROWS, progress=True):
+            try:
+                batch_values, info = self.score(batch, field)
+            except ValueError as e:
+                raise ValueError(_shift_row(str(e), batch)) from None
+            best = top_k(batch_values, k)
+            rows, values = _merge_top(
+                rows, values, batch.source_rows(best), batch_values[best].astype(np.float64), k
+            )
+        return rows, values, info
+
+    def mine(self, pool: Any) -> Selection:
+        """The ``size`` highest-scoring rows of `pool` (that pass ``query``), as a
+        `Selection`."""
+        source = open_pool(pool, query=self.query, who=f"{type(self).__name__}.mine()")
+        field = self.resolve_field(source)
+        rows, values, info = self.top(source, self.size, field)
+        return selection_of(source, rows, values, self.name, info)
+
+
+def selection_of(
+    source: PoolSource, rows: np.ndarray, values: np.ndarray, miners: Any, info: dict[str, Any]
+) -> Selection:
+    """A `Selection` of these original rows: their ids and metadata read from the pool
+    (only these rows)."""
+    picked = source.take(rows, source.metadata_names) if len(source.metadata_names) or source.has_id else None
+    ids = picked.columns["id"] if source.has_id else np.asarray(rows, dtype=np.int64)
+    metadata = {} if picked is None else {n: picked.columns[n] for n in source.metadata_names}
+    return Selection(ids, values, miners, metadata, info)
+
+
+# -- the baseline ----------------------------------------------------------------------
+
+
+class RandomMiner(Miner):
+    """Uniformly random rows: the baseline every other miner must beat.
+
+    A row's score is a uniform number in [0, 1) hashed from ``seed`` and the row's number
+    in the pool (splitmix64), so the picks do not depend on how the pool is batched.
+    """
+
+    def __init__(self, size: int, seed: int = 0, *, query: Optional[str] = None) -> None:
+        super().__init__(size, query=query)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"RandomMiner(): seed must be an int; got {seed!r}")
+        self.seed = int(seed)
+
+    def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
+        rows = pool.source_rows(np.arange(pool.n_rows)).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            z = rows + np.uint64((self.seed * 0x9E3779B97F4A7C15) % 2**64) + np.uint64(0x9E3779B97F4A7C15)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            z = z ^ (z >> np.uint64(31))
+        return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53, {"seed": self.seed}
+
+
+# -- uncertainty -------------------------------------------------------------------------
+
+
+class _ScoreMiner(Miner):
+    """A miner that ranks rows by one function of `pickaxe.scores`."""
+
+    score_function: Callable[..., np.ndarray]
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        field: Optional[str] = None,
+        nan_policy: str = "raise",
+        query: Optional[str] = None,
+    ) -> None:
+        super().__init__(size, field, query=query)
+        self.nan_policy = check_nan_policy(type(self).__name__, nan_policy)
+
+    def options(self) -> dict[str, Any]:
+        return {}
+
+    def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
+        assert field is not None
+        fn = type(self).score_function
+        values = fn(**{field: pool.columns[field]}, nan_policy=self.nan_policy, **self.options())
+        return values, {"field": field}
+
+
+class LeastConfidenceMiner(_ScoreMiner):
+    """Rows whose top class is least probable: 1 − p(1)."""
+
+    fields = ("logits", "confidences", "confidence")
+    score_function = staticmethod(scores.least_confidence)
+
+
+class MarginMiner(_ScoreMiner):
+    """Rows whose two top classes are closest: 1 − (p(1) − p(2))."""
+
+    fields = ("logits", "confidences")
+    score_function = staticmethod(scores.margin)
+
+
+class RatioMiner(_ScoreMiner):
+    """Rows whose second class is nearly as probable as the first: p(2) / p(1)."""
+
+    fields = ("logits", "confidences")
+    score_function = staticmethod(scores.ratio)
+
+
+class EntropyMiner(_ScoreMiner):
+    """Rows whose class distribution has the highest entropy H(p)."""
+
+    fields = ("logits", "confidences")
+    score_function = staticmethod(scores.entropy)
+
+
+_STACK_MEASURES = {
+    "vote_entropy": scores.vote_entropy,
+    "consensus_entropy": scores.consensus_entropy,
+    "kl_disagreement": scores.kl_disagreement,
+    "mutual_information": scores.mutual_information,
+    "predictive_entropy": scores.predictive_entropy,
+    "variation_ratio": scores.variation_ratio,
+    "variance": scores.variance,
+}
+_DROPOUT_MEASURES = ("mutual_information", "predictive_entropy", "variation_ratio", "variance")
+
+
+class _StackMiner(Miner):
+    measures: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        size: int,
+        measure: str,
+        *,
+        logits: bool = False,
+        nan_policy: str = "raise",
+        query: Optional[str] = None,
+    ) -> None:
+        super().__init__(size, query=query)
+        if measure not in self.measures:
+            raise ValueError(
+                f"{type(self).__name__}(): measure must be one of "
+                f"{', '.join(self.measures)}; got {measure!r}"
+            )
+        self.measure = measure
+        self.logits = bool(logits)
+        self.nan_policy = check_nan_policy(type(self).__name__, nan_policy)
+
+    def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
+        assert field is not None
+        fn = _STACK_MEASURES[self.measure]
+        values = fn(**{field: pool.columns[field]}, logits=self.logits, nan_policy=self.nan_policy)
+        return values, {"field": field, "measure": self.measure}
+
+
+class CommitteeMiner(_StackMiner):
+    """Rows the committee members disagree on (query by committee). ``measure`` is any
+    committee score of `pickaxe.scores`."""
+
+    fields = ("query_by_committee",)
+    measures = tuple(_STACK_MEASURES)
+
+    def __init__(self, size: int, measure: str = "vote_entropy", **kw: Any) -> None:
+        super().__init__(size, measure, **kw)
+
+
+class MCDropoutMiner(_StackMiner):
+    """Rows the dropout passes disagree on; ``mutual_information`` is BALD."""
+
+    fields = ("mc_dropout",)
+    measures = _DROPOUT_MEASURES
+
+    def __init__(self, size: int, measure: str = "mutual_information", **kw: Any) -> None:
+        super().__init__(size, measure, **kw)
+
+
+# -- diversity ---------------------------------------------------------------------------
+
+Reference = Union[ArrayLike, ReferenceIndex]
+
+#: Cost model for choosing exact search or an hnswlib graph, in nanoseconds, measured on
+#: the benchmark machine (benches/bench_diversity.py): exact search costs per (query,
+#: reference row) pair a multiply-add per dimension (BLAS) plus a merge step; a graph
+#: costs a build per reference row and a search per query, each per dimension.
+EXACT_NS_PER_PAIR_DIM = 0.022
+EXACT_NS_PER_PAIR = 0.4
+BUILD_NS_PER_ROW_DIM = 1500.0
+QUERY_NS_PER_ROW_DIM = 600.0
+
+
+def exact_cost(n: int, m: int, d: int) -> float:
+    return n * m * (d * EXACT_NS_PER_PAIR_DIM + EXACT_NS_PER_PAIR)
+
+
+def graph_cost(n: int, m: int, d: int, built: bool) -> float:
+    return (0.0 if built else m * d * BUILD_NS_PER_ROW_DIM) + n * d * QUERY_NS_PER_ROW_DIM
+
+
+def _pool_rows(source: PoolSource) -> int:
+    """Rows a mining run will score: exact when known, else the pool's total (a bound)."""
+    return source.n_rows if source.n_rows is not None else source._total_rows()
+
+
+def _check_search(who: str, search: Any) -> str:
+    if search not in ("auto", "exact", "hnsw"):
+        raise ValueError(f'{who}: search must be "auto", "exact" or "hnsw"; got {search!r}')
+    return str(search)
+
+
+def _reference_metric(who: str, reference: Any, metric: Optional[str], default: str) -> str:
+    if isinstance(reference, ReferenceIndex):
+        if metric is not None and metric != reference.metric:
+            raise ValueError(
+                f"{who}: metric={metric!r} but the ReferenceIndex was built with "
+                f"metric={reference.metric!r}"
+            )
+        return reference.metric
+    return check_metric(who, metric if metric is not None else default)
+
+
+class _Neighbours:
+    """k-nearest-neighbour search of pool rows in a reference, exact or through an
+    hnswlib graph, chosen by the sizes: exact for a small reference or few queries, a
+    graph when it pays for its build."""
+
+    def __init__(self, who: str, reference: Reference, metric: str, threads: Optional[int], seed: int) -> None:
+        self.metric = metric
+        self.threads = threads
+        self.seed = seed
+        self.index: Optional[ReferenceIndex] = None
+        self.array: Optional[np.ndarray] = None
+        self.norms: Optional[np.ndarray] = None
+        if isinstance(reference, ReferenceIndex):
+            self.index = reference
+            self.dim = reference.dim
+            self.size = reference.size
+        else:
+            self.array, self.norms = embeddings_array(who, "reference", reference, field="reference")
+            if self.array.shape[0] == 0:
+                raise ValueError(f"{who}: the reference is empty (shape {self.array.shape})")
+            self.dim = int(self.array.shape[1])
+            self.size = int(self.array.shape[0])
+
+    def method_for(self, n: int, search: str = "auto") -> str:
+        """"exact" or "hnsw" for a search of n pool rows."""
+        if self.index is not None and self.index.method == "exact":
+            return "exact"  # a small ReferenceIndex holds no graph
+        if search != "auto":
+            return search
+        built = self.index is not None
+        if exact_cost(n, self.size, self.dim) <= graph_cost(n, self.size, self.dim, built):
+            return "exact"
+        return "hnsw"
+
+    def ensure_index(self, **build: Any) -> ReferenceIndex:
+        if self.index is None:
+            assert self.array is not None
+            self.index = ReferenceIndex(self.array, self.metric, threads=self.threads, seed=self.seed, **build)
+        return self.index
+
+    def exact_reference(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        if self.array is not None:
+            return self.array, self.norms
+        assert self.index is not None
+        return self.index.vectors(), None
+
+    def search(self, x: np.ndarray, norms: np.ndarray, k: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+        from ._exact import exact_knn
+
+        if method == "exact":
+            ref, ref_norms = self.exact_reference()
+            return exact_knn(x, ref, min(k, self.size), self.metric, q_norms=norms, r_norms=ref_norms)
+        return self.ensure_index()._search(x, k, norms)
+
+    def check_dim(self, who: str, field: str, shape: tuple) -> None:
+        if len(shape) == 2 and shape[1] is not None and shape[1] != self.dim:
+            raise ValueError(
+                f"{who}: the pool's {field} have {shape[1]} dimensions; the reference has {self.dim}"
+            )
+
+
+class EmbeddingDistanceMiner(Miner):
+    """Rows far from the training data: the distance from each pool row to its ``k``
+    nearest reference rows, their mean (``aggregate="mean"``) or the k-th
+    (``aggregate="kth"``).
+
+    ``metric``: ``"cosine"`` by default (1 − cos on normalised vectors, as in deep
+    nearest-neighbour OOD detection, Sun et al. 2022), ``"l2"`` or ``"ip"``. ``reference``
+    is the training embeddings (M, D) or a `ReferenceIndex` (whose metric is then used).
+    Exact search or an hnswlib graph is chosen by the sizes (``search="auto"``), or forced
+    with ``search="exact"`` / ``"hnsw"``; ``selection.info["search"]`` says which ran.
+    """
+
+    fields = ("embeddings",)
+
+    def __init__(
+        self,
+        size: int,
+        reference: Reference,
+        k: int = 10,
+        metric: Optional[str] = None,
+        *,
+        aggregate: str = "mean",
+        search: str = "auto",
+        threads: Optional[int] = None,
+        seed: int = 0,
+        query: Optional[str] = None,
+    ) -> None:
+        who = f"{type(self).__name__}()"
+        super().__init__(size, query=query)
+        self.k = check_k(who, k)
+        self.metric = _reference_metric(who, reference, metric, "cosine")
+        if aggregate not in ("mean", "kth"):
+            raise ValueError(f'{who}: aggregate must be "mean" or "kth"; got {aggregate!r}')
+        self.aggregate = aggregate
+        self.search = _check_search(who, search)
+        self._neighbours = _Neighbours(who, reference, self.metric, threads, seed)
+        self._method = "exact"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(size={self.size}, k={self.k}, metric={self.metric!r}, "
+            f"aggregate={self.aggregate!r}, reference={self._neighbours.size} rows)"
+        )
+
+    def prepare(self, source: PoolSource, field: Optional[str]) -> None:
+        assert field is not None
+        self._neighbours.check_dim(f"{type(self).__name__}.mine()", field, source.shapes[field])
+        self._method = self._neighbours.method_for(_pool_rows(source), self.search)
+
+    def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
+        assert field is not None
+        nb = self._neighbours
+        x, norms = embeddings_array(f"{type(self).__name__}.mine()", field, pool.columns[field], nb.dim)
+        _, dist = nb.search(x, norms, self.k, self._method)
+        values = dist[:, -1] if self.aggregate == "kth" else dist.mean(axis=1)
+        return values, {"search": self._method, "metric": self.metric, "k": min(self.k, nb.size)}
+
+
+#: Build parameters of the graph the novelty miner makes for itself: LOF averages over
+#: k neighbours, so a lighter graph than the ReferenceIndex default keeps its ranking
+#: (Spearman >= 0.99 against exact LOF in benches/bench_diversity.py) at a fraction of the
+#: build time.
+NOVELTY_GRAPH = {"M": 12, "ef_construction": 64}
+
+
+class NoveltyMiner(Miner):
+    """Local outliers against the training data: the local outlier factor (LOF) of each
+    pool row in novelty mode (Breunig et al. 2000; scikit-learn's
+    ``LocalOutlierFactor(novelty=True)``).
+
+    At fit, for each reference row r with neighbours N(r) (k, excluding itself):
+    k-distance kd(r) = distance to the k-th neighbour, and local reachability density
+    lrd(r) = 1 / (mean_{o ∈ N(r)} max(kd(o), d(r, o)) + 1e-10). A pool row x with
+    neighbours N(x) among the reference gets LOF(x) = mean_{o ∈ N(x)} lrd(o) / lrd(x):
+    about 1 inside the data, larger for outliers. Distances are euclidean by default.
+
+    The fit runs on the first ``mine`` (or ``fit()``) and is kept.
+    """
+
+    fields = ("embeddings",)
+
+    def __init__(
+        self,
+        size: int,
+        reference: Reference,
+        k: int = 20,
+        metric: Optional[str] = None,
+        *,
+        search: str = "auto",
+        threads: Optional[int] = None,
+        seed: int = 0,
+        query: Optional[str] = None,
+    ) -> None:
+        who = f"{type(self).__name__}()"
+        super().__init__(size, query=query)
+        self.k = check_k(who, k)
+        self.metric = _reference_metric(who, reference, metric, "l2")
+        self.search = _check_search(who, search)
+        self._neighbours = _Neighbours(who, reference, self.metric, threads, seed)
+        if self._neighbours.size < 2:
+            raise ValueError(f"{who}: LOF needs a reference of at least 2 rows; got {self._neighbours.size}")
+        self.k_distance: Optional[np.ndarray] = None
+        self.lrd: Optional[np.ndarray] = None
+        self._method = "exact"
+
+    def fit(self, n_pool: int = 0) -> "NoveltyMiner":
+        """Compute the reference's k-distances and local reachability densities, by
+        exact search or through a graph (chosen for the reference plus `n_pool` pool
+        rows, the searches the graph will serve)."""
+        nb = self._neighbours
+        method = nb.method_for(nb.size + n_pool, self.search)
+        if method == "hnsw":
+            nb.ensure_index(**NOVELTY_GRAPH)
+            ref: np.ndarray = nb.index.vectors()  # type: ignore[union-attr]
+            ref_norms = None
+        else:
+            ref, ref_norms = nb.exact_reference()
+        k = min(self.k, nb.size - 1)
+        kd = np.empty(nb.size, dtype=np.float64)
+        ids_all = np.empty((nb.size, k), dtype=np.int64)
+        d_all = np.empty((nb.size, k), dtype=np.float64)
+        for start in range(0, nb.size, FIT_BLOCK_ROWS):
+            stop = min(start + FIT_BLOCK_ROWS, nb.size)
+            block = ref[start:stop]
+            norms = ref_norms[start:stop] if ref_norms is not None else -_core.score_rows("reference", "norm", block, "raise")
+            ids, dist = nb.search(block, norms, k + 1, method)
+            ids, dist = _drop_self(ids, dist, np.arange(start, stop))
+            ids_all[start:stop] = ids
+            d_all[start:stop] = dist
+            kd[start:stop] = dist[:, -1]
+        self.k_distance = kd
+        self.lrd = 1.0 / (np.maximum(kd[ids_all], d_all).mean(axis=1) + 1e-10)
+        self._method = method
+        return self
+
+    def prepare(self, source: PoolSource, field: Optional[str]) -> None:
+        assert field is not None
+        self._neighbours.check_dim(f"{type(self).__name__}.mine()", field, source.shapes[field])
+        if self.lrd is None:
+            self.fit(_pool_rows(source))
+
+    def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
+        assert field is not None and self.lrd is not None and self.k_distance is not None
+        nb = self._neighbours
+        x, norms = embeddings_array(f"{type(self).__name__}.mine()", field, pool.columns[field], nb.dim)
+        k = min(self.k, nb.size - 1)
+        ids, dist = nb.search(x, norms, k, self._method)
+        reach = np.maximum(self.k_distance[ids], dist).mean(axis=1) + 1e-10
+        values = self.lrd[ids].mean(axis=1) * reach
+        return values, {"search": self._method, "metric": self.metric, "k": k}
+
+
+#: Reference rows searched per block when fitting LOF.
+FIT_BLOCK_ROWS = 65536
+
+
+def _drop_self(ids: np.ndarray, dist: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k + 1 neighbours without the row itself (or without the farthest, when
+    duplicates kept the row itself out of the list): k neighbours."""
+    is_self = ids == rows[:, None]
+    is_self[~is_self.any(axis=1), -1] = True
+    n, k1 = ids.shape
+    keep = ~is_self
+    return ids[keep].reshape(n, k1 - 1), dist[keep].reshape(n, k1 - 1).astype(np.float64)
+
+
+class ActivationMiner(Miner):
+    """Rows of low activation, as out-of-domain data gives: on ``embeddings`` the lowest
+    L2 norm first (score −‖z‖₂), on ``logits`` the highest energy −logsumexp(x).
+
+    ReAct (Sun et al. 2021): with ``clip=q`` and a ``reference`` (the training set's
+    values of the same field), activations are first clipped at the q-th percentile of
+    the reference's values, ``min(z, c)``, then scored. Off by default.
+    """
+
+    fields = ("embeddings", "logits")
+
+    def __init__(
+        self,
+        size: int,
+        field: str = "embeddings",
+        *,
+        clip: Optional[float] = None,
+        reference: Optional[ArrayLike] = None,
+        query: Optional[str] = None,
+    ) -> None:
+        who = f"{type(self).__name__}()"
+        super().__init__(size, field, query=query)
+        self.clip = clip
+        self.clip_value: Optional[float] = None
+        if clip is not None:
+            if isinstance(clip, bool) or not isinstance(clip, numbers.Real) or not 0 < clip <= 100:
+                raise ValueError(f"{who}: clip is a percentile in (0, 100]; got {clip!r}")
+            if reference is None:
+                raise ValueError(f"{who}: clip={clip} needs the reference's {field} to set the threshold")
+            ref, _ = embeddings_array(who, "reference", reference, field="reference")
+            if ref.size == 0:
+                raise ValueError(f"{who}: the reference is empty (shape {ref.shape})")
+            self.clip_value = float(np.percentile(ref, clip))
+        elif reference is not None:
+            raise ValueError(f"{who}: a reference is only used with clip=")
+
+    def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
+        assert field is not None
+        x = pool.columns[field]
+        if self.clip_value is not None:
+            x = np.minimum(x, self.clip_value)  # one batch: a bounded copy
+        return scores.activation(**{field: x}), {"field": field, "clip": self.clip_value}
+
+
+class CoresetMiner(Miner):
+    """A k-center greedy cover of the pool (Sener and Savarese 2018): each pick is the
+    row farthest from every center so far, the centers being the labeled ``reference``
+    (if given) and the earlier picks. A row's score is its distance to the nearest center
+    when it was picked (non-increasing along the selection).
+
+    Without a reference the first pick is the row farthest from the pool's mean.
+    ``metric``: ``"l2"`` (default) or ``"cosine"``. The greedy needs every row at each
+    step, so the pool's embeddings are read into memory (N x D).
+    """
+
+    fields = ("embeddings",)
+
+    def __init__(
+        self,
+        size: int,
+        reference: Optional[Reference] = None,
+        metric: str = "l2",
+        *,
+        threads: Optional[int] = None,
+        seed: int = 0,
+        query: Optional[str] = None,
+    ) -> None:
+        who = f"{type(self).__name__}()"
+        super().__init__(size, query=query)
+        if metric not in ("l2", "cosine"):
+            raise ValueError(f'{who}: metric must be "l2" or "cosine"; got {metric!r}')
+        if reference is not None:
+            metric = _reference_metric(who, reference, metric, metric)
+        self.metric = metric
+        self._neighbours = None if reference is None else _Neighbours(who, reference, metric, threads, seed)
+
+    def top(self, source: PoolSource, k: int, field: Optional[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        from ._exact import kcenter_greedy
+
+        assert field is not None
+        who = f"{type(self).__name__}.mine()"
+        nb = self._neighbours
+        if nb is not None:
+            nb.check_dim(who, field, source.shapes[field])
+        pool = source.read([field])
+        try:
+            x, norms = embeddings_array(who, field, pool.columns[field], nb.dim if nb else None)
+        except ValueError as e:
+            raise ValueError(_shift_row(str(e), pool)) from None
+        info: dict[str, Any] = {"metric": self.metric}
+        initial = None
+        if nb is not None:
+            method = nb.method_for(pool.n_rows)
+            _, d = nb.search(x, norms, 1, method)
+            initial = np.ascontiguousarray(d[:, 0], dtype=x.dtype)
+            info["search"] = method
+        picks, dists = kcenter_greedy(x, min(k, pool.n_rows), initial=initial, metric=self.metric)
+        return pool.source_rows(picks), np.asarray(dists, dtype=np.float64), info
