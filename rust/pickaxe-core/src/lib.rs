@@ -1,5 +1,7 @@
 //! pickaxe-core: the uncertainty-sampling kernels of pickaxe, in plain Rust over ndarray
-//! views. No Python here: the `pickaxe-py` crate binds these functions as `pickaxe._core`.
+//! views, and the distance kernels of its diversity miners (`knn`: exact nearest
+//! neighbours from BLAS Gram blocks). No Python here: the `pickaxe-py` crate binds these
+//! functions as `pickaxe._core`.
 //!
 //! Every function reads its input in place (any strides), validates it in the same pass
 //! that scores it, runs at the SIMD level chosen at run time (`simd::level`) and in
@@ -7,6 +9,7 @@
 
 mod driver;
 pub mod error;
+pub mod knn;
 pub mod math;
 mod passes;
 pub mod pool;
@@ -18,6 +21,7 @@ mod stack;
 use ndarray::{ArrayView1, ArrayView2, ArrayView3, Axis};
 
 pub use error::{Error, Fault, Field, RowFault};
+pub use knn::{knn_update, pair_distances, Metric};
 pub use math::Real;
 pub use rows::RowScore;
 pub use select::top_k;

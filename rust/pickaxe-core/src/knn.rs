@@ -1,0 +1,964 @@
+//! Exact k-nearest-neighbour search: the part that comes after the matrix product.
+//!
+//! The caller (`python/pickaxe/_exact.py`) computes each Gram block G = Q_b · R_cᵀ with
+//! BLAS, the fastest matrix product there is; `knn_update` turns a block into distances
+//! and merges them into every query's running k nearest. At the end `pair_distances`
+//! recomputes the chosen pairs directly, because the expansion ‖q‖² + ‖r‖² − 2 q·r loses
+//! every digit for near neighbours (it subtracts two nearly equal large numbers).
+//!
+//! A state row is k (distance, id) pairs sorted ascending by distance, then id: ties go to
+//! the lower reference id, so the result does not depend on how the reference was chunked.
+//! Empty slots are (+inf, −1). Ids compare as unsigned, so −1 is the largest id and an
+//! empty slot loses to every real candidate, even one at +inf. NaN never enters.
+
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
+use rayon::prelude::*;
+
+use crate::error::Error;
+use crate::math::{madd, Isa, Real, LANES};
+use crate::pool;
+use crate::simd::multiversion;
+
+/// How far apart two vectors are. Every metric is "smaller = nearer".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// Euclidean: ‖q − r‖₂ (squared inside `knn_update`, which only ranks).
+    L2,
+    /// 1 − q·r / (‖q‖ ‖r‖), in [0, 2]; exactly 1 when either vector is zero (hnswlib's
+    /// convention).
+    Cosine,
+    /// 1 − q·r (hnswlib's "ip" space): the largest inner product is the nearest.
+    Ip,
+}
+
+impl Metric {
+    pub fn parse(s: &str) -> Result<Metric, Error> {
+        match s {
+            "l2" => Ok(Metric::L2),
+            "cosine" => Ok(Metric::Cosine),
+            "ip" => Ok(Metric::Ip),
+            other => Err(Error::argument(
+                "metric",
+                format!("metric must be \"l2\", \"cosine\" or \"ip\"; got {other:?}"),
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::L2 => "l2",
+            Metric::Cosine => "cosine",
+            Metric::Ip => "ip",
+        }
+    }
+}
+
+/// Below this many Gram values (or pair values) a call runs on the calling thread.
+const PARALLEL_MIN_VALUES: usize = 1 << 16;
+/// Values per parallel task.
+const TASK_VALUES: usize = 1 << 16;
+
+// The metric as a const parameter, so the lane loop has no branch on it.
+const M_L2: u8 = 0;
+const M_COS: u8 = 1;
+const M_IP: u8 = 2;
+
+/// An id as the state orders it: −1 (and any negative id) after every real id.
+#[inline(always)]
+fn key(id: i64) -> u64 {
+    id as u64
+}
+
+/// (d, id) strictly before (d2, id2): smaller distance, then smaller id. False with NaN.
+#[inline(always)]
+fn before<T: Real>(d: T, id: u64, d2: T, id2: u64) -> bool {
+    d < d2 || (d == d2 && id < id2)
+}
+
+/// Puts (cd, cid) into the sorted row, dropping the last entry. The caller has checked
+/// that it goes before the last entry.
+#[inline(always)]
+fn insert<T: Real>(d: &mut [T], id: &mut [u64], cd: T, cid: u64) {
+    let mut j = d.len() - 1;
+    while j > 0 && before(cd, cid, d[j - 1], id[j - 1]) {
+        d[j] = d[j - 1];
+        id[j] = id[j - 1];
+        j -= 1;
+    }
+    d[j] = cd;
+    id[j] = cid;
+}
+
+/// The distance of one Gram value g = q·r; `qn` = ‖q‖, `qn2` = ‖q‖², `rn` = ‖r‖.
+/// L2 gives the squared distance max(‖q‖² + ‖r‖² − 2g, 0); NaN stays NaN.
+#[inline(always)]
+fn gram_distance<I: Isa, T: Real, const M: u8>(g: T, rn: T, qn: T, qn2: T) -> T {
+    match M {
+        M_L2 => {
+            let v = madd::<I, T>(rn, rn, qn2) - (g + g);
+            // `v < 0` is false for NaN, which must stay NaN to stay out.
+            if v < T::ZERO {
+                T::ZERO
+            } else {
+                v
+            }
+        }
+        M_COS => {
+            let den = qn * rn.abs();
+            if den > T::ZERO {
+                T::ONE - g / den
+            } else {
+                T::ONE
+            }
+        }
+        _ => T::ONE - g,
+    }
+}
+
+/// Merges one Gram row into one state row (`d`, `id`, k ≥ 1 entries, sorted).
+#[inline(always)]
+fn merge_row<I: Isa, T: Real, const M: u8>(
+    g: &[T],
+    rn: &[T],
+    qn: T,
+    offset: u64,
+    d: &mut [T],
+    id: &mut [u64],
+) {
+    let k = d.len();
+    let qn = qn.abs();
+    let qn2 = qn * qn;
+    let mut thr = d[k - 1];
+    let mut thr_id = id[k - 1];
+    let (gc, gt) = g.as_chunks::<LANES>();
+    let (rc, rt) = rn.as_chunks::<LANES>();
+    for (c, (gv, rv)) in gc.iter().zip(rc).enumerate() {
+        // The distances of a lane array and one vector test against the k-th: most
+        // chunks stop here once the row is full.
+        let mut dl = [T::ZERO; LANES];
+        let mut any = false;
+        for l in 0..LANES {
+            dl[l] = gram_distance::<I, T, M>(gv[l], rv[l], qn, qn2);
+            any |= dl[l] <= thr;
+        }
+        if any {
+            // Rare once the row is full: the lanes in id order, each checked against the
+            // threshold as earlier lanes lower it. (Building a lane bitmask here instead
+            // costs the vector loop above its clean compare-and-test.)
+            let base = offset + (c * LANES) as u64;
+            for (l, &v) in dl.iter().enumerate() {
+                let cid = base + l as u64;
+                if before(v, cid, thr, thr_id) {
+                    insert(d, id, v, cid);
+                    thr = d[k - 1];
+                    thr_id = id[k - 1];
+                }
+            }
+        }
+    }
+    let base = offset + (gc.len() * LANES) as u64;
+    for (l, (&gv, &rv)) in gt.iter().zip(rt).enumerate() {
+        let v = gram_distance::<I, T, M>(gv, rv, qn, qn2);
+        let cid = base + l as u64;
+        if before(v, cid, thr, thr_id) {
+            insert(d, id, v, cid);
+            thr = d[k - 1];
+            thr_id = id[k - 1];
+        }
+    }
+}
+
+/// Every row of a block of Gram rows, with one metric.
+#[inline(always)]
+fn merge_rows_metric<I: Isa, T: Real, const M: u8>(
+    gram: &ArrayView2<'_, T>,
+    q_norms: &ArrayView1<'_, T>,
+    rn: &[T],
+    offset: u64,
+    ids: &mut ArrayViewMut2<'_, i64>,
+    dists: &mut ArrayViewMut2<'_, T>,
+) {
+    let k = ids.len_of(Axis(1));
+    let mut d = vec![T::INF; k];
+    let mut id = vec![u64::MAX; k];
+    let mut buf: Vec<T> = Vec::new();
+    for r in 0..gram.len_of(Axis(0)) {
+        let grow = gram.index_axis(Axis(0), r);
+        let g = match grow.as_slice() {
+            Some(s) => s,
+            None => {
+                // A strided Gram row (Fortran order, steps): one row-sized copy.
+                buf.clear();
+                buf.extend(grow.iter().copied());
+                &buf[..]
+            }
+        };
+        let mut irow = ids.index_axis_mut(Axis(0), r);
+        let mut drow = dists.index_axis_mut(Axis(0), r);
+        for (j, (&i, &v)) in irow.iter().zip(drow.iter()).enumerate() {
+            id[j] = key(i);
+            d[j] = v;
+        }
+        merge_row::<I, T, M>(g, rn, q_norms[r], offset, &mut d, &mut id);
+        for (j, (i, v)) in irow.iter_mut().zip(drow.iter_mut()).enumerate() {
+            *i = id[j] as i64;
+            *v = d[j];
+        }
+    }
+}
+
+#[inline(always)]
+fn merge_rows<T: Real, I: Isa>(
+    gram: &ArrayView2<'_, T>,
+    q_norms: &ArrayView1<'_, T>,
+    rn: &[T],
+    offset: u64,
+    metric: Metric,
+    ids: &mut ArrayViewMut2<'_, i64>,
+    dists: &mut ArrayViewMut2<'_, T>,
+) {
+    match metric {
+        Metric::L2 => merge_rows_metric::<I, T, M_L2>(gram, q_norms, rn, offset, ids, dists),
+        Metric::Cosine => merge_rows_metric::<I, T, M_COS>(gram, q_norms, rn, offset, ids, dists),
+        Metric::Ip => merge_rows_metric::<I, T, M_IP>(gram, q_norms, rn, offset, ids, dists),
+    }
+}
+
+multiversion! {
+    fn merge_rows_dispatch<T: Real>(
+        gram: &ArrayView2<'_, T>,
+        q_norms: &ArrayView1<'_, T>,
+        rn: &[T],
+        offset: u64,
+        metric: Metric,
+        ids: &mut ArrayViewMut2<'_, i64>,
+        dists: &mut ArrayViewMut2<'_, T>,
+    ) -> () => merge_rows
+}
+
+/// Merges a Gram block into the running k nearest of each of its queries.
+///
+/// `gram` (b, mc) holds g[i, j] = q_i · r_j for the reference rows `id_offset + j`;
+/// `q_norms` (b,) and `r_norms` (mc,) are ‖q_i‖₂ and ‖r_j‖₂ (their sign is ignored). The
+/// distance of g is
+/// - L2: the squared distance max(‖q‖² + ‖r‖² − 2g, 0),
+/// - Cosine: 1 − g / (‖q‖ ‖r‖), exactly 1 when either norm is 0,
+/// - Ip: 1 − g.
+///
+/// `ids` and `dists` (b, k) are the state, updated in place: each row sorted ascending by
+/// (distance, id), empty slots (−1, +inf); a fresh state is all (−1, +inf). A NaN
+/// distance never enters. Any strides for every view.
+pub fn knn_update<T: Real>(
+    gram: ArrayView2<'_, T>,
+    q_norms: ArrayView1<'_, T>,
+    r_norms: ArrayView1<'_, T>,
+    id_offset: usize,
+    metric: Metric,
+    mut ids: ArrayViewMut2<'_, i64>,
+    mut dists: ArrayViewMut2<'_, T>,
+) -> Result<(), Error> {
+    let (b, mc) = gram.dim();
+    if q_norms.len() != b {
+        return Err(Error::Shape(format!(
+            "q_norms has {} entries but gram has {b} rows",
+            q_norms.len()
+        )));
+    }
+    if r_norms.len() != mc {
+        return Err(Error::Shape(format!(
+            "r_norms has {} entries but gram has {mc} columns",
+            r_norms.len()
+        )));
+    }
+    if ids.dim() != dists.dim() || ids.len_of(Axis(0)) != b {
+        return Err(Error::Shape(format!(
+            "ids {:?} and dists {:?} must both be (b, k) with b = {b}, the rows of gram",
+            ids.dim(),
+            dists.dim()
+        )));
+    }
+    let offset = id_offset
+        .checked_add(mc)
+        .filter(|&end| end <= i64::MAX as usize)
+        .map(|_| id_offset as u64)
+        .ok_or_else(|| {
+            Error::argument(
+                "id_offset",
+                format!("id_offset {id_offset} + {mc} columns overflows an int64 id"),
+            )
+        })?;
+    let k = ids.len_of(Axis(1));
+    if b == 0 || mc == 0 || k == 0 {
+        return Ok(());
+    }
+    let rn_buf: Vec<T>;
+    let rn: &[T] = match r_norms.as_slice() {
+        Some(s) => s,
+        None => {
+            rn_buf = r_norms.to_vec();
+            &rn_buf
+        }
+    };
+    let pool = if b.saturating_mul(mc) >= PARALLEL_MIN_VALUES {
+        pool::pool()
+    } else {
+        None
+    };
+    match pool {
+        None => merge_rows_dispatch(&gram, &q_norms, rn, offset, metric, &mut ids, &mut dists),
+        Some(pool) => {
+            let rows = (TASK_VALUES / mc).max(1);
+            let tasks: Vec<_> = ids
+                .axis_chunks_iter_mut(Axis(0), rows)
+                .zip(dists.axis_chunks_iter_mut(Axis(0), rows))
+                .enumerate()
+                .collect();
+            pool.install(|| {
+                tasks.into_par_iter().for_each(|(t, (mut i, mut d))| {
+                    let lo = t * rows;
+                    let hi = lo + i.len_of(Axis(0));
+                    let g = gram.slice_axis(Axis(0), (lo..hi).into());
+                    let qn = q_norms.slice_axis(Axis(0), (lo..hi).into());
+                    merge_rows_dispatch(&g, &qn, rn, offset, metric, &mut i, &mut d);
+                })
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Sums 16 f64 lanes pairwise.
+#[inline(always)]
+pub(crate) fn lane_total(a: &[f64; LANES]) -> f64 {
+    const _: () = assert!(LANES == 16);
+    let mut h8 = [0.0f64; 8];
+    for l in 0..8 {
+        h8[l] = a[l] + a[l + 8];
+    }
+    ((h8[0] + h8[4]) + (h8[2] + h8[6])) + ((h8[1] + h8[5]) + (h8[3] + h8[7]))
+}
+
+/// Σ (aᵢ·sa − bᵢ·sb)² in f64 lanes: the differences are taken before squaring, so nothing
+/// cancels. `a` and `b` have the same length.
+#[inline(always)]
+pub(crate) fn sq_diff_f64<I: Isa, T: Real>(a: &[T], sa: f64, b: &[T], sb: f64) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let (ac, at) = a.as_chunks::<LANES>();
+    let (bc, bt) = b.as_chunks::<LANES>();
+    for (x, y) in ac.iter().zip(bc) {
+        for l in 0..LANES {
+            let v = x[l].to_f64() * sa - y[l].to_f64() * sb;
+            acc[l] = madd::<I, f64>(v, v, acc[l]);
+        }
+    }
+    for (l, (x, y)) in at.iter().zip(bt).enumerate() {
+        let v = x.to_f64() * sa - y.to_f64() * sb;
+        acc[l] = madd::<I, f64>(v, v, acc[l]);
+    }
+    lane_total(&acc)
+}
+
+/// Σ aᵢ·bᵢ in f64 lanes.
+#[inline(always)]
+pub(crate) fn dot_f64<I: Isa, T: Real>(a: &[T], b: &[T]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let (ac, at) = a.as_chunks::<LANES>();
+    let (bc, bt) = b.as_chunks::<LANES>();
+    for (x, y) in ac.iter().zip(bc) {
+        for l in 0..LANES {
+            acc[l] = madd::<I, f64>(x[l].to_f64(), y[l].to_f64(), acc[l]);
+        }
+    }
+    for (l, (x, y)) in at.iter().zip(bt).enumerate() {
+        acc[l] = madd::<I, f64>(x.to_f64(), y.to_f64(), acc[l]);
+    }
+    lane_total(&acc)
+}
+
+/// Cosine distance from the unit vectors: 1 − cos = ½‖q/‖q‖ − r/‖r‖‖², which keeps its
+/// digits for near neighbours where 1 − q·r/(‖q‖‖r‖) keeps none. 1 for a zero vector.
+#[inline(always)]
+pub(crate) fn cosine_f64<I: Isa, T: Real>(q: &[T], qn: f64, r: &[T], rn: f64) -> f64 {
+    if !(qn > 0.0 && rn > 0.0) {
+        return 1.0;
+    }
+    let v = 0.5 * sq_diff_f64::<I, T>(q, 1.0 / qn, r, 1.0 / rn);
+    v.clamp(0.0, 2.0)
+}
+
+/// A view's row as a slice: in place when contiguous, else copied into `buf`.
+#[inline(always)]
+pub(crate) fn row_slice<'a, T: Real>(
+    x: &'a ArrayView2<'_, T>,
+    i: usize,
+    buf: &'a mut Vec<T>,
+) -> &'a [T] {
+    let row = x.index_axis(Axis(0), i);
+    match row.to_slice() {
+        Some(s) => s,
+        None => {
+            buf.clear();
+            buf.extend(row.iter().copied());
+            &buf[..]
+        }
+    }
+}
+
+/// Exact distances and re-sorted ids of a block of query rows (`lo..` of `queries`).
+#[inline(always)]
+fn pairs_rows<T: Real, I: Isa>(
+    queries: &ArrayView2<'_, T>,
+    reference: &ArrayView2<'_, T>,
+    ids: &ArrayView2<'_, i64>,
+    metric: Metric,
+    lo: usize,
+    out_ids: &mut ArrayViewMut2<'_, i64>,
+    out_d: &mut ArrayViewMut2<'_, T>,
+) {
+    let k = ids.len_of(Axis(1));
+    let mut qbuf = Vec::new();
+    let mut rbuf = Vec::new();
+    let mut pairs: Vec<(T, u64)> = Vec::with_capacity(k);
+    for r in 0..out_ids.len_of(Axis(0)) {
+        let qi = lo + r;
+        let q = row_slice(queries, qi, &mut qbuf);
+        let qn = if metric == Metric::Cosine {
+            dot_f64::<I, T>(q, q).sqrt()
+        } else {
+            0.0
+        };
+        pairs.clear();
+        for j in 0..k {
+            let id = ids[[qi, j]];
+            if id < 0 {
+                pairs.push((T::INF, key(id)));
+                continue;
+            }
+            // In range: checked by the caller before any work started.
+            let rv = row_slice(reference, id as usize, &mut rbuf);
+            let v = match metric {
+                Metric::L2 => sq_diff_f64::<I, T>(q, 1.0, rv, 1.0).sqrt(),
+                Metric::Cosine => cosine_f64::<I, T>(q, qn, rv, dot_f64::<I, T>(rv, rv).sqrt()),
+                Metric::Ip => 1.0 - dot_f64::<I, T>(q, rv),
+            };
+            // + 0: a −0 would sort before +0 under total_cmp.
+            pairs.push((T::from_f64(v + 0.0), key(id)));
+        }
+        // total_cmp is a total order even with NaN, so the sort cannot panic.
+        pairs.sort_unstable_by(|a, b| a.0.to_f64().total_cmp(&b.0.to_f64()).then(a.1.cmp(&b.1)));
+        let mut irow = out_ids.index_axis_mut(Axis(0), r);
+        let mut drow = out_d.index_axis_mut(Axis(0), r);
+        for (j, (i, v)) in irow.iter_mut().zip(drow.iter_mut()).enumerate() {
+            *i = pairs[j].1 as i64;
+            *v = pairs[j].0;
+        }
+    }
+}
+
+multiversion! {
+    fn pairs_rows_dispatch<T: Real>(
+        queries: &ArrayView2<'_, T>,
+        reference: &ArrayView2<'_, T>,
+        ids: &ArrayView2<'_, i64>,
+        metric: Metric,
+        lo: usize,
+        out_ids: &mut ArrayViewMut2<'_, i64>,
+        out_d: &mut ArrayViewMut2<'_, T>,
+    ) -> () => pairs_rows
+}
+
+/// Exact distances of chosen (query, reference) pairs, computed directly, and each row
+/// re-sorted by (distance, id).
+///
+/// `queries` (n, D), `reference` (m, D), `ids` (n, k) reference rows (−1: none). Returns
+/// (ids, distances), both (n, k):
+/// - L2: √Σ(q − r)², the differences taken before squaring (no cancellation),
+/// - Cosine: 1 − q·r/(‖q‖‖r‖) computed as ½‖q/‖q‖ − r/‖r‖‖², clamped to [0, 2]; 1 when
+///   either vector is zero,
+/// - Ip: 1 − q·r,
+///
+/// summed in float64 whatever `T`; an id of −1 gets +inf and sorts last.
+pub fn pair_distances<T: Real>(
+    queries: ArrayView2<'_, T>,
+    reference: ArrayView2<'_, T>,
+    ids: ArrayView2<'_, i64>,
+    metric: Metric,
+) -> Result<(Array2<i64>, Array2<T>), Error> {
+    let (n, dim) = queries.dim();
+    let (m, rdim) = reference.dim();
+    if dim != rdim {
+        return Err(Error::Shape(format!(
+            "queries {:?} and reference {:?} have different dimensions",
+            queries.dim(),
+            reference.dim()
+        )));
+    }
+    let k = ids.len_of(Axis(1));
+    if ids.len_of(Axis(0)) != n {
+        return Err(Error::Shape(format!(
+            "ids has {} rows but queries has {n}",
+            ids.len_of(Axis(0))
+        )));
+    }
+    if let Some(((i, j), &v)) = ids
+        .indexed_iter()
+        .find(|(_, &v)| v < -1 || (v >= 0 && v as u64 >= m as u64))
+    {
+        return Err(Error::argument(
+            "ids",
+            format!("ids[{i}, {j}] = {v} is not a reference row (0 <= id < {m}) or -1"),
+        ));
+    }
+    let mut out_ids = Array2::from_elem((n, k), -1i64);
+    let mut out_d = Array2::from_elem((n, k), T::INF);
+    if n == 0 || k == 0 {
+        return Ok((out_ids, out_d));
+    }
+    let work = n.saturating_mul(k).saturating_mul(dim.max(1));
+    let pool = if work >= PARALLEL_MIN_VALUES {
+        pool::pool()
+    } else {
+        None
+    };
+    match pool {
+        None => pairs_rows_dispatch(
+            &queries,
+            &reference,
+            &ids,
+            metric,
+            0,
+            &mut out_ids.view_mut(),
+            &mut out_d.view_mut(),
+        ),
+        Some(pool) => {
+            let rows = (TASK_VALUES / (k * dim.max(1))).max(1);
+            let tasks: Vec<_> = out_ids
+                .axis_chunks_iter_mut(Axis(0), rows)
+                .zip(out_d.axis_chunks_iter_mut(Axis(0), rows))
+                .enumerate()
+                .collect();
+            pool.install(|| {
+                tasks.into_par_iter().for_each(|(t, (mut i, mut d))| {
+                    pairs_rows_dispatch(
+                        &queries,
+                        &reference,
+                        &ids,
+                        metric,
+                        t * rows,
+                        &mut i,
+                        &mut d,
+                    );
+                })
+            });
+        }
+    }
+    Ok((out_ids, out_d))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use ndarray::{s, Array1};
+
+    /// xorshift64: fixed data without a dependency.
+    pub(crate) struct Rng(pub u64);
+
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        /// Uniform in [−1, 1).
+        pub fn uniform(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        }
+    }
+
+    pub(crate) fn random(rng: &mut Rng, n: usize, d: usize) -> Array2<f64> {
+        Array2::from_shape_fn((n, d), |_| rng.uniform())
+    }
+
+    fn direct(metric: Metric, q: &[f64], r: &[f64]) -> f64 {
+        let dot: f64 = q.iter().zip(r).map(|(a, b)| a * b).sum();
+        match metric {
+            Metric::L2 => q
+                .iter()
+                .zip(r)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f64>()
+                .sqrt(),
+            Metric::Cosine => {
+                let nq = q.iter().map(|a| a * a).sum::<f64>().sqrt();
+                let nr = r.iter().map(|a| a * a).sum::<f64>().sqrt();
+                if nq == 0.0 || nr == 0.0 {
+                    1.0
+                } else {
+                    (1.0 - dot / (nq * nr)).clamp(0.0, 2.0)
+                }
+            }
+            Metric::Ip => 1.0 - dot,
+        }
+    }
+
+    /// Every pair's distance, a stable sort (ties keep ascending id), the first k, padded
+    /// with (−1, +inf).
+    fn brute(q: &Array2<f64>, r: &Array2<f64>, k: usize, metric: Metric) -> Array2<i64> {
+        let mut out = Array2::from_elem((q.nrows(), k), -1i64);
+        for i in 0..q.nrows() {
+            let qv = q.row(i).to_vec();
+            let d: Vec<f64> = (0..r.nrows())
+                .map(|j| direct(metric, &qv, &r.row(j).to_vec()))
+                .collect();
+            let mut idx: Vec<usize> = (0..r.nrows()).collect();
+            idx.sort_by(|&a, &b| d[a].partial_cmp(&d[b]).unwrap());
+            for (j, &id) in idx.iter().take(k).enumerate() {
+                out[[i, j]] = id as i64;
+            }
+        }
+        out
+    }
+
+    fn row_norms(x: &Array2<f64>) -> Array1<f64> {
+        x.rows().into_iter().map(|r| r.dot(&r).sqrt()).collect()
+    }
+
+    /// Gram-block search of `q` against `r`, `chunk` reference rows at a time.
+    fn search(
+        q: &Array2<f64>,
+        r: &Array2<f64>,
+        k: usize,
+        metric: Metric,
+        chunk: usize,
+    ) -> (Array2<i64>, Array2<f64>) {
+        let (qn, rn) = (row_norms(q), row_norms(r));
+        let mut ids = Array2::from_elem((q.nrows(), k), -1i64);
+        let mut dists = Array2::from_elem((q.nrows(), k), f64::INFINITY);
+        for lo in (0..r.nrows()).step_by(chunk) {
+            let hi = (lo + chunk).min(r.nrows());
+            let rc = r.slice(s![lo..hi, ..]);
+            let g = q.dot(&rc.t());
+            knn_update(
+                g.view(),
+                qn.view(),
+                rn.slice(s![lo..hi]),
+                lo,
+                metric,
+                ids.view_mut(),
+                dists.view_mut(),
+            )
+            .unwrap();
+        }
+        (ids, dists)
+    }
+
+    const METRICS: [Metric; 3] = [Metric::L2, Metric::Cosine, Metric::Ip];
+
+    #[test]
+    fn matches_brute_force_whatever_the_chunking() {
+        let mut rng = Rng(1);
+        for &(n, m, d) in &[
+            (1usize, 1usize, 1usize),
+            (7, 1, 5),
+            (9, 40, 3),
+            (30, 100, 17),
+        ] {
+            let q = random(&mut rng, n, d);
+            let r = random(&mut rng, m, d);
+            for metric in METRICS {
+                for k in [1, 3, m, m + 2] {
+                    let want = brute(&q, &r, k, metric);
+                    for chunk in [1, 7, m] {
+                        let (ids, _) = search(&q, &r, k, metric, chunk);
+                        let (ids, dists) =
+                            pair_distances(q.view(), r.view(), ids.view(), metric).unwrap();
+                        assert_eq!(ids, want, "{metric:?} n={n} m={m} k={k} chunk={chunk}");
+                        for ((i, j), &v) in dists.indexed_iter() {
+                            let id = ids[[i, j]];
+                            if id < 0 {
+                                assert_eq!(v, f64::INFINITY);
+                            } else {
+                                let w = direct(
+                                    metric,
+                                    &q.row(i).to_vec(),
+                                    &r.row(id as usize).to_vec(),
+                                );
+                                assert!((v - w).abs() <= 1e-12, "{v} vs {w}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_id_in_any_chunking() {
+        // Small integers: every Gram value and distance is exact, so ties are exact.
+        let mut rng = Rng(2);
+        let q = Array2::from_shape_fn((13, 3), |_| (rng.next() % 3) as f64);
+        let base = Array2::from_shape_fn((10, 3), |_| (rng.next() % 3) as f64);
+        // Every reference row three times, interleaved.
+        let r = Array2::from_shape_fn((30, 3), |(i, j)| base[[i % 10, j]]);
+        for metric in METRICS {
+            for k in [1, 4, 30] {
+                let want = brute(&q, &r, k, metric);
+                let (one, one_d) = search(&q, &r, k, metric, 30);
+                for chunk in [1, 4, 11] {
+                    let (ids, dists) = search(&q, &r, k, metric, chunk);
+                    assert_eq!(ids, one, "{metric:?} k={k} chunk={chunk}");
+                    assert_eq!(dists, one_d);
+                }
+                if metric == Metric::Ip {
+                    // The others go through rounded norms (√5² ≠ 5): only the final,
+                    // direct distances are exact for them.
+                    assert_eq!(one, want, "{metric:?} k={k}");
+                }
+                // The Gram stage may order rows at an equal true distance either way
+                // (rounded norms), so the exact re-sort gets every row as a candidate:
+                // callers keep a margin of candidates beyond k for this reason.
+                let (all, _) = search(&q, &r, 30, metric, 30);
+                let (ids, d) = pair_distances(q.view(), r.view(), all.view(), metric).unwrap();
+                if metric == Metric::Cosine {
+                    // Parallel rows that differ (1, 1, 0) and (2, 2, 0) are at the same
+                    // cosine distance only up to rounding, in any formula: compare values.
+                    for i in 0..q.nrows() {
+                        for j in 0..k {
+                            let w = direct(
+                                metric,
+                                &q.row(i).to_vec(),
+                                &r.row(want[[i, j]] as usize).to_vec(),
+                            );
+                            assert!((d[[i, j]] - w).abs() < 1e-12);
+                        }
+                    }
+                    // Identical rows tie exactly: the lower id first.
+                    for i in 0..q.nrows() {
+                        for j in 1..30 {
+                            let (a, b) = (ids[[i, j - 1]], ids[[i, j]]);
+                            if a % 10 == b % 10 {
+                                assert!(a < b && d[[i, j - 1]] == d[[i, j]]);
+                            }
+                        }
+                    }
+                } else {
+                    assert_eq!(ids.slice(s![.., ..k]), want, "{metric:?} k={k}");
+                }
+            }
+        }
+        // Reference chunks merged in reverse order: the same state.
+        let (fwd, _) = search(&q, &r, 5, Metric::L2, 30);
+        let (qn, rn) = (row_norms(&q), row_norms(&r));
+        let mut ids = Array2::from_elem((13, 5), -1i64);
+        let mut dists = Array2::from_elem((13, 5), f64::INFINITY);
+        for lo in (0..30).step_by(7).rev() {
+            let hi = (lo + 7).min(30);
+            let g = q.dot(&r.slice(s![lo..hi, ..]).t());
+            knn_update(
+                g.view(),
+                qn.view(),
+                rn.slice(s![lo..hi]),
+                lo,
+                Metric::L2,
+                ids.view_mut(),
+                dists.view_mut(),
+            )
+            .unwrap();
+        }
+        assert_eq!(ids, fwd);
+    }
+
+    #[test]
+    fn zero_vectors_one_reference_row_nan_and_k_above_m() {
+        let q = Array2::from_shape_vec((2, 2), vec![0.0, 0.0, 1.0, 0.0]).unwrap();
+        let r = Array2::from_shape_vec((3, 2), vec![2.0, 0.0, 0.0, 0.0, 0.0, 5.0]).unwrap();
+        let (ids, d) = search(&q, &r, 3, Metric::Cosine, 3);
+        // The zero query is at 1 from everything; the zero reference row is at 1 from all.
+        assert_eq!(ids.row(0).to_vec(), vec![0, 1, 2]);
+        assert_eq!(d.row(0).to_vec(), vec![1.0, 1.0, 1.0]);
+        assert_eq!(ids.row(1).to_vec(), vec![0, 1, 2]);
+        assert_eq!(d.row(1).to_vec(), vec![0.0, 1.0, 1.0]);
+        let (ids, d) = pair_distances(q.view(), r.view(), ids.view(), Metric::Cosine).unwrap();
+        assert_eq!(ids.row(1).to_vec(), vec![0, 1, 2]);
+        assert_eq!(d.row(0).to_vec(), vec![1.0, 1.0, 1.0]);
+
+        // One reference row, k = 3: one neighbour, then empty slots.
+        let (ids, d) = search(&q, &r.slice(s![..1, ..]).to_owned(), 3, Metric::L2, 1);
+        assert_eq!(ids.row(1).to_vec(), vec![0, -1, -1]);
+        assert_eq!(d.row(1).to_vec(), vec![1.0, f64::INFINITY, f64::INFINITY]);
+        let (ids, d) = pair_distances(q.view(), r.view(), ids.view(), Metric::L2).unwrap();
+        assert_eq!(ids.row(0).to_vec(), vec![0, -1, -1]);
+        assert_eq!(d.row(0).to_vec(), vec![2.0, f64::INFINITY, f64::INFINITY]);
+
+        // NaN Gram values never enter; +inf distances do (before empty slots).
+        let g = Array2::from_shape_vec((1, 3), vec![f64::NAN, f64::NEG_INFINITY, 0.5]).unwrap();
+        let mut ids = Array2::from_elem((1, 3), -1i64);
+        let mut dists = Array2::from_elem((1, 3), f64::INFINITY);
+        let ones = Array1::from_elem(3, 1.0);
+        knn_update(
+            g.view(),
+            ones.slice(s![..1]),
+            ones.view(),
+            10,
+            Metric::Ip,
+            ids.view_mut(),
+            dists.view_mut(),
+        )
+        .unwrap();
+        assert_eq!(ids.row(0).to_vec(), vec![12, 11, -1]);
+        assert_eq!(
+            dists.row(0).to_vec(),
+            vec![0.5, f64::INFINITY, f64::INFINITY]
+        );
+    }
+
+    #[test]
+    fn any_strides_and_float32() {
+        let mut rng = Rng(3);
+        let q = random(&mut rng, 20, 6);
+        let r = random(&mut rng, 50, 6);
+        let (qn, rn) = (row_norms(&q), row_norms(&r));
+        for metric in METRICS {
+            let (want, want_d) = search(&q, &r, 4, metric, 50);
+            // Fortran-ordered Gram, reversed norms read backwards, state columns of a
+            // wider array.
+            let g = q.dot(&r.t());
+            let gf = g.t().as_standard_layout().into_owned().reversed_axes();
+            assert!(!gf.is_standard_layout());
+            let rn_rev: Array1<f64> = rn.iter().rev().copied().collect();
+            let mut wide_i = Array2::from_elem((20, 8), -1i64);
+            let mut wide_d = Array2::from_elem((20, 8), f64::INFINITY);
+            knn_update(
+                gf.view(),
+                qn.view(),
+                rn_rev.slice(s![..;-1]),
+                0,
+                metric,
+                wide_i.slice_mut(s![.., ..;2]),
+                wide_d.slice_mut(s![.., ..;2]),
+            )
+            .unwrap();
+            assert_eq!(wide_i.slice(s![.., ..;2]), want);
+            assert_eq!(wide_d.slice(s![.., ..;2]), want_d);
+            assert!(wide_i.slice(s![.., 1..;2]).iter().all(|&v| v == -1));
+            // Fortran-ordered queries and a reversed reference in pair_distances.
+            let qf = q.t().as_standard_layout().into_owned().reversed_axes();
+            let rr = r.slice(s![..;-1, ..]);
+            let flipped = want.mapv(|i| 49 - i);
+            let (a, ad) = pair_distances(q.view(), r.view(), want.view(), metric).unwrap();
+            let (b, bd) = pair_distances(qf.view(), rr, flipped.view(), metric).unwrap();
+            assert_eq!(a, b.mapv(|i| 49 - i));
+            assert_eq!(ad, bd);
+            // float32 gives the same neighbours on data with clear gaps.
+            let (q32, r32) = (q.mapv(|v| v as f32), r.mapv(|v| v as f32));
+            let g32 = q32.dot(&r32.t());
+            let mut i32s = Array2::from_elem((20, 4), -1i64);
+            let mut d32 = Array2::from_elem((20, 4), f32::INFINITY);
+            knn_update(
+                g32.view(),
+                qn.mapv(|v| v as f32).view(),
+                rn.mapv(|v| v as f32).view(),
+                0,
+                metric,
+                i32s.view_mut(),
+                d32.view_mut(),
+            )
+            .unwrap();
+            let (i32s, d32) = pair_distances(q32.view(), r32.view(), i32s.view(), metric).unwrap();
+            assert_eq!(i32s, a);
+            for (x, y) in d32.iter().zip(ad.iter()) {
+                assert!(
+                    (*x as f64 - y).abs() <= 1e-6 * (1.0 + y.abs()),
+                    "{x} vs {y}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_blocks_match_one_thread() {
+        let mut rng = Rng(4);
+        let q = random(&mut rng, 300, 8);
+        let r = random(&mut rng, 700, 8);
+        crate::pool::set_num_threads(1).unwrap();
+        let one = search(&q, &r, 10, Metric::L2, 700);
+        let p1 = pair_distances(q.view(), r.view(), one.0.view(), Metric::L2).unwrap();
+        crate::pool::set_num_threads(2).unwrap();
+        let two = search(&q, &r, 10, Metric::L2, 700);
+        let p2 = pair_distances(q.view(), r.view(), two.0.view(), Metric::L2).unwrap();
+        assert_eq!(one, two);
+        assert_eq!(p1, p2);
+        assert_eq!(p1.0, brute(&q, &r, 10, Metric::L2));
+    }
+
+    #[test]
+    fn reference_norms_validate_like_embeddings() {
+        use crate::{score_rows, Field, NanPolicy, RowScore};
+        let x = Array2::from_shape_vec((2, 2), vec![3.0, 4.0, 1.0, f64::NAN]).unwrap();
+        let norm = RowScore::Norm { ord: 2.0 };
+        let e = score_rows(Field::Reference, &norm, x.view(), NanPolicy::Raise).unwrap_err();
+        assert_eq!(e.to_string(), "reference row 1: NaN at dimension 1");
+        for field in [Field::Reference, Field::Embeddings] {
+            let v = score_rows(field, &norm, x.slice(s![..1, ..]), NanPolicy::Raise).unwrap();
+            assert_eq!(v, vec![-5.0]);
+        }
+        let empty = Array2::<f64>::zeros((2, 0));
+        let e = score_rows(Field::Reference, &norm, empty.view(), NanPolicy::Raise).unwrap_err();
+        assert_eq!(e.to_string(), "reference has 0 dimensions; need at least 1");
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_not_panics() {
+        let g = Array2::<f64>::zeros((2, 3));
+        let n2 = Array1::<f64>::ones(2);
+        let n3 = Array1::<f64>::ones(3);
+        let mut ids = Array2::from_elem((2, 4), -1i64);
+        let mut d = Array2::from_elem((2, 4), f64::INFINITY);
+        let mut d5 = Array2::from_elem((2, 5), f64::INFINITY);
+        let call =
+            |qn: &Array1<f64>, rn: &Array1<f64>, off, i: &mut Array2<i64>, d: &mut Array2<f64>| {
+                knn_update(
+                    g.view(),
+                    qn.view(),
+                    rn.view(),
+                    off,
+                    Metric::L2,
+                    i.view_mut(),
+                    d.view_mut(),
+                )
+            };
+        assert!(matches!(
+            call(&n3, &n3, 0, &mut ids, &mut d),
+            Err(Error::Shape(_))
+        ));
+        assert!(matches!(
+            call(&n2, &n2, 0, &mut ids, &mut d),
+            Err(Error::Shape(_))
+        ));
+        assert!(matches!(
+            call(&n2, &n3, 0, &mut ids, &mut d5),
+            Err(Error::Shape(_))
+        ));
+        assert!(matches!(
+            call(&n2, &n3, usize::MAX - 1, &mut ids, &mut d),
+            Err(Error::Argument { .. })
+        ));
+        assert!(call(&n2, &n3, 5, &mut ids, &mut d).is_ok());
+        assert_eq!(ids.row(0).to_vec(), vec![5, 6, 7, -1]);
+        let q = Array2::<f64>::zeros((2, 3));
+        let r = Array2::<f64>::zeros((4, 2));
+        assert!(matches!(
+            pair_distances(q.view(), r.view(), ids.view(), Metric::L2),
+            Err(Error::Shape(_))
+        ));
+        let r = Array2::<f64>::zeros((4, 3));
+        let bad = Array2::from_elem((2, 1), 4i64);
+        let e = pair_distances(q.view(), r.view(), bad.view(), Metric::L2).unwrap_err();
+        assert!(e.to_string().contains("ids[0, 0] = 4"), "{e}");
+        let bad = Array2::from_elem((3, 1), 0i64);
+        assert!(pair_distances(q.view(), r.view(), bad.view(), Metric::L2).is_err());
+        assert!(Metric::parse("euclid").is_err());
+        assert_eq!(Metric::parse("ip").unwrap(), Metric::Ip);
+    }
+}
