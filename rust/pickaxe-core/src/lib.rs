@@ -1,12 +1,13 @@
 //! pickaxe-core: the uncertainty-sampling kernels of pickaxe, in plain Rust over ndarray
 //! views, and the distance kernels of its diversity miners (`knn`: exact nearest
-//! neighbours from BLAS Gram blocks). No Python here: the `pickaxe-py` crate binds these
-//! functions as `pickaxe._core`.
+//! neighbours from BLAS Gram blocks; `coreset`: k-center greedy). No Python here: the
+//! `pickaxe-py` crate binds these functions as `pickaxe._core`.
 //!
 //! Every function reads its input in place (any strides), validates it in the same pass
 //! that scores it, runs at the SIMD level chosen at run time (`simd::level`) and in
 //! parallel above a size threshold (`pool`).
 
+pub mod coreset;
 mod driver;
 pub mod error;
 pub mod knn;
@@ -20,6 +21,7 @@ mod stack;
 
 use ndarray::{ArrayView1, ArrayView2, ArrayView3, Axis};
 
+pub use coreset::kcenter_greedy;
 pub use error::{Error, Fault, Field, RowFault};
 pub use knn::{knn_update, pair_distances, Metric};
 pub use math::Real;
