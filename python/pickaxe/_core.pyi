@@ -10,7 +10,7 @@ __version__: str
 _Float = np.float32 | np.float64
 
 def score_rows(
-    field: Literal["confidence", "confidences", "logits", "embeddings"],
+    field: Literal["confidence", "confidences", "logits", "embeddings", "reference"],
     score: Literal["least_confidence", "margin", "ratio", "entropy", "energy", "max_logit", "norm"],
     x: npt.NDArray[_Float],
     nan_policy: Literal["raise", "omit"] = "raise",
@@ -36,6 +36,46 @@ def score_stack(
     reduce: Literal["mean", "max"] = "mean",
 ) -> npt.NDArray[_Float]: ...
 def top_k(scores: npt.NDArray[_Float], k: int) -> npt.NDArray[np.int64]: ...
+
+_Metric = Literal["l2", "cosine", "ip"]
+
+def knn_update(
+    gram: npt.NDArray[_Float],
+    q_norms: npt.NDArray[_Float],
+    r_norms: npt.NDArray[_Float],
+    id_offset: int,
+    metric: _Metric,
+    ids: npt.NDArray[np.int64],
+    dists: npt.NDArray[_Float],
+) -> None:
+    """Merge a Gram block g = Q_b · R_cᵀ (b, mc) into the running k nearest.
+
+    ``q_norms`` (b,) and ``r_norms`` (mc,) are ‖q‖₂, ‖r‖₂ (sign ignored); column j is the
+    reference row ``id_offset + j``. ``ids`` (b, k) int64 and ``dists`` (b, k), same dtype
+    as ``gram``, are updated in place, each row ascending by (distance, id); a fresh state
+    is ids = -1, dists = +inf. Distance of g: l2 → max(‖q‖² + ‖r‖² − 2g, 0) (squared);
+    cosine → 1 − g / (‖q‖‖r‖), 1 for a zero norm; ip → 1 − g. NaN never enters.
+    """
+
+def pair_distances(
+    queries: npt.NDArray[_Float],
+    reference: npt.NDArray[_Float],
+    ids: npt.NDArray[np.int64],
+    metric: _Metric,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[_Float]]:
+    """Exact distances of the pairs (i, ids[i, j]) computed directly (float64 sums), each
+    row re-sorted by (distance, id): (ids, distances), both (n, k). l2 → ‖q − r‖₂;
+    cosine → 1 − cos in [0, 2] (1 for a zero vector); ip → 1 − q·r; id -1 → +inf, last."""
+
+def kcenter_greedy(
+    points: npt.NDArray[_Float],
+    size: int,
+    min_dist: npt.NDArray[_Float],
+    metric: Literal["l2", "cosine"],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[_Float]]:
+    """k-center greedy from ``min_dist`` (N,) (copied in; +inf: no center yet, -inf:
+    already a center): (picks (s,) int64 in order, each pick's distance to its nearest
+    center when picked (s,))."""
 def build_info() -> dict[str, Any]: ...
 def set_num_threads(n: int) -> None: ...
 def set_simd_level(level: Literal["portable", "avx2", "avx512"]) -> None: ...

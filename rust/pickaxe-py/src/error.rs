@@ -1,5 +1,6 @@
 //! The one place where kernel errors become Python exceptions.
 
+use numpy::BorrowError;
 use pickaxe_core::Error;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::PyErr;
@@ -19,5 +20,25 @@ pub fn to_pyerr(e: Error) -> PyErr {
 pub fn dtype_error(what: &str, ndim: usize) -> PyErr {
     PyTypeError::new_err(format!(
         "{what} must be a {ndim}-D numpy array of float32 or float64"
+    ))
+}
+
+/// An array that must have one given dtype (`why` says why, e.g. "the dtype of gram").
+pub fn dtype_is_error(what: &str, ndim: usize, dtype: &str, why: &str) -> PyErr {
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!(" ({why})")
+    };
+    PyTypeError::new_err(format!(
+        "{what} must be a {ndim}-D numpy array of {dtype}{why}"
+    ))
+}
+
+/// An array numpy's borrow tracking refuses: read-only where it is written to, or
+/// overlapping another argument that is written to.
+pub fn borrow_error(what: &str, e: BorrowError) -> PyErr {
+    PyValueError::new_err(format!(
+        "{what}: {e}; pass writeable arrays that share no memory with the other arguments"
     ))
 }

@@ -3,13 +3,17 @@
 
 mod error;
 
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3};
-use pickaxe_core::{simd, Error, Field, NanPolicy, Real, RowScore, StackScore};
+use ndarray::Array1;
+use numpy::{
+    Element, IntoPyArray, PyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray,
+    PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3, PyReadwriteArray,
+};
+use pickaxe_core::{simd, Error, Field, Metric, NanPolicy, Real, RowScore, StackScore};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 
-use crate::error::{dtype_error, to_pyerr};
+use crate::error::{borrow_error, dtype_error, dtype_is_error, to_pyerr};
 
 fn parse_field(name: &str) -> PyResult<Field> {
     Ok(match name {
@@ -19,6 +23,7 @@ fn parse_field(name: &str) -> PyResult<Field> {
         "query_by_committee" => Field::QueryByCommittee,
         "mc_dropout" => Field::McDropout,
         "embeddings" => Field::Embeddings,
+        "reference" => Field::Reference,
         other => return Err(PyValueError::new_err(format!("unknown field {other:?}"))),
     })
 }
@@ -182,6 +187,171 @@ fn top_k<'py>(
     Ok(out.into_pyarray(py))
 }
 
+fn parse_metric(name: &str) -> PyResult<Metric> {
+    Metric::parse(name).map_err(to_pyerr)
+}
+
+/// `x` read in place as a `D`-dimensional array of `T`; `why` explains a dtype error.
+fn readonly<'py, T: Element, D: ndarray::Dimension>(
+    x: &Bound<'py, PyAny>,
+    what: &str,
+    why: &str,
+) -> PyResult<PyReadonlyArray<'py, T, D>> {
+    let ndim = D::NDIM.unwrap_or(0);
+    let a = x
+        .cast::<PyArray<T, D>>()
+        .map_err(|_| dtype_is_error(what, ndim, &dtype_name::<T>(x.py()), why))?;
+    a.try_readonly().map_err(|e| borrow_error(what, e))
+}
+
+/// `x` borrowed for writing in place (numpy refuses read-only or overlapping arrays).
+fn readwrite<'py, T: Element>(
+    x: &Bound<'py, PyAny>,
+    what: &str,
+    why: &str,
+) -> PyResult<PyReadwriteArray<'py, T, ndarray::Ix2>> {
+    let a = x
+        .cast::<PyArray2<T>>()
+        .map_err(|_| dtype_is_error(what, 2, &dtype_name::<T>(x.py()), why))?;
+    a.try_readwrite().map_err(|e| borrow_error(what, e))
+}
+
+fn dtype_name<T: Element>(py: Python<'_>) -> String {
+    numpy::dtype::<T>(py).to_string()
+}
+
+fn knn_update_of<'py, T: Real + Element>(
+    py: Python<'py>,
+    gram: PyReadonlyArray2<'py, T>,
+    norms: (&Bound<'py, PyAny>, &Bound<'py, PyAny>),
+    id_offset: usize,
+    metric: Metric,
+    ids: &Bound<'py, PyAny>,
+    dists: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let why = "the dtype of gram";
+    let qn = readonly::<T, ndarray::Ix1>(norms.0, "q_norms", why)?;
+    let rn = readonly::<T, ndarray::Ix1>(norms.1, "r_norms", why)?;
+    let mut ids = readwrite::<i64>(ids, "ids", "")?;
+    let mut dists = readwrite::<T>(dists, "dists", why)?;
+    let (g, qn, rn) = (gram.as_array(), qn.as_array(), rn.as_array());
+    let (iv, dv) = (ids.as_array_mut(), dists.as_array_mut());
+    py.detach(|| pickaxe_core::knn_update(g, qn, rn, id_offset, metric, iv, dv))
+        .map_err(to_pyerr)
+}
+
+/// Merges a Gram block g = Q_b · R_cᵀ (b, mc) into the running k nearest of its queries:
+/// `ids` (b, k) int64 and `dists` (b, k) are updated in place.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn knn_update<'py>(
+    py: Python<'py>,
+    gram: &Bound<'py, PyAny>,
+    q_norms: &Bound<'py, PyAny>,
+    r_norms: &Bound<'py, PyAny>,
+    id_offset: usize,
+    metric: &str,
+    ids: &Bound<'py, PyAny>,
+    dists: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let metric = parse_metric(metric)?;
+    let norms = (q_norms, r_norms);
+    if let Ok(g) = gram.cast::<PyArray2<f32>>() {
+        let g = g.try_readonly().map_err(|e| borrow_error("gram", e))?;
+        knn_update_of(py, g, norms, id_offset, metric, ids, dists)
+    } else if let Ok(g) = gram.cast::<PyArray2<f64>>() {
+        let g = g.try_readonly().map_err(|e| borrow_error("gram", e))?;
+        knn_update_of(py, g, norms, id_offset, metric, ids, dists)
+    } else {
+        Err(dtype_error("gram", 2))
+    }
+}
+
+fn pair_distances_of<'py, T: Real + Element>(
+    py: Python<'py>,
+    queries: PyReadonlyArray2<'py, T>,
+    reference: &Bound<'py, PyAny>,
+    ids: &Bound<'py, PyAny>,
+    metric: Metric,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let r = readonly::<T, ndarray::Ix2>(reference, "reference", "the dtype of queries")?;
+    let ids = readonly::<i64, ndarray::Ix2>(ids, "ids", "")?;
+    let (q, r, i) = (queries.as_array(), r.as_array(), ids.as_array());
+    let (ids, d) = py
+        .detach(|| pickaxe_core::pair_distances(q, r, i, metric))
+        .map_err(to_pyerr)?;
+    PyTuple::new(
+        py,
+        [
+            ids.into_pyarray(py).into_any(),
+            d.into_pyarray(py).into_any(),
+        ],
+    )
+}
+
+/// Exact distances of the pairs (query i, reference ids[i, j]), each row re-sorted by
+/// (distance, id): returns (ids, distances), both (n, k).
+#[pyfunction]
+fn pair_distances<'py>(
+    py: Python<'py>,
+    queries: &Bound<'py, PyAny>,
+    reference: &Bound<'py, PyAny>,
+    ids: &Bound<'py, PyAny>,
+    metric: &str,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let metric = parse_metric(metric)?;
+    if let Ok(q) = queries.extract::<PyReadonlyArray2<'_, f32>>() {
+        pair_distances_of(py, q, reference, ids, metric)
+    } else if let Ok(q) = queries.extract::<PyReadonlyArray2<'_, f64>>() {
+        pair_distances_of(py, q, reference, ids, metric)
+    } else {
+        Err(dtype_error("queries", 2))
+    }
+}
+
+fn kcenter_of<'py, T: Real + Element>(
+    py: Python<'py>,
+    points: PyReadonlyArray2<'py, T>,
+    size: usize,
+    min_dist: &Bound<'py, PyAny>,
+    metric: Metric,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let md = readonly::<T, ndarray::Ix1>(min_dist, "min_dist", "the dtype of points")?;
+    let md: Array1<T> = md.as_array().to_owned();
+    let p = points.as_array();
+    let (picks, dists) = py
+        .detach(|| pickaxe_core::kcenter_greedy(p, size, md, metric))
+        .map_err(to_pyerr)?;
+    let picks: Vec<i64> = picks.into_iter().map(|i| i as i64).collect();
+    PyTuple::new(
+        py,
+        [
+            picks.into_pyarray(py).into_any(),
+            dists.into_pyarray(py).into_any(),
+        ],
+    )
+}
+
+/// k-center greedy: (picks int64 (s,), each pick's distance to its nearest center when
+/// picked (s,)). `min_dist` (N,) is copied in: +inf where no center covers a row yet.
+#[pyfunction]
+fn kcenter_greedy<'py>(
+    py: Python<'py>,
+    points: &Bound<'py, PyAny>,
+    size: usize,
+    min_dist: &Bound<'py, PyAny>,
+    metric: &str,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let metric = parse_metric(metric)?;
+    if let Ok(x) = points.extract::<PyReadonlyArray2<'_, f32>>() {
+        kcenter_of(py, x, size, min_dist, metric)
+    } else if let Ok(x) = points.extract::<PyReadonlyArray2<'_, f64>>() {
+        kcenter_of(py, x, size, min_dist, metric)
+    } else {
+        Err(dtype_error("points", 2))
+    }
+}
+
 /// Version, SIMD level in use, the best level of this CPU and the kernels' thread count.
 #[pyfunction]
 fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -218,6 +388,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(score_rows, m)?)?;
     m.add_function(wrap_pyfunction!(score_stack, m)?)?;
     m.add_function(wrap_pyfunction!(top_k, m)?)?;
+    m.add_function(wrap_pyfunction!(knn_update, m)?)?;
+    m.add_function(wrap_pyfunction!(pair_distances, m)?)?;
+    m.add_function(wrap_pyfunction!(kcenter_greedy, m)?)?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(set_simd_level, m)?)?;
