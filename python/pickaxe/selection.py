@@ -78,6 +78,35 @@ class Selection:
             raise ImportError("Selection.to_arrow() needs pyarrow: pip install pyarrow") from None
         return pa.table({k: pa.array(v) for k, v in self.columns().items()})
 
+    def to_parquet(self, path: Any) -> None:
+        """Write the selection (`to_arrow`'s columns) to a Parquet file."""
+        import pyarrow.parquet as pq
+
+        pq.write_table(self.to_arrow(), path)
+
+    def to_csv(self, path_or_buf: Any) -> None:
+        """Write the selection (`to_arrow`'s columns) as CSV to a path or a text stream."""
+        import csv
+
+        cols = self.columns()
+        names = list(cols)
+        rows = zip(*(_csv_cells(cols[n]) for n in names))
+        if hasattr(path_or_buf, "write"):
+            _write_csv(csv.writer(path_or_buf), names, rows)
+        else:
+            with open(path_or_buf, "w", newline="") as f:
+                _write_csv(csv.writer(f), names, rows)
+
+    def write(self, path: Any) -> None:
+        """Write to ``.parquet`` or ``.csv``, chosen by the path's suffix."""
+        suffix = str(path).lower().rsplit(".", 1)[-1]
+        if suffix in ("parquet", "pq"):
+            self.to_parquet(path)
+        elif suffix == "csv":
+            self.to_csv(path)
+        else:
+            raise ValueError(f"Selection.write(): write .parquet or .csv; got {str(path)!r}")
+
     def to_pandas(self) -> Any:
         """A ``pandas.DataFrame`` with columns id, score, miner and the metadata."""
         try:
@@ -85,3 +114,14 @@ class Selection:
         except ImportError:
             raise ImportError("Selection.to_pandas() needs pandas: pip install pandas") from None
         return pd.DataFrame(self.columns())
+
+
+def _csv_cells(col: np.ndarray) -> list:
+    if col.ndim > 1:  # a vector per row: one cell of space-separated numbers
+        return [" ".join(repr(v) for v in row.tolist()) for row in col]
+    return col.tolist()
+
+
+def _write_csv(writer: Any, names: list[str], rows: Any) -> None:
+    writer.writerow(names)
+    writer.writerows(rows)

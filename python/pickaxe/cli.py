@@ -1,0 +1,216 @@
+"""The ``pickaxe`` command: ``mine``, ``fields``, ``demo``.
+
+Errors are one line on stderr (``Error: ...``) with exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import zipfile
+from typing import Any, Optional
+
+import click
+
+from . import __version__
+from ._fields import FIELD_SHAPES
+
+#: Command-line names of the miners (api.md), in the order `pickaxe fields` lists them.
+MINER_NAMES = (
+    "random",
+    "least_confidence",
+    "margin",
+    "ratio",
+    "entropy",
+    "committee",
+    "mc_dropout",
+    "embedding_distance",
+    "novelty",
+    "activation",
+    "coreset",
+)
+
+_OPTIONS = {
+    "random": "--seed",
+    "least_confidence": "--field, --nan-policy",
+    "margin": "--field, --nan-policy",
+    "ratio": "--field, --nan-policy",
+    "entropy": "--field, --nan-policy",
+    "committee": "--measure (vote_entropy), --logits, --nan-policy",
+    "mc_dropout": "--measure (mutual_information), --logits, --nan-policy",
+    "embedding_distance": "--reference (required), --k (10), --metric (cosine)",
+    "novelty": "--reference (required), --k (20), --metric (l2)",
+    "activation": "--field (embeddings)",
+    "coreset": "--reference (labeled set), --metric (l2)",
+}
+
+
+def miner_class(name: str) -> Any:
+    import pickaxe as px
+
+    classes = {
+        "random": px.RandomMiner,
+        "least_confidence": px.LeastConfidenceMiner,
+        "margin": px.MarginMiner,
+        "ratio": px.RatioMiner,
+        "entropy": px.EntropyMiner,
+        "committee": px.CommitteeMiner,
+        "mc_dropout": px.MCDropoutMiner,
+        "embedding_distance": px.EmbeddingDistanceMiner,
+        "novelty": px.NoveltyMiner,
+        "activation": px.ActivationMiner,
+        "coreset": px.CoresetMiner,
+    }
+    return classes[name]
+
+
+def load_reference(path: str) -> Any:
+    """A reference from a path: a ``.npy`` array, a saved `ReferenceIndex`, or a Parquet
+    file or folder with an ``embeddings`` column."""
+    import numpy as np
+
+    from ._pool import open_pool
+    from .index import ReferenceIndex
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--reference {path}: no such file or folder")
+    if path.endswith(".npy"):
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    if os.path.isfile(path) and zipfile.is_zipfile(path):
+        return ReferenceIndex.load(path)
+    source = open_pool(path, who=f"--reference {path}")
+    if "embeddings" not in source.column_names:
+        raise ValueError(
+            f"--reference {path}: a Parquet reference needs an embeddings column; it has {source.describe()}"
+        )
+    return source.read(["embeddings"]).columns["embeddings"]
+
+
+def build_miner(name: str, size: int, opts: dict[str, Any]) -> Any:
+    """The miner `name` from the command line's options (only those it takes)."""
+    cls = miner_class(name)
+    kw: dict[str, Any] = {"query": opts.get("query")}
+    if name == "random":
+        kw["seed"] = opts["seed"]
+    elif name in ("least_confidence", "margin", "ratio", "entropy"):
+        kw.update(field=opts.get("field"), nan_policy=opts["nan_policy"])
+    elif name in ("committee", "mc_dropout"):
+        kw.update(logits=opts["logits"], nan_policy=opts["nan_policy"])
+        if opts.get("measure"):
+            kw["measure"] = opts["measure"]
+    elif name in ("embedding_distance", "novelty"):
+        if not opts.get("reference"):
+            raise ValueError(f"--miner {name} needs --reference (the training set's embeddings)")
+        kw["reference"] = load_reference(opts["reference"])
+        if opts.get("k") is not None:
+            kw["k"] = opts["k"]
+        if opts.get("metric"):
+            kw["metric"] = opts["metric"]
+    elif name == "activation":
+        if opts.get("field"):
+            kw["field"] = opts["field"]
+    elif name == "coreset":
+        if opts.get("reference"):
+            kw["reference"] = load_reference(opts["reference"])
+        if opts.get("metric"):
+            kw["metric"] = opts["metric"]
+    return cls(size, **kw)
+
+
+class _OneLineErrors(click.Group):
+    """Bad input and failed runs end as one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, OSError, ImportError, RuntimeError) as e:
+            message = str(e).strip().replace("\n", " ") or type(e).__name__
+            raise click.ClickException(message) from None
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="pickaxe")
+def main() -> None:
+    """pickaxe: pick the unlabeled data worth labeling next.
+
+    \b
+    Example:
+      pickaxe mine predictions.parquet --miner entropy --size 500 --out picks.csv
+    """
+
+
+@main.command()
+@click.argument("pool", type=click.Path(exists=True, dir_okay=True))
+@click.option("--miner", "miner_name", required=True, type=click.Choice(MINER_NAMES), help="Which miner.")
+@click.option("--size", required=True, type=click.IntRange(min=0), help="How many rows to pick.")
+@click.option("--query", help="SQL WHERE clause over the pool's columns (DuckDB).")
+@click.option("--reference", type=click.Path(), help="Training embeddings: .npy, Parquet, or a saved ReferenceIndex.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, allow_dash=True), help="Write .parquet or .csv; default: CSV on stdout.")
+@click.option("--k", type=click.IntRange(min=1), help="Neighbours (embedding_distance, novelty).")
+@click.option("--metric", type=click.Choice(["cosine", "l2", "ip"]), help="Distance (embedding miners).")
+@click.option("--measure", help="Committee / dropout score, e.g. vote_entropy, mutual_information.")
+@click.option("--field", help="Which field to score when the pool has several.")
+@click.option("--logits", is_flag=True, help="Committee / dropout fields hold logits.")
+@click.option("--nan-policy", type=click.Choice(["raise", "omit"]), default="raise", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random miner.")
+def mine(pool: str, miner_name: str, size: int, out: Optional[str], **opts: Any) -> None:
+    """Mine POOL (a Parquet file or folder) and write the picked rows.
+
+    \b
+    Examples:
+      pickaxe mine preds.parquet --miner entropy --size 500 --out picks.parquet
+      pickaxe mine preds/ --miner margin --size 100 --query "split = 'unlabeled'"
+      pickaxe mine preds.parquet --miner embedding_distance --size 200 \\
+          --reference train_embeddings.npy --out picks.csv
+    """
+    if out not in (None, "-") and not out.lower().endswith((".parquet", ".pq", ".csv")):
+        raise ValueError(f"--out {out}: write .parquet or .csv (or leave --out out for CSV on stdout)")
+    miner = build_miner(miner_name, size, opts)
+    selection = miner.mine(pool)
+    if out is None or out == "-":
+        selection.to_csv(sys.stdout)
+    else:
+        selection.write(out)
+        click.echo(f"pickaxe: {len(selection)} rows by {miner_name} -> {out}", err=True)
+
+
+@main.command()
+def fields() -> None:
+    """Print which fields each miner needs, and their shapes.
+
+    \b
+    Example:
+      pickaxe fields
+    """
+    rows = [("miner", "fields", "options")]
+    for name in MINER_NAMES:
+        cls = miner_class(name)
+        need = " or ".join(f"{f} {FIELD_SHAPES[f]}" for f in cls.fields) or "(none)"
+        rows.append((name, need, _OPTIONS[name]))
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    for r in rows:
+        click.echo(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}")
+    click.echo("")
+    click.echo("fields: " + "; ".join(f"{k} {v}" for k, v in FIELD_SHAPES.items()))
+    click.echo("A pool may also hold an id column (names the rows) and metadata columns.")
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="pickaxe-demo", show_default=True)
+def demo(out_dir: str) -> None:
+    """Run the whole active-learning loop on scikit-learn's digits; write the table,
+    the last selection and the plot to OUT.
+
+    \b
+    Example:
+      pickaxe demo --out ./pickaxe-demo
+    """
+    from .demo import run_demo
+
+    run_demo(out_dir, echo=click.echo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
