@@ -1,6 +1,5 @@
 """The pickaxe command: mine, fields, demo, --version; errors as one line, exit 1."""
 
-import io
 import subprocess
 import sys
 
