@@ -1,0 +1,281 @@
+"""Exact nearest neighbours and k-center greedy: the distance helpers the miners call.
+
+Private: the miners (`EmbeddingDistanceMiner`, `NoveltyMiner`, `CoresetMiner`,
+`ReferenceIndex`) are the public face. Both functions are exact (no approximate index):
+
+- `exact_knn` multiplies blocks with numpy (BLAS, the fastest matrix product available),
+  G = Q_b · R_cᵀ, and a Rust kernel (`_core.knn_update`) turns each Gram block into
+  distances and merges it into every query's running nearest; the chosen pairs are then
+  recomputed directly (`_core.pair_distances`), since ‖q‖² + ‖r‖² − 2 q·r loses every digit
+  for near neighbours.
+- `kcenter_greedy` runs Sener & Savarese's greedy cover in Rust, one pass over the points
+  per pick.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _core
+
+METRICS = ("l2", "cosine", "ip")
+
+#: Candidates kept beyond k in the Gram stage. Rows at an equal true distance can come out
+#: of the Gram expansion in either order (rounded norms, BLAS summation order); the exact
+#: re-sort then puts them back in (distance, id) order, as long as they are among the
+#: candidates. The cost is k + margin pairs per query, against the m of the Gram stage.
+_MIN_MARGIN = 8
+
+#: Query rows per block before the reference is split into chunks as well: BLAS is
+#: efficient from about this size on, and whole-width blocks keep the state passes few.
+_MIN_BLOCK_ROWS = 256
+
+
+def _check_metric(metric: Any, allowed: tuple[str, ...] = METRICS) -> str:
+    if not isinstance(metric, str) or metric not in allowed:
+        names = ", ".join(repr(m) for m in allowed)
+        raise ValueError(f"metric must be one of {names}; got {metric!r}")
+    return metric
+
+
+def _as_2d(name: str, x: Any) -> np.ndarray:
+    a = np.asarray(x)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers; got dtype {a.dtype}")
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (rows, D); got shape {a.shape}")
+    return a
+
+
+def _work_dtype(q: np.ndarray, r: np.ndarray) -> np.dtype:
+    """The queries' dtype when it is float32 or float64; for other queries float32 if the
+    reference is float32, else float64."""
+    if q.dtype in (np.float32, np.float64):
+        return q.dtype
+    return np.dtype(np.float32) if r.dtype == np.float32 else np.dtype(np.float64)
+
+
+def _norms(field: str, x: np.ndarray, given: Any) -> np.ndarray:
+    """‖x_i‖₂ of every row, validating the rows, or the caller's norms (either sign)."""
+    if given is None:
+        # score_rows(..., "norm") validates every row (NaN, ±inf: ValueError naming the
+        # field and the row) and returns the activation score −‖x_i‖₂.
+        return np.negative(_core.score_rows(field, "norm", x))
+    n = np.asarray(given)
+    if n.shape != (x.shape[0],):
+        raise ValueError(
+            f"the norms of {field} must have shape ({x.shape[0]},); got {n.shape}"
+        )
+    return np.abs(n).astype(x.dtype, copy=False)
+
+
+def _blasable(a: np.ndarray) -> bool:
+    """Whether BLAS can read the 2-D view in place (numpy copies or loops otherwise)."""
+    s, item = a.strides, a.itemsize
+    if any(v < 0 or v % item for v in s):
+        return False
+    return (s[1] == item or a.shape[1] == 1) or (s[0] == item or a.shape[0] == 1)
+
+
+def _block_shape(n: int, m: int, itemsize: int, block_bytes: int) -> tuple[int, int]:
+    """(query rows, reference rows) per Gram block, so that it holds ≤ block_bytes."""
+    n = max(n, 1)  # no queries: the loop runs no block
+    elems = max(1, block_bytes // itemsize)
+    rows = min(n, max(1, elems // m))
+    if rows < min(n, _MIN_BLOCK_ROWS):
+        rows = min(n, _MIN_BLOCK_ROWS, max(1, math.isqrt(elems)))
+    cols = min(m, max(1, elems // rows))
+    return rows, cols
+
+
+def exact_knn(
+    queries: Any,
+    reference: Any,
+    k: int,
+    metric: str = "cosine",
+    *,
+    q_norms: Optional[np.ndarray] = None,
+    r_norms: Optional[np.ndarray] = None,
+    block_bytes: int = 64 << 20,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest reference rows of every query row, exactly.
+
+    ``queries`` (n, D) and ``reference`` (m, D) are 2-D real arrays, read in place when
+    they are float32/float64 (any order or strides). Both are computed in the queries'
+    dtype when it is float32 or float64 (a float64 reference is cast to float32 for
+    float32 queries), otherwise in float32 if the reference is float32, else float64.
+
+    Distances (smaller = nearer):
+
+    - ``"l2"``: ‖q − r‖₂ (euclidean, not squared),
+    - ``"cosine"``: 1 − q·r / (‖q‖₂ ‖r‖₂), in [0, 2]; exactly 1 when either row is zero,
+    - ``"ip"``: 1 − q·r (hnswlib's convention: the largest inner product is nearest).
+
+    Returns ``(ids, distances)``, both (n, min(k, m)): int64 reference rows and distances
+    in the working dtype, nearest first; equal distances in ascending id order.
+
+    How: the queries go in blocks and the reference in chunks so that one Gram block
+    G = Q_b · R_cᵀ (numpy/BLAS, into one preallocated buffer) stays under
+    ``block_bytes``; ``_core.knn_update`` merges each block into every query's running
+    k + margin nearest (margin = max(8, k // 4)) by the expansion
+    ‖q‖² + ‖r‖² − 2g; ``_core.pair_distances`` then recomputes those pairs directly
+    (differences before squaring, float64 sums) and re-sorts, and the first k are kept.
+    The margin absorbs rows whose Gram-stage distances are off by rounding: a true
+    neighbour can only be missed if more than margin rows come within rounding of the
+    k-th distance.
+
+    ``q_norms`` / ``r_norms`` (n,) / (m,): the rows' ‖x‖₂ when the caller has them. The
+    natural source is ``_core.score_rows("embeddings" or "reference", "norm", x)``, which
+    validates the rows but returns the activation score −‖x‖₂; either sign is accepted
+    (the absolute value is used). Rows are only validated when their norms are computed
+    here: a NaN or ±inf row raises ``ValueError`` naming ``embeddings`` (queries) or
+    ``reference`` and the row.
+
+    >>> import numpy as np
+    >>> from pickaxe._exact import exact_knn
+    >>> ref = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    >>> ids, dist = exact_knn(np.array([[0.9, 0.1]]), ref, k=2, metric="l2")
+    >>> ids
+    array([[1, 0]])
+    >>> dist.round(4)
+    array([[0.1414, 0.9055]])
+    """
+    metric = _check_metric(metric)
+    if isinstance(k, bool):
+        raise TypeError(f"k must be an int; got {k!r}")
+    k = operator.index(k)
+    if k <= 0:
+        raise ValueError(f"k must be >= 1; got {k}")
+    if isinstance(block_bytes, bool) or operator.index(block_bytes) < 1:
+        raise ValueError(f"block_bytes must be a positive int; got {block_bytes!r}")
+    q = _as_2d("queries", queries)
+    r = _as_2d("reference", reference)
+    if q.shape[1] != r.shape[1]:
+        raise ValueError(
+            f"queries {q.shape} and reference {r.shape} have different dimensions D "
+            f"({q.shape[1]} != {r.shape[1]})"
+        )
+    n, m = q.shape[0], r.shape[0]
+    if m == 0:
+        raise ValueError(f"reference is empty (shape {r.shape}): there is nothing to search")
+    dtype = _work_dtype(q, r)
+    q = q.astype(dtype, copy=False)
+    r = r.astype(dtype, copy=False)
+    qn = _norms("embeddings", q, q_norms)
+    rn = _norms("reference", r, r_norms)
+
+    kk = min(m, k + max(_MIN_MARGIN, k // 4))
+    ids = np.full((n, kk), -1, dtype=np.int64)
+    dists = np.full((n, kk), np.inf, dtype=dtype)
+    rows, cols = _block_shape(n, m, dtype.itemsize, int(block_bytes))
+    buf = np.empty(rows * cols, dtype=dtype)
+    for i0 in range(0, n, rows):
+        i1 = min(n, i0 + rows)
+        qb = q[i0:i1]
+        if not _blasable(qb):
+            qb = np.ascontiguousarray(qb)
+        for j0 in range(0, m, cols):
+            j1 = min(m, j0 + cols)
+            rc = r[j0:j1]
+            if not _blasable(rc):
+                rc = np.ascontiguousarray(rc)
+            g = buf[: (i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
+            np.matmul(qb, rc.T, out=g)
+            _core.knn_update(g, qn[i0:i1], rn[j0:j1], j0, metric, ids[i0:i1], dists[i0:i1])
+    ids, dists = _core.pair_distances(q, r, ids, metric)
+    ke = min(k, m)
+    if ke < kk:
+        ids, dists = np.ascontiguousarray(ids[:, :ke]), np.ascontiguousarray(dists[:, :ke])
+    return ids, dists
+
+
+def kcenter_greedy(
+    points: Any,
+    size: int,
+    *,
+    initial: Optional[np.ndarray] = None,
+    metric: str = "l2",
+) -> tuple[np.ndarray, np.ndarray]:
+    """k-center greedy (Sener & Savarese, 2018): ``size`` rows of ``points`` that cover it.
+
+    ``points`` (N, D) real, computed in float32 if it is float32, else float64; a NaN or
+    ±inf row raises ``ValueError`` naming ``embeddings`` and the row. The kernel reads
+    every point once per pick (O(N·D) per pick, at memory speed), so points that are not
+    C-ordered are copied once first rather than read with strides ``size`` times. With d(x, c) the
+    ``metric`` distance (``"l2"``: ‖x − c‖₂; ``"cosine"``: 1 − x·c / (‖x‖‖c‖), 1 for a
+    zero row) and d_min(x) the distance of x to its nearest center, each step picks
+
+        argmax_x d_min(x)        (ties: the lowest row; a picked row never again)
+
+    and makes it a center.
+
+    ``initial`` (N,): each row's distance to its nearest existing center, e.g. the
+    distances of the pool to the labeled set from ``exact_knn(points, labeled, 1)``;
+    +inf where no center covers a row, −inf marks a row that is a center already (never
+    picked). Without it there is no center yet and the first pick is the row farthest
+    from the pool mean (mean computed in float64; ties: the lowest row), which starts the
+    cover at an extreme rather than at row 0, deterministically; the greedy then goes on
+    from that one center.
+
+    Returns ``(picks, distances)``: int64 rows (s,) in pick order and each pick's d_min
+    when it was picked (s,), non-increasing, +inf for the first pick without ``initial``;
+    s = min(size, number of pickable rows).
+
+    >>> import numpy as np
+    >>> from pickaxe._exact import kcenter_greedy
+    >>> pts = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [0.0, 3.0]])
+    >>> picks, dist = kcenter_greedy(pts, 3)
+    >>> picks
+    array([2, 3, 1])
+    >>> dist.round(4)
+    array([   inf, 5.831 , 3.0017])
+    """
+    metric = _check_metric(metric, ("l2", "cosine"))
+    if isinstance(size, bool):
+        raise TypeError(f"size must be an int; got {size!r}")
+    size = operator.index(size)
+    if size < 0:
+        raise ValueError(f"size must be >= 0; got {size}")
+    x = _as_2d("points", points)
+    dtype = np.dtype(np.float32) if x.dtype == np.float32 else np.dtype(np.float64)
+    x = x.astype(dtype, copy=False)
+    n = x.shape[0]
+    # Validates every row (ValueError naming embeddings and the row); −‖x‖₂ per row.
+    neg_norms = _core.score_rows("embeddings", "norm", x)
+    if not x.flags.c_contiguous:
+        # The kernel reads the points once per pick: one C-ordered copy beats `size`
+        # passes of strided reads.
+        x = np.ascontiguousarray(x)
+    if initial is not None:
+        md = np.asarray(initial)
+        if md.shape != (n,):
+            raise ValueError(f"initial must have shape ({n},), one per point; got {md.shape}")
+        if md.dtype.kind not in "biuf":
+            raise TypeError(f"initial must hold real numbers; got dtype {md.dtype}")
+        md = np.array(md, dtype=dtype)  # a copy: the kernel owns it
+        bad = np.flatnonzero(np.isnan(md) | ((md < 0) & (md != -np.inf)))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"initial[{i}] is {md[i]}; distances must be >= 0 "
+                "(+inf: no center yet, -inf: already a center)"
+            )
+        picks, dists = _core.kcenter_greedy(x, size, md, metric)
+        return picks, dists
+    if n == 0 or size == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=dtype)
+    mean = x.mean(axis=0, dtype=np.float64).astype(dtype)
+    _, to_mean = exact_knn(x, mean[None], 1, metric, q_norms=neg_norms)
+    first = int(np.argmax(to_mean[:, 0]))
+    _, to_first = exact_knn(x, x[first][None], 1, metric, q_norms=neg_norms)
+    md = np.ascontiguousarray(to_first[:, 0])
+    md[first] = -np.inf
+    picks, dists = _core.kcenter_greedy(x, size - 1, md, metric)
+    return (
+        np.concatenate([np.array([first], dtype=np.int64), picks]),
+        np.concatenate([np.array([np.inf], dtype=dtype), dists]),
+    )
