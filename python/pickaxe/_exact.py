@@ -244,8 +244,8 @@ def kcenter_greedy(
     dtype = np.dtype(np.float32) if x.dtype == np.float32 else np.dtype(np.float64)
     x = x.astype(dtype, copy=False)
     n = x.shape[0]
-    # Validates every row (ValueError naming embeddings and the row); −‖x‖₂ per row.
-    neg_norms = _core.score_rows("embeddings", "norm", x)
+    # Validates every row (ValueError naming embeddings and the row).
+    _core.score_rows("embeddings", "norm", x)
     if not x.flags.c_contiguous:
         # The kernel reads the points once per pick: one C-ordered copy beats `size`
         # passes of strided reads.
@@ -269,9 +269,13 @@ def kcenter_greedy(
     if n == 0 or size == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=dtype)
     mean = x.mean(axis=0, dtype=np.float64).astype(dtype)
-    _, to_mean = exact_knn(x, mean[None], 1, metric, q_norms=neg_norms)
+    # Distances to one row are what exact_knn(x, row[None], 1) returns, computed directly
+    # (no Gram block: a BLAS call would leave its threads spinning on the cores the
+    # greedy passes are about to use).
+    one = np.zeros((n, 1), dtype=np.int64)
+    _, to_mean = _core.pair_distances(x, mean[None], one, metric)
     first = int(np.argmax(to_mean[:, 0]))
-    _, to_first = exact_knn(x, x[first][None], 1, metric, q_norms=neg_norms)
+    _, to_first = _core.pair_distances(x, x[first : first + 1], one, metric)
     md = np.ascontiguousarray(to_first[:, 0])
     md[first] = -np.inf
     picks, dists = _core.kcenter_greedy(x, size - 1, md, metric)
