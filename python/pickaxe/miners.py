@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numbers
 import re
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
@@ -344,22 +345,36 @@ class MCDropoutMiner(_StackMiner):
 
 Reference = Union[ArrayLike, ReferenceIndex]
 
-#: Cost model for choosing exact search or an hnswlib graph, in nanoseconds, measured on
-#: the benchmark machine (benches/bench_diversity.py): exact search costs per (query,
-#: reference row) pair a multiply-add per dimension (BLAS) plus a merge step; a graph
-#: costs a build per reference row and a search per query, each per dimension.
-EXACT_NS_PER_PAIR_DIM = 0.022
-EXACT_NS_PER_PAIR = 0.4
-BUILD_NS_PER_ROW_DIM = 1500.0
-QUERY_NS_PER_ROW_DIM = 600.0
+@dataclass(frozen=True)
+class GraphCosts:
+    """What an hnswlib graph costs, in nanoseconds: per reference row to build and per
+    query row to search, each a fixed part plus a part per dimension."""
+
+    build_per_row: float
+    build_per_row_dim: float
+    query_per_row: float
+    query_per_row_dim: float
+
+
+#: Exact search costs, per (query, reference row) pair, a fixed part (the Rust merge) plus
+#: a multiply-add per dimension (BLAS). Measured here (2 cores, AVX-512) at D = 64 and 384:
+#: 2.3 and 6.3 ns per pair.
+EXACT_NS_PER_PAIR = 1.5
+EXACT_NS_PER_PAIR_DIM = 0.0126
+
+#: The ReferenceIndex default graph (M = 16, ef_construction = 200, search ef = 64 for
+#: k = 10), measured at D = 64 and 384 on clustered data: 103 and 199 us per row to build,
+#: 44 and 114 us per query.
+DEFAULT_GRAPH = GraphCosts(83_000.0, 300.0, 30_000.0, 220.0)
 
 
 def exact_cost(n: int, m: int, d: int) -> float:
-    return n * m * (d * EXACT_NS_PER_PAIR_DIM + EXACT_NS_PER_PAIR)
+    return n * m * (EXACT_NS_PER_PAIR + d * EXACT_NS_PER_PAIR_DIM)
 
 
-def graph_cost(n: int, m: int, d: int, built: bool) -> float:
-    return (0.0 if built else m * d * BUILD_NS_PER_ROW_DIM) + n * d * QUERY_NS_PER_ROW_DIM
+def graph_cost(n: int, m: int, d: int, built: bool, costs: GraphCosts = DEFAULT_GRAPH) -> float:
+    build = 0.0 if built else m * (costs.build_per_row + d * costs.build_per_row_dim)
+    return build + n * (costs.query_per_row + d * costs.query_per_row_dim)
 
 
 def _pool_rows(source: PoolSource) -> int:
@@ -389,7 +404,18 @@ class _Neighbours:
     hnswlib graph, chosen by the sizes: exact for a small reference or few queries, a
     graph when it pays for its build."""
 
-    def __init__(self, who: str, reference: Reference, metric: str, threads: Optional[int], seed: int) -> None:
+    def __init__(
+        self,
+        who: str,
+        reference: Reference,
+        metric: str,
+        threads: Optional[int],
+        seed: int,
+        graph: Optional[dict[str, Any]] = None,
+        costs: GraphCosts = DEFAULT_GRAPH,
+    ) -> None:
+        self.graph = graph or {}
+        self.costs = costs
         self.metric = metric
         self.threads = threads
         self.seed = seed
@@ -414,14 +440,15 @@ class _Neighbours:
         if search != "auto":
             return search
         built = self.index is not None
-        if exact_cost(n, self.size, self.dim) <= graph_cost(n, self.size, self.dim, built):
+        costs = self.costs if not built else DEFAULT_GRAPH
+        if exact_cost(n, self.size, self.dim) <= graph_cost(n, self.size, self.dim, built, costs):
             return "exact"
         return "hnsw"
 
-    def ensure_index(self, **build: Any) -> ReferenceIndex:
+    def ensure_index(self) -> ReferenceIndex:
         if self.index is None:
             assert self.array is not None
-            self.index = ReferenceIndex(self.array, self.metric, threads=self.threads, seed=self.seed, **build)
+            self.index = ReferenceIndex(self.array, self.metric, threads=self.threads, seed=self.seed, **self.graph)
         return self.index
 
     def exact_reference(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
@@ -503,11 +530,15 @@ class EmbeddingDistanceMiner(Miner):
         return values, {"search": self._method, "metric": self.metric, "k": min(self.k, nb.size)}
 
 
-#: Build parameters of the graph the novelty miner makes for itself: LOF averages over
-#: k neighbours, so a lighter graph than the ReferenceIndex default keeps its ranking
-#: (Spearman >= 0.99 against exact LOF in benches/bench_diversity.py) at a fraction of the
-#: build time.
-NOVELTY_GRAPH = {"M": 12, "ef_construction": 64}
+#: The graph the novelty miner builds for itself when it is given raw embeddings: LOF
+#: averages over k neighbours, so a much lighter graph than the ReferenceIndex default keeps
+#: its ranking (Spearman 0.998 against exact LOF at 50,000 x 64 in
+#: benches/bench_diversity.py) at a quarter of the build and search time. Search ef is
+#: k + NOVELTY_EF_MARGIN.
+NOVELTY_GRAPH = {"M": 8, "ef_construction": 40}
+NOVELTY_EF_MARGIN = 4
+#: Its costs, measured like DEFAULT_GRAPH's (k = 21 queries at ef = 24).
+NOVELTY_GRAPH_COSTS = GraphCosts(18_000.0, 130.0, 11_500.0, 82.0)
 
 
 class NoveltyMiner(Miner):
@@ -543,7 +574,10 @@ class NoveltyMiner(Miner):
         self.k = check_k(who, k)
         self.metric = _reference_metric(who, reference, metric, "l2")
         self.search = _check_search(who, search)
-        self._neighbours = _Neighbours(who, reference, self.metric, threads, seed)
+        graph = dict(NOVELTY_GRAPH, ef=self.k + NOVELTY_EF_MARGIN)
+        self._neighbours = _Neighbours(
+            who, reference, self.metric, threads, seed, graph=graph, costs=NOVELTY_GRAPH_COSTS
+        )
         if self._neighbours.size < 2:
             raise ValueError(f"{who}: LOF needs a reference of at least 2 rows; got {self._neighbours.size}")
         self.k_distance: Optional[np.ndarray] = None
@@ -557,11 +591,10 @@ class NoveltyMiner(Miner):
         nb = self._neighbours
         method = nb.method_for(nb.size + n_pool, self.search)
         if method == "hnsw":
-            nb.ensure_index(**NOVELTY_GRAPH)
-            ref: np.ndarray = nb.index.vectors()  # type: ignore[union-attr]
-            ref_norms = None
-        else:
-            ref, ref_norms = nb.exact_reference()
+            nb.ensure_index()
+        # the rows themselves are the queries: the caller's array when there is one (the
+        # graph's copy is float32, normalised for cosine, and slow to fetch)
+        ref, ref_norms = nb.exact_reference()
         k = min(self.k, nb.size - 1)
         kd = np.empty(nb.size, dtype=np.float64)
         ids_all = np.empty((nb.size, k), dtype=np.int64)
