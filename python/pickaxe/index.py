@@ -30,9 +30,11 @@ METRICS = ("cosine", "l2", "ip")
 EXACT_MAX_ROWS = 4096
 
 #: The smallest search ef, and how it grows with k. hnswlib's default ef = 10 gave
-#: recall@10 = 0.72 on a clustered 100,000 x 384 reference; ef = 50 gave 0.986.
-EF_MIN = 64
-EF_PER_K = 4
+#: recall@10 = 0.72 on a clustered 100,000 x 384 reference; on benches/bench_diversity.py's
+#: (100 clusters, 100,000 x 384, cosine) recall@10 was 0.973 at ef = 64, 0.991 at 96 and
+#: 0.997 at 128. ef = max(100, 6k) keeps recall@10 >= 0.98 there.
+EF_MIN = 100
+EF_PER_K = 6
 
 #: Queries go to hnswlib in blocks of this many rows, so the float32 copy hnswlib makes of
 #: a float64 or strided pool stays small.
@@ -95,7 +97,7 @@ class ReferenceIndex:
     (default: pickaxe's thread count) from ``seed``; a single-threaded build is
     reproducible. Smaller references are searched exactly.
 
-    Search uses ``ef = max(ef, k)`` if ``ef`` is given, else ``max(64, 4k)``, which keeps
+    Search uses ``ef = max(ef, k)`` if ``ef`` is given, else ``max(100, 6k)``, which keeps
     recall@10 ≥ 0.98 on clustered data (hnswlib's default ef = 10 does not).
 
     embeddings: (M, D) real, finite. ``query`` returns ``(ids, distances)``, both (n, k')

@@ -362,10 +362,10 @@ class GraphCosts:
 EXACT_NS_PER_PAIR = 1.5
 EXACT_NS_PER_PAIR_DIM = 0.0126
 
-#: The ReferenceIndex default graph (M = 16, ef_construction = 200, search ef = 64 for
+#: The ReferenceIndex default graph (M = 16, ef_construction = 200, search ef = 100 for
 #: k = 10), measured at D = 64 and 384 on clustered data: 103 and 199 us per row to build,
-#: 44 and 114 us per query.
-DEFAULT_GRAPH = GraphCosts(83_000.0, 300.0, 30_000.0, 220.0)
+#: 55 and 140 us per query.
+DEFAULT_GRAPH = GraphCosts(83_000.0, 300.0, 37_500.0, 275.0)
 
 
 def exact_cost(n: int, m: int, d: int) -> float:
