@@ -11,26 +11,69 @@ field, the row and the fault.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from . import _core, scores, select
-from .combine import combine
-from .index import ReferenceIndex
-from .miners import (
-    ActivationMiner,
-    CommitteeMiner,
-    CoresetMiner,
-    EmbeddingDistanceMiner,
-    EntropyMiner,
-    LeastConfidenceMiner,
-    MarginMiner,
-    MCDropoutMiner,
-    Miner,
-    NoveltyMiner,
-    RandomMiner,
-    RatioMiner,
-)
-from .selection import Selection
+
+# The miners, the index, pools and combine load on first use (PEP 562), so that
+# `import pickaxe` costs little more than numpy: production jobs that only score need
+# nothing else.
+_LAZY = {
+    "ReferenceIndex": "index",
+    "Selection": "selection",
+    "combine": "_combine",
+    "Miner": "miners",
+    "RandomMiner": "miners",
+    "LeastConfidenceMiner": "miners",
+    "MarginMiner": "miners",
+    "RatioMiner": "miners",
+    "EntropyMiner": "miners",
+    "CommitteeMiner": "miners",
+    "MCDropoutMiner": "miners",
+    "EmbeddingDistanceMiner": "miners",
+    "NoveltyMiner": "miners",
+    "ActivationMiner": "miners",
+    "CoresetMiner": "miners",
+}
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
+    from ._combine import combine
+    from .index import ReferenceIndex
+    from .miners import (
+        ActivationMiner,
+        CommitteeMiner,
+        CoresetMiner,
+        EmbeddingDistanceMiner,
+        EntropyMiner,
+        LeastConfidenceMiner,
+        MarginMiner,
+        MCDropoutMiner,
+        Miner,
+        NoveltyMiner,
+        RandomMiner,
+        RatioMiner,
+    )
+    from .selection import Selection
+
+
+_SUBMODULES = ("index", "miners", "selection", "cli", "demo")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pickaxe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__: str = _core.__version__
 

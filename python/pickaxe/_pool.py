@@ -292,9 +292,9 @@ class PoolSource:
     def _empty_pool(self, columns: list[str]) -> Pool:
         """No rows: each column shaped (0, *its widths), a width unknown without data
         0, in the dtype its rows would have."""
-        from ._arrow import field_to_numpy, metadata_to_numpy
-
         import pyarrow as pa
+
+        from ._arrow import field_to_numpy, metadata_to_numpy
 
         cols = {}
         for c in columns:

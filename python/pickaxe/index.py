@@ -13,10 +13,12 @@ import numbers
 import os
 import tempfile
 import zipfile
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
-from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 from . import _core
 from ._fields import as_float_array

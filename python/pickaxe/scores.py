@@ -20,10 +20,12 @@ or get a NaN score with ``nan_policy="omit"``.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 import numpy as np
-from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 from . import _core
 from ._fields import check_nan_policy, pick_field, real_parameter, takes_fields
