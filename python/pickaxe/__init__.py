@@ -14,11 +14,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import _core, scores, select
+from . import _core
 
-# The miners, the index, pools and combine load on first use (PEP 562), so that
-# `import pickaxe` costs little more than numpy: production jobs that only score need
-# nothing else.
+# Everything but the compiled core loads on first use (PEP 562): `import pickaxe` costs a
+# few milliseconds; numpy loads with the first score, the index and pools with the first
+# miner, and production jobs that only score never load the rest.
 _LAZY = {
     "ReferenceIndex": "index",
     "Selection": "selection",
@@ -38,6 +38,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
+    from . import scores, select
     from ._combine import combine
     from .index import ReferenceIndex
     from .miners import (
@@ -57,7 +58,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from .selection import Selection
 
 
-_SUBMODULES = ("index", "miners", "selection", "cli", "demo")
+_SUBMODULES = ("scores", "select", "index", "miners", "selection", "cli", "demo")
 
 
 def __getattr__(name: str) -> Any:
