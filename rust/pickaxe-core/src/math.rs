@@ -78,7 +78,10 @@ pub trait Real:
     fn fast_exp_nonpos<I: Isa>(self) -> Self;
     /// ln x for positive normal x; other inputs give finite garbage or NaN, never a trap.
     fn fast_ln<I: Isa>(self) -> Self;
+    /// NaN is the only value unequal to itself; written as a comparison (not a call) so
+    /// that the kernels' loops stay branch-free and vectorise.
     #[inline(always)]
+    #[allow(clippy::eq_op)]
     fn is_nan(self) -> bool {
         self != self
     }
@@ -207,7 +210,7 @@ impl Real for f32 {
         let lnm = t + y;
         let ef = e as f32;
         let v = madd::<I, _>(ef, LN2_HI, madd::<I, _>(ef, LN2_LO, lnm));
-        if self != self {
+        if self.is_nan() {
             self
         } else {
             v
@@ -326,7 +329,7 @@ impl Real for f64 {
         let lnm = madd::<I, _>(2.0 * f * s, p, 2.0 * f);
         let ef = e as f64;
         let v = madd::<I, _>(ef, LN2_HI, madd::<I, _>(ef, LN2_LO, lnm));
-        if self != self {
+        if self.is_nan() {
             self
         } else {
             v

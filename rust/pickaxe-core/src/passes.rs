@@ -62,7 +62,7 @@ pub(crate) fn top2<T: Real, const TOP2: bool, const CHECK: bool>(x: &[T]) -> (T,
                 m2[l] = if lo > m2[l] { lo } else { m2[l] };
             }
             let take = if CHECK {
-                v > m1[l] || v != v
+                v > m1[l] || v.is_nan()
             } else {
                 v > m1[l]
             };
@@ -414,7 +414,7 @@ pub(crate) fn norms<T: Real>(x: &[T]) -> (f64, f64, f64) {
             sq[l] += v * v;
             ab[l] += a;
             // Keep NaN so the caller notices it.
-            mx[l] = if a > mx[l] || a != a { a } else { mx[l] };
+            mx[l] = if a > mx[l] || a.is_nan() { a } else { mx[l] };
         }
     };
     for c in chunks {
@@ -429,7 +429,7 @@ pub(crate) fn norms<T: Real>(x: &[T]) -> (f64, f64, f64) {
     for l in 0..LANES {
         s += sq[l];
         a += ab[l];
-        m = if mx[l] > m || mx[l] != mx[l] {
+        m = if mx[l] > m || mx[l].is_nan() {
             mx[l]
         } else {
             m
