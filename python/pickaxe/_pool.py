@@ -30,6 +30,7 @@ a `Pool` of numpy arrays) or reads it whole; `as_pool` reads any pool whole into
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 import re
 import sys
 from collections.abc import Mapping
@@ -154,7 +155,7 @@ def open_pool(pool: Any, *, query: Optional[str] = None, who: str = "open_pool()
 # -- the source kinds ------------------------------------------------------------------
 
 
-class PoolSource:
+class PoolSource(ABC):
     """A pool opened for reading, with its query applied.
 
     Attributes:
@@ -187,8 +188,9 @@ class PoolSource:
             self._shapes = self._compute_shapes()
         return self._shapes
 
+    @abstractmethod
     def _compute_shapes(self) -> dict[str, tuple]:
-        raise NotImplementedError
+        """Each column's shape, N as None when unknown."""
 
     @property
     def fields(self) -> list[str]:
@@ -258,8 +260,9 @@ class PoolSource:
             it = _with_progress(it, self.n_rows)
         return it
 
+    @abstractmethod
     def _batches(self, columns: list[str], batch_rows: int) -> Iterator[Pool]:
-        raise NotImplementedError
+        """The pool's rows in batches of at most `batch_rows`, unchecked."""
 
     def _checked_batches(self, columns: list[str], batch_rows: int) -> Iterator[Pool]:
         return self._checked(self._batches(columns, batch_rows))
@@ -317,11 +320,13 @@ class PoolSource:
             raise IndexError(f"{self.who}: row {int(rows[bad[0]])} is not in the pool (rows 0 to {total - 1})")
         return self._take(rows, cols)
 
+    @abstractmethod
     def _total_rows(self) -> int:
-        raise NotImplementedError
+        """Rows in the whole pool, before any query."""
 
+    @abstractmethod
     def _take(self, rows: np.ndarray, columns: list[str]) -> Pool:
-        raise NotImplementedError
+        """These original rows, in this order."""
 
 
 class _ArraySource(PoolSource):

@@ -155,7 +155,7 @@ class Miner:
     def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
         """(n,) scores of a batch's rows (higher: more worth labeling; NaN: never
         picked) and what to record in the selection's ``info``."""
-        raise NotImplementedError(f"{type(self).__name__} does not define score()")
+        raise TypeError(f"{type(self).__name__} ranks the whole pool in top(); it has no per-row score")
 
     def top(self, source: PoolSource, k: int, field: Optional[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """The original row numbers of the ``k`` best rows (best first), their scores
