@@ -472,7 +472,38 @@ class _Neighbours:
             )
 
 
-class EmbeddingDistanceMiner(Miner):
+class _NeighbourMiner(Miner):
+    """A miner that scores pool rows by their nearest reference rows: the reference,
+    metric, k and search choice are checked and held the same way for each."""
+
+    fields = ("embeddings",)
+    default_metric = "cosine"
+
+    def _init_neighbours(
+        self, reference: Reference, k: Any, metric: Optional[str], search: Any, threads: Optional[int], seed: int
+    ) -> None:
+        who = f"{type(self).__name__}()"
+        self.k = check_k(who, k)
+        self.metric = _reference_metric(who, reference, metric, self.default_metric)
+        self.search = _check_search(who, search)
+        graph, costs = self._graph()
+        self._neighbours = _Neighbours(who, reference, self.metric, threads, seed, graph=graph, costs=costs)
+
+    def _graph(self) -> tuple[dict[str, Any], GraphCosts]:
+        """Build parameters and costs of the graph made when given raw embeddings."""
+        return {}, DEFAULT_GRAPH
+
+    def _check_dim(self, source: PoolSource, field: Optional[str]) -> None:
+        assert field is not None
+        self._neighbours.check_dim(f"{type(self).__name__}.mine()", field, source.shapes[field])
+
+    def _embeddings(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, np.ndarray]:
+        assert field is not None
+        who = f"{type(self).__name__}.mine()"
+        return embeddings_array(who, field, pool.columns[field], self._neighbours.dim)
+
+
+class EmbeddingDistanceMiner(_NeighbourMiner):
     """Rows far from the training data: the distance from each pool row to its ``k``
     nearest reference rows, their mean (``aggregate="mean"``) or the k-th
     (``aggregate="kth"``).
@@ -483,8 +514,6 @@ class EmbeddingDistanceMiner(Miner):
     Exact search or an hnswlib graph is chosen by the sizes (``search="auto"``), or forced
     with ``search="exact"`` / ``"hnsw"``; ``selection.info["search"]`` says which ran.
     """
-
-    fields = ("embeddings",)
 
     def __init__(
         self,
@@ -499,15 +528,13 @@ class EmbeddingDistanceMiner(Miner):
         seed: int = 0,
         query: Optional[str] = None,
     ) -> None:
-        who = f"{type(self).__name__}()"
         super().__init__(size, query=query)
-        self.k = check_k(who, k)
-        self.metric = _reference_metric(who, reference, metric, "cosine")
         if aggregate not in ("mean", "kth"):
-            raise ValueError(f'{who}: aggregate must be "mean" or "kth"; got {aggregate!r}')
+            raise ValueError(
+                f'{type(self).__name__}(): aggregate must be "mean" or "kth"; got {aggregate!r}'
+            )
         self.aggregate = aggregate
-        self.search = _check_search(who, search)
-        self._neighbours = _Neighbours(who, reference, self.metric, threads, seed)
+        self._init_neighbours(reference, k, metric, search, threads, seed)
         self._method = "exact"
 
     def __repr__(self) -> str:
@@ -517,14 +544,12 @@ class EmbeddingDistanceMiner(Miner):
         )
 
     def prepare(self, source: PoolSource, field: Optional[str]) -> None:
-        assert field is not None
-        self._neighbours.check_dim(f"{type(self).__name__}.mine()", field, source.shapes[field])
+        self._check_dim(source, field)
         self._method = self._neighbours.method_for(_pool_rows(source), self.search)
 
     def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
-        assert field is not None
         nb = self._neighbours
-        x, norms = embeddings_array(f"{type(self).__name__}.mine()", field, pool.columns[field], nb.dim)
+        x, norms = self._embeddings(pool, field)
         _, dist = nb.search(x, norms, self.k, self._method)
         values = dist[:, -1] if self.aggregate == "kth" else dist.mean(axis=1)
         return values, {"search": self._method, "metric": self.metric, "k": min(self.k, nb.size)}
@@ -541,7 +566,7 @@ NOVELTY_EF_MARGIN = 4
 NOVELTY_GRAPH_COSTS = GraphCosts(18_000.0, 130.0, 11_500.0, 82.0)
 
 
-class NoveltyMiner(Miner):
+class NoveltyMiner(_NeighbourMiner):
     """Local outliers against the training data: the local outlier factor (LOF) of each
     pool row in novelty mode (Breunig et al. 2000; scikit-learn's
     ``LocalOutlierFactor(novelty=True)``).
@@ -555,7 +580,7 @@ class NoveltyMiner(Miner):
     The fit runs on the first ``mine`` (or ``fit()``) and is kept.
     """
 
-    fields = ("embeddings",)
+    default_metric = "l2"
 
     def __init__(
         self,
@@ -569,17 +594,13 @@ class NoveltyMiner(Miner):
         seed: int = 0,
         query: Optional[str] = None,
     ) -> None:
-        who = f"{type(self).__name__}()"
         super().__init__(size, query=query)
-        self.k = check_k(who, k)
-        self.metric = _reference_metric(who, reference, metric, "l2")
-        self.search = _check_search(who, search)
-        graph = dict(NOVELTY_GRAPH, ef=self.k + NOVELTY_EF_MARGIN)
-        self._neighbours = _Neighbours(
-            who, reference, self.metric, threads, seed, graph=graph, costs=NOVELTY_GRAPH_COSTS
-        )
+        self._init_neighbours(reference, k, metric, search, threads, seed)
         if self._neighbours.size < 2:
-            raise ValueError(f"{who}: LOF needs a reference of at least 2 rows; got {self._neighbours.size}")
+            raise ValueError(
+                f"{type(self).__name__}(): LOF needs a reference of at least 2 rows; "
+                f"got {self._neighbours.size}"
+            )
         self.k_distance: Optional[np.ndarray] = None
         self.lrd: Optional[np.ndarray] = None
         self._method = "exact"
@@ -613,16 +634,18 @@ class NoveltyMiner(Miner):
         self._method = method
         return self
 
+    def _graph(self) -> tuple[dict[str, Any], GraphCosts]:
+        return dict(NOVELTY_GRAPH, ef=self.k + NOVELTY_EF_MARGIN), NOVELTY_GRAPH_COSTS
+
     def prepare(self, source: PoolSource, field: Optional[str]) -> None:
-        assert field is not None
-        self._neighbours.check_dim(f"{type(self).__name__}.mine()", field, source.shapes[field])
+        self._check_dim(source, field)
         if self.lrd is None:
             self.fit(_pool_rows(source))
 
     def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
         assert field is not None and self.lrd is not None and self.k_distance is not None
         nb = self._neighbours
-        x, norms = embeddings_array(f"{type(self).__name__}.mine()", field, pool.columns[field], nb.dim)
+        x, norms = self._embeddings(pool, field)
         k = min(self.k, nb.size - 1)
         ids, dist = nb.search(x, norms, k, self._method)
         reach = np.maximum(self.k_distance[ids], dist).mean(axis=1) + 1e-10
