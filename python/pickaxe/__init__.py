@@ -38,7 +38,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
-    from . import scores, select
+    from . import detection, scores, segmentation, select
     from ._combine import combine
     from .index import ReferenceIndex
     from .miners import (
@@ -58,7 +58,17 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from .selection import Selection
 
 
-_SUBMODULES = ("scores", "select", "index", "miners", "selection", "cli", "demo")
+_SUBMODULES = (
+    "scores",
+    "select",
+    "segmentation",
+    "detection",
+    "index",
+    "miners",
+    "selection",
+    "cli",
+    "demo",
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -81,6 +91,8 @@ __version__: str = _core.__version__
 __all__ = [
     "scores",
     "select",
+    "segmentation",
+    "detection",
     "build_info",
     "set_num_threads",
     "__version__",

@@ -91,6 +91,26 @@ pub enum Error {
         member: Option<usize>,
         fault: Fault,
     },
+    /// Invalid data at a pixel of a segmentation field under `NanPolicy::Raise`.
+    InvalidPixel {
+        field: Field,
+        image: usize,
+        /// Pixel row and column.
+        y: usize,
+        x: usize,
+        member: Option<usize>,
+        fault: Fault,
+    },
+    /// Invalid data in a box of a detection field under `NanPolicy::Raise`: `row` counts
+    /// in the stacked boxes, `index` within its image.
+    InvalidBox {
+        field: Field,
+        row: usize,
+        image: usize,
+        index: usize,
+        member: Option<usize>,
+        fault: Fault,
+    },
     /// An array of the wrong shape (Python: ValueError).
     Shape(String),
     /// An argument out of its domain (Python: ValueError).
@@ -138,6 +158,34 @@ impl fmt::Display for Error {
                 fault,
             } => {
                 write!(f, "{} row {}", field.name(), row)?;
+                if let Some(m) = member {
+                    write!(f, ", {} {}", field.member_word(), m)?;
+                }
+                write!(f, ": {}", fault_text(fault, *field))
+            }
+            Error::InvalidPixel {
+                field,
+                image,
+                y,
+                x,
+                member,
+                fault,
+            } => {
+                write!(f, "{} image {}, pixel (row {}, column {})", field.name(), image, y, x)?;
+                if let Some(m) = member {
+                    write!(f, ", {} {}", field.member_word(), m)?;
+                }
+                write!(f, ": {}", fault_text(fault, *field))
+            }
+            Error::InvalidBox {
+                field,
+                row,
+                image,
+                index,
+                member,
+                fault,
+            } => {
+                write!(f, "{} box {} (image {}, box {} of the image)", field.name(), row, image, index)?;
                 if let Some(m) = member {
                     write!(f, ", {} {}", field.member_word(), m)?;
                 }

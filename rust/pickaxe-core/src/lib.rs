@@ -15,6 +15,8 @@ pub mod math;
 mod passes;
 pub mod pool;
 mod rows;
+pub mod seg;
+pub mod detect;
 pub mod select;
 pub mod simd;
 mod stack;
@@ -28,6 +30,8 @@ pub use math::Real;
 pub use rows::RowScore;
 pub use select::top_k;
 pub use stack::StackScore;
+pub use seg::{score_pixels, PixelScore, Reduce};
+pub use detect::{score_boxes, BoxReduce};
 
 /// What to do with an invalid row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,13 +95,23 @@ pub fn score_rows<T: Real>(
     x: ArrayView2<'_, T>,
     policy: NanPolicy,
 ) -> Result<Vec<T>, Error> {
+    let kernel = row_kernel(field, score, x.len_of(Axis(1)))?;
+    run_rows(field, &kernel, x.insert_axis(Axis(1)), (0, 0, 0), policy)
+}
+
+/// The kernel of a per-row score of rows of `c` values, after checking the route and the
+/// score's arguments.
+pub(crate) fn row_kernel<T: Real>(
+    field: Field,
+    score: &RowScore,
+    c: usize,
+) -> Result<rows::RowKernel<T>, Error> {
     if !route_ok(field, score) {
         return Err(Error::argument(
             "field",
             format!("{:?} cannot be computed from {}", score, field.name()),
         ));
     }
-    let c = x.len_of(Axis(1));
     if c == 0 {
         let unit = if matches!(field, Field::Embeddings | Field::Reference) {
             "dimensions"
@@ -153,13 +167,12 @@ pub fn score_rows<T: Real>(
         }
         _ => {}
     }
-    let kernel = rows::RowKernel {
+    Ok(rows::RowKernel {
         field,
         score: score.clone(),
         weights,
         classes,
-    };
-    run_rows(field, &kernel, x.insert_axis(Axis(1)), (0, 0, 0), policy)
+    })
 }
 
 /// `least_confidence` of the (N,) field `confidence`: 1 − p.
@@ -186,6 +199,18 @@ pub fn score_stack<T: Real>(
     logits: bool,
     policy: NanPolicy,
 ) -> Result<Vec<T>, Error> {
+    let kernel = stack_kernel(field, score, x.len_of(Axis(1)), x.len_of(Axis(2)), logits)?;
+    run_rows(field, &kernel, x, kernel.scratch_len(), policy)
+}
+
+/// The kernel of a committee or dropout score of (M, C) blocks, after checking the route.
+pub(crate) fn stack_kernel(
+    field: Field,
+    score: StackScore,
+    m: usize,
+    c: usize,
+    logits: bool,
+) -> Result<stack::StackKernel, Error> {
     if !matches!(field, Field::QueryByCommittee | Field::McDropout) {
         return Err(Error::argument(
             "field",
@@ -209,7 +234,6 @@ pub fn score_stack<T: Real>(
             ),
         ));
     }
-    let (m, c) = (x.len_of(Axis(1)), x.len_of(Axis(2)));
     if m == 0 {
         let what = if field == Field::McDropout {
             "passes"
@@ -224,12 +248,11 @@ pub fn score_stack<T: Real>(
     // Binary logits (C = 1) are scored as the pairs [0, x], built per member on the stack.
     let binary = logits && c == 1;
     let classes = if binary { 2 } else { c };
-    let kernel = stack::StackKernel {
+    Ok(stack::StackKernel {
         score,
         logits,
         members: m,
         row_classes: c,
         classes,
-    };
-    run_rows(field, &kernel, x, kernel.scratch_len(), policy)
+    })
 }

@@ -9,7 +9,10 @@ use pyo3::PyErr;
 /// `ValueError`, with the kernel's message, which names the field, row and fault.
 pub fn to_pyerr(e: Error) -> PyErr {
     match e {
-        Error::InvalidRow { .. } | Error::Shape(_) | Error::Argument { .. } => {
+        Error::InvalidRow { .. }
+        | Error::InvalidPixel { .. }
+        | Error::InvalidBox { .. }
+        | Error::Shape(_) | Error::Argument { .. } => {
             PyValueError::new_err(e.to_string())
         }
     }

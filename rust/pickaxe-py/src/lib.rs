@@ -8,7 +8,11 @@ use numpy::{
     Element, IntoPyArray, PyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray,
     PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3, PyReadwriteArray,
 };
-use pickaxe_core::{simd, Error, Field, Metric, NanPolicy, Real, RowScore, StackScore};
+use numpy::{PyReadonlyArrayDyn, ToPyArray};
+use pickaxe_core::{
+    simd, BoxReduce, Error, Field, Metric, NanPolicy, PixelScore, Real, Reduce, RowScore,
+    StackScore,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -113,6 +117,178 @@ fn score_rows<'py>(
     with_float_array!(py, x, PyReadonlyArray2, 2, field.name(), |v| {
         pickaxe_core::score_rows(field, &score, v, policy)
     })
+}
+
+fn stack_score(score: &str, reduce: &str) -> PyResult<StackScore> {
+    Ok(match score {
+        "vote_entropy" => StackScore::VoteEntropy,
+        "consensus_entropy" => StackScore::ConsensusEntropy,
+        "kl_disagreement" => match reduce {
+            "mean" => StackScore::KlDisagreement { max: false },
+            "max" => StackScore::KlDisagreement { max: true },
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "reduce must be \"mean\" or \"max\"; got {other:?}"
+                )))
+            }
+        },
+        "mutual_information" => StackScore::MutualInformation,
+        "predictive_entropy" => StackScore::PredictiveEntropy,
+        "variation_ratio" => StackScore::VariationRatio,
+        "variance" => StackScore::Variance,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown stack score {other:?}"
+            )))
+        }
+    })
+}
+
+/// The per-pixel or per-box score: a row score for confidences / logits, a stack score
+/// for query_by_committee / mc_dropout.
+#[allow(clippy::too_many_arguments)]
+fn pixel_score(
+    field: Field,
+    score: &str,
+    logits: bool,
+    normalize: bool,
+    class_weights: Option<Vec<f64>>,
+    temperature: f64,
+    kl_reduce: &str,
+) -> PyResult<PixelScore> {
+    Ok(match field {
+        Field::QueryByCommittee | Field::McDropout => PixelScore::Stack {
+            score: stack_score(score, kl_reduce)?,
+            logits,
+        },
+        _ => PixelScore::Row(row_score(score, normalize, class_weights, temperature, 2.0)?),
+    })
+}
+
+/// Segmentation: per-pixel score reduced per image ("mean", "max", "top" with `q`) or
+/// the (N, H, W) maps ("none").
+#[pyfunction]
+#[pyo3(signature = (field, score, x, class_axis, reduce, q=1.0, mask=None, logits=false, nan_policy="raise", normalize=false, class_weights=None, temperature=1.0, kl_reduce="mean"))]
+#[allow(clippy::too_many_arguments)]
+fn score_pixels<'py>(
+    py: Python<'py>,
+    field: &str,
+    score: &str,
+    x: &Bound<'py, PyAny>,
+    class_axis: isize,
+    reduce: &str,
+    q: f64,
+    mask: Option<PyReadonlyArray3<'py, bool>>,
+    logits: bool,
+    nan_policy: &str,
+    normalize: bool,
+    class_weights: Option<Vec<f64>>,
+    temperature: f64,
+    kl_reduce: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let field = parse_field(field)?;
+    let policy = parse_policy(nan_policy)?;
+    let score = pixel_score(field, score, logits, normalize, class_weights, temperature, kl_reduce)?;
+    let red = match reduce {
+        "mean" => Reduce::Mean,
+        "max" => Reduce::Max,
+        "top" => Reduce::Top(q),
+        "none" => Reduce::Map,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "reduce must be \"mean\", \"max\", (\"top\", q) or None; got {other:?}"
+            )))
+        }
+    };
+    let mask_view = mask.as_ref().map(|m| m.as_array());
+    macro_rules! go {
+        ($t:ty) => {{
+            let a = x.extract::<PyReadonlyArrayDyn<'_, $t>>()?;
+            let v = a.as_array();
+            let sh = v.shape().to_vec();
+            let out = py
+                .detach(|| pickaxe_core::score_pixels(field, &score, v, class_axis, red, mask_view, policy))
+                .map_err(to_pyerr)?;
+            if red == Reduce::Map {
+                let stacked = sh.len() == 5;
+                let (h, w) = if (class_axis == -1) || (class_axis as usize == sh.len() - 1) {
+                    (sh[sh.len() - 3], sh[sh.len() - 2])
+                } else {
+                    (sh[sh.len() - 2], sh[sh.len() - 1])
+                };
+                let _ = stacked;
+                let arr = ndarray::Array3::from_shape_vec((sh[0], h, w), out)
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
+                Ok(arr.to_pyarray(py).into_any())
+            } else {
+                Ok(out.into_pyarray(py).into_any())
+            }
+        }};
+    }
+    if x.extract::<PyReadonlyArrayDyn<'_, f32>>().is_ok() {
+        go!(f32)
+    } else if x.extract::<PyReadonlyArrayDyn<'_, f64>>().is_ok() {
+        go!(f64)
+    } else {
+        Err(dtype_error(field.name(), 4))
+    }
+}
+
+/// Detection: per-box score of the stacked boxes, reduced per image over `offsets`.
+#[pyfunction]
+#[pyo3(signature = (field, score, boxes, offsets, reduce, objectness=None, logits=false, nan_policy="raise", normalize=false, class_weights=None, temperature=1.0, kl_reduce="mean"))]
+#[allow(clippy::too_many_arguments)]
+fn score_boxes<'py>(
+    py: Python<'py>,
+    field: &str,
+    score: &str,
+    boxes: &Bound<'py, PyAny>,
+    offsets: PyReadonlyArray1<'py, i64>,
+    reduce: &str,
+    objectness: Option<&Bound<'py, PyAny>>,
+    logits: bool,
+    nan_policy: &str,
+    normalize: bool,
+    class_weights: Option<Vec<f64>>,
+    temperature: f64,
+    kl_reduce: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let field = parse_field(field)?;
+    let policy = parse_policy(nan_policy)?;
+    let score = pixel_score(field, score, logits, normalize, class_weights, temperature, kl_reduce)?;
+    let red = match reduce {
+        "max" => BoxReduce::Max,
+        "mean" => BoxReduce::Mean,
+        "sum" => BoxReduce::Sum,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "reduce must be \"max\", \"mean\" or \"sum\"; got {other:?}"
+            )))
+        }
+    };
+    let off = offsets.as_array();
+    macro_rules! go {
+        ($t:ty) => {{
+            let a = boxes.extract::<PyReadonlyArrayDyn<'_, $t>>()?;
+            let o = match objectness {
+                Some(o) => Some(readonly::<$t, ndarray::Ix1>(o, "objectness", "the dtype of the boxes")?),
+                None => None,
+            };
+            let ov = o.as_ref().map(|o| o.as_array());
+            let v = a.as_array();
+            let out = py
+                .detach(|| pickaxe_core::score_boxes(field, &score, v, off, red, ov, policy))
+                .map_err(to_pyerr)?;
+            Ok(out.into_pyarray(py).into_any())
+        }};
+    }
+    if boxes.extract::<PyReadonlyArrayDyn<'_, f32>>().is_ok() {
+        go!(f32)
+    } else if boxes.extract::<PyReadonlyArrayDyn<'_, f64>>().is_ok() {
+        go!(f64)
+    } else {
+        Err(dtype_error(field.name(), 2))
+    }
 }
 
 /// Committee or dropout score of a (N, M, C) field.
@@ -387,6 +563,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(score_rows, m)?)?;
     m.add_function(wrap_pyfunction!(score_stack, m)?)?;
+    m.add_function(wrap_pyfunction!(score_pixels, m)?)?;
+    m.add_function(wrap_pyfunction!(score_boxes, m)?)?;
     m.add_function(wrap_pyfunction!(top_k, m)?)?;
     m.add_function(wrap_pyfunction!(knn_update, m)?)?;
     m.add_function(wrap_pyfunction!(pair_distances, m)?)?;

@@ -1,0 +1,216 @@
+"""Per-box uncertainty of object detectors, reduced per image.
+
+Every image's boxes are stacked in one array: ``confidences`` / ``logits`` (B, C), or
+``query_by_committee`` / ``mc_dropout`` (B, M, C) for the committee and dropout scores.
+``offsets`` (N + 1,) int64 marks where each image's boxes start: image ``i`` owns boxes
+``offsets[i]:offsets[i + 1]``; ``offsets[0] == 0``, ``offsets[-1] == B``, never
+decreasing. Each box gets the per-row score of :mod:`pickaxe.scores`, then per image:
+
+* ``reduce="max"`` (default): ``max_b o_b · s_b``;
+* ``reduce="mean"``: ``Σ o_b s_b / Σ o_b`` (the plain mean without objectness);
+* ``reduce="sum"``: ``Σ o_b s_b``;
+
+with ``o_b`` the box's ``objectness`` (B,) in [0, 1], or 1 when it is not given.
+
+**An image with no boxes scores NaN** (so does a weighted mean whose objectness sums to
+0), which :func:`pickaxe.select.top_k` never selects; replace it (``np.nan_to_num``) if
+empty images should rank. Invalid boxes raise ``ValueError`` naming the field, the box,
+its image and the fault (``nan_policy="omit"``: the image scores NaN).
+
+>>> import numpy as np
+>>> boxes = np.array([[0.9, 0.1], [0.5, 0.5], [0.6, 0.4]])
+>>> least_confidence(confidences=boxes, offsets=np.array([0, 2, 2, 3]))
+array([0.5, nan, 0.4])
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+from . import _core
+from ._fields import as_float_array, check_nan_policy, real_parameter
+
+__all__ = [
+    "least_confidence",
+    "margin",
+    "ratio",
+    "entropy",
+    "energy",
+    "max_logit",
+    "vote_entropy",
+    "consensus_entropy",
+    "kl_disagreement",
+    "mutual_information",
+    "predictive_entropy",
+    "variation_ratio",
+    "variance",
+]
+
+_SHAPES = {
+    "confidences": "(B, C)",
+    "logits": "(B, C)",
+    "query_by_committee": "(B, M, C)",
+    "mc_dropout": "(B, T, C)",
+}
+
+
+def _run(func: str, score: str, fields: dict[str, Any], offsets: Any, reduce: Any,
+         objectness: Any, nan_policy: Any, **options: Any) -> np.ndarray:
+    policy = check_nan_policy(func, nan_policy)
+    present = [k for k, v in fields.items() if v is not None]
+    if len(present) != 1:
+        listing = ", ".join(f"{f} {_SHAPES[f]}" for f in fields)
+        got = "none" if not present else f"{len(present)}: {', '.join(present)}"
+        raise TypeError(f"{func}() takes exactly one of the fields {listing}; got {got}")
+    name = present[0]
+    ndim = 3 if name in ("query_by_committee", "mc_dropout") else 2
+    x = as_float_array(func, name, fields[name], ndim, _SHAPES[name])
+    if offsets is None:
+        raise TypeError(f"{func}(): offsets (N + 1,) int64 is required")
+    off = np.asarray(offsets)
+    if off.ndim != 1 or not (off.dtype.kind in "iu" or off.size == 0):
+        raise ValueError(
+            f"{func}(): offsets must be a 1-D integer array (N + 1,); got dtype {off.dtype}, "
+            f"shape {off.shape}"
+        )
+    off = np.ascontiguousarray(off, dtype=np.int64)
+    if not (isinstance(reduce, str) and reduce in ("max", "mean", "sum")):
+        raise ValueError(f'{func}(): reduce must be "max", "mean" or "sum"; got {reduce!r}')
+    obj = None
+    if objectness is not None:
+        obj = np.asarray(objectness)
+        if obj.ndim != 1:
+            raise ValueError(f"{func}(): objectness must be 1-D (B,); got shape {obj.shape}")
+        obj = obj.astype(x.dtype, copy=False)
+    return _core.score_boxes(name, score, x, off, reduce, obj, nan_policy=policy, **options)
+
+
+def least_confidence(*, confidences: Optional[ArrayLike] = None, logits: Optional[ArrayLike] = None,
+                     offsets: Optional[ArrayLike] = None, reduce: str = "max",
+                     objectness: Optional[ArrayLike] = None, nan_policy: str = "raise") -> np.ndarray:
+    """Per-box ``1 - p(1)``, reduced per image. Returns (N,)."""
+    return _run("least_confidence", "least_confidence", {"confidences": confidences, "logits": logits},
+                offsets, reduce, objectness, nan_policy)
+
+
+def margin(*, confidences: Optional[ArrayLike] = None, logits: Optional[ArrayLike] = None,
+           offsets: Optional[ArrayLike] = None, reduce: str = "max",
+           objectness: Optional[ArrayLike] = None, nan_policy: str = "raise") -> np.ndarray:
+    """Per-box ``1 - (p(1) - p(2))``, reduced per image."""
+    return _run("margin", "margin", {"confidences": confidences, "logits": logits},
+                offsets, reduce, objectness, nan_policy)
+
+
+def ratio(*, confidences: Optional[ArrayLike] = None, logits: Optional[ArrayLike] = None,
+          offsets: Optional[ArrayLike] = None, reduce: str = "max",
+          objectness: Optional[ArrayLike] = None, nan_policy: str = "raise") -> np.ndarray:
+    """Per-box ``p(2) / p(1)``, reduced per image."""
+    return _run("ratio", "ratio", {"confidences": confidences, "logits": logits},
+                offsets, reduce, objectness, nan_policy)
+
+
+def entropy(*, confidences: Optional[ArrayLike] = None, logits: Optional[ArrayLike] = None,
+            offsets: Optional[ArrayLike] = None, reduce: str = "max",
+            objectness: Optional[ArrayLike] = None, normalize: bool = False,
+            class_weights: Optional[ArrayLike] = None, nan_policy: str = "raise") -> np.ndarray:
+    """Per-box entropy ``H(p)``, reduced per image."""
+    weights = None
+    if class_weights is not None:
+        w = np.asarray(class_weights, dtype=np.float64)
+        if w.ndim != 1:
+            raise ValueError(f"entropy(): class_weights must be 1-D (C,); got shape {w.shape}")
+        weights = w.tolist()
+    return _run("entropy", "entropy", {"confidences": confidences, "logits": logits},
+                offsets, reduce, objectness, nan_policy, normalize=bool(normalize), class_weights=weights)
+
+
+def energy(*, logits: Optional[ArrayLike] = None, offsets: Optional[ArrayLike] = None,
+           reduce: str = "max", objectness: Optional[ArrayLike] = None, temperature: float = 1.0,
+           nan_policy: str = "raise") -> np.ndarray:
+    """Per-box energy ``-T · logsumexp(x / T)``, reduced per image."""
+    return _run("energy", "energy", {"logits": logits}, offsets, reduce, objectness, nan_policy,
+                temperature=real_parameter("energy", "temperature", temperature))
+
+
+def max_logit(*, logits: Optional[ArrayLike] = None, offsets: Optional[ArrayLike] = None,
+              reduce: str = "max", objectness: Optional[ArrayLike] = None,
+              nan_policy: str = "raise") -> np.ndarray:
+    """Per-box ``-max_c x_c``, reduced per image."""
+    return _run("max_logit", "max_logit", {"logits": logits}, offsets, reduce, objectness, nan_policy)
+
+
+def _stack(func, fields, offsets, reduce, objectness, logits, nan_policy, kl_reduce="mean"):
+    return _run(func, func, fields, offsets, reduce, objectness, nan_policy,
+                logits=bool(logits), kl_reduce=kl_reduce)
+
+
+def vote_entropy(*, query_by_committee: Optional[ArrayLike] = None, offsets: Optional[ArrayLike] = None,
+                 reduce: str = "max", objectness: Optional[ArrayLike] = None, logits: bool = False,
+                 nan_policy: str = "raise") -> np.ndarray:
+    """Per-box vote entropy, reduced per image."""
+    return _stack("vote_entropy", {"query_by_committee": query_by_committee}, offsets, reduce,
+                  objectness, logits, nan_policy)
+
+
+def consensus_entropy(*, query_by_committee: Optional[ArrayLike] = None, offsets: Optional[ArrayLike] = None,
+                      reduce: str = "max", objectness: Optional[ArrayLike] = None, logits: bool = False,
+                      nan_policy: str = "raise") -> np.ndarray:
+    """Per-box ``H(p̄)``, reduced per image."""
+    return _stack("consensus_entropy", {"query_by_committee": query_by_committee}, offsets, reduce,
+                  objectness, logits, nan_policy)
+
+
+def kl_disagreement(*, query_by_committee: Optional[ArrayLike] = None, offsets: Optional[ArrayLike] = None,
+                    reduce: str = "max", objectness: Optional[ArrayLike] = None,
+                    member_reduce: str = "mean", logits: bool = False,
+                    nan_policy: str = "raise") -> np.ndarray:
+    """Per-box KL disagreement (``member_reduce`` over members), reduced per image."""
+    if not (isinstance(member_reduce, str) and member_reduce in ("mean", "max")):
+        raise ValueError(f'kl_disagreement(): member_reduce must be "mean" or "max"; got {member_reduce!r}')
+    return _stack("kl_disagreement", {"query_by_committee": query_by_committee}, offsets, reduce,
+                  objectness, logits, nan_policy, kl_reduce=member_reduce)
+
+
+def mutual_information(*, mc_dropout: Optional[ArrayLike] = None,
+                       query_by_committee: Optional[ArrayLike] = None,
+                       offsets: Optional[ArrayLike] = None, reduce: str = "max",
+                       objectness: Optional[ArrayLike] = None, logits: bool = False,
+                       nan_policy: str = "raise") -> np.ndarray:
+    """Per-box mutual information (BALD), reduced per image."""
+    return _stack("mutual_information", {"mc_dropout": mc_dropout, "query_by_committee": query_by_committee},
+                  offsets, reduce, objectness, logits, nan_policy)
+
+
+def predictive_entropy(*, mc_dropout: Optional[ArrayLike] = None,
+                       query_by_committee: Optional[ArrayLike] = None,
+                       offsets: Optional[ArrayLike] = None, reduce: str = "max",
+                       objectness: Optional[ArrayLike] = None, logits: bool = False,
+                       nan_policy: str = "raise") -> np.ndarray:
+    """Per-box ``H(p̄)``, reduced per image."""
+    return _stack("predictive_entropy", {"mc_dropout": mc_dropout, "query_by_committee": query_by_committee},
+                  offsets, reduce, objectness, logits, nan_policy)
+
+
+def variation_ratio(*, mc_dropout: Optional[ArrayLike] = None,
+                    query_by_committee: Optional[ArrayLike] = None,
+                    offsets: Optional[ArrayLike] = None, reduce: str = "max",
+                    objectness: Optional[ArrayLike] = None, logits: bool = False,
+                    nan_policy: str = "raise") -> np.ndarray:
+    """Per-box variation ratio, reduced per image."""
+    return _stack("variation_ratio", {"mc_dropout": mc_dropout, "query_by_committee": query_by_committee},
+                  offsets, reduce, objectness, logits, nan_policy)
+
+
+def variance(*, mc_dropout: Optional[ArrayLike] = None,
+             query_by_committee: Optional[ArrayLike] = None,
+             offsets: Optional[ArrayLike] = None, reduce: str = "max",
+             objectness: Optional[ArrayLike] = None, logits: bool = False,
+             nan_policy: str = "raise") -> np.ndarray:
+    """Per-box variance over passes averaged over classes, reduced per image."""
+    return _stack("variance", {"mc_dropout": mc_dropout, "query_by_committee": query_by_committee},
+                  offsets, reduce, objectness, logits, nan_policy)
