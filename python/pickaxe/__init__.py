@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from .selection import Selection
 
 
-_SUBMODULES = ("scores", "select", "index", "miners", "selection", "cli", "demo")
+_SUBMODULES = ("scores", "select", "index", "miners", "selection", "cli", "demo", "ray")
 
 
 def __getattr__(name: str) -> Any:
