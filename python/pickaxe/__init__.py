@@ -68,6 +68,7 @@ _SUBMODULES = (
     "selection",
     "cli",
     "demo",
+    "ray",
 )
 
 

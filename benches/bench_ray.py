@@ -1,0 +1,134 @@
+"""Entropy over a Parquet pool on Ray, next to the in-process streaming miner.
+
+Run::
+
+    python benches/bench_ray.py [--rows 10500000] [--classes 10] [--files 8] [--dir DIR] [--keep]
+
+Writes a folder of Parquet files (an ``id``, a ``split`` and a ``fixed_size_list<float>[C]``
+``logits`` column; row groups of 131,072 rows), then times, on the same files:
+
+* **in process**: ``px.EntropyMiner(1000).mine(folder)`` (pickaxe's streaming reader);
+* **Ray, path**: ``pickaxe.ray.mine(folder, miner)``: one Ray task per row group, on a
+  local cluster of ``ray.init(num_cpus=<cores>)``;
+* **Ray, read_parquet**: ``pickaxe.ray.mine(ray.data.read_parquet(folder), miner)``.
+
+Each Ray case runs once untimed on a small file first (workers started). It prints rows
+per second, whether the picks equal the in-process ones, and the nodes a billion-row
+pool needs at the Ray rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+ROW_GROUP = 131_072
+CHUNK_ROWS = 262_144
+
+
+def write_pool(folder: str, rows: int, classes: int, files: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    schema = pa.schema([("id", pa.int64()), ("split", pa.string()), ("logits", pa.list_(pa.float32(), classes))])
+    per_file = math.ceil(rows / files)
+    start = 0
+    for f in range(files):
+        stop = min(rows, start + per_file)
+        with pq.ParquetWriter(os.path.join(folder, f"part-{f:04d}.parquet"), schema, compression="snappy") as w:
+            for s in range(start, stop, CHUNK_ROWS):
+                n = min(CHUNK_ROWS, stop - s)
+                logits = rng.normal(size=(n, classes)).astype(np.float32)
+                logits[np.arange(n), rng.integers(classes, size=n)] += rng.uniform(0, 12, size=n).astype(np.float32)
+                split = np.where(rng.random(n) < 0.7, "unlabeled", "train")
+                t = pa.table(
+                    {
+                        "id": pa.array(np.arange(s, s + n)),
+                        "split": pa.array(split),
+                        "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.ravel()), classes),
+                    },
+                    schema=schema,
+                )
+                w.write_table(t, row_group_size=ROW_GROUP)
+        start = stop
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=10_500_000)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--files", type=int, default=8)
+    ap.add_argument("--size", type=int, default=1000)
+    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--dir", default=None)
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--routes", default="path,read_parquet", help="comma-separated: path, read_parquet")
+    args = ap.parse_args()
+
+    import ray
+
+    import pickaxe as px
+    import pickaxe.ray as pxray
+
+    base = args.dir or tempfile.mkdtemp(prefix="pickaxe-ray-bench-")
+    folder = os.path.join(base, "pool")
+    small = os.path.join(base, "small")
+    try:
+        for d in (folder, small):
+            os.makedirs(d, exist_ok=True)
+        t = time.perf_counter()
+        write_pool(folder, args.rows, args.classes, args.files)
+        write_pool(small, 50_000, args.classes, 2)
+        size_gb = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 1e9
+        print(f"wrote {args.rows:,} rows x {args.classes} float32 logits, {args.files} files, {size_gb:.2f} GB "
+              f"({time.perf_counter() - t:.1f} s)")
+        miner = px.EntropyMiner(args.size)
+
+        t = time.perf_counter()
+        want = miner.mine(folder)
+        local_s = time.perf_counter() - t
+        rows = args.rows
+        print(f"in process (px.EntropyMiner({args.size}).mine(folder)): {local_s:.2f} s, {rows / local_s:,.0f} rows/s")
+
+        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        try:
+            results = {}
+            routes = {
+                "path": ("Ray, path", lambda p: p),
+                "read_parquet": ("Ray, read_parquet", lambda p: ray.data.read_parquet(p)),
+            }
+            for name, make in [routes[r] for r in args.routes.split(",")]:
+                pxray.mine(make(small), miner)  # workers up
+                t = time.perf_counter()
+                got = pxray.mine(make(folder), miner)
+                s = time.perf_counter() - t
+                same = np.array_equal(got.ids, want.ids) and np.allclose(got.scores, want.scores)
+                results[name] = rows / s
+                print(f"{name}: {s:.2f} s, {rows / s:,.0f} rows/s, same picks as in process: {same}")
+        finally:
+            ray.shutdown()
+
+        rate = max(results.values())
+        node = f"{args.cpus}-core node"
+        print(f"\nbillion-row pool at the Ray rate ({rate:,.0f} rows/s per {node}):")
+        one = 1e9 / rate
+        print(f"  one node: 1e9 / {rate:,.0f} = {one:,.0f} s = {one / 3600:.2f} h")
+        for label, budget in [("1 hour", 3600), ("10 minutes", 600)]:
+            need = math.ceil(1e9 / (rate * budget))
+            print(f"  within {label}: ceil(1e9 / ({rate:,.0f} x {budget})) = {need} nodes "
+                  f"(scoring only; assumes storage feeds every node at this rate)")
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

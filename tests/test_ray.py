@@ -1,0 +1,184 @@
+"""pickaxe.ray: the miners on a local Ray cluster give the in-memory selections."""
+
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+pa = pytest.importorskip("pyarrow")
+import pyarrow.parquet as pq  # noqa: E402
+
+import pickaxe as px  # noqa: E402
+import pickaxe.ray as pxray  # noqa: E402
+
+N = 1200
+BLOCKS = 8  # row groups of the Parquet pool, blocks of the Dataset
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    flag_dir = tmp_path_factory.mktemp("flags")
+    flag = str(flag_dir / "fail-once")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {pxray.FAIL_ONCE_ENV: flag}},
+    )
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    try:
+        yield flag
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(5)
+    return {
+        "id": np.arange(N, dtype=np.int64) * 3 + 7,  # increasing with the rows
+        "logits": rng.normal(size=(N, 5)).astype(np.float32),
+        "embeddings": rng.normal(size=(N, 8)).astype(np.float32),
+        "query_by_committee": rng.dirichlet(np.ones(4), size=(N, 3)).astype(np.float32),
+        "split": np.where(rng.random(N) < 0.6, "unlabeled", "train").astype(object),
+    }
+
+
+def _table(data, with_id=True):
+    cols = {}
+    for k, v in data.items():
+        if k == "id" and not with_id:
+            continue
+        if v.ndim == 1:
+            cols[k] = pa.array(v.tolist() if v.dtype == object else v)
+        else:
+            flat = pa.array(v.reshape(-1))
+            for width in reversed(v.shape[1:]):
+                flat = pa.FixedSizeListArray.from_arrays(flat, width)
+            cols[k] = flat
+    return pa.table(cols)
+
+
+@pytest.fixture(scope="module")
+def parquet_path(data, tmp_path_factory):
+    path = tmp_path_factory.mktemp("pool") / "pool.parquet"
+    pq.write_table(_table(data, with_id=False), path, row_group_size=N // BLOCKS)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def dataset(cluster, data):
+    t = _table(data)
+    ds = ray.data.from_arrow([t.slice(i * N // BLOCKS, N // BLOCKS) for i in range(BLOCKS)])
+    assert ds.num_blocks() >= BLOCKS
+    return ds
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return np.random.default_rng(9).normal(size=(300, 8)).astype(np.float32)
+
+
+def miners(reference, query=None):
+    q = {"query": query} if query else {}
+    return [
+        px.RandomMiner(15, seed=3, **q),
+        px.LeastConfidenceMiner(15, **q),
+        px.MarginMiner(15, **q),
+        px.RatioMiner(15, **q),
+        px.EntropyMiner(15, **q),
+        px.CommitteeMiner(15, **q),
+        px.CommitteeMiner(15, measure="mutual_information", **q),
+        px.EmbeddingDistanceMiner(15, reference, k=5, **q),
+        px.EmbeddingDistanceMiner(15, px.ReferenceIndex(np.tile(reference, (20, 1)) + np.float32(0.01) * np.arange(6000, dtype=np.float32)[:, None], metric="l2"), k=5, **q),
+        px.NoveltyMiner(15, reference, k=10, **q),
+        px.ActivationMiner(15, **q),
+        px.ActivationMiner(15, field="logits", **q),
+        px.combine([px.EntropyMiner(1), px.EmbeddingDistanceMiner(1, reference, k=5)], 15, **q),
+    ]
+
+
+def same(a, b):
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+    assert a.miners.tolist() == b.miners.tolist()
+    assert sorted(a.metadata) == sorted(b.metadata)
+    for k in a.metadata:
+        assert a.metadata[k].tolist() == b.metadata[k].tolist()
+    assert a.info == b.info
+
+
+def test_import_pickaxe_does_not_import_ray():
+    code = "import pickaxe, sys; assert 'ray' not in sys.modules and 'pickaxe.ray' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# Embedding miners start an actor pool per run (seconds each on 2 busy cores): every
+# miner runs on the Parquet pool without a query; the query and the Dataset runs take a
+# few of each kind.
+QUERY = "split = 'unlabeled'"
+CASES = [
+    ("parquet", None, range(13)),
+    ("parquet", QUERY, [0, 4, 6, 9, 12]),
+    ("dataset", None, [1, 2, 3, 5, 8, 10, 11]),
+    ("dataset", QUERY, [4, 12]),
+]
+
+
+@pytest.mark.parametrize("kind,query,which", CASES, ids=[f"{k}-{q is not None}" for k, q, _ in CASES])
+def test_equals_in_memory(cluster, parquet_path, dataset, data, reference, kind, query, which):
+    all_miners = miners(reference, query)
+    for i in which:
+        miner = all_miners[i]
+        if kind == "parquet":
+            want = miner.mine(parquet_path)
+            got = pxray.mine(parquet_path, miner, concurrency=2)
+        else:
+            want = miner.mine(data)
+            got = pxray.mine(dataset, miner, concurrency=2, batch_rows=N // BLOCKS)
+        same(got, want)
+
+
+def test_dataset_random_miner_hashes_the_id(cluster, data):
+    pool = dict(data, id=np.arange(N, dtype=np.int64))
+    t = _table(pool)
+    ds = ray.data.from_arrow([t.slice(i * N // BLOCKS, N // BLOCKS) for i in range(BLOCKS)])
+    miner = px.RandomMiner(20, seed=1)
+    same(pxray.mine(ds, miner, concurrency=2), miner.mine(pool))
+
+
+def test_dataset_without_id_is_refused(cluster, data):
+    ds = ray.data.from_arrow(_table(data, with_id=False))
+    with pytest.raises(ValueError, match="id column"):
+        pxray.mine(ds, px.EntropyMiner(3))
+
+
+def test_reference_index_pickles(reference):
+    big = np.random.default_rng(1).normal(size=(5000, 8)).astype(np.float32)
+    index = px.ReferenceIndex(big, metric="l2")
+    assert index.method == "hnsw"
+    back = pickle.loads(pickle.dumps(index))
+    a, b = index.query(reference, 5), back.query(reference, 5)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_failed_batch_is_retried(cluster, parquet_path, dataset, data):
+    miner = px.EntropyMiner(25)
+    want = miner.mine(parquet_path)
+    open(cluster, "w").close()
+    got = pxray.mine(parquet_path, miner, concurrency=2, retry_exceptions=True)
+    assert not os.path.exists(cluster)  # the failure did happen
+    same(got, want)
+    # an embedding miner: its actor's task is retried
+    miner = px.EmbeddingDistanceMiner(25, data["embeddings"][:100], k=3)
+    open(cluster, "w").close()
+    got = pxray.mine(dataset, miner, concurrency=2, batch_rows=N // BLOCKS, retry_exceptions=True)
+    assert not os.path.exists(cluster)
+    same(got, miner.mine(data))
