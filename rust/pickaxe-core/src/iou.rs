@@ -493,7 +493,7 @@ pub fn localization_disagreement<'a, T: Real>(
                 set.bbox.len_of(Axis(0))
             )));
         }
-        if set.classes.len_of(Axis(1)) == 0 {
+        if set.classes.len_of(Axis(1)) == 0 && set.bbox.len_of(Axis(0)) > 0 {
             return Err(Error::Shape(format!("{} has 0 classes; need at least 1", names.classes)));
         }
     }
@@ -505,8 +505,10 @@ pub fn localization_disagreement<'a, T: Real>(
             c
         }
     };
-    let k = k_of(&reference);
-    if k_of(&members) != k {
+    // A set without boxes has no classes to agree on (an empty column may be (0, 0)).
+    let (rb, mb) = (reference.bbox.len_of(Axis(0)), members.bbox.len_of(Axis(0)));
+    let k = if rb > 0 || mb == 0 { k_of(&reference) } else { k_of(&members) };
+    if rb > 0 && mb > 0 && k_of(&members) != k {
         return Err(Error::Shape(format!(
             "{} has {} classes but {} has {}: the members score the reference's classes",
             mn.classes,
