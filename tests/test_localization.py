@@ -382,3 +382,20 @@ if given is not None:
         want = loc_ref(boxes, cls, True, off, mboxes, mcls, True, moff, m, thr, per_class, reduce=None)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
         assert ((got >= -1e-12) & (got <= 2 + np.log(m) + 1e-9)).all()
+
+
+def test_empty_side_needs_no_classes():
+    """A side without any box may come as (0, 0) class scores (an empty Arrow list column)."""
+    boxes = np.array([[0.0, 0.0, 2.0, 2.0]])
+    s = px.detection.localization_disagreement(
+        boxes=boxes, logits=np.zeros((1, 3)), offsets=[0, 1], member_boxes=np.zeros((0, 4)),
+        member_logits=np.zeros((0, 0)), member_offsets=[0, 0, 0], members=2)
+    np.testing.assert_array_equal(s, [2.0])
+    s = px.detection.localization_disagreement(
+        boxes=np.zeros((0, 4)), logits=np.zeros((0, 0)), offsets=[0, 0], member_boxes=boxes,
+        member_logits=np.zeros((1, 3)), member_offsets=[0, 1], members=1)
+    assert np.isnan(s).all()
+    with pytest.raises(ValueError, match="member_logits has 0 classes"):
+        px.detection.localization_disagreement(
+            boxes=boxes, logits=np.zeros((1, 3)), offsets=[0, 1], member_boxes=boxes,
+            member_logits=np.zeros((1, 0)), member_offsets=[0, 1], members=1)

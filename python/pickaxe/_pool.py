@@ -11,8 +11,11 @@ A pool is any of
 
 Its columns are the prediction fields of api.md (``confidence`` (N,), ``confidences`` /
 ``logits`` (N, C), ``query_by_committee`` / ``mc_dropout`` (N, M, C), ``embeddings`` (N, D);
-vectors as list columns), an optional ``id`` column and metadata (every other column),
-which rides along into the selection.
+vectors as list columns; ``pixel_logits`` / ``pixel_confidences`` (N, C, H, W) as nested
+lists or arrays; ``boxes`` (per row a list of box structs) and ``member_boxes`` (per row a
+list over members of such lists), held in memory as a `pickaxe._boxes.BoxColumn`), an
+optional ``id`` column and metadata (every other column), which rides along into the
+selection. In a mapping pool, box-list columns are not visible to a query.
 
 ``query`` is a SQL ``WHERE`` clause over the pool's columns, run in process by DuckDB on
 tables and Parquet alike, so that only the matching rows are read and scored.

@@ -17,6 +17,10 @@ with ``o_b`` the box's ``objectness`` (B,) in [0, 1], or 1 when it is not given.
 empty images should rank. Invalid boxes raise ``ValueError`` naming the field, the box,
 its image and the fault (``nan_policy="omit"``: the image scores NaN).
 
+:func:`localization_disagreement` compares a committee's (or dropout passes') boxes with
+a reference prediction's by greedy IoU matching: how much the members disagree about
+where the objects are.
+
 >>> import numpy as np
 >>> boxes = np.array([[0.9, 0.1], [0.5, 0.5], [0.6, 0.4]])
 >>> least_confidence(confidences=boxes, offsets=np.array([0, 2, 2, 3]))
