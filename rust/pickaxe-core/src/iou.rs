@@ -288,12 +288,9 @@ impl Loaded {
     }
 }
 
-/// KL(p ‖ q) with 0 ln 0 = 0.
-fn kl(p: &[f64], q: &[f64]) -> f64 {
-    p.iter()
-        .zip(q)
-        .map(|(&a, &b)| if a > 0.0 { a * (a / b).ln() } else { 0.0 })
-        .sum()
+/// Σ_c p_c ln p_c with 0 ln 0 = 0.
+fn plogp(p: &[f64]) -> f64 {
+    p.iter().map(|&a| if a > 0.0 { a * a.ln() } else { 0.0 }).sum()
 }
 
 /// Scratch of one worker.
@@ -307,10 +304,12 @@ struct Work<T> {
     matches: Vec<Option<(usize, f64)>>,
     iou_sum: Vec<f64>,
     matched: Vec<usize>,
-    /// Matched member distributions, (member, reference box) → k values.
-    dists: Vec<f64>,
-    has: Vec<bool>,
-    mean: Vec<f64>,
+    /// Per reference box: the sum of the matched members' distributions (k values) and
+    /// of their Σ_c p ln p. The mean KL from the mean is then
+    /// (1/K) Σ_k Σ_c p_kc ln p_kc − Σ_c p̄_c ln p̄_c (= H(p̄) − mean_k H(p_k)), so memory
+    /// is r·k, not M·r·k.
+    sums: Vec<f64>,
+    plogp: Vec<f64>,
 }
 
 struct Ctx<'a, 'b, T> {
@@ -358,10 +357,10 @@ fn image_scores<T: Real>(ctx: &Ctx<'_, '_, T>, i: usize, w: &mut Work<T>) -> Res
     w.iou_sum.resize(r, 0.0);
     w.matched.clear();
     w.matched.resize(r, 0);
-    w.dists.clear();
-    w.dists.resize(m * r * k, 0.0);
-    w.has.clear();
-    w.has.resize(m * r, false);
+    w.sums.clear();
+    w.sums.resize(r * k, 0.0);
+    w.plogp.clear();
+    w.plogp.resize(r, 0.0);
     w.matches.clear();
     w.matches.resize(r, None);
     for mm in 0..m {
@@ -387,9 +386,11 @@ fn image_scores<T: Real>(ctx: &Ctx<'_, '_, T>, i: usize, w: &mut Work<T>) -> Res
             if let Some((j, v)) = *hit {
                 w.iou_sum[q] += v;
                 w.matched[q] += 1;
-                w.has[mm * r + q] = true;
-                let dst = (mm * r + q) * k;
-                w.dists[dst..dst + k].copy_from_slice(&w.member.probs[j * k..(j + 1) * k]);
+                let p = &w.member.probs[j * k..(j + 1) * k];
+                w.plogp[q] += plogp(p);
+                for (s, &v) in w.sums[q * k..(q + 1) * k].iter_mut().zip(p) {
+                    *s += v;
+                }
             }
         }
     }
@@ -400,26 +401,19 @@ fn image_scores<T: Real>(ctx: &Ctx<'_, '_, T>, i: usize, w: &mut Work<T>) -> Res
         let kq = w.matched[q];
         let mut d = 0.0;
         if kq >= 2 {
-            w.mean.clear();
-            w.mean.resize(k, 0.0);
-            for mm in 0..m {
-                if w.has[mm * r + q] {
-                    let p = &w.dists[(mm * r + q) * k..(mm * r + q + 1) * k];
-                    for (s, &v) in w.mean.iter_mut().zip(p) {
-                        *s += v;
+            let kf = kq as f64;
+            let mean_plogp: f64 = w.sums[q * k..(q + 1) * k]
+                .iter()
+                .map(|&s| {
+                    let p = s / kf;
+                    if p > 0.0 {
+                        p * p.ln()
+                    } else {
+                        0.0
                     }
-                }
-            }
-            for s in w.mean.iter_mut() {
-                *s /= kq as f64;
-            }
-            for mm in 0..m {
-                if w.has[mm * r + q] {
-                    let p = &w.dists[(mm * r + q) * k..(mm * r + q + 1) * k];
-                    d += kl(p, &w.mean);
-                }
-            }
-            d = (d / kq as f64).max(0.0);
+                })
+                .sum();
+            d = (w.plogp[q] / kf - mean_plogp).max(0.0);
         }
         out.push((1.0 - w.iou_sum[q] / mf) + (m - kq) as f64 / mf + d);
     }
