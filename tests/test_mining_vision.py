@@ -312,3 +312,24 @@ def test_cli_names_and_mine(data, tmp_path):
     for text in ("detection", "localization", "segmentation", "boxes (N, *) box structs",
                  "member_boxes (N, M, *) box structs", "pixel_logits (N, C, H, W)", "bbox: [x1, y1, x2, y2]"):
         assert text in r.output
+
+
+def test_batches_without_any_box(monkeypatch):
+    monkeypatch.setattr(miners_module, "BATCH_ROWS", 2)
+    box = {"bbox": [0.0, 0.0, 2.0, 2.0], "logits": [0.1, 0.2]}
+    rows = [[], [], [box], [], []]
+    members = [[r, []] for r in rows]
+    for pool in ({"boxes": rows, "member_boxes": members},
+                 pa.table({"boxes": pa.array(rows), "member_boxes": pa.array(members)})):
+        got = px.DetectionMiner(3).mine(pool)
+        assert got.ids.tolist() == [2]
+        np.testing.assert_allclose(got.scores, px.scores.entropy(logits=np.array([[0.1, 0.2]])))
+        got = px.LocalizationMiner(3).mine(pool)
+        assert got.ids.tolist() == [2] and got.scores.tolist() == [1.0]  # one of two members matches exactly
+
+
+def test_pool_without_any_box():
+    got = px.DetectionMiner(3).mine({"boxes": [[], [], []]})
+    assert got.ids.tolist() == []
+    got = px.LocalizationMiner(3).mine({"boxes": [[], []], "member_boxes": [[[]], [[]]]})
+    assert got.ids.tolist() == []

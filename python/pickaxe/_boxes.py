@@ -203,6 +203,8 @@ def boxes_from_arrow(name: str, data: Any, label: RowLabel = _plain) -> BoxColum
         return label(slot // m)
 
     t = structs.type
+    if pa.types.is_null(t) and len(structs) == 0:  # e.g. pa.array([[], []]): no box anywhere
+        return BoxColumn(np.zeros((0, 4)), np.zeros((0, 0)), "logits", None, slot_off, members)
     if not pa.types.is_struct(t):
         raise ValueError(
             f"column {name!r} holds lists of {t}, not box structs "

@@ -854,12 +854,14 @@ class DetectionMiner(Miner):
         col = pool.columns[field]
         obj = _objectness(field, col) if self.objectness else None
         fn = getattr(detection, self.measure)
+        info = {"field": field, "measure": self.measure, "reduce": self.reduce, "objectness": self.objectness}
+        if len(col.bbox) == 0:  # no image of the batch has a box (its classes may be (0, 0))
+            return np.full(pool.n_rows, np.nan), info
         try:
             values = fn(**{col.kind: col.classes}, offsets=col.offsets, reduce=self.reduce,
                         objectness=obj, nan_policy=self.nan_policy)
         except ValueError as e:
             raise ValueError(_name_row(field, str(e))) from None
-        info = {"field": field, "measure": self.measure, "reduce": self.reduce, "objectness": self.objectness}
         return values, info
 
 
