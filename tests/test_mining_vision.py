@@ -99,6 +99,10 @@ def make_pool(kind, d, tmp_path, ids=None):
         return m
     if kind == "pandas":
         return table.to_pandas()
+    if kind == "polars":
+        import polars as pl
+
+        return pl.from_arrow(table)
     if kind == "parquet":
         path = tmp_path / "vision.parquet"
         pq.write_table(table, path, row_group_size=11)
@@ -146,7 +150,7 @@ MINERS = [
 ]
 
 
-@pytest.mark.parametrize("kind", ["mapping", "arrow", "pandas", "parquet", "folder"])
+@pytest.mark.parametrize("kind", ["mapping", "arrow", "pandas", "polars", "parquet", "folder"])
 @pytest.mark.parametrize("with_ids", [False, True])
 def test_miners_equal_direct_calls(data, tmp_path, monkeypatch, kind, with_ids):
     monkeypatch.setattr(miners_module, "BATCH_ROWS", 5)  # many batches: the streaming merge
