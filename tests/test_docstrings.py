@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 
 import pickaxe
+import pickaxe.detection
+import pickaxe.miners
 import pickaxe.scores
+import pickaxe.segmentation
 import pickaxe.select
 
 
-@pytest.mark.parametrize("module", [pickaxe, pickaxe.scores, pickaxe.select], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [pickaxe, pickaxe.scores, pickaxe.select, pickaxe.detection, pickaxe.segmentation, pickaxe.miners], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)

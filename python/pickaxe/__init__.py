@@ -35,6 +35,9 @@ _LAZY = {
     "NoveltyMiner": "miners",
     "ActivationMiner": "miners",
     "CoresetMiner": "miners",
+    "DetectionMiner": "miners",
+    "LocalizationMiner": "miners",
+    "SegmentationMiner": "miners",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
@@ -45,15 +48,18 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
         ActivationMiner,
         CommitteeMiner,
         CoresetMiner,
+        DetectionMiner,
         EmbeddingDistanceMiner,
         EntropyMiner,
         LeastConfidenceMiner,
+        LocalizationMiner,
         MarginMiner,
         MCDropoutMiner,
         Miner,
         NoveltyMiner,
         RandomMiner,
         RatioMiner,
+        SegmentationMiner,
     )
     from .selection import Selection
 
@@ -112,6 +118,9 @@ __all__ = [
     "NoveltyMiner",
     "ActivationMiner",
     "CoresetMiner",
+    "DetectionMiner",
+    "LocalizationMiner",
+    "SegmentationMiner",
 ]
 
 

@@ -79,3 +79,54 @@ def kcenter_greedy(
 def build_info() -> dict[str, Any]: ...
 def set_num_threads(n: int) -> None: ...
 def set_simd_level(level: Literal["portable", "avx2", "avx512"]) -> None: ...
+def localization_disagreement(
+    boxes: npt.NDArray[_Float],
+    classes: npt.NDArray[_Float],
+    logits: bool,
+    offsets: npt.NDArray[np.int64],
+    member_boxes: npt.NDArray[_Float],
+    member_classes: npt.NDArray[_Float],
+    member_logits: bool,
+    member_offsets: npt.NDArray[np.int64],
+    members: int,
+    iou_threshold: float = 0.5,
+    per_class: bool = False,
+    reduce: Literal["max", "mean", "sum", "none"] = "max",
+    objectness: Optional[npt.NDArray[_Float]] = None,
+) -> npt.NDArray[_Float]:
+    """Localisation disagreement (rust/pickaxe-core/src/iou.rs): reference boxes (B, 4)
+    with class scores (B, C) and offsets (N + 1,), member boxes (B', 4), (B', C) with
+    member_offsets (N·M + 1,) image-major then member. Every float array has the dtype
+    of ``boxes``. Returns (N,), or (B,) per box with reduce "none"."""
+def score_pixels(
+    field: Literal["confidences", "logits", "query_by_committee", "mc_dropout"],
+    score: str,
+    x: npt.NDArray[_Float],
+    class_axis: int,
+    reduce: Literal["mean", "max", "top", "none"],
+    q: float = 1.0,
+    mask: Optional[npt.NDArray[np.bool_]] = None,
+    logits: bool = False,
+    nan_policy: Literal["raise", "omit"] = "raise",
+    normalize: bool = False,
+    class_weights: Optional[Sequence[float]] = None,
+    temperature: float = 1.0,
+    kl_reduce: Literal["mean", "max"] = "mean",
+) -> npt.NDArray[_Float]:
+    """Per-pixel score of (N, C, H, W) / (N, H, W, C) or stacked (N, M, ...) fields,
+    reduced per image (N,), or the (N, H, W) maps with reduce "none"."""
+def score_boxes(
+    field: Literal["confidences", "logits", "query_by_committee", "mc_dropout"],
+    score: str,
+    boxes: npt.NDArray[_Float],
+    offsets: npt.NDArray[np.int64],
+    reduce: Literal["max", "mean", "sum"],
+    objectness: Optional[npt.NDArray[_Float]] = None,
+    logits: bool = False,
+    nan_policy: Literal["raise", "omit"] = "raise",
+    normalize: bool = False,
+    class_weights: Optional[Sequence[float]] = None,
+    temperature: float = 1.0,
+    kl_reduce: Literal["mean", "max"] = "mean",
+) -> npt.NDArray[_Float]:
+    """Per-box score of stacked (B, C) / (B, M, C) boxes reduced per image over offsets."""

@@ -21,9 +21,17 @@ FIELD_SHAPES: dict[str, str] = {
     "query_by_committee": "(N, M, C)",
     "mc_dropout": "(N, T, C)",
     "embeddings": "(N, D)",
+    # segmentation: per row an image's class scores, (C, H, W) (or (H, W, C), class_axis=-1)
+    "pixel_confidences": "(N, C, H, W)",
+    "pixel_logits": "(N, C, H, W)",
+    # detection: per row a list of box structs (see pickaxe._boxes)
+    "boxes": "(N, *) box structs",
+    "member_boxes": "(N, M, *) box structs",
 }
+#: What a box struct holds (`boxes`, `member_boxes`; * is any number of boxes).
+BOX_STRUCT = "{bbox: [x1, y1, x2, y2], confidences or logits: [C], objectness: float (optional)}"
 FIELD_NDIM: dict[str, int] = {
-    name: len([d for d in shape.strip("()").split(",") if d.strip()])
+    name: len([d for d in shape.split(")")[0].strip("(").split(",") if d.strip()])
     for name, shape in FIELD_SHAPES.items()
 }
 

@@ -11,8 +11,11 @@ A pool is any of
 
 Its columns are the prediction fields of api.md (``confidence`` (N,), ``confidences`` /
 ``logits`` (N, C), ``query_by_committee`` / ``mc_dropout`` (N, M, C), ``embeddings`` (N, D);
-vectors as list columns), an optional ``id`` column and metadata (every other column),
-which rides along into the selection.
+vectors as list columns; ``pixel_logits`` / ``pixel_confidences`` (N, C, H, W) as nested
+lists or arrays; ``boxes`` (per row a list of box structs) and ``member_boxes`` (per row a
+list over members of such lists), held in memory as a `pickaxe._boxes.BoxColumn`), an
+optional ``id`` column and metadata (every other column), which rides along into the
+selection. In a mapping pool, box-list columns are not visible to a query.
 
 ``query`` is a SQL ``WHERE`` clause over the pool's columns, run in process by DuckDB on
 tables and Parquet alike, so that only the matching rows are read and scored.
@@ -39,6 +42,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from ._boxes import BOX_FIELDS
 from ._fields import FIELD_SHAPES
 
 #: Name of the row-number column added for DuckDB; never one of the pool's columns.
@@ -303,6 +307,11 @@ class PoolSource(ABC):
         for c in columns:
             t = self.schema.field(c).type
             empty = pa.array([], type=t)
+            if c in BOX_FIELDS:
+                from ._boxes import boxes_from_arrow
+
+                cols[c] = boxes_from_arrow(c, empty)
+                continue
             x = field_to_numpy(c, empty) if c in FIELD_SHAPES else metadata_to_numpy(empty)
             dims = tuple(0 if d is None else d for d in self.shapes[c][1:])
             cols[c] = x.reshape((0,) + dims) if len(dims) == x.ndim - 1 else x
@@ -352,6 +361,8 @@ class _ArraySource(PoolSource):
 
         names, arrays = [], []
         for name, arr in self.pool.columns.items():
+            if not isinstance(arr, np.ndarray):
+                continue  # a box-list column: not visible to a query
             a = numpy_to_arrow(arr)
             if a is not None:
                 names.append(name)
@@ -767,6 +778,13 @@ def _mapping_columns(pool: Mapping, who: str) -> dict[str, np.ndarray]:
 
 
 def _mapping_column(name: str, value: Any, who: str) -> np.ndarray:
+    if name in BOX_FIELDS:
+        from ._boxes import boxes_column
+
+        try:
+            return boxes_column(name, value)  # type: ignore[return-value]
+        except ValueError as e:
+            raise ValueError(f"{who}: {e}") from None
     if isinstance(value, np.ndarray):
         return value
     if type(value).__module__.split(".")[0] == "pyarrow":
@@ -857,6 +875,13 @@ def _pandas_to_arrow(df: Any, who: str) -> Any:
 def _arrow_column(who: str, name: str, data: Any, label: Callable[[int], str]) -> np.ndarray:
     from ._arrow import field_to_numpy, metadata_to_numpy
 
+    if name in BOX_FIELDS:
+        from ._boxes import boxes_from_arrow
+
+        try:
+            return boxes_from_arrow(name, data, label)  # type: ignore[return-value]
+        except ValueError as e:
+            raise ValueError(f"{who}: {e}") from None
     if name in FIELD_SHAPES:
         try:
             return field_to_numpy(name, data, label)
@@ -909,7 +934,15 @@ def _filter(batch: Any, keep: np.ndarray) -> Any:
     from ._arrow import as_fixed_size
 
     mask = pa.array(keep)
-    arrays = [as_fixed_size(batch.column(j)).filter(mask) for j in range(batch.num_columns)]
+    # Only rectangular fields: a column whose rows may differ in length (box lists,
+    # metadata lists) would become fixed-size in one batch and not in the next, and the
+    # batches could not be put back together.
+    names = list(batch.schema.names)
+    arrays = [
+        (as_fixed_size(batch.column(j)) if names[j] in FIELD_SHAPES and names[j] not in BOX_FIELDS
+         else batch.column(j)).filter(mask)
+        for j in range(batch.num_columns)
+    ]
     return pa.RecordBatch.from_arrays(arrays, names=list(batch.schema.names))
 
 
@@ -938,6 +971,7 @@ def _concat(batches: Iterator[Pool], columns: list[str], n: Optional[int]) -> Po
     else concatenated at the end."""
     if n is not None:
         out: dict[str, np.ndarray] = {}
+        ragged: dict[str, list] = {}
         rn: Optional[np.ndarray] = None
         filled = 0
         for b in batches:
@@ -945,6 +979,9 @@ def _concat(batches: Iterator[Pool], columns: list[str], n: Optional[int]) -> Po
                 continue
             for c in columns:
                 x = b.columns[c]
+                if not isinstance(x, np.ndarray):  # a BoxColumn: concatenated at the end
+                    ragged.setdefault(c, []).append(x)
+                    continue
                 if c not in out:
                     out[c] = np.empty((n,) + x.shape[1:], dtype=x.dtype)
                 dst = out[c]
@@ -965,14 +1002,24 @@ def _concat(batches: Iterator[Pool], columns: list[str], n: Optional[int]) -> Po
             raise RuntimeError(f"read {filled} rows where {n} were expected")
         if filled == 0:
             return Pool({}, 0)
-        return Pool(out, n, 0, rn)
+        for c, pieces in ragged.items():
+            out[c] = _concat_column(pieces)
+        return Pool({c: out[c] for c in columns}, n, 0, rn)
     parts: list[Pool] = [b for b in batches if b.n_rows]
     if not parts:
         return Pool({}, 0)
-    cols = {c: np.concatenate([p.columns[c] for p in parts]) for c in columns}
+    cols = {c: _concat_column([p.columns[c] for p in parts]) for c in columns}
     total = sum(p.n_rows for p in parts)
     rns = np.concatenate([p.source_rows(np.arange(p.n_rows)) for p in parts])
     return Pool(cols, total, 0, rns)
+
+
+def _concat_column(pieces: list) -> Any:
+    if isinstance(pieces[0], np.ndarray):
+        return np.concatenate(pieces)
+    from ._boxes import BoxColumn
+
+    return BoxColumn.concatenate(pieces)
 
 
 def _with_progress(it: Iterator[Pool], total: Optional[int]) -> Iterator[Pool]:

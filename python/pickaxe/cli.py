@@ -13,7 +13,7 @@ from typing import Any, Optional
 import click
 
 from . import __version__
-from ._fields import FIELD_SHAPES
+from ._fields import BOX_STRUCT, FIELD_SHAPES
 
 #: Command-line names of the miners (api.md), in the order `pickaxe fields` lists them.
 MINER_NAMES = (
@@ -28,6 +28,9 @@ MINER_NAMES = (
     "novelty",
     "activation",
     "coreset",
+    "detection",
+    "localization",
+    "segmentation",
 )
 
 _OPTIONS = {
@@ -42,6 +45,9 @@ _OPTIONS = {
     "novelty": "--reference (required), --k (20), --metric (l2)",
     "activation": "--field (embeddings)",
     "coreset": "--reference (labeled set), --metric (l2)",
+    "detection": "--measure (entropy), --reduce (max), --objectness, --nan-policy",
+    "localization": "--iou-threshold (0.5), --per-class, --reduce (max), --objectness",
+    "segmentation": "--measure (entropy), --reduce (mean), --class-axis (1), --field, --nan-policy",
 }
 
 
@@ -60,6 +66,9 @@ def miner_class(name: str) -> Any:
         "novelty": px.NoveltyMiner,
         "activation": px.ActivationMiner,
         "coreset": px.CoresetMiner,
+        "detection": px.DetectionMiner,
+        "localization": px.LocalizationMiner,
+        "segmentation": px.SegmentationMiner,
     }
     return classes[name]
 
@@ -109,6 +118,35 @@ def build_miner(name: str, size: int, opts: dict[str, Any]) -> Any:
     elif name == "activation":
         if opts.get("field"):
             kw["field"] = opts["field"]
+    elif name == "detection":
+        kw.update(nan_policy=opts["nan_policy"], objectness=opts.get("objectness", False))
+        if opts.get("measure"):
+            kw["measure"] = opts["measure"]
+        if opts.get("reduce"):
+            kw["reduce"] = opts["reduce"]
+    elif name == "localization":
+        kw["objectness"] = opts.get("objectness", False)
+        kw["per_class"] = opts.get("per_class", False)
+        if opts.get("iou_threshold") is not None:
+            kw["iou_threshold"] = opts["iou_threshold"]
+        if opts.get("reduce"):
+            kw["reduce"] = opts["reduce"]
+    elif name == "segmentation":
+        kw.update(field=opts.get("field"), nan_policy=opts["nan_policy"])
+        if opts.get("measure"):
+            kw["measure"] = opts["measure"]
+        if opts.get("class_axis") is not None:
+            kw["class_axis"] = int(opts["class_axis"])
+        reduce = opts.get("reduce")
+        if reduce:
+            if reduce.startswith("top"):
+                try:
+                    q = float(reduce.split(":", 1)[1])
+                except (IndexError, ValueError):
+                    raise ValueError(f"--reduce {reduce}: write top:Q, e.g. top:0.05") from None
+                kw["reduce"] = ("top", q)
+            else:
+                kw["reduce"] = reduce
     elif name == "coreset":
         if opts.get("reference"):
             kw["reference"] = load_reference(opts["reference"])
@@ -155,6 +193,11 @@ def main() -> None:
 @click.option("--logits", is_flag=True, help="Committee / dropout fields hold logits.")
 @click.option("--nan-policy", type=click.Choice(["raise", "omit"]), default="raise", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random miner.")
+@click.option("--reduce", help="Per image: max, mean, sum (detection, localization); mean, max, top:Q (segmentation).")
+@click.option("--objectness", is_flag=True, help="Weight boxes by their objectness (detection, localization).")
+@click.option("--iou-threshold", type=float, help="IoU a committee box needs to match (localization, 0.5).")
+@click.option("--per-class", is_flag=True, help="Match only boxes of the same class (localization).")
+@click.option("--class-axis", type=click.Choice(["1", "-1"]), help="Segmentation rows are (C, H, W) (1) or (H, W, C) (-1).")
 def mine(pool: str, miner_name: str, size: int, out: Optional[str], **opts: Any) -> None:
     """Mine POOL (a Parquet file or folder) and write the picked rows.
 
@@ -188,12 +231,16 @@ def fields() -> None:
     for name in MINER_NAMES:
         cls = miner_class(name)
         need = " or ".join(f"{f} {FIELD_SHAPES[f]}" for f in cls.fields) or "(none)"
+        for also in getattr(cls, "also_needs", ()):
+            need += f" and {also} {FIELD_SHAPES[also]}"
         rows.append((name, need, _OPTIONS[name]))
     widths = [max(len(r[i]) for r in rows) for i in range(2)]
     for r in rows:
         click.echo(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}")
     click.echo("")
     click.echo("fields: " + "; ".join(f"{k} {v}" for k, v in FIELD_SHAPES.items()))
+    click.echo(f"box struct: {BOX_STRUCT}; * is any number of boxes per row (per member for member_boxes).")
+    click.echo("pixel_confidences / pixel_logits rows may also be (H, W, C) (--class-axis -1).")
     click.echo("A pool may also hold an id column (names the rows) and metadata columns.")
 
 

@@ -17,6 +17,10 @@ with ``o_b`` the box's ``objectness`` (B,) in [0, 1], or 1 when it is not given.
 empty images should rank. Invalid boxes raise ``ValueError`` naming the field, the box,
 its image and the fault (``nan_policy="omit"``: the image scores NaN).
 
+:func:`localization_disagreement` compares a committee's (or dropout passes') boxes with
+a reference prediction's by greedy IoU matching: how much the members disagree about
+where the objects are.
+
 >>> import numpy as np
 >>> boxes = np.array([[0.9, 0.1], [0.5, 0.5], [0.6, 0.4]])
 >>> least_confidence(confidences=boxes, offsets=np.array([0, 2, 2, 3]))
@@ -49,6 +53,7 @@ __all__ = [
     "predictive_entropy",
     "variation_ratio",
     "variance",
+    "localization_disagreement",
 ]
 
 _SHAPES = {
@@ -214,3 +219,131 @@ def variance(*, mc_dropout: Optional[ArrayLike] = None,
     """Per-box variance over passes averaged over classes, reduced per image."""
     return _stack("variance", {"mc_dropout": mc_dropout, "query_by_committee": query_by_committee},
                   offsets, reduce, objectness, logits, nan_policy)
+
+
+# -- localisation disagreement ----------------------------------------------------------
+
+
+def _offsets_array(func: str, name: str, offsets: Any, shape: str) -> np.ndarray:
+    if offsets is None:
+        raise TypeError(f"{func}(): {name} {shape} int64 is required")
+    off = np.asarray(offsets)
+    if off.ndim != 1 or not (off.dtype.kind in "iu" or off.size == 0):
+        raise ValueError(
+            f"{func}(): {name} must be a 1-D integer array {shape}; got dtype {off.dtype}, "
+            f"shape {off.shape}"
+        )
+    return np.ascontiguousarray(off, dtype=np.int64)
+
+
+def _one_of(func: str, fields: dict[str, Any], shape: str) -> tuple[str, Any]:
+    present = [k for k, v in fields.items() if v is not None]
+    if len(present) != 1:
+        listing = " or ".join(f"{f} {shape}" for f in fields)
+        got = "none" if not present else f"{len(present)}: {', '.join(present)}"
+        raise TypeError(f"{func}() takes exactly one of {listing}; got {got}")
+    return present[0], fields[present[0]]
+
+
+def localization_disagreement(
+    *,
+    boxes: Optional[ArrayLike] = None,
+    confidences: Optional[ArrayLike] = None,
+    logits: Optional[ArrayLike] = None,
+    offsets: Optional[ArrayLike] = None,
+    member_boxes: Optional[ArrayLike] = None,
+    member_confidences: Optional[ArrayLike] = None,
+    member_logits: Optional[ArrayLike] = None,
+    member_offsets: Optional[ArrayLike] = None,
+    members: Optional[int] = None,
+    iou_threshold: float = 0.5,
+    per_class: bool = False,
+    reduce: Optional[str] = "max",
+    objectness: Optional[ArrayLike] = None,
+) -> np.ndarray:
+    """How much a committee (or the dropout passes) disagrees with a reference
+    prediction about where the objects are, per image.
+
+    Inputs, every image's boxes stacked:
+
+    * the reference prediction: ``boxes`` (B, 4) as [x1, y1, x2, y2] (x1 ≤ x2, y1 ≤ y2),
+      class scores ``confidences`` or ``logits`` (B, C) (C = 1 logits: binary, sigmoid),
+      ``offsets`` (N + 1,): image i owns boxes ``offsets[i]:offsets[i + 1]``;
+    * the M members' boxes: ``member_boxes`` (B', 4), ``member_confidences`` or
+      ``member_logits`` (B', C), ``member_offsets`` (N·M + 1,) ordered image-major then
+      member: image i, member m owns ``member_offsets[i*M + m]:member_offsets[i*M + m + 1]``;
+      ``members`` = M.
+
+    Matching, per image and member: the reference boxes in order of confidence (highest
+    class probability) descending, ties by box index, each take the still unmatched member
+    box of highest IoU ≥ ``iou_threshold`` (ties by member box index). IoU ≥ the threshold
+    matches (IoU exactly at it included). ``per_class=True`` only lets a member box match
+    when its argmax class equals the reference box's (argmax ties: lowest class).
+
+    A reference box matched by K of the M members scores
+
+        (1 − Σ_matched IoU / M) + (M − K) / M + D,
+        D = (1/K) Σ_k KL(p_k ‖ p̄),  p̄ = (1/K) Σ_k p_k,
+
+    one minus the mean IoU over the members (no match counts IoU 0), plus the fraction
+    of members without a match, plus the class disagreement D of the matched member boxes'
+    class distributions p_k (the mean KL from their mean, api.md's ``kl_disagreement`` of
+    the matched boxes; the reference's own distribution does not take part; D = 0 when
+    K < 2). The score lies in [0, 2 + ln M]: 0 when every member puts a box exactly on
+    it with the same class distribution.
+
+    Defined cases: IoU of two boxes whose union has no area (two zero-area boxes) is 0, so
+    a zero-area reference box is never matched; a member with no boxes in an image leaves
+    every reference box of the image unmatched for that member; **an image without
+    reference boxes scores NaN** (never picked by `top_k`), whatever its members found.
+
+    ``reduce``: ``"max"`` (default), ``"mean"`` or ``"sum"`` per image, weighted by the
+    reference boxes' ``objectness`` (B,) in [0, 1] as in the other detection scores; or
+    ``None`` for the (B,) per-box scores. Returns float32 when every float input is float32,
+    else float64. Invalid input (non-finite coordinates, x2 < x1, invalid class scores as in
+    :mod:`pickaxe.scores`, bad offsets, mismatched lengths) raises ``ValueError`` naming
+    the array, the box, its image (and member) and the fault.
+
+    >>> import numpy as np
+    >>> ref = np.array([[0., 0., 10., 10.]]); conf = np.array([[0.9, 0.1]])
+    >>> mem = np.array([[0., 0., 10., 8.], [20., 20., 30., 30.]])
+    >>> mconf = np.array([[0.8, 0.2], [0.5, 0.5]])
+    >>> localization_disagreement(boxes=ref, confidences=conf, offsets=[0, 1],
+    ...     member_boxes=mem, member_confidences=mconf, member_offsets=[0, 1, 2],
+    ...     members=2).round(3)                       # (1 - 0.8/2) + 1/2 + 0
+    array([1.1])
+    """
+    func = "localization_disagreement"
+    cname, cls = _one_of(func, {"confidences": confidences, "logits": logits}, "(B, C)")
+    mname, mcls = _one_of(
+        func, {"member_confidences": member_confidences, "member_logits": member_logits}, "(B', C)"
+    )
+    if boxes is None or member_boxes is None:
+        missing = "boxes (B, 4)" if boxes is None else "member_boxes (B', 4)"
+        raise TypeError(f"{func}(): {missing} is required")
+    arrays = {
+        "boxes": as_float_array(func, "boxes", boxes, 2, "(B, 4)"),
+        cname: as_float_array(func, cname, cls, 2, "(B, C)"),
+        "member_boxes": as_float_array(func, "member_boxes", member_boxes, 2, "(B', 4)"),
+        mname: as_float_array(func, mname, mcls, 2, "(B', C)"),
+    }
+    if objectness is not None:
+        obj = as_float_array(func, "objectness", objectness, 1, "(B,)")
+        arrays["objectness"] = obj
+    dtype = np.float32 if all(a.dtype == np.float32 for a in arrays.values()) else np.float64
+    arrays = {k: v.astype(dtype, copy=False) for k, v in arrays.items()}
+    off = _offsets_array(func, "offsets", offsets, "(N + 1,)")
+    moff = _offsets_array(func, "member_offsets", member_offsets, "(N·M + 1,)")
+    if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or members < 1:
+        raise ValueError(f"{func}(): members must be an int >= 1 (M, the members per image); got {members!r}")
+    thr = real_parameter(func, "iou_threshold", iou_threshold)
+    if not 0.0 < thr <= 1.0:
+        raise ValueError(f"{func}(): iou_threshold must be in (0, 1]; got {iou_threshold!r}")
+    if reduce is not None and not (isinstance(reduce, str) and reduce in ("max", "mean", "sum")):
+        raise ValueError(f'{func}(): reduce must be "max", "mean", "sum" or None; got {reduce!r}')
+    return _core.localization_disagreement(
+        arrays["boxes"], arrays[cname], cname == "logits", off,
+        arrays["member_boxes"], arrays[mname], mname == "member_logits", moff,
+        int(members), thr, bool(per_class), "none" if reduce is None else reduce,
+        arrays.get("objectness"),
+    )

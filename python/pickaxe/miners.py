@@ -46,6 +46,9 @@ __all__ = [
     "NoveltyMiner",
     "ActivationMiner",
     "CoresetMiner",
+    "DetectionMiner",
+    "LocalizationMiner",
+    "SegmentationMiner",
 ]
 
 def _check_size(who: str, size: Any) -> int:
@@ -149,6 +152,10 @@ class Miner:
             f"{pool.describe()}"
         )
 
+    def columns_for(self, field: Optional[str]) -> list[str]:
+        """The pool columns `score` reads: the field (some miners read more)."""
+        return [field] if field else []
+
     def prepare(self, source: PoolSource, field: Optional[str]) -> None:
         """Work done once per mining run before the batches (fit, choice of search)."""
 
@@ -164,7 +171,7 @@ class Miner:
         rows = np.empty(0, dtype=np.int64)
         values = np.empty(0, dtype=np.float64)
         info: dict[str, Any] = {}
-        columns = [field] if field else []
+        columns = self.columns_for(field)
         for batch in source.batches(columns, BATCH_ROWS, progress=True):
             try:
                 batch_values, info = self.score(batch, field)
@@ -765,3 +772,235 @@ class CoresetMiner(Miner):
             info["search"] = method
         picks, dists = kcenter_greedy(x, min(k, pool.n_rows), initial=initial, metric=self.metric)
         return pool.source_rows(picks), np.asarray(dists, dtype=np.float64), info
+
+
+# -- detection and segmentation ----------------------------------------------------------
+
+#: Per-box / per-pixel scores a detection or segmentation miner can rank by.
+_ROW_MEASURES = ("least_confidence", "margin", "ratio", "entropy", "energy", "max_logit")
+
+
+def _check_measure(who: str, measure: Any, measures: tuple[str, ...]) -> str:
+    if measure not in measures:
+        raise ValueError(f"{who}: measure must be one of {', '.join(measures)}; got {measure!r}")
+    return str(measure)
+
+
+def _check_box_reduce(who: str, reduce: Any) -> str:
+    if not (isinstance(reduce, str) and reduce in ("max", "mean", "sum")):
+        raise ValueError(f'{who}: reduce must be "max", "mean" or "sum"; got {reduce!r}')
+    return reduce
+
+
+def _name_row(column: str, message: str) -> str:
+    """A detection / segmentation message names an image of the batch; name the pool's
+    column and that row instead (`_shift_row` then makes it the original row)."""
+    # "logits box 7 (image 3, box 2 of the image): ..." (pickaxe.detection scores)
+    out = re.sub(r"^(\S+) box \d+ \(image (\d+), box (\d+) of the image\)",
+                 r"\1 of row \2, box \3", message, count=1)
+    # "member_boxes[7] (image 3, member 1, box 2 of the member's): ..." (localisation)
+    out = re.sub(r"^(\S+?)\[\d+\] \(image (\d+), ", r"\1 of row \2 (", out, count=1)
+    # "logits image 2, pixel (row 3, column 66): ..." (pickaxe.segmentation)
+    out = re.sub(r"^(\S+) image (\d+), pixel \(row (\d+), column (\d+)\)",
+                 r"\1 of row \2, pixel (y \3, x \4)", out, count=1)
+    return f"column {column!r}: {out}"
+
+
+class DetectionMiner(Miner):
+    """Images whose detections are most uncertain: each box of the ``boxes`` field is
+    scored by ``measure`` (any per-row score of `pickaxe.scores` on its ``confidences``
+    or ``logits``), and the boxes of an image reduced by ``reduce`` (``"max"``,
+    ``"mean"`` or ``"sum"``), weighted by each box's ``objectness`` when
+    ``objectness=True`` (see `pickaxe.detection`).
+
+    ``boxes``: per row a list of structs ``{bbox: [x1, y1, x2, y2], confidences or logits:
+    [C], objectness: float (optional)}``. **An image without boxes scores NaN and is never
+    picked.**
+
+    >>> import pyarrow as pa, pickaxe as px
+    >>> pool = pa.table({"boxes": [[{"bbox": [0, 0, 5, 5], "confidences": [0.9, 0.1]}],
+    ...                            [{"bbox": [1, 1, 4, 4], "confidences": [0.5, 0.5]}], []]})
+    >>> px.DetectionMiner(size=2).mine(pool).ids.tolist()
+    [1, 0]
+    """
+
+    fields = ("boxes",)
+
+    def __init__(
+        self,
+        size: int,
+        measure: str = "entropy",
+        reduce: str = "max",
+        objectness: bool = False,
+        *,
+        nan_policy: str = "raise",
+        query: Optional[str] = None,
+    ) -> None:
+        who = f"{type(self).__name__}()"
+        super().__init__(size, query=query)
+        self.measure = _check_measure(who, measure, _ROW_MEASURES)
+        self.reduce = _check_box_reduce(who, reduce)
+        self.objectness = bool(objectness)
+        self.nan_policy = check_nan_policy(type(self).__name__, nan_policy)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(size={self.size}, measure={self.measure!r}, "
+                f"reduce={self.reduce!r}, objectness={self.objectness})")
+
+    def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
+        from . import detection
+
+        assert field is not None
+        col = pool.columns[field]
+        obj = _objectness(field, col) if self.objectness else None
+        fn = getattr(detection, self.measure)
+        info = {"field": field, "measure": self.measure, "reduce": self.reduce, "objectness": self.objectness}
+        if len(col.bbox) == 0:  # no image of the batch has a box (its classes may be (0, 0))
+            return np.full(pool.n_rows, np.nan), info
+        try:
+            values = fn(**{col.kind: col.classes}, offsets=col.offsets, reduce=self.reduce,
+                        objectness=obj, nan_policy=self.nan_policy)
+        except ValueError as e:
+            raise ValueError(_name_row(field, str(e))) from None
+        return values, info
+
+
+def _objectness(column: str, col: Any) -> np.ndarray:
+    if col.objectness is None:
+        raise ValueError(
+            f"column {column!r}: objectness=True needs an objectness value in every box struct; "
+            "its structs have none"
+        )
+    return col.objectness
+
+
+class LocalizationMiner(Miner):
+    """Images whose committee (or dropout passes) disagrees about where the objects are:
+    `pickaxe.detection.localization_disagreement` of the ``member_boxes`` field (per row
+    one box list per member, M members in every row) against the reference prediction's
+    ``boxes`` (per row a box list), reduced per image by ``reduce``.
+
+    A reference box matched (greedy by confidence, IoU ≥ ``iou_threshold``, same class
+    when ``per_class``) by K of the M members scores (1 − Σ IoU / M) + (M − K) / M + the
+    mean KL of the matched members' class distributions from their mean. **An image
+    without reference boxes scores NaN and is never picked.**
+    """
+
+    fields = ("member_boxes",)
+    #: The reference prediction, read next to the field.
+    also_needs = ("boxes",)
+
+    def __init__(
+        self,
+        size: int,
+        iou_threshold: float = 0.5,
+        per_class: bool = False,
+        reduce: str = "max",
+        objectness: bool = False,
+        *,
+        query: Optional[str] = None,
+    ) -> None:
+        who = f"{type(self).__name__}()"
+        super().__init__(size, query=query)
+        if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real) or not 0 < iou_threshold <= 1:
+            raise ValueError(f"{who}: iou_threshold must be in (0, 1]; got {iou_threshold!r}")
+        self.iou_threshold = float(iou_threshold)
+        self.per_class = bool(per_class)
+        self.reduce = _check_box_reduce(who, reduce)
+        self.objectness = bool(objectness)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(size={self.size}, iou_threshold={self.iou_threshold}, "
+                f"per_class={self.per_class}, reduce={self.reduce!r})")
+
+    def resolve_field(self, pool: Union[Pool, PoolSource]) -> Optional[str]:
+        field = super().resolve_field(pool)
+        shapes = pool.shapes if isinstance(pool, PoolSource) else {k: v.shape for k, v in pool.columns.items()}
+        if "boxes" not in shapes or len(shapes["boxes"]) != FIELD_NDIM["boxes"]:
+            rows = pool.n_rows if pool.n_rows is not None else "N"
+            raise ValueError(
+                f"{type(self).__name__} needs the reference prediction's boxes {FIELD_SHAPES['boxes']} "
+                f"next to member_boxes; the pool has {rows} rows of {pool.describe()}"
+            )
+        return field
+
+    def columns_for(self, field: Optional[str]) -> list[str]:
+        return ["boxes", "member_boxes"]
+
+    def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
+        from .detection import localization_disagreement
+
+        ref, mem = pool.columns["boxes"], pool.columns["member_boxes"]
+        obj = _objectness("boxes", ref) if self.objectness else None
+        try:
+            values = localization_disagreement(
+                boxes=ref.bbox, **{ref.kind: ref.classes}, offsets=ref.offsets,
+                member_boxes=mem.bbox, **{f"member_{mem.kind}": mem.classes},
+                member_offsets=mem.offsets, members=max(mem.members or 0, 1) if pool.n_rows else 1,
+                iou_threshold=self.iou_threshold, per_class=self.per_class, reduce=self.reduce,
+                objectness=obj,
+            )
+        except ValueError as e:
+            column = "member_boxes" if str(e).startswith("member_") else "boxes"
+            raise ValueError(_name_row(column, str(e))) from None
+        info = {"iou_threshold": self.iou_threshold, "per_class": self.per_class, "reduce": self.reduce}
+        return values, info
+
+
+class SegmentationMiner(Miner):
+    """Images whose segmentation is most uncertain: ``measure`` (any per-row score of
+    `pickaxe.scores`) per pixel of the ``pixel_logits`` or ``pixel_confidences`` field
+    (per row one image's class scores, (C, H, W) with ``class_axis=1`` or (H, W, C) with
+    ``class_axis=-1``; every image of a pool the same size), reduced per image by
+    ``reduce``: ``"mean"``, ``"max"`` or ``("top", q)`` (see `pickaxe.segmentation`).
+
+    >>> import numpy as np, pickaxe as px
+    >>> x = np.random.default_rng(0).normal(size=(6, 3, 8, 8)).astype(np.float32)
+    >>> px.SegmentationMiner(size=2).mine({"pixel_logits": x}).ids.shape
+    (2,)
+    """
+
+    fields = ("pixel_logits", "pixel_confidences")
+
+    def __init__(
+        self,
+        size: int,
+        measure: str = "entropy",
+        reduce: Any = "mean",
+        class_axis: int = 1,
+        *,
+        field: Optional[str] = None,
+        nan_policy: str = "raise",
+        query: Optional[str] = None,
+    ) -> None:
+        from .segmentation import _parse_reduce
+
+        who = f"{type(self).__name__}()"
+        super().__init__(size, field, query=query)
+        self.measure = _check_measure(who, measure, _ROW_MEASURES)
+        if reduce is None:
+            raise ValueError(f"{who}: a miner ranks images: reduce must be \"mean\", \"max\" or (\"top\", q); got None")
+        _parse_reduce(who[:-2], reduce)
+        self.reduce = reduce
+        if isinstance(class_axis, bool) or class_axis not in (1, -1):
+            raise ValueError(f"{who}: class_axis must be 1 (rows (C, H, W)) or -1 (rows (H, W, C)); got {class_axis!r}")
+        self.class_axis = int(class_axis)
+        self.nan_policy = check_nan_policy(type(self).__name__, nan_policy)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(size={self.size}, measure={self.measure!r}, "
+                f"reduce={self.reduce!r}, class_axis={self.class_axis})")
+
+    def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
+        from . import segmentation
+
+        assert field is not None
+        kind = field[len("pixel_"):]
+        fn = getattr(segmentation, self.measure)
+        try:
+            values = fn(**{kind: pool.columns[field]}, class_axis=self.class_axis, reduce=self.reduce,
+                        nan_policy=self.nan_policy)
+        except ValueError as e:
+            raise ValueError(_name_row(field, str(e))) from None
+        info = {"field": field, "measure": self.measure, "reduce": self.reduce}
+        return values, info

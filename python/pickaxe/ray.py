@@ -182,7 +182,7 @@ class _Scorer:
         if rows is None:  # a Dataset: the id stands for the row number
             ids = table.column("id").to_numpy(zero_copy_only=False)
             rows = ids.astype(np.int64) if ids.dtype.kind in "iu" else None
-        columns = [self.field] if self.field else []
+        columns = list(self.miner.columns_for(self.field))
         if has_id:
             columns.append("id")
         pool = _to_pool(plan["who"], table.select(columns), columns, n, 0, rows)
@@ -257,7 +257,7 @@ class _Run:
         carry = [c for c in src.column_names if c not in FIELD_SHAPES]
         read = None
         if self.mode == "parquet":
-            read = list(src.column_names) if self.query else ([field] if field else []) + carry
+            read = list(src.column_names) if self.query else list(miner.columns_for(field)) + carry
         plan = {"mode": self.mode, "who": self.who, "query": self.query, "carry": carry, "read": read}
         if self.ds is None or k == 0:
             return np.empty(0, np.int64), np.empty(0), {}, None

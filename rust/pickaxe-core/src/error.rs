@@ -111,6 +111,17 @@ pub enum Error {
         member: Option<usize>,
         fault: Fault,
     },
+    /// Invalid data in one box of the localisation inputs (`iou.rs`): `field` names the
+    /// array (boxes, logits, member_boxes, ...), `row` counts in it, `index` within its
+    /// image (and member), `fault` is the message.
+    InvalidDetectionBox {
+        field: &'static str,
+        row: usize,
+        image: usize,
+        member: Option<usize>,
+        index: usize,
+        fault: String,
+    },
     /// An array of the wrong shape (Python: ValueError).
     Shape(String),
     /// An argument out of its domain (Python: ValueError).
@@ -191,6 +202,20 @@ impl fmt::Display for Error {
                 }
                 write!(f, ": {}", fault_text(fault, *field))
             }
+            Error::InvalidDetectionBox {
+                field,
+                row,
+                image,
+                member,
+                index,
+                fault,
+            } => match member {
+                Some(m) => write!(
+                    f,
+                    "{field}[{row}] (image {image}, member {m}, box {index} of the member's): {fault}"
+                ),
+                None => write!(f, "{field}[{row}] (image {image}, box {index} of the image): {fault}"),
+            },
             Error::Shape(msg) => f.write_str(msg),
             Error::Argument { message, .. } => f.write_str(message),
         }
@@ -198,3 +223,8 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// The message of a class-row fault, as the row kernels word it (for `iou.rs`).
+pub(crate) fn fault_message(f: &Fault, field: Field) -> String {
+    fault_text(f, field)
+}

@@ -32,6 +32,8 @@ pub use select::top_k;
 pub use stack::StackScore;
 pub use seg::{score_pixels, PixelScore, Reduce};
 pub use detect::{score_boxes, BoxReduce};
+pub mod iou;
+pub use iou::{localization_disagreement, BoxSet, LocOptions};
 
 /// What to do with an invalid row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,6 +12,7 @@ pub fn to_pyerr(e: Error) -> PyErr {
         Error::InvalidRow { .. }
         | Error::InvalidPixel { .. }
         | Error::InvalidBox { .. }
+        | Error::InvalidDetectionBox { .. }
         | Error::Shape(_) | Error::Argument { .. } => {
             PyValueError::new_err(e.to_string())
         }

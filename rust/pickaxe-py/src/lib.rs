@@ -528,6 +528,85 @@ fn kcenter_greedy<'py>(
     }
 }
 
+/// Localisation disagreement of committee boxes against reference boxes (`iou.rs`):
+/// per image (N,), or per reference box (B,) with reduce "none". Every float array has
+/// the dtype of `boxes` (the Python layer converts).
+#[pyfunction]
+#[pyo3(signature = (boxes, classes, logits, offsets, member_boxes, member_classes, member_logits, member_offsets, members, iou_threshold=0.5, per_class=false, reduce="max", objectness=None))]
+#[allow(clippy::too_many_arguments)]
+fn localization_disagreement<'py>(
+    py: Python<'py>,
+    boxes: &Bound<'py, PyAny>,
+    classes: &Bound<'py, PyAny>,
+    logits: bool,
+    offsets: PyReadonlyArray1<'py, i64>,
+    member_boxes: &Bound<'py, PyAny>,
+    member_classes: &Bound<'py, PyAny>,
+    member_logits: bool,
+    member_offsets: PyReadonlyArray1<'py, i64>,
+    members: usize,
+    iou_threshold: f64,
+    per_class: bool,
+    reduce: &str,
+    objectness: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let red = match reduce {
+        "max" => Some(BoxReduce::Max),
+        "mean" => Some(BoxReduce::Mean),
+        "sum" => Some(BoxReduce::Sum),
+        "none" => None,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "reduce must be \"max\", \"mean\", \"sum\" or None; got {other:?}"
+            )))
+        }
+    };
+    let opts = pickaxe_core::LocOptions {
+        iou_threshold,
+        per_class,
+        reduce: red,
+    };
+    let (off, moff) = (offsets.as_array(), member_offsets.as_array());
+    macro_rules! go {
+        ($t:ty) => {{
+            let why = "the dtype of boxes";
+            let b = readonly::<$t, ndarray::Ix2>(boxes, "boxes", why)?;
+            let c = readonly::<$t, ndarray::Ix2>(classes, if logits { "logits" } else { "confidences" }, why)?;
+            let mb = readonly::<$t, ndarray::Ix2>(member_boxes, "member_boxes", why)?;
+            let mname = if member_logits { "member_logits" } else { "member_confidences" };
+            let mc = readonly::<$t, ndarray::Ix2>(member_classes, mname, why)?;
+            let o = match objectness {
+                Some(o) => Some(readonly::<$t, ndarray::Ix1>(o, "objectness", why)?),
+                None => None,
+            };
+            let ov = o.as_ref().map(|o| o.as_array());
+            let reference = pickaxe_core::BoxSet {
+                bbox: b.as_array(),
+                classes: c.as_array(),
+                logits,
+                offsets: off,
+            };
+            let committee = pickaxe_core::BoxSet {
+                bbox: mb.as_array(),
+                classes: mc.as_array(),
+                logits: member_logits,
+                offsets: moff,
+            };
+            let out = py
+                .detach(|| pickaxe_core::localization_disagreement(reference, committee, members, opts, ov))
+                .map_err(to_pyerr)?;
+            Ok(out.into_pyarray(py).into_any())
+        }};
+    }
+    if boxes.cast::<PyArray2<f32>>().is_ok() {
+        go!(f32)
+    } else if boxes.cast::<PyArray2<f64>>().is_ok() {
+        go!(f64)
+    } else {
+        Err(dtype_error("boxes", 2))
+    }
+}
+
 /// Version, SIMD level in use, the best level of this CPU and the kernels' thread count.
 #[pyfunction]
 fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -565,6 +644,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(score_stack, m)?)?;
     m.add_function(wrap_pyfunction!(score_pixels, m)?)?;
     m.add_function(wrap_pyfunction!(score_boxes, m)?)?;
+    m.add_function(wrap_pyfunction!(localization_disagreement, m)?)?;
     m.add_function(wrap_pyfunction!(top_k, m)?)?;
     m.add_function(wrap_pyfunction!(knn_update, m)?)?;
     m.add_function(wrap_pyfunction!(pair_distances, m)?)?;
