@@ -266,3 +266,15 @@ def test_batch_fields_reach_the_kernels_without_a_copy(kind):
     values = arr.values.buffers()[1]
     assert got.__array_interface__["data"][0] == values.address + 3 * 4 * 4  # row 3, in place
     assert not got.flags.owndata
+
+
+def test_dataset_coreset_orders_rows_by_id(cluster, data):
+    # blocks in reverse order: the gathered rows are put back in id order, the order of
+    # the in-memory pool (whose ids increase with the rows); duplicate ids are refused
+    t = _table(data)
+    ds = ray.data.from_arrow([t.slice(i * N // BLOCKS, N // BLOCKS) for i in range(BLOCKS)][::-1])
+    miner = px.CoresetMiner(12)
+    same(pxray.mine(ds, miner), miner.mine(data))
+    dup = ray.data.from_arrow(_table(dict(data, id=np.arange(N, dtype=np.int64) // 2)))
+    with pytest.raises(ValueError, match="the id 0 names more than one row"):
+        pxray.mine(dup, miner)

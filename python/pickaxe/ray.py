@@ -460,7 +460,7 @@ class _Run:
             keys = np.empty(0, np.int64) if ids is None else _key_array(ids)
             return keys, empty
         firsts = [_key_array(t.column(KEY).slice(0, 1))[0] for t in tables]
-        tables = [tables[i] for i in (np.argsort(firsts, kind="stable") if self.mode == "parquet" else _argsort_keys(firsts))]
+        tables = [tables[i] for i in _argsort_keys(firsts)]  # blocks in pool order
         parts = [field_to_numpy(field, t.column(field)) for t in tables]
         n = sum(len(p) for p in parts)
         x = np.empty((n,) + parts[0].shape[1:], dtype=np.result_type(*[p.dtype for p in parts]))
@@ -469,13 +469,15 @@ class _Run:
         for p in parts:
             x[at : at + len(p)] = p
             at += len(p)
+        if n > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+            order = _argsort_keys(keys)  # blocks whose keys interleave (a Dataset's ids)
+            keys, x = keys[order], x[order]
         if self.mode == "dataset":
-            order = _argsort_keys(keys)
-            if not np.array_equal(order, np.arange(n)):
-                keys, x = keys[order], x[order]  # blocks whose ids interleave
             dup = np.flatnonzero(keys[1:] == keys[:-1])
             if dup.size:
-                raise ValueError(f"{self.who}: the id {keys[int(dup[0])]!r} names more than one row; ids must be unique")
+                v = keys[int(dup[0])]
+                v = v.item() if isinstance(v, np.generic) else v
+                raise ValueError(f"{self.who}: the id {v!r} names more than one row; ids must be unique")
         return keys, x
 
     def coreset(self, miner: Any, k: int, field: Optional[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
