@@ -11,7 +11,10 @@ then times, on the same files:
 * **in process**: ``px.EntropyMiner(1000).mine(folder)`` (pickaxe's streaming reader);
 * **Ray, path**: ``pickaxe.ray.mine(folder, miner)``: one Ray task per row group, on a
   local cluster of ``ray.init(num_cpus=<cores>)``;
-* **Ray, read_parquet**: ``pickaxe.ray.mine(ray.data.read_parquet(folder), miner)``.
+* **Ray, read_parquet**: ``pickaxe.ray.mine(ray.data.read_parquet(folder), miner)``;
+* **Ray, read_parquet V1**: the same with ``DataContext.use_datasource_v2 = False``
+  (Ray >= 2.5x reads Parquet through "DataSource V2", whose file listing starts
+  FooterReader actors on every run: seconds of fixed cost on a small machine).
 
 Each Ray case runs once untimed on a small file first (workers started). It prints rows
 per second, whether the picks equal the in-process ones, the load average (1, 5, 15 min)
@@ -75,7 +78,8 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--dir", default=None)
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--routes", default="path,read_parquet", help="comma-separated: path, read_parquet")
+    ap.add_argument("--routes", default="path,read_parquet,read_parquet_v1",
+                    help="comma-separated: path, read_parquet, read_parquet_v1")
     args = ap.parse_args()
     print(f"load average before: {load()}, {os.cpu_count()} cores")
 
@@ -109,9 +113,19 @@ def main() -> None:
         ray.data.DataContext.get_current().enable_progress_bars = False
         try:
             results = {}
+            def read_parquet(v2: bool):
+                def make(p: str):
+                    ctx = ray.data.DataContext.get_current()
+                    if hasattr(ctx, "use_datasource_v2"):
+                        ctx.use_datasource_v2 = v2
+                    return ray.data.read_parquet(p)
+
+                return make
+
             routes = {
                 "path": ("Ray, path", lambda p: p),
-                "read_parquet": ("Ray, read_parquet", lambda p: ray.data.read_parquet(p)),
+                "read_parquet": ("Ray, read_parquet", read_parquet(True)),
+                "read_parquet_v1": ("Ray, read_parquet V1", read_parquet(False)),
             }
             for name, make in [routes[r] for r in args.routes.split(",")]:
                 pxray.mine(make(small), miner)  # workers up
