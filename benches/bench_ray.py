@@ -2,19 +2,24 @@
 
 Run::
 
-    python benches/bench_ray.py [--rows 10500000] [--classes 10] [--files 8] [--dir DIR] [--keep]
+    python benches/bench_ray.py [--rows 10500000] [--classes 100] [--files 8] [--dir DIR] [--keep]
 
 Writes a folder of Parquet files (an ``id``, a ``split`` and a ``fixed_size_list<float>[C]``
-``logits`` column; row groups of 131,072 rows), then times, on the same files:
+``logits`` column; row groups of 131,072 rows; at the defaults 4.2 GB of float32 logits),
+then times, on the same files:
 
 * **in process**: ``px.EntropyMiner(1000).mine(folder)`` (pickaxe's streaming reader);
 * **Ray, path**: ``pickaxe.ray.mine(folder, miner)``: one Ray task per row group, on a
   local cluster of ``ray.init(num_cpus=<cores>)``;
-* **Ray, read_parquet**: ``pickaxe.ray.mine(ray.data.read_parquet(folder), miner)``.
+* **Ray, read_parquet**: ``pickaxe.ray.mine(ray.data.read_parquet(folder), miner)``;
+* **Ray, read_parquet V1**: the same with ``DataContext.use_datasource_v2 = False``
+  (Ray >= 2.5x reads Parquet through "DataSource V2", whose file listing starts
+  FooterReader actors on every run: seconds of fixed cost on a small machine).
 
 Each Ray case runs once untimed on a small file first (workers started). It prints rows
-per second, whether the picks equal the in-process ones, and the nodes a billion-row
-pool needs at the Ray rate.
+per second, whether the picks equal the in-process ones, the load average (1, 5, 15 min)
+after each timed run (the machine may be shared), and the nodes a billion-row pool needs
+at the Ray rate. The generated files are deleted at the end unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -60,17 +65,23 @@ def write_pool(folder: str, rows: int, classes: int, files: int) -> None:
         start = stop
 
 
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=10_500_000)
-    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--classes", type=int, default=100)
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--size", type=int, default=1000)
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--dir", default=None)
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--routes", default="path,read_parquet", help="comma-separated: path, read_parquet")
+    ap.add_argument("--routes", default="path,read_parquet,read_parquet_v1",
+                    help="comma-separated: path, read_parquet, read_parquet_v1")
     args = ap.parse_args()
+    print(f"load average before: {load()}, {os.cpu_count()} cores")
 
     import ray
 
@@ -95,15 +106,26 @@ def main() -> None:
         want = miner.mine(folder)
         local_s = time.perf_counter() - t
         rows = args.rows
-        print(f"in process (px.EntropyMiner({args.size}).mine(folder)): {local_s:.2f} s, {rows / local_s:,.0f} rows/s")
+        print(f"in process (px.EntropyMiner({args.size}).mine(folder)): {local_s:.2f} s, {rows / local_s:,.0f} rows/s, "
+              f"load average {load()}")
 
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         try:
             results = {}
+            def read_parquet(v2: bool):
+                def make(p: str):
+                    ctx = ray.data.DataContext.get_current()
+                    if hasattr(ctx, "use_datasource_v2"):
+                        ctx.use_datasource_v2 = v2
+                    return ray.data.read_parquet(p)
+
+                return make
+
             routes = {
                 "path": ("Ray, path", lambda p: p),
-                "read_parquet": ("Ray, read_parquet", lambda p: ray.data.read_parquet(p)),
+                "read_parquet": ("Ray, read_parquet", read_parquet(True)),
+                "read_parquet_v1": ("Ray, read_parquet V1", read_parquet(False)),
             }
             for name, make in [routes[r] for r in args.routes.split(",")]:
                 pxray.mine(make(small), miner)  # workers up
@@ -112,7 +134,8 @@ def main() -> None:
                 s = time.perf_counter() - t
                 same = np.array_equal(got.ids, want.ids) and np.allclose(got.scores, want.scores)
                 results[name] = rows / s
-                print(f"{name}: {s:.2f} s, {rows / s:,.0f} rows/s, same picks as in process: {same}")
+                print(f"{name}: {s:.2f} s, {rows / s:,.0f} rows/s, same picks as in process: {same}, "
+                      f"load average {load()}")
         finally:
             ray.shutdown()
 

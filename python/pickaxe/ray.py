@@ -31,19 +31,31 @@ number, so:
 ``query`` (the miner's, or `combine`'s) is run by DuckDB on each Arrow batch before
 scoring: a ``WHERE`` clause over one row at a time, so batch by batch gives the rows the
 whole-pool query gives.
+
+`CoresetMiner` has no per-row score: its k-center greedy reads every row at each pick.
+Ray tasks return only the ``embeddings`` column of the rows that pass the query, with
+their keys (row numbers, or ids); the driver copies the blocks, in pool order, into one
+(N, D) array of the stored dtype and runs `CoresetMiner.top` on it, then fetches the
+picks' ids and metadata (Ray tasks on the row groups that hold them, or one filtering
+pass over a Dataset). ``combine(..., diversity="coreset")`` runs its miners' nominating
+passes on Ray and fetches only the nominees' embeddings for the greedy.
+
+A batch that finds bad input (a NaN, a null row, a ragged list) returns the error, and
+the driver raises the in-memory `ValueError` for the pool's first bad batch.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
 from ._fields import FIELD_SHAPES
-from ._pool import ROW, PoolSource, _arrow_shapes, _close, _match_rows, _ParquetSource, _to_pool
+from ._pool import BATCH_ROWS, ROW, Pool, PoolSource, _arrow_shapes, _close, _match_rows, _ParquetSource, _rebatch, _to_pool
 from .miners import Miner, _shift_row
 from .selection import Selection
 
@@ -53,10 +65,16 @@ __all__ = ["mine", "FAIL_ONCE_ENV"]
 KEY = "__pickaxe_key__"
 SCORE = "__pickaxe_score__"
 INFO = "__pickaxe_info__"
+#: A batch that finds bad input returns one row: the exception's type and message (the
+#: driver raises it as such: not a Ray error, not retried), and its first row number.
+ERROR = "__pickaxe_error__"
 
 #: Fault injection for the tests: when this environment variable names a file that
 #: exists, the first batch to see it deletes it and raises (a transient failure Ray retries).
 FAIL_ONCE_ENV = "PICKAXE_RAY_FAIL_ONCE"
+
+#: Retries of a failed batch when ``retry_exceptions`` is given.
+MAX_RETRIES = 3
 
 
 class TransientBatchError(RuntimeError):
@@ -110,6 +128,58 @@ class _DatasetSource(PoolSource):
 
         return _arrow_shapes(self.schema, self.n_rows, first_rows, self.column_names)
 
+    # Reading on the driver (not the Ray route, which maps over the blocks): the rows in
+    # the Dataset's order (``preserve_order``), numbered 0, 1, ... in that order.
+
+    def _arrow_batches(self, columns: list[str], query: bool = True) -> Iterator[tuple[Any, np.ndarray]]:
+        """(Arrow table, row numbers) of the rows (that pass the query), in order."""
+        import pyarrow as pa
+
+        query = query and self.query is not None
+        names = list(dict.fromkeys(columns + (list(self.column_names) if query else [])))
+        opts = self.ds.context.execution_options
+        before = opts.preserve_order
+        opts.preserve_order = True
+        try:
+            first = 0
+            for t in self.ds.select_columns(names).iter_batches(batch_size=BATCH_ROWS, batch_format="pyarrow"):
+                t = t if isinstance(t, pa.Table) else pa.table(t)
+                rows = np.arange(first, first + t.num_rows, dtype=np.int64)
+                first += t.num_rows
+                if query and t.num_rows:
+                    keep = _match_rows(self.who, t.append_column(ROW, pa.array(rows)), self.query)
+                    t, rows = t.take(pa.array(keep - rows[0])), keep
+                yield t.select(columns), rows
+        finally:
+            opts.preserve_order = before
+
+    def _batches(self, columns: list[str], batch_rows: int) -> Iterator[Pool]:
+        import pyarrow as pa
+
+        def parts() -> Iterator[Any]:
+            for t, rows in self._arrow_batches(columns):
+                yield t.append_column(ROW, pa.array(rows)).combine_chunks().to_batches()[0] if t.num_rows else t
+
+        offset = 0
+        for t in _rebatch((b for b in parts() if b.num_rows), batch_rows):
+            rows = t.column(ROW).to_numpy().astype(np.int64, copy=False)
+            yield _to_pool(self.who, t.drop_columns([ROW]), columns, t.num_rows, offset, rows)
+            offset += t.num_rows
+
+    def _take(self, rows: np.ndarray, columns: list[str]) -> Pool:
+        import pyarrow as pa
+
+        pieces, where = [], []
+        for t, numbers in self._arrow_batches(columns, query=False):
+            hit = np.flatnonzero(np.isin(rows, numbers))
+            if hit.size:
+                pieces.append(t.take(pa.array(np.searchsorted(numbers, rows[hit]))))
+                where.append(hit)
+        t = pa.concat_tables(pieces) if pieces else self.schema.empty_table().select(columns)
+        if pieces:
+            t = t.take(pa.array(np.argsort(np.concatenate(where), kind="stable")))
+        return _to_pool(self.who, t, columns, len(rows), 0, rows)
+
 
 # -- the actor that scores batches ------------------------------------------------------
 
@@ -134,6 +204,17 @@ class _Scorer:
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
+        first = -1
+        if self.plan["mode"] == "parquet" and batch.num_rows:
+            first = int(batch.column("first")[0].as_py())
+        try:
+            return self._call(batch)
+        except (ValueError, TypeError) as e:  # bad input: a clear error on the driver
+            return pa.table({ERROR: [f"{type(e).__name__}:{e}"], KEY: pa.array([first], pa.int64())})
+
+    def _call(self, batch: Any) -> Any:
+        import pyarrow as pa
+
         flag = os.environ.get(FAIL_ONCE_ENV)
         if flag:
             try:
@@ -143,6 +224,8 @@ class _Scorer:
             else:
                 raise TransientBatchError(f"injected failure ({FAIL_ONCE_ENV}={flag})")
         plan = self.plan
+        if plan["op"] == "fetch":
+            return self._fetch(batch)
         if plan["mode"] == "parquet":
             tables = [self._read(d) for d in batch.to_pylist()]
             table = pa.concat_tables(tables) if len(tables) != 1 else tables[0]
@@ -157,7 +240,43 @@ class _Scorer:
             if len(keep) < table.num_rows:
                 table = table.take(pa.array(keep))
                 rows = rows[keep] if rows is not None else None
+        if plan["op"] == "gather":
+            return self._gather(table, rows)
         return self._top(table, rows)
+
+    def _gather(self, table: Any, rows: Optional[np.ndarray]) -> Any:
+        """Every row's key and its field, checked (no null row, no ragged list) and as
+        stored (float32 stays float32): a fixed-size list column on the numpy values."""
+        import pyarrow as pa
+
+        field = self.field
+        assert field is not None
+        columns = [field, "id"] if "id" in table.column_names else [field]
+        pool = _to_pool(self.plan["who"], table.select(columns), columns, table.num_rows, 0, rows)
+        x = pool.columns[field]
+        flat = pa.array(np.ascontiguousarray(x).reshape(-1))
+        for width in reversed(x.shape[1:]):
+            flat = pa.FixedSizeListArray.from_arrays(flat, int(width))
+        key = pa.array(rows) if rows is not None else table.column("id")
+        return pa.table({KEY: key, field: flat})
+
+    def _fetch(self, batch: Any) -> Any:
+        """The rows named by the plan's keys, with the plan's columns and the key."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        plan = self.plan
+        if plan["mode"] == "parquet":
+            tables = []
+            for d in batch.to_pylist():
+                t = self._read(d)
+                local = np.asarray(d["take"], dtype=np.int64)
+                t = t.take(pa.array(local))
+                tables.append(t.rename_columns([KEY if c == ROW else c for c in t.column_names]))
+            return pa.concat_tables(tables) if len(tables) != 1 else tables[0]
+        table = batch if isinstance(batch, pa.Table) else pa.table(batch)
+        table = table.filter(pc.is_in(table.column("id"), value_set=plan["keys"]))
+        return table.select(plan["read"]).append_column(KEY, table.column("id"))
 
     def _read(self, d: dict[str, Any]) -> Any:
         import pyarrow as pa
@@ -248,44 +367,30 @@ class _Run:
         and their carried columns (an Arrow table, same order)."""
         import pyarrow as pa
 
+        from .miners import CoresetMiner
+
         ray = _ray()
         src = self.source
+        carry = [c for c in src.column_names if c not in FIELD_SHAPES]
+        if isinstance(miner, CoresetMiner):
+            keys, values, info = self.coreset(miner, k, field)
+            return keys, values, info, (self.fetch(keys, carry) if carry and len(keys) else None)
         miner.prepare(src, field)
         nb = getattr(miner, "_neighbours", None)
         if nb is not None and getattr(miner, "_method", None) == "hnsw":
             nb.ensure_index()  # built once here, not once per actor
-        carry = [c for c in src.column_names if c not in FIELD_SHAPES]
-        read = None
-        if self.mode == "parquet":
-            read = list(src.column_names) if self.query else list(miner.columns_for(field)) + carry
-        plan = {"mode": self.mode, "who": self.who, "query": self.query, "carry": carry, "read": read}
+        plan = self._plan("top", list(miner.columns_for(field)) + carry)
+        plan["carry"] = carry
         if self.ds is None or k == 0:
             return np.empty(0, np.int64), np.empty(0), {}, None
-        kwargs: dict[str, Any] = {
-            "batch_format": "pyarrow",
-            "zero_copy_batch": True,
-            "batch_size": 1 if self.mode == "parquet" else self.batch_rows,
-        }
         if nb is not None:
             # an embedding miner holds a reference (an index, fitted densities): into the
             # object store once, loaded once per actor of the pool
-            out = self.ds.map_batches(
-                _Scorer,
-                fn_constructor_args=(ray.put(miner), field, k, plan),
-                compute=ray.data.ActorPoolStrategy(size=concurrency),
-                **kwargs,
-            )
+            tables = self._map(self.ds, (ray.put(miner), field, k, plan), actors=concurrency)
         else:
             # the uncertainty miners are a few numbers: tasks on pooled workers, no actor
             # start-up (seconds) per run
-            remote = {"retry_exceptions": self.retry, "max_retries": 3} if self.retry else {}
-            out = self.ds.map_batches(
-                _score_task,
-                fn_args=(miner, field, k, plan),
-                **remote,
-                **kwargs,
-            )
-        tables = [t for t in ray.get(list(out.to_arrow_refs())) if t.num_rows]
+            tables = self._map(self.ds, (miner, field, k, plan))
         if not tables:
             return np.empty(0, np.int64), np.empty(0), {}, None
         t = pa.concat_tables(tables)
@@ -295,6 +400,147 @@ class _Run:
         order = order[:k]
         info = json.loads(t.column(INFO)[int(order[0])].as_py()) if len(order) else {}
         return keys[order], values[order], info, t.take(pa.array(order)).drop_columns([KEY, SCORE, INFO])
+
+    def _plan(self, op: str, columns: list[str]) -> dict[str, Any]:
+        """What each batch does: ``op`` ("top", "gather" or "fetch") on the rows that
+        pass the query; a Parquet row group is read with `columns` (every column when the
+        query needs them)."""
+        read = None
+        if self.mode == "parquet":
+            read = list(self.source.column_names) if self.query and op != "fetch" else columns
+        return {"op": op, "mode": self.mode, "who": self.who, "query": self.query, "read": read}
+
+    def _map(self, ds: Any, args: tuple, actors: Optional[int] = None) -> list:
+        """``ds.map_batches`` of `_Scorer` (an actor pool of `actors`, or tasks), run to
+        the end: the non-empty Arrow tables the batches returned, in block order."""
+        ray = _ray()
+        kwargs: dict[str, Any] = {
+            "batch_format": "pyarrow",
+            "zero_copy_batch": True,
+            "batch_size": 1 if self.mode == "parquet" else self.batch_rows,
+        }
+        ctx = ds.context
+        remote: dict[str, Any] = {}
+        saved = None
+        if self.retry and hasattr(ctx, "retried_map_errors"):
+            # Ray >= 2.5x: the batch is retried inside its task (map_batches' Ray remote
+            # arguments are deprecated); exception types are matched by class name
+            saved = (ctx.retried_map_errors, ctx.max_map_retries)
+            match = True if self.retry is True else [f"{t.__name__}:" for t in self.retry]
+            ctx.retried_map_errors, ctx.max_map_retries = match, MAX_RETRIES
+        elif self.retry:
+            remote = {"retry_exceptions": self.retry, "max_retries": MAX_RETRIES}
+        try:
+            if actors is not None:
+                out = ds.map_batches(_Scorer, fn_constructor_args=args, compute=ray.data.ActorPoolStrategy(size=actors), **kwargs)
+            else:
+                out = ds.map_batches(_score_task, fn_args=args, **remote, **kwargs)
+            tables = [t for t in ray.get(list(out.to_arrow_refs())) if t.num_rows]
+        finally:
+            if saved is not None:
+                ctx.retried_map_errors, ctx.max_map_retries = saved
+        errors = [t for t in tables if ERROR in t.column_names]
+        if errors:  # the first bad row of the pool, as in memory
+            first = min(errors, key=lambda t: t.column(KEY)[0].as_py())
+            kind, _, message = first.column(ERROR)[0].as_py().partition(":")
+            raise (TypeError if kind == "TypeError" else ValueError)(message)
+        return tables
+
+    def gather(self, field: str) -> tuple[np.ndarray, np.ndarray]:
+        """Every row that passes the query: its key and its field, on the driver, in
+        pool order (row number; a Dataset's rows by id). Each batch is a Ray task that
+        returns only the key and the field column; the driver copies the blocks into one
+        C-ordered array of the stored dtype, allocated once."""
+        from ._arrow import field_to_numpy
+
+        tables = self._map(self.ds, (None, field, 0, self._plan("gather", [field]))) if self.ds is not None else []
+        if not tables:
+            empty = self.source._empty_pool([field]).columns[field]
+            ids = self.source.schema.empty_table().column("id") if self.mode == "dataset" else None
+            keys = np.empty(0, np.int64) if ids is None else _key_array(ids)
+            return keys, empty
+        firsts = [_key_array(t.column(KEY).slice(0, 1))[0] for t in tables]
+        tables = [tables[i] for i in _argsort_keys(firsts)]  # blocks in pool order
+        parts = [field_to_numpy(field, t.column(field)) for t in tables]
+        n = sum(len(p) for p in parts)
+        x = np.empty((n,) + parts[0].shape[1:], dtype=np.result_type(*[p.dtype for p in parts]))
+        keys = np.concatenate([_key_array(t.column(KEY)) for t in tables])
+        at = 0
+        for p in parts:
+            x[at : at + len(p)] = p
+            at += len(p)
+        if n > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+            order = _argsort_keys(keys)  # blocks whose keys interleave (a Dataset's ids)
+            keys, x = keys[order], x[order]
+        if self.mode == "dataset":
+            dup = np.flatnonzero(keys[1:] == keys[:-1])
+            if dup.size:
+                v = keys[int(dup[0])]
+                v = v.item() if isinstance(v, np.generic) else v
+                raise ValueError(f"{self.who}: the id {v!r} names more than one row; ids must be unique")
+        return keys, x
+
+    def coreset(self, miner: Any, k: int, field: Optional[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """`CoresetMiner.top` on the gathered embeddings: the same greedy on the same
+        array, in memory on the driver."""
+        from ._pool import Pool, _ArraySource
+
+        assert field is not None
+        keys, x = self.gather(field)
+        rows = keys if self.mode == "parquet" else None  # a Dataset: positions, then ids
+        source = _ArraySource(self.who, Pool({field: x}, len(x), 0, rows), None)
+        try:
+            picked, values, info = miner.top(source, k, field)
+        except ValueError as e:
+            if rows is not None:
+                raise
+            raise ValueError(_name_by_id(str(e), keys)) from None
+        return (picked if rows is not None else keys[picked]), values, info
+
+    def fetch(self, keys: np.ndarray, columns: list[str]) -> Any:
+        """An Arrow table of `columns` for the rows named by `keys` (row numbers of a
+        Parquet pool, whatever the query; ids of a Dataset), in the order of `keys`.
+        Parquet: a Ray task per row group holding some of them; a Dataset: one pass that
+        keeps the rows whose id is among the keys."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        ray = _ray()
+        plan = self._plan("fetch", columns)
+        if self.mode == "parquet":
+            src = self.source
+            assert isinstance(src, _ParquetSource)
+            rows = np.asarray(keys, dtype=np.int64)
+            items = []
+            order = np.argsort(rows, kind="stable")
+            file_of = np.searchsorted(src.bases, rows[order], side="right") - 1
+            for fi in np.unique(file_of):
+                local = rows[order][file_of == fi] - src.bases[fi]
+                rg_bases = np.concatenate([[0], np.cumsum(src.row_groups[fi])]).astype(np.int64)
+                rg_of = np.searchsorted(rg_bases, local, side="right") - 1
+                for g in np.unique(rg_of):
+                    first = int(src.bases[fi] + rg_bases[g])
+                    take = (local[rg_of == g] - rg_bases[g]).tolist()
+                    items.append({"file": str(src.files[fi]), "group": int(g), "first": first, "take": take})
+            ds = ray.data.from_items(items, override_num_blocks=len(items))
+            want = pa.array(rows)
+        else:
+            id_type = self.source.schema.field("id").type
+            want = pa.array(keys.tolist() if keys.dtype == object else keys, type=id_type)
+            plan["keys"] = want
+            plan["read"] = columns
+            ds = self.ds.select_columns(sorted(set(columns) | {"id"}, key=self.source.column_names.index))
+        tables = self._map(ds, (None, None, 0, plan))
+        t = pa.concat_tables(tables) if tables else None
+        if t is None or t.num_rows != len(want):
+            got = 0 if t is None else t.num_rows
+            if self.mode == "dataset" and got > len(want):
+                ids = pc.value_counts(t.column(KEY))
+                dup = ids.filter(pc.greater(ids.field("counts"), 1))[0]["values"].as_py()
+                raise ValueError(f"{self.who}: the id {dup!r} names more than one row; ids must be unique")
+            raise RuntimeError(f"{self.who}: fetched {got} rows where {len(want)} were picked")
+        at = pc.index_in(t.column(KEY), value_set=want).to_numpy(zero_copy_only=False)
+        return t.take(pa.array(np.argsort(at, kind="stable"))).drop_columns([KEY])
 
     def selection(self, keys: np.ndarray, values: np.ndarray, miners: Any, info: dict[str, Any], carried: Any) -> Selection:
         from ._arrow import metadata_to_numpy
@@ -320,6 +566,30 @@ def _order_obj(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     return by_key[np.argsort(-values[by_key], kind="stable")]
 
 
+def _key_array(column: Any) -> np.ndarray:
+    """An Arrow key column (row numbers, or ids) as a 1-D numpy array."""
+    from ._arrow import metadata_to_numpy
+
+    return metadata_to_numpy(column)
+
+
+def _argsort_keys(keys: Any) -> np.ndarray:
+    return np.argsort(np.asarray(keys), kind="stable")
+
+
+def _name_by_id(message: str, ids: np.ndarray) -> str:
+    """A message naming "row i" of the gathered rows (in id order) names the row's id."""
+
+    def repl(m: "re.Match[str]") -> str:
+        i = int(m.group(1))
+        if i >= len(ids):
+            return m.group(0)
+        v = ids[i]
+        return f"row with id {(v.item() if isinstance(v, np.generic) else v)!r}"
+
+    return re.sub(r"\brow (\d+)", repl, message, count=1)
+
+
 def mine(
     pool: Any,
     miner: Miner,
@@ -333,22 +603,34 @@ def mine(
     ``pool``: a ``ray.data.Dataset`` with an ``id`` column, or a path to a Parquet file or
     folder (read through Ray, one task per row group). ``concurrency``: actors in the
     pool of an embedding miner (default: the cluster's CPUs); the other miners run as
-    Ray tasks. ``batch_rows``: rows per
-    batch of a Dataset. ``retry_exceptions``: application errors Ray retries in the actor
-    tasks (``DataContext.actor_task_retry_on_errors``: True, or a list of exception types).
+    Ray tasks. ``batch_rows``: rows per batch of a Dataset. ``retry_exceptions``: the
+    errors of a batch that Ray retries (up to `MAX_RETRIES` times), True for any, or a
+    list of exception types (``DataContext.actor_task_retry_on_errors`` for the actors;
+    ``retried_map_errors``, matching the class names, for tasks on Ray versions that have
+    it, else the tasks' ``retry_exceptions``). Errors of bad input (ValueError, TypeError)
+    are never retried: they are raised as in memory.
 
-    Works for every miner but `CoresetMiner` (its greedy needs the whole pool on one
-    machine) and `combine(..., diversity="coreset")`.
+    `CoresetMiner`: its greedy needs every row at each step, so Ray tasks read the
+    embeddings column only (plus the row numbers, or ids) and the driver holds them
+    (N x D, as stored: float32 stays float32) and runs the in-memory greedy; the picks'
+    ids and metadata are then fetched. ``combine(..., diversity="coreset")``: the
+    miners nominate their candidates on Ray as above, then only the nominees'
+    embeddings are fetched to the driver for the greedy.
+
+    Returns the `Selection` (``ids`` (size,), ``scores`` (size,), ``miners``,
+    ``metadata``, ``info``) equal to the in-memory one.
+
+    >>> import pickaxe as px, pickaxe.ray                      # doctest: +SKIP
+    >>> sel = pickaxe.ray.mine("preds/", px.EntropyMiner(500))  # doctest: +SKIP
+    >>> sel.ids.shape                                           # doctest: +SKIP
+    (500,)
     """
     ray = _ray()
     from ._combine import Combined
-    from .miners import CoresetMiner
 
     who = f"pickaxe.ray.mine({type(miner).__name__})"
     if not isinstance(miner, Miner):
         raise TypeError(f"{who}: miner must be a pickaxe miner; got {type(miner).__name__}")
-    if isinstance(miner, CoresetMiner) or (isinstance(miner, Combined) and miner.diversity == "coreset"):
-        raise NotImplementedError(f"{who}: the coreset greedy needs the whole pool on one machine; mine it in memory")
     if concurrency is None:
         concurrency = max(1, int(ray.available_resources().get("CPU", 1)))
     run = _Run(pool, miner.query, who, batch_rows)
@@ -359,6 +641,8 @@ def mine(
         run.retry = retry_exceptions
     try:
         if isinstance(miner, Combined):
+            if miner.diversity == "coreset":
+                return _diverse(run, miner, concurrency)
             return _combined(run, miner, concurrency)
         field = miner.resolve_field(run.source)
         keys, values, info, carried = run.top(miner, miner.size, field, concurrency)
@@ -406,3 +690,44 @@ def _combined(run: _Run, combined: Any, concurrency: int) -> Selection:
     key_arr = np.asarray(keys, dtype=np.int64) if run.mode == "parquet" else np.asarray(keys, dtype=object)
     info = {"quotas": combined._quota_info(quotas)}
     return run.selection(key_arr, np.asarray(values, dtype=np.float64), np.asarray(names, dtype=object), info, carried_all)
+
+
+def _diverse(run: _Run, combined: Any, concurrency: int) -> Selection:
+    """`Combined._mine_diverse` on Ray: each miner nominates ``candidates`` times its
+    share (a Ray pass each); the nominees' embeddings (and ids, metadata) are fetched to
+    the driver, where k-center greedy picks the final batch."""
+    import pyarrow as pa
+
+    from ._exact import kcenter_greedy
+    from ._pool import _to_pool
+    from .index import embeddings_array
+
+    src = run.source
+    fields = [m.resolve_field(src) for m in combined.miners]  # all checked before any work
+    if "embeddings" not in src.column_names:
+        raise ValueError(
+            f'combine(diversity="coreset") needs the field embeddings (N, D) to spread '
+            f"the batch; the pool has {src.describe()}"
+        )
+    quotas = combined.quotas()
+    nominee: dict[Any, tuple[float, str]] = {}
+    for miner, field, quota in zip(combined.miners, fields, quotas):
+        ranked, scores, _, _ = run.top(miner, combined.candidates * max(quota, 1), field, concurrency)
+        for r, s in zip(ranked.tolist(), scores.tolist()):
+            nominee.setdefault(r, (s, miner.name))
+    keys = list(nominee)
+    cand = np.asarray(keys, dtype=np.int64) if run.mode == "parquet" else np.asarray(keys + [None], dtype=object)[:-1]
+    carry = [c for c in src.column_names if c not in FIELD_SHAPES]
+    info = {"quotas": combined._quota_info(quotas), "diversity": "coreset", "candidates": len(cand)}
+    if not len(cand):
+        return run.selection(cand, np.empty(0), np.empty(0, dtype=object), info, None)
+    fetched = run.fetch(cand, ["embeddings"] + carry)
+    rows = cand if run.mode == "parquet" else None
+    pool = _to_pool(run.who, fetched, ["embeddings"], len(cand), 0, rows)
+    emb, _ = embeddings_array("combine()", "embeddings", pool.columns["embeddings"])
+    picks, _ = kcenter_greedy(emb, min(combined.size, len(cand)))
+    idx = cand[picks]
+    values = np.array([nominee[r][0] for r in idx.tolist()], dtype=np.float64)
+    names = np.array([nominee[r][1] for r in idx.tolist()], dtype=object)
+    carried = fetched.take(pa.array(picks)).select(carry) if carry else None
+    return run.selection(idx, values, names, info, carried)
