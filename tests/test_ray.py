@@ -278,3 +278,46 @@ def test_dataset_coreset_orders_rows_by_id(cluster, data):
     dup = ray.data.from_arrow(_table(dict(data, id=np.arange(N, dtype=np.int64) // 2)))
     with pytest.raises(ValueError, match="the id 0 names more than one row"):
         pxray.mine(dup, miner)
+
+
+def _vision_table(n_images=64, classes=3, members=2):
+    """Detections (0 to 3 boxes per image, `members` committee members) and pixel logits
+    as the pool columns of issue #5: list<struct> boxes, nested member lists, (C, H, W)."""
+    rng = np.random.default_rng(11)
+
+    def boxes_column(counts):
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        k = int(offsets[-1])
+        xy = rng.uniform(0, 40, size=(k, 2))
+        bbox = np.concatenate([xy, xy + rng.uniform(0, 15, size=(k, 2))], axis=1)
+        logits = rng.normal(scale=2, size=(k, classes))
+        structs = pa.StructArray.from_arrays(
+            [pa.FixedSizeListArray.from_arrays(pa.array(bbox.ravel()), 4),
+             pa.FixedSizeListArray.from_arrays(pa.array(logits.ravel()), classes),
+             pa.array(rng.random(k))],
+            names=["bbox", "logits", "objectness"])
+        return pa.ListArray.from_arrays(pa.array(offsets), structs)
+
+    counts = rng.integers(0, 4, size=n_images)
+    counts[3] = 0  # an image without boxes
+    member = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, n_images * members + 1, members, dtype=np.int32)),
+        boxes_column(rng.integers(0, 4, size=n_images * members)))
+    pixels = pa.array(rng.normal(size=n_images * classes * 4 * 5).astype(np.float32))
+    for size in (5, 4, classes):
+        pixels = pa.FixedSizeListArray.from_arrays(pixels, size)
+    return pa.table({"boxes": boxes_column(counts), "member_boxes": member,
+                     "pixel_logits": pixels,
+                     "split": pa.array(np.where(rng.random(n_images) < 0.6, "unlabeled", "train"))})
+
+
+@pytest.mark.parametrize("query", [None, QUERY])
+def test_vision_miners_equal_in_memory(cluster, tmp_path, query):
+    # the miners of issue #5 read several columns (boxes and member_boxes) of list<struct>
+    path = tmp_path / "vision.parquet"
+    pq.write_table(_vision_table(), path, row_group_size=8)  # 8 row groups
+    q = {"query": query} if query else {}
+    for miner in [px.DetectionMiner(7, measure="margin", objectness=True, **q),
+                  px.LocalizationMiner(7, reduce="mean", **q),
+                  px.SegmentationMiner(7, reduce=("top", 0.2), **q)]:
+        same(pxray.mine(str(path), miner), miner.mine(str(path)))

@@ -1002,5 +1002,7 @@ class SegmentationMiner(Miner):
                         nan_policy=self.nan_policy)
         except ValueError as e:
             raise ValueError(_name_row(field, str(e))) from None
-        info = {"field": field, "measure": self.measure, "reduce": self.reduce}
+        # ("top", q) as a list: info stays what JSON gives back (Selection files, Ray)
+        reduce = list(self.reduce) if isinstance(self.reduce, tuple) else self.reduce
+        info = {"field": field, "measure": self.measure, "reduce": reduce}
         return values, info
