@@ -23,6 +23,24 @@ pub enum BoxReduce {
     Sum,
 }
 
+impl BoxReduce {
+    /// The image's value from its running max, Σ o·s and Σ o; a weighted mean with
+    /// Σ o = 0 is NaN.
+    pub(crate) fn finish(self, best: f64, sum: f64, wsum: f64) -> f64 {
+        match self {
+            BoxReduce::Max => best,
+            BoxReduce::Sum => sum,
+            BoxReduce::Mean => {
+                if wsum > 0.0 {
+                    sum / wsum
+                } else {
+                    f64::NAN
+                }
+            }
+        }
+    }
+}
+
 /// Checks `offsets` against `boxes` boxes: returns N.
 fn check_offsets(offsets: &ArrayView1<'_, i64>, boxes: usize) -> Result<usize, Error> {
     let len = offsets.len();
@@ -159,17 +177,7 @@ pub fn score_boxes<T: Real>(
         let v = if nan || hi == lo {
             f64::NAN
         } else {
-            match reduce {
-                BoxReduce::Max => best,
-                BoxReduce::Sum => sum,
-                BoxReduce::Mean => {
-                    if wsum > 0.0 {
-                        sum / wsum
-                    } else {
-                        f64::NAN
-                    }
-                }
-            }
+            reduce.finish(best, sum, wsum)
         };
         out.push(T::from_f64(v));
     }

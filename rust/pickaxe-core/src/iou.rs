@@ -432,17 +432,7 @@ fn reduce_image(scores: &[f64], obj: Option<&[f64]>, reduce: BoxReduce) -> f64 {
         sum += v;
         wsum += o;
     }
-    match reduce {
-        BoxReduce::Max => best,
-        BoxReduce::Sum => sum,
-        BoxReduce::Mean => {
-            if wsum > 0.0 {
-                sum / wsum
-            } else {
-                f64::NAN
-            }
-        }
-    }
+    reduce.finish(best, sum, wsum)
 }
 
 /// Localisation disagreement of `members` (M per image) against `reference`, per image

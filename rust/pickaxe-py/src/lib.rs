@@ -305,28 +305,7 @@ fn score_stack<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let field = parse_field(field)?;
     let policy = parse_policy(nan_policy)?;
-    let score = match score {
-        "vote_entropy" => StackScore::VoteEntropy,
-        "consensus_entropy" => StackScore::ConsensusEntropy,
-        "kl_disagreement" => match reduce {
-            "mean" => StackScore::KlDisagreement { max: false },
-            "max" => StackScore::KlDisagreement { max: true },
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "reduce must be \"mean\" or \"max\"; got {other:?}"
-                )))
-            }
-        },
-        "mutual_information" => StackScore::MutualInformation,
-        "predictive_entropy" => StackScore::PredictiveEntropy,
-        "variation_ratio" => StackScore::VariationRatio,
-        "variance" => StackScore::Variance,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "unknown stack score {other:?}"
-            )))
-        }
-    };
+    let score = stack_score(score, reduce)?;
     with_float_array!(py, x, PyReadonlyArray3, 3, field.name(), |v| {
         pickaxe_core::score_stack(field, score, v, logits, policy)
     })
