@@ -250,11 +250,5 @@ pub(crate) fn stack_kernel(
     // Binary logits (C = 1) are scored as the pairs [0, x], built per member on the stack.
     let binary = logits && c == 1;
     let classes = if binary { 2 } else { c };
-    Ok(stack::StackKernel {
-        score,
-        logits,
-        members: m,
-        row_classes: c,
-        classes,
-    })
+    Ok(stack::StackKernel::new(score, logits, m, c, classes))
 }

@@ -40,6 +40,23 @@ fn lane_totals<const K: usize>(wide: &[[f64; LANES]; K]) -> [f64; K] {
     out
 }
 
+/// `f` folded over the lanes as a halving tree (lanes l and l + 8, then l and l + 4, ...):
+/// four vector steps instead of fifteen scalar ones. `f` must be associative and
+/// commutative on the values it sees (min, max; NaN handling is the caller's).
+#[inline(always)]
+pub(crate) fn lane_tree<T: Copy>(a: [T; LANES], f: impl Fn(T, T) -> T) -> T {
+    const _: () = assert!(LANES == 16);
+    let mut h8 = [a[0]; 8];
+    for l in 0..8 {
+        h8[l] = f(a[l], a[l + 8]);
+    }
+    let mut h4 = [a[0]; 4];
+    for l in 0..4 {
+        h4[l] = f(h8[l], h8[l + 4]);
+    }
+    f(f(h4[0], h4[2]), f(h4[1], h4[3]))
+}
+
 /// Largest and second largest value (as a multiset: a tie gives both the same value).
 /// NaN is skipped, unless `CHECK`: then a NaN sticks in the max (a NaN max never
 /// compares greater, so nothing replaces it) and the returned flag reports it.
@@ -323,12 +340,13 @@ pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(
         }
         flush(&acc, &mut wide);
     }
+    // A barrier between the lane loop and the reductions after it: without it LLVM's SLP
+    // vectoriser shapes the loop's lanes after the reduction tree (xmm pairs joined by
+    // shuffles, every chunk) instead of whole registers.
+    let (wide, lo, hi) = std::hint::black_box((wide, lo, hi));
     let tot = lane_totals(&wide);
-    let (mut l0, mut h0) = (lo[0], hi[0]);
-    for l in 1..LANES {
-        l0 = if lo[l] < l0 { lo[l] } else { l0 };
-        h0 = if hi[l] > h0 { hi[l] } else { h0 };
-    }
+    let l0 = lane_tree(lo, |a, b| if b < a { b } else { a });
+    let h0 = lane_tree(hi, |a, b| if b > a { b } else { a });
     ProbStats {
         sum: tot[0],
         lo: l0.to_f64(),
@@ -387,6 +405,8 @@ pub(crate) fn lane_sum<T: Real>(x: &[T]) -> f64 {
             s[l] = s[l] + c[l];
         }
     }
+    // Keeps the loop in whole registers (see `prob_stats`).
+    let s = std::hint::black_box(s);
     let mut h8 = [T::ZERO; 8];
     for l in 0..8 {
         h8[l] = s[l] + s[l + 8];
@@ -463,16 +483,15 @@ pub(crate) fn argmax<T: Real>(x: &[T]) -> usize {
             base[l] = base[l] + step;
         }
     }
+    // Keeps the loop in whole registers (see `prob_stats`).
+    let (best, pos) = std::hint::black_box((best, pos));
     // The largest value of all lanes, then the lowest position holding it.
-    let mut bv = T::NEG_INF;
+    let bv = lane_tree(best, |a, b| if b > a { b } else { a });
+    let mut cand = [T::INF; LANES];
     for l in 0..LANES {
-        bv = if best[l] > bv { best[l] } else { bv };
+        cand[l] = if best[l] == bv { pos[l] } else { T::INF };
     }
-    let mut bp = T::INF;
-    for l in 0..LANES {
-        let p = if best[l] == bv { pos[l] } else { T::INF };
-        bp = if p < bp { p } else { bp };
-    }
+    let bp = lane_tree(cand, |a, b| if b < a { b } else { a });
     let bi = bp.to_f64() as usize;
     argmax_scalar(tail, chunks.len() * LANES, bv, bi)
 }
