@@ -317,10 +317,12 @@ pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(
             lo[l] = if p < lo[l] { p } else { lo[l] };
             hi[l] = if p > hi[l] { p } else { hi[l] };
             if ENT {
-                // 0 ln 0 = 0: the lane keeps its sum where p is not positive.
-                let pw = if W { wl[l] * p } else { p };
-                let s = madd::<I, T>(pw, p.fast_ln::<I>(), acc[1][l]);
-                acc[1][l] = if p > T::ZERO { s } else { acc[1][l] };
+                // 0 ln 0 = 0: p ≤ 0 (and NaN, which the sum reports) is clamped to 0, whose
+                // fast_ln is finite (−127·ln 2), so its term is exactly 0: one max
+                // instead of a compare and a blend.
+                let q = if p > T::ZERO { p } else { T::ZERO };
+                let qw = if W { wl[l] * q } else { q };
+                acc[1][l] = madd::<I, T>(qw, q.fast_ln::<I>(), acc[1][l]);
             }
         }
     }
@@ -394,6 +396,83 @@ pub(crate) fn accumulate<T: Real, const MEAN: bool, const VAR: bool>(
     }
 }
 
+/// Σ over classes of the variance over members (ddof = 0) of an (M, C) block of
+/// probabilities: Σ_c (S2_c/M − (S1_c/M)²)⁺ with S1_c = Σ_m d_mc, S2_c = Σ_m d_mc²,
+/// d_mc = p_mc − p_0c (shifted by member 0 so agreeing members cancel exactly).
+///
+/// Walks 16 classes at a time down the members, so S1 and S2 stay in registers instead of
+/// a C-sized array loaded and stored once per member. A partial last chunk is copied into
+/// zero-padded lanes, where d = 0 contributes nothing.
+#[inline(always)]
+pub(crate) fn variance_sum<I: Isa, T: Real>(row: &[T], m: usize, c: usize) -> f64 {
+    let mut tot = [0.0f64; LANES];
+    /// Classes k0..k0 + LANES of member j, or with TAIL the classes after the whole chunks.
+    #[inline(always)]
+    fn load<T: Real, const TAIL: bool>(row: &[T], c: usize, j: usize, k0: usize) -> [T; LANES] {
+        if TAIL {
+            tail_lanes(&row[j * c..(j + 1) * c], T::ZERO)
+        } else {
+            let at = j * c + k0;
+            let chunk: &[T; LANES] = row[at..at + LANES].try_into().expect("LANES long");
+            *chunk
+        }
+    }
+    #[inline(always)]
+    fn chunk<I: Isa, T: Real, const TAIL: bool>(
+        row: &[T],
+        (m, c, k0): (usize, usize, usize),
+        tot: &mut [f64; LANES],
+    ) {
+        let mf = m as f64;
+        let p0 = load::<T, TAIL>(row, c, 0, k0);
+        let mut s1 = [0.0f64; LANES];
+        let mut s2 = [0.0f64; LANES];
+        for j in 1..m {
+            let x = load::<T, TAIL>(row, c, j, k0);
+            for l in 0..LANES {
+                let d = x[l].to_f64() - p0[l].to_f64();
+                s1[l] += d;
+                s2[l] = madd::<I, f64>(d, d, s2[l]);
+            }
+        }
+        for l in 0..LANES {
+            let mean = s1[l] / mf;
+            let v = s2[l] / mf - mean * mean;
+            tot[l] += if v > 0.0 { v } else { 0.0 };
+        }
+    }
+    let full = c / LANES;
+    for k in 0..full {
+        chunk::<I, T, false>(row, (m, c, k * LANES), &mut tot);
+    }
+    if !c.is_multiple_of(LANES) {
+        chunk::<I, T, true>(row, (m, c, 0), &mut tot);
+    }
+    // Keeps the loop in whole registers (see `prob_stats`).
+    let tot = std::hint::black_box(tot);
+    lane_totals(&[tot])[0]
+}
+
+/// The values of `x` after its whole chunks of `LANES`, in a lane array filled with
+/// `fill` elsewhere. When `x` has a whole chunk, this reads its last `LANES` values and
+/// replaces the ones already covered by `fill` (a select, not a copy loop or memcpy per
+/// call); the tail values then sit in the last lanes, which sums do not mind.
+#[inline(always)]
+pub(crate) fn tail_lanes<T: Real>(x: &[T], fill: T) -> [T; LANES] {
+    let n = x.len();
+    let mut v = [fill; LANES];
+    if n >= LANES {
+        let covered = LANES - n % LANES;
+        let last: &[T; LANES] = x[n - LANES..].try_into().expect("n >= LANES");
+        for l in 0..LANES {
+            v[l] = if l >= covered { last[l] } else { fill };
+        }
+    } else {
+        v[..n].copy_from_slice(x);
+    }
+    v
+}
+
 /// Σ x in `T` lanes, then a pairwise tree: for validating a short row's sum (1e-3
 /// tolerance), not for results.
 #[inline(always)]
@@ -405,18 +484,19 @@ pub(crate) fn lane_sum<T: Real>(x: &[T]) -> f64 {
             s[l] = s[l] + c[l];
         }
     }
+    if !tail.is_empty() {
+        let t = tail_lanes(x, T::ZERO);
+        for l in 0..LANES {
+            s[l] = s[l] + t[l];
+        }
+    }
     // Keeps the loop in whole registers (see `prob_stats`).
     let s = std::hint::black_box(s);
     let mut h8 = [T::ZERO; 8];
     for l in 0..8 {
         h8[l] = s[l] + s[l + 8];
     }
-    let mut tot =
-        (((h8[0] + h8[4]) + (h8[2] + h8[6])) + ((h8[1] + h8[5]) + (h8[3] + h8[7]))).to_f64();
-    for &v in tail {
-        tot += v.to_f64();
-    }
-    tot
+    (((h8[0] + h8[4]) + (h8[2] + h8[6])) + ((h8[1] + h8[5]) + (h8[3] + h8[7]))).to_f64()
 }
 
 /// Σ xᵢ², Σ |xᵢ| and max |xᵢ| of an embedding row, accumulated in f64 so float32 squares

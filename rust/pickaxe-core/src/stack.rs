@@ -13,7 +13,7 @@ use crate::error::RowFault;
 use crate::math::{Isa, Real};
 use crate::passes::{
     accumulate, argmax, diagnose_logits, diagnose_probs, exp_store, lane_sum, prob_member,
-    prob_stats, top2, ProbStats,
+    prob_stats, top2, variance_sum, ProbStats,
 };
 
 // Every member is first widened to f64 (`member_probs`); `T` appears only there.
@@ -123,7 +123,8 @@ impl StackKernel {
             suspect |= !((lane_sum(x) - 1.0).abs() <= 1e-3);
             match self.score {
                 VoteEntropy | VariationRatio => counts[argmax(x)] += 1,
-                Variance => accumulate::<T, false, true>(x, p0, acc1, acc2),
+                // By class chunks after this loop (`variance_sum`).
+                Variance => {}
                 _ => accumulate::<T, true, false>(x, p0, acc1, acc2),
             }
         }
@@ -278,6 +279,7 @@ impl<T: Real> Kernel<T> for StackKernel {
                 h
             }
             StackScore::VariationRatio => 1.0 - *counts.iter().max().unwrap_or(&0) as f64 / mf,
+            StackScore::Variance if !self.logits => variance_sum::<I, T>(row, m, c) / c as f64,
             StackScore::Variance => {
                 let mut tot = 0.0;
                 for (a1, a2) in acc1.iter().zip(acc2.iter()) {
