@@ -453,6 +453,44 @@ pub(crate) fn variance_sum<I: Isa, T: Real>(row: &[T], m: usize, c: usize) -> f6
     lane_totals(&[tot])[0]
 }
 
+/// p̄ of an (M, C) block of probabilities in the input's type: p̄_c = (Σ_m p_mc) / M, the
+/// sum in f64 in member order. Walks 16 classes at a time down the members, so the sums
+/// stay in registers; the last chunk is the block's last 16 classes, overlapping the one
+/// before (recomputed to the same values), so there is no tail code.
+#[inline(always)]
+pub(crate) fn member_mean<T: Real>(row: &[T], m: usize, c: usize, pbar: &mut [T]) {
+    let mf = m as f64;
+    if c < LANES {
+        for (k, b) in pbar[..c].iter_mut().enumerate() {
+            let mut s = 0.0;
+            for j in 0..m {
+                s += row[j * c + k].to_f64();
+            }
+            *b = T::from_f64(s / mf);
+        }
+        return;
+    }
+    let mut k0 = 0;
+    loop {
+        let k = k0.min(c - LANES);
+        let mut s = [0.0f64; LANES];
+        for j in 0..m {
+            let x: &[T; LANES] = row[j * c + k..j * c + k + LANES].try_into().expect("LANES");
+            for l in 0..LANES {
+                s[l] += x[l].to_f64();
+            }
+        }
+        let out: &mut [T; LANES] = (&mut pbar[k..k + LANES]).try_into().expect("LANES");
+        for l in 0..LANES {
+            out[l] = T::from_f64(s[l] / mf);
+        }
+        if k + LANES == c {
+            break;
+        }
+        k0 += LANES;
+    }
+}
+
 /// The values of `x` after its whole chunks of `LANES`, in a lane array filled with
 /// `fill` elsewhere. When `x` has a whole chunk, this reads its last `LANES` values and
 /// replaces the ones already covered by `fill` (a select, not a copy loop or memcpy per

@@ -12,8 +12,8 @@ use crate::driver::{Kernel, Scratch, ScratchLen};
 use crate::error::RowFault;
 use crate::math::{Isa, Real};
 use crate::passes::{
-    accumulate, argmax, diagnose_logits, diagnose_probs, exp_store, lane_sum, prob_member,
-    prob_stats, top2, variance_sum, ProbStats,
+    argmax, diagnose_logits, diagnose_probs, exp_store, lane_sum, prob_member,
+    member_mean, prob_stats, top2, variance_sum, ProbStats,
 };
 
 // Every member is first widened to f64 (`member_probs`); `T` appears only there.
@@ -92,6 +92,15 @@ impl StackKernel {
         )
     }
 
+    /// Scores computed from p̄.
+    fn mean(&self) -> bool {
+        use StackScore::*;
+        matches!(
+            self.score,
+            ConsensusEntropy | PredictiveEntropy | MutualInformation | KlDisagreement { .. }
+        )
+    }
+
     pub(crate) fn scratch_len(&self) -> ScratchLen {
         // f64: p̄ (or the shifted sum), the shifted sum of squares. T: the current
         // member's probabilities, member 0's, p̄ (or ln p̄). u32: votes.
@@ -106,8 +115,7 @@ impl StackKernel {
     fn probs<I: Isa, T: Real>(
         &self,
         row: &[T],
-        acc1: &mut [f64],
-        acc2: &mut [f64],
+        pbar: &mut [T],
         counts: &mut [u32],
     ) -> Result<f64, RowFault> {
         use StackScore::*;
@@ -117,16 +125,16 @@ impl StackKernel {
             _ => prob_stats::<I, T, false, false>(row, &[]),
         };
         let mut suspect = !st.sum.is_finite() || st.lo < -1e-6 || st.hi > 1.0 + 1e-6;
-        let p0 = &row[..c];
         for j in 0..m {
             let x = &row[j * c..(j + 1) * c];
             suspect |= !((lane_sum(x) - 1.0).abs() <= 1e-3);
-            match self.score {
-                VoteEntropy | VariationRatio => counts[argmax(x)] += 1,
-                // By class chunks after this loop (`variance_sum`).
-                Variance => {}
-                _ => accumulate::<T, true, false>(x, p0, acc1, acc2),
+            if self.votes() {
+                counts[argmax(x)] += 1;
             }
+        }
+        // The variance goes by class chunks in `score` (`variance_sum`).
+        if self.mean() {
+            member_mean(row, m, c, pbar);
         }
         if suspect {
             // Name the first invalid member (a false alarm finds none and goes on).
@@ -170,13 +178,10 @@ fn softmax_member<I: Isa, T: Real>(x: &[T], q: &mut [T]) -> bool {
     true
 }
 
-/// H(p̄) of the accumulated p̄ (`acc1` / M), through `pbar` in the input's type, by the
-/// same routine as the members' entropies, so identical members give an MI of exactly 0.
+/// H(p̄) of p̄ in the input's type, by the same routine as the members' entropies, so
+/// identical members give an MI of exactly 0.
 #[inline(always)]
-fn mean_entropy<I: Isa, T: Real>(acc1: &[f64], mf: f64, pbar: &mut [T]) -> f64 {
-    for (b, &a) in pbar.iter_mut().zip(acc1.iter()) {
-        *b = T::from_f64(a / mf);
-    }
+fn mean_entropy<I: Isa, T: Real>(pbar: &[T]) -> f64 {
     0.0 - prob_stats::<I, T, true, false>(pbar, &[]).plogp
 }
 
@@ -240,8 +245,9 @@ impl<T: Real> Kernel<T> for StackKernel {
         let binary = rc != c;
         let mut pair = [T::ZERO; 2];
 
+        let mf = m as f64;
         if !self.logits {
-            h_sum = self.probs::<I, T>(row, acc1, acc2, counts)?;
+            h_sum = self.probs::<I, T>(row, pbar, counts)?;
         } else {
             for j in 0..m {
                 let input = &row[j * rc..(j + 1) * rc];
@@ -266,9 +272,13 @@ impl<T: Real> Kernel<T> for StackKernel {
                 // logsumexp form), so their difference cancels exactly when members agree.
                 h_sum -= member_pass::<I, T>(self.score, q, q0, acc1, acc2).plogp;
             }
+            if self.mean() {
+                for (b, &a) in pbar.iter_mut().zip(acc1.iter()) {
+                    *b = T::from_f64(a / mf);
+                }
+            }
         }
 
-        let mf = m as f64;
         let v = match self.score {
             StackScore::VoteEntropy => {
                 // The same terms, in the same class order, as −Σ_c (k_c/M) ln(k_c/M).
@@ -289,18 +299,18 @@ impl<T: Real> Kernel<T> for StackKernel {
                 tot / c as f64
             }
             StackScore::ConsensusEntropy | StackScore::PredictiveEntropy => {
-                mean_entropy::<I, T>(acc1, mf, pbar)
+                mean_entropy::<I, T>(pbar)
             }
             StackScore::MutualInformation | StackScore::KlDisagreement { max: false } => {
                 // mean_m KL(p_m ‖ p̄) = H(p̄) − mean_m H(p_m): the same quantity as BALD.
                 // ≥ 0 by Jensen; a negative value could only be rounding.
-                (mean_entropy::<I, T>(acc1, mf, pbar) - h_sum / mf).max(0.0)
+                (mean_entropy::<I, T>(pbar) - h_sum / mf).max(0.0)
             }
             StackScore::KlDisagreement { max: true } => {
                 // ln p̄ in the input's precision, like ln p below, so that a member equal
                 // to p̄ has a divergence of exactly 0.
-                for (b, &a) in pbar.iter_mut().zip(acc1.iter()) {
-                    let p = T::from_f64(a / mf);
+                for b in pbar.iter_mut() {
+                    let p = *b;
                     *b = if p > T::ZERO {
                         p.fast_ln::<I>()
                     } else {
