@@ -17,6 +17,9 @@ Every case runs in this one process on the same input array for pickaxe and nump
   validation included, default thread count.
 * ``floor s``: median time of ``x.sum()`` on the same input array: one pass over the data
   in numpy, the memory-bandwidth floor a streaming kernel is compared with.
+* The three are timed in interleaved rounds (floor, pickaxe, numpy; numpy only in its
+  first ``min(R, 3)`` rounds when slow), so that a slow spell of a shared machine touches
+  all three instead of whichever happened to run then.
 * ``peak MiB above input``: the process's peak resident memory during one separate, untimed
   pickaxe call, above what was resident just before it (the input already is). Rust
   allocations are invisible to ``tracemalloc``, so this is read from Linux: writing ``5`` to
@@ -56,6 +59,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,16 +148,6 @@ class CpuShare:
         capacity = (wall1 - wall0) * (os.cpu_count() or 1)
         others = max(busy - (own1 - own0), 0.0) / capacity
         return cls(others=others, steal=d[7] / hz / capacity)
-
-
-def median_time(fn: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-        del out
-    return statistics.median(times)
 
 
 # --------------------------------------------------------------------------------------
@@ -308,6 +302,7 @@ class Row:
     case: Case
     input_nbytes: int
     floor_s: float
+    read_all_cores_s: float = float("nan")
     numpy_s: float = float("nan")
     numpy_runs: int = 0
     pickaxe_s: float = float("nan")
@@ -318,6 +313,12 @@ class Row:
     @property
     def speedup(self) -> float:
         return self.numpy_s / self.pickaxe_s
+
+    @property
+    def bandwidth_bound(self) -> float:
+        """The largest speed-up over numpy that reading the input at the all-core rate
+        allows: numpy's time over one read by every core."""
+        return self.numpy_s / self.read_all_cores_s
 
     @property
     def floor_ratio(self) -> float:
@@ -449,15 +450,31 @@ def compare_outputs(case: Case, x: np.ndarray, got, ref) -> str | None:
 # Running
 
 
+_READERS = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+
+
+def read_all_cores(x: np.ndarray) -> float:
+    """One read of ``x`` by every core at once: ``x.sum()`` of equal slices in threads
+    (numpy releases the GIL while it sums). The fastest any kernel can stream ``x`` here."""
+    parts = np.array_split(x.reshape(-1), _READERS._max_workers)
+    return float(sum(_READERS.map(np.sum, parts)))
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    out = fn()
+    elapsed = time.perf_counter() - t0
+    del out
+    return elapsed
+
+
 def run_group(group: Group, repeats: int, log) -> list[Row]:
     log(f"# {group.label}: generating ...")
     x = group.make()
-    # Touch the whole input (it is resident after generation; sum() reads every page) and
-    # time the floor on it.
-    floor_s = median_time(x.sum, repeats)
+    x.sum()  # touch every page of the input once before anything is timed
     rows = []
     for case in group.cases:
-        row = Row(case=case, input_nbytes=x.nbytes, floor_s=floor_s)
+        row = Row(case=case, input_nbytes=x.nbytes, floor_s=float("nan"))
         rows.append(row)
         log(f"  {case.name}: ...")
         run_pickaxe = functools.partial(case.run_pickaxe, x)
@@ -473,11 +490,25 @@ def run_group(group: Group, repeats: int, log) -> list[Row]:
             problem = compare_outputs(case, x, got, ref)
             if problem:
                 row.warnings.append(problem)
-            row.pickaxe_s = median_time(run_pickaxe, repeats)
-        del got, ref
+        del ref
         slow = first_numpy_s > SLOW_NUMPY_S
         row.numpy_runs = min(repeats, SLOW_NUMPY_REPEATS) if slow else repeats
-        row.numpy_s = median_time(run_numpy, row.numpy_runs)
+        # Interleaved rounds (floor, pickaxe, numpy): a slow spell of this shared machine
+        # touches all three instead of whichever happened to run then.
+        floor_t, pickaxe_t, numpy_t, read_t = [], [], [], []
+        for r in range(repeats):
+            floor_t.append(timed(x.sum))
+            read_t.append(timed(lambda: read_all_cores(x)))
+            if got is not None:
+                pickaxe_t.append(timed(run_pickaxe))
+            if r < row.numpy_runs:
+                numpy_t.append(timed(run_numpy))
+        del got
+        row.floor_s = statistics.median(floor_t)
+        row.read_all_cores_s = statistics.median(read_t)
+        row.numpy_s = statistics.median(numpy_t)
+        if pickaxe_t:
+            row.pickaxe_s = statistics.median(pickaxe_t)
         log(
             f"    numpy {row.numpy_s:.3g} s, pickaxe {row.pickaxe_s:.3g} s, "
             f"peak {row.peak / MIB:.1f} MiB" + "".join(f"\n    WARNING: {w}" for w in row.warnings)
@@ -564,9 +595,16 @@ def target_lines(rows: list[Row]) -> list[str]:
     for r in rows:
         c = r.case
         ok = np.isfinite(r.pickaxe_s)
+        why = ""
+        if r.bandwidth_bound < c.min_speedup:
+            why = (
+                f"; unreachable here: one read of the input by all cores takes "
+                f"{r.read_all_cores_s:.3g} s, so no kernel can beat numpy by more than "
+                f"{r.bandwidth_bound:.1f}x"
+            )
         lines.append(
             f"- {verdict(ok and r.speedup >= c.min_speedup)} {c.name}: speed-up "
-            f"{f'{r.speedup:.1f}x' if ok else 'n/a'} (target >= {c.min_speedup:g}x)"
+            f"{f'{r.speedup:.1f}x' if ok else 'n/a'} (target >= {c.min_speedup:g}x){why}"
         )
         if c.max_floor_ratio is not None:
             lines.append(

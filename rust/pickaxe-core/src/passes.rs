@@ -614,6 +614,73 @@ pub(crate) fn argmax<T: Real>(x: &[T]) -> usize {
     argmax_scalar(tail, chunks.len() * LANES, bv, bi)
 }
 
+/// One committee member's vote and validation statistics in a single walk: its argmax (as
+/// `argmax`), its sum (in `T` lanes, as `lane_sum`), and its values folded into the lane
+/// minima `lo` and maxima `hi`, which the caller carries across members and reduces once
+/// per row.
+#[inline(always)]
+pub(crate) fn vote_member<T: Real>(
+    x: &[T],
+    lo_io: &mut [T; LANES],
+    hi_io: &mut [T; LANES],
+) -> (usize, f64) {
+    let (chunks, _) = x.as_chunks::<LANES>();
+    if chunks.is_empty() || x.len() >= 1 << 24 {
+        for &v in x {
+            lo_io[0] = if v < lo_io[0] { v } else { lo_io[0] };
+            hi_io[0] = if v > hi_io[0] { v } else { hi_io[0] };
+        }
+        return (argmax(x), lane_sum(x));
+    }
+    // Local copies: lanes behind a reference get split and shuffled by LLVM.
+    let (mut lo, mut hi) = (*lo_io, *hi_io);
+    let mut best = [T::NEG_INF; LANES];
+    let mut pos = [T::ZERO; LANES];
+    let mut base = [T::ZERO; LANES];
+    let mut sum = [T::ZERO; LANES];
+    for l in 0..LANES {
+        base[l] = T::from_f64(l as f64);
+    }
+    let step = T::from_f64(LANES as f64);
+    // One short loop per statistic (LLVM keeps each in whole registers).
+    for c in chunks {
+        for l in 0..LANES {
+            let take = c[l] > best[l];
+            best[l] = if take { c[l] } else { best[l] };
+            pos[l] = if take { base[l] } else { pos[l] };
+            base[l] = base[l] + step;
+        }
+        for l in 0..LANES {
+            sum[l] = sum[l] + c[l];
+        }
+        for l in 0..LANES {
+            lo[l] = if c[l] < lo[l] { c[l] } else { lo[l] };
+            hi[l] = if c[l] > hi[l] { c[l] } else { hi[l] };
+        }
+    }
+    if !x.len().is_multiple_of(LANES) {
+        // Zeros elsewhere: nothing to the sum, and `lo`/`hi` can only move to 0.
+        let t = tail_lanes(x, T::ZERO);
+        for l in 0..LANES {
+            sum[l] = sum[l] + t[l];
+            lo[l] = if t[l] < lo[l] { t[l] } else { lo[l] };
+            hi[l] = if t[l] > hi[l] { t[l] } else { hi[l] };
+        }
+    }
+    // Keeps the loop in whole registers (see `prob_stats`).
+    let (best, pos, sum, lo, hi) = std::hint::black_box((best, pos, sum, lo, hi));
+    (*lo_io, *hi_io) = (lo, hi);
+    let bv = lane_tree(best, |a, b| if b > a { b } else { a });
+    let mut cand = [T::INF; LANES];
+    for l in 0..LANES {
+        cand[l] = if best[l] == bv { pos[l] } else { T::INF };
+    }
+    let bp = lane_tree(cand, |a, b| if b < a { b } else { a });
+    let tail_start = chunks.len() * LANES;
+    let a = argmax_scalar(&x[tail_start..], tail_start, bv, bp.to_f64() as usize);
+    (a, lane_tree(sum, |a, b| a + b).to_f64())
+}
+
 /// Continues an argmax over `x` (which starts at position `offset`) from (`bv`, `bi`).
 #[inline(always)]
 fn argmax_scalar<T: Real>(x: &[T], offset: usize, mut bv: T, mut bi: usize) -> usize {

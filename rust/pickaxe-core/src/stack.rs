@@ -10,10 +10,10 @@
 
 use crate::driver::{Kernel, Scratch, ScratchLen};
 use crate::error::RowFault;
-use crate::math::{Isa, Real};
+use crate::math::{Isa, Real, LANES};
 use crate::passes::{
     argmax, diagnose_logits, diagnose_probs, exp_store, lane_sum, prob_member,
-    member_mean, prob_stats, top2, variance_sum, ProbStats,
+    lane_tree, member_mean, prob_stats, top2, variance_sum, vote_member, ProbStats,
 };
 
 // Every member is first widened to f64 (`member_probs`); `T` appears only there.
@@ -120,6 +120,26 @@ impl StackKernel {
     ) -> Result<f64, RowFault> {
         use StackScore::*;
         let (m, c) = (self.members, self.classes);
+        if self.votes() {
+            // No flat walk: each member's one walk gives its vote, its sum and its range.
+            let mut lo = [T::INF; LANES];
+            let mut hi = [T::NEG_INF; LANES];
+            let mut suspect = false;
+            for j in 0..m {
+                let (vote, sum) = vote_member(&row[j * c..(j + 1) * c], &mut lo, &mut hi);
+                counts[vote] += 1;
+                // NaN and ±inf make the sum fail this test too.
+                suspect |= !((sum - 1.0).abs() <= 1e-3);
+            }
+            let lo = lane_tree(lo, |a, b| if b < a { b } else { a }).to_f64();
+            let hi = lane_tree(hi, |a, b| if b > a { b } else { a }).to_f64();
+            if suspect || lo < -1e-6 || hi > 1.0 + 1e-6 {
+                for j in 0..m {
+                    self.bad(&row[j * c..(j + 1) * c], j)?;
+                }
+            }
+            return Ok(0.0);
+        }
         let st = match self.score {
             MutualInformation | KlDisagreement { .. } => prob_stats::<I, T, true, false>(row, &[]),
             _ => prob_stats::<I, T, false, false>(row, &[]),
@@ -128,9 +148,6 @@ impl StackKernel {
         for j in 0..m {
             let x = &row[j * c..(j + 1) * c];
             suspect |= !((lane_sum(x) - 1.0).abs() <= 1e-3);
-            if self.votes() {
-                counts[argmax(x)] += 1;
-            }
         }
         // The variance goes by class chunks in `score` (`variance_sum`).
         if self.mean() {
