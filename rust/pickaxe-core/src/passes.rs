@@ -749,3 +749,101 @@ pub(crate) fn diagnose_probs<T: Real>(x: &[T], check_sum: bool) -> Option<Fault>
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::math::Fma;
+
+    /// A deterministic (M, C) block of float32 probabilities with ties and zeros.
+    fn block(m: usize, c: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        let mut out = Vec::with_capacity(m * c);
+        for _ in 0..m {
+            let row: Vec<f32> = (0..c)
+                .map(|_| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    // A few exact zeros and repeated values, to exercise ties.
+                    ((s >> 40) % 17) as f32 / 16.0
+                })
+                .collect();
+            let sum: f32 = row.iter().sum::<f32>().max(1e-30);
+            out.extend(row.iter().map(|v| v / sum));
+        }
+        out
+    }
+
+    const SHAPES: [(usize, usize); 9] =
+        [(1, 1), (2, 3), (3, 15), (4, 16), (5, 17), (20, 100), (7, 31), (3, 33), (2, 1000)];
+
+    #[test]
+    fn variance_sum_matches_scalar_f64() {
+        for (si, &(m, c)) in SHAPES.iter().enumerate() {
+            let x = block(m, c, si as u64);
+            let mut want = 0.0;
+            for k in 0..c {
+                let mean = (0..m).map(|j| x[j * c + k] as f64).sum::<f64>() / m as f64;
+                want += (0..m).map(|j| (x[j * c + k] as f64 - mean).powi(2)).sum::<f64>()
+                    / m as f64;
+            }
+            let got = variance_sum::<Fma, f32>(&x, m, c);
+            assert!((got - want).abs() <= 1e-12 + 1e-10 * want, "{m}x{c}: {got} vs {want}");
+            // Identical members: exactly 0.
+            let same: Vec<f32> = (0..m).flat_map(|_| x[..c].iter().copied()).collect();
+            assert_eq!(variance_sum::<Fma, f32>(&same, m, c), 0.0, "{m}x{c}");
+        }
+    }
+
+    #[test]
+    fn member_mean_matches_scalar_f64() {
+        for (si, &(m, c)) in SHAPES.iter().enumerate() {
+            let x = block(m, c, 100 + si as u64);
+            let mut got = vec![f32::NAN; c];
+            member_mean(&x, m, c, &mut got);
+            for k in 0..c {
+                let s: f64 = (0..m).map(|j| x[j * c + k] as f64).sum();
+                assert_eq!(got[k], (s / m as f64) as f32, "{m}x{c} class {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn vote_member_matches_argmax_sum_and_range() {
+        for (si, &(m, c)) in SHAPES.iter().enumerate() {
+            let mut x = block(m, c, 200 + si as u64);
+            if c > 2 {
+                x[c - 1] = -0.5; // a range fault in the tail
+            }
+            let (mut lo, mut hi) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
+            for j in 0..m {
+                let member = &x[j * c..(j + 1) * c];
+                let (vote, sum) = vote_member(member, &mut lo, &mut hi);
+                // The first of the largest values.
+                let best = member.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!(vote, member.iter().position(|&v| v == best).unwrap(), "{m}x{c}");
+                let want: f64 = member.iter().map(|&v| v as f64).sum();
+                assert!((sum - want).abs() < 1e-5, "{m}x{c}: {sum} vs {want}");
+            }
+            let lo = lane_tree(lo, |a, b| if b < a { b } else { a });
+            let hi = lane_tree(hi, |a, b| if b > a { b } else { a });
+            let want_lo = x.iter().copied().fold(f32::INFINITY, f32::min);
+            let want_hi = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            // Zero-filled tail lanes may pull the range towards 0, never past a real value.
+            let padded = c >= LANES && c % LANES != 0;
+            assert_eq!(lo, if padded { want_lo.min(0.0) } else { want_lo }, "{m}x{c}");
+            assert!(hi == want_hi, "{m}x{c}: hi {hi} vs {want_hi}");
+        }
+    }
+
+    #[test]
+    fn tail_lanes_holds_exactly_the_tail() {
+        for n in 1..70usize {
+            let x: Vec<f32> = (1..=n).map(|i| i as f32).collect();
+            let t = tail_lanes(&x, 0.0);
+            let mut got: Vec<f32> = t.iter().copied().filter(|&v| v != 0.0).collect();
+            got.sort_by(f32::total_cmp);
+            let want: Vec<f32> = x[n - n % LANES..].to_vec();
+            assert_eq!(got, if n < LANES { x.clone() } else { want }, "n = {n}");
+        }
+    }
+}
