@@ -1,9 +1,9 @@
 //! Scores of a stack of predictions per row: committee members (`query_by_committee`) or
 //! dropout passes (`mc_dropout`), a contiguous (M, C) block per row.
 //!
-//! The block is read from memory once. Probabilities: one flat walk over the whole block
-//! validates it and sums p ln p, then each member, now in cache, adds its sum, vote or
-//! share of p̄ (or of the variance's sums shifted by member 0). Logits: each member is
+//! The block is read from memory once. Probabilities: votes take one walk per member;
+//! other scores one flat walk that validates the block and sums p ln p, then, with the
+//! block in cache, p̄ or the variance's sums by 16-class chunks down the members. Logits: each member is
 //! softmaxed into a C-sized scratch row and treated the same way. Only
 //! `kl_disagreement(reduce="max")` walks the block a second time, because it needs p̄
 //! before it can compare each member with it.
@@ -107,10 +107,11 @@ impl StackKernel {
         (2 * self.classes, 3 * self.classes, self.classes)
     }
 
-    /// A row of probability members: the validation statistics and Σ p ln p over the
-    /// whole (M, C) block in one flat walk (no per-member reductions), then per member its
-    /// sum, its vote, or its share of p̄ or of the variance's sums. Returns −Σ p ln p, the
-    /// members' summed entropies.
+    /// A row of probability members. Votes: one walk per member gives its vote, sum and
+    /// range (`vote_member`). Otherwise one flat walk over the (M, C) block validates it
+    /// and sums p ln p, each member's sum is checked, and p̄ (`member_mean`) or the
+    /// variance (`variance_sum`, in `score`) are summed by class chunks down the members.
+    /// Returns −Σ p ln p, the members' summed entropies (0 for votes).
     #[inline(always)]
     fn probs<I: Isa, T: Real>(
         &self,
