@@ -104,14 +104,13 @@ def test_mine_with_a_reference(pool_file, tmp_path, form):
 @pytest.mark.parametrize(
     "args, says",
     [
-        (["--miner", "novelty", "--size", 3], "needs --reference"),
         (["--miner", "entropy", "--size", 3, "--query", "nope > 1"], "nope"),
         (["--miner", "committee", "--size", 3], "needs the field query_by_committee"),
         (["--miner", "coreset", "--size", 3, "--reference", "missing.npy"], "no such file"),
-        (["--miner", "entropy", "--size", 3, "--out", "picks.txt"], "write .parquet or .csv"),
     ],
 )
 def test_errors_are_one_line_and_exit_1(pool_file, args, says):
+    # bad arguments (exit 2) are in test_outputs.py
     path, _, _ = pool_file
     code, out, err = run("mine", path, *args)
     assert code == 1

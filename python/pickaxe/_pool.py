@@ -44,6 +44,7 @@ import numpy as np
 
 from ._boxes import BOX_FIELDS
 from ._fields import FIELD_SHAPES
+from ._ids import check_unique, id_array
 
 #: Name of the row-number column added for DuckDB; never one of the pool's columns.
 ROW = "__pickaxe_row__"
@@ -418,6 +419,8 @@ class _TableSource(PoolSource):
         self.query = query
         names = [str(n) for n in table.column_names]
         _check_names(names, who)
+        if "id" in names:  # the whole table, once; batches are checked again as read
+            check_unique(who, id_array(who, table.column("id")))
         self.table = table
         self.schema = table.schema
         self.column_names = names
@@ -772,8 +775,11 @@ def _mapping_columns(pool: Mapping, who: str) -> dict[str, np.ndarray]:
         if arr.ndim == 0:
             raise ValueError(f"{who}: pool column {name!r} is a scalar; expected one value per row")
         columns[name] = arr
-    if "id" in columns and columns["id"].ndim != 1:
-        raise ValueError(f"{who}: the id column must be 1-D; got shape {columns['id'].shape}")
+    if "id" in columns:
+        if columns["id"].ndim != 1:
+            raise ValueError(f"{who}: the id column must be 1-D; got shape {columns['id'].shape}")
+        columns["id"] = id_array(who, columns["id"])
+        check_unique(who, columns["id"])
     return columns
 
 
@@ -788,6 +794,8 @@ def _mapping_column(name: str, value: Any, who: str) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
     if type(value).__module__.split(".")[0] == "pyarrow":
+        if name == "id":
+            return id_array(who, value)
         return _arrow_column(who, name, value, lambda p: f"row {p}")
     try:
         return np.asarray(value)
@@ -894,16 +902,21 @@ def _to_pool(who: str, table: Any, columns: list[str], n: int, offset: int, row_
     """A Pool of these columns of an Arrow table or batch; errors name rows by their
     number in the original pool (and id)."""
     cols: dict[str, np.ndarray] = {}
+
+    def row(p: int) -> str:
+        return f"row {int(row_numbers[p]) if row_numbers is not None else offset + p}"
+
     if "id" in columns:
-        cols["id"] = _arrow_column(who, "id", table.column("id"), lambda p: f"row {p}")
+        cols["id"] = id_array(who, table.column("id"), row)
+        check_unique(who, cols["id"], row)  # a streamed pool: within each batch
     ids = cols.get("id")
 
     def label(p: int) -> str:
-        r = int(row_numbers[p]) if row_numbers is not None else offset + p
         if ids is None:
-            return f"row {r}"
+            return row(p)
+        r = row(p)
         v = ids[p]
-        return f"row {r} (id {(v.item() if isinstance(v, np.generic) else v)!r})"
+        return f"{r} (id {(v.item() if isinstance(v, np.generic) else v)!r})"
 
     for name in columns:
         if name != "id":

@@ -1,6 +1,9 @@
 """The ``pickaxe`` command: ``mine``, ``fields``, ``demo``.
 
-Errors are one line on stderr (``Error: ...``) with exit status 1, never a traceback.
+Errors are one line on stderr (``Error: ...``), never a traceback. Exit status 1: the data
+or a file cannot be mined (a bad row, a missing field, a query that is not allowed); 2: the
+command line cannot work (an unknown or inapplicable option, a bad value, an --out that
+cannot be written).
 """
 
 from __future__ import annotations
@@ -14,41 +17,46 @@ import click
 
 from . import __version__
 from ._fields import BOX_STRUCT, FIELD_SHAPES
+from ._output import check_output
 
-#: Command-line names of the miners (api.md), in the order `pickaxe fields` lists them.
-MINER_NAMES = (
-    "random",
-    "least_confidence",
-    "margin",
-    "ratio",
-    "entropy",
-    "committee",
-    "mc_dropout",
-    "embedding_distance",
-    "novelty",
-    "activation",
-    "coreset",
-    "detection",
-    "localization",
-    "segmentation",
-)
-
-_OPTIONS = {
-    "random": "--seed",
-    "least_confidence": "--field, --nan-policy",
-    "margin": "--field, --nan-policy",
-    "ratio": "--field, --nan-policy",
-    "entropy": "--field, --nan-policy",
-    "committee": "--measure (vote_entropy), --logits, --nan-policy",
-    "mc_dropout": "--measure (mutual_information), --logits, --nan-policy",
-    "embedding_distance": "--reference (required), --k (10), --metric (cosine)",
-    "novelty": "--reference (required), --k (20), --metric (l2)",
-    "activation": "--field (embeddings)",
-    "coreset": "--reference (labeled set), --metric (l2)",
-    "detection": "--measure (entropy), --reduce (max), --objectness, --nan-policy",
-    "localization": "--iou-threshold (0.5), --per-class, --reduce (max), --objectness",
-    "segmentation": "--measure (entropy), --reduce (mean), --class-axis (1), --field, --nan-policy",
+#: The options each miner takes beyond --size, --query and --out (command-line names
+#: without the dashes), each with what `pickaxe fields` shows as its default (None: none
+#: shown). The keys are the miners' command-line names (api.md), in the order `pickaxe
+#: fields` lists them; an option given to a miner that does not take it is an error.
+MINER_OPTIONS: dict[str, dict[str, Optional[str]]] = {
+    "random": {"seed": "0"},
+    "least_confidence": {"field": None, "nan_policy": "raise"},
+    "margin": {"field": None, "nan_policy": "raise"},
+    "ratio": {"field": None, "nan_policy": "raise"},
+    "entropy": {"field": None, "nan_policy": "raise"},
+    "committee": {"measure": "vote_entropy", "logits": None, "nan_policy": "raise"},
+    "mc_dropout": {"measure": "mutual_information", "logits": None, "nan_policy": "raise"},
+    "embedding_distance": {"reference": "required", "k": "10", "metric": "cosine"},
+    "novelty": {"reference": "required", "k": "20", "metric": "l2"},
+    "activation": {"field": "embeddings"},
+    "coreset": {"reference": "labeled set", "metric": "l2"},
+    "detection": {"measure": "entropy", "reduce": "max", "objectness": None, "nan_policy": "raise"},
+    "localization": {"iou_threshold": "0.5", "per_class": None, "reduce": "max", "objectness": None},
+    "segmentation": {
+        "measure": "entropy", "reduce": "mean", "class_axis": "1", "field": None, "nan_policy": "raise",
+    },
 }
+
+MINER_NAMES = tuple(MINER_OPTIONS)
+
+#: Options of `pickaxe mine` that every miner takes.
+COMMON_OPTIONS = ("pool", "miner_name", "size", "query", "out")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def options_text(miner: str) -> str:
+    """The options of `miner` as `pickaxe fields` lists them, e.g. ``--k (10), --metric``."""
+    return ", ".join(
+        _flag(o) + (f" ({d})" if d else "") for o, d in MINER_OPTIONS[miner].items()
+    ) or "(none)"
 
 
 def miner_class(name: str) -> Any:
@@ -109,7 +117,7 @@ def build_miner(name: str, size: int, opts: dict[str, Any]) -> Any:
             kw["measure"] = opts["measure"]
     elif name in ("embedding_distance", "novelty"):
         if not opts.get("reference"):
-            raise ValueError(f"--miner {name} needs --reference (the training set's embeddings)")
+            raise BadArgument(f"--miner {name} needs --reference (the training set's embeddings)")
         kw["reference"] = load_reference(opts["reference"])
         if opts.get("k") is not None:
             kw["k"] = opts["k"]
@@ -143,7 +151,7 @@ def build_miner(name: str, size: int, opts: dict[str, Any]) -> Any:
                 try:
                     q = float(reduce.split(":", 1)[1])
                 except (IndexError, ValueError):
-                    raise ValueError(f"--reduce {reduce}: write top:Q, e.g. top:0.05") from None
+                    raise BadArgument(f"--reduce {reduce}: write top:Q, e.g. top:0.05") from None
                 kw["reduce"] = ("top", q)
             else:
                 kw["reduce"] = reduce
@@ -153,6 +161,28 @@ def build_miner(name: str, size: int, opts: dict[str, Any]) -> Any:
         if opts.get("metric"):
             kw["metric"] = opts["metric"]
     return cls(size, **kw)
+
+
+class BadArgument(click.ClickException):
+    """A command-line argument that cannot work: one line on stderr, exit status 2 (as
+    click's own usage errors); bad data exits with 1."""
+
+    exit_code = 2
+
+
+def _check_applicable(ctx: click.Context, miner: str) -> None:
+    """An option given on the command line that `miner` does not take is an error, not
+    silently ignored."""
+    from click.core import ParameterSource
+
+    takes = MINER_OPTIONS[miner]
+    for name in ctx.params:
+        if name in COMMON_OPTIONS or name in takes:
+            continue
+        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            raise BadArgument(
+                f"{_flag(name)} does not apply to --miner {miner}; it takes {options_text(miner)}"
+            )
 
 
 class _OneLineErrors(click.Group):
@@ -185,7 +215,7 @@ def main() -> None:
 @click.option("--size", required=True, type=click.IntRange(min=0), help="How many rows to pick.")
 @click.option("--query", help="SQL WHERE clause over the pool's columns (DuckDB).")
 @click.option("--reference", type=click.Path(), help="Training embeddings: .npy, Parquet, or a saved ReferenceIndex.")
-@click.option("--out", "out", type=click.Path(dir_okay=False, allow_dash=True), help="Write .parquet or .csv; default: CSV on stdout.")
+@click.option("--out", "out", help="Write .parquet or .csv (checked before mining); default: CSV on stdout.")
 @click.option("--k", type=click.IntRange(min=1), help="Neighbours (embedding_distance, novelty).")
 @click.option("--metric", type=click.Choice(["cosine", "l2", "ip"]), help="Distance (embedding miners).")
 @click.option("--measure", help="Committee / dropout score, e.g. vote_entropy, mutual_information.")
@@ -198,7 +228,8 @@ def main() -> None:
 @click.option("--iou-threshold", type=float, help="IoU a committee box needs to match (localization, 0.5).")
 @click.option("--per-class", is_flag=True, help="Match only boxes of the same class (localization).")
 @click.option("--class-axis", type=click.Choice(["1", "-1"]), help="Segmentation rows are (C, H, W) (1) or (H, W, C) (-1).")
-def mine(pool: str, miner_name: str, size: int, out: Optional[str], **opts: Any) -> None:
+@click.pass_context
+def mine(ctx: click.Context, pool: str, miner_name: str, size: int, out: Optional[str], **opts: Any) -> None:
     """Mine POOL (a Parquet file or folder) and write the picked rows.
 
     \b
@@ -208,8 +239,12 @@ def mine(pool: str, miner_name: str, size: int, out: Optional[str], **opts: Any)
       pickaxe mine preds.parquet --miner embedding_distance --size 200 \\
           --reference train_embeddings.npy --out picks.csv
     """
-    if out not in (None, "-") and not out.lower().endswith((".parquet", ".pq", ".csv")):
-        raise ValueError(f"--out {out}: write .parquet or .csv (or leave --out out for CSV on stdout)")
+    _check_applicable(ctx, miner_name)
+    if out not in (None, "-"):
+        try:
+            check_output(out, "--out")
+        except ValueError as e:
+            raise BadArgument(f"{e} (or leave --out out for CSV on stdout)") from None
     miner = build_miner(miner_name, size, opts)
     selection = miner.mine(pool)
     if out is None or out == "-":
@@ -233,7 +268,7 @@ def fields() -> None:
         need = " or ".join(f"{f} {FIELD_SHAPES[f]}" for f in cls.fields) or "(none)"
         for also in getattr(cls, "also_needs", ()):
             need += f" and {also} {FIELD_SHAPES[also]}"
-        rows.append((name, need, _OPTIONS[name]))
+        rows.append((name, need, options_text(name)))
     widths = [max(len(r[i]) for r in rows) for i in range(2)]
     for r in rows:
         click.echo(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}")

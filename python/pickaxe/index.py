@@ -78,7 +78,7 @@ def embeddings_array(
     The norms come from the same Rust pass that checks the values: a NaN or infinite
     value raises ValueError naming `field`, the row and the value's position.
     """
-    arr = as_float_array(who, name, x, 2, "(N, D)")
+    arr = as_float_array(who.removesuffix("()"), name, x, 2, "(N, D)")  # it adds the ()
     if dim is not None and arr.shape[1] != dim:
         raise ValueError(
             f"{who}: {name} has {arr.shape[1]} dimensions per row (shape {arr.shape}); "

@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike
 
 from . import _core, scores
 from ._fields import FIELD_NDIM, FIELD_SHAPES, check_nan_policy
+from ._ids import check_unique
 from ._pool import BATCH_ROWS, Pool, PoolSource, open_pool
 from .index import (
     ReferenceIndex,
@@ -75,10 +76,17 @@ def _snake(name: str) -> str:
 
 
 def _shift_row(message: str, batch: Pool) -> str:
-    """A kernel's message names a row of `batch`; name the row of the original pool."""
+    """A kernel's message names a row of `batch`; name the row of the original pool, and
+    its id when the pool has an id column."""
     def repl(m: "re.Match[str]") -> str:
         i = int(m.group(1))
-        return f"row {int(batch.source_rows([i])[0])}" if i < batch.n_rows else m.group(0)
+        if i >= batch.n_rows:
+            return m.group(0)
+        text = f"row {int(batch.source_rows([i])[0])}"
+        if "id" in batch.columns:
+            v = batch.columns["id"][i]
+            text += f" (id {(v.item() if isinstance(v, np.generic) else v)!r})"
+        return text
 
     return re.sub(r"\brow (\d+)", repl, message, count=1)
 
@@ -199,6 +207,8 @@ def selection_of(
     (only these rows)."""
     picked = source.take(rows, source.metadata_names) if len(source.metadata_names) or source.has_id else None
     ids = picked.columns["id"] if source.has_id else np.asarray(rows, dtype=np.int64)
+    if source.has_id:  # a streamed pool's ids are checked per batch: the picks, whole
+        check_unique(source.who, ids, lambda p: f"row {int(rows[p])}")
     metadata = {} if picked is None else {n: picked.columns[n] for n in source.metadata_names}
     return Selection(ids, values, miners, metadata, info)
 

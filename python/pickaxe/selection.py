@@ -6,6 +6,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from ._ids import check_unique
+from ._output import atomic_output, output_kind
+
 __all__ = ["Selection"]
 
 
@@ -49,6 +52,9 @@ class Selection:
         ):
             if len(col) != n:
                 raise ValueError(f"Selection: {name} has {len(col)} rows; ids has {n}")
+        if self.ids.ndim != 1:
+            raise ValueError(f"Selection: ids must be 1-D; got shape {self.ids.shape}")
+        check_unique("Selection", self.ids, lambda p: f"position {p}")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -79,13 +85,23 @@ class Selection:
         return pa.table({k: pa.array(v) for k, v in self.columns().items()})
 
     def to_parquet(self, path: Any) -> None:
-        """Write the selection (`to_arrow`'s columns) to a Parquet file."""
+        """Write the selection (`to_arrow`'s columns) to a Parquet file.
+
+        The file is written beside `path` under a temporary name and renamed over it
+        once complete: on any failure (a full disk, an interrupt) the previous file at
+        `path` is untouched and no partial file is left.
+        """
         import pyarrow.parquet as pq
 
-        pq.write_table(self.to_arrow(), path)
+        table = self.to_arrow()
+        with atomic_output(path, "wb") as f:
+            pq.write_table(table, f)
 
     def to_csv(self, path_or_buf: Any) -> None:
-        """Write the selection (`to_arrow`'s columns) as CSV to a path or a text stream."""
+        """Write the selection (`to_arrow`'s columns) as CSV to a path or a text stream.
+
+        A path is written atomically, as `to_parquet` does.
+        """
         import csv
 
         cols = self.columns()
@@ -94,15 +110,16 @@ class Selection:
         if hasattr(path_or_buf, "write"):
             _write_csv(csv.writer(path_or_buf), names, rows)
         else:
-            with open(path_or_buf, "w", newline="") as f:
+            with atomic_output(path_or_buf, "w", newline="") as f:
                 _write_csv(csv.writer(f), names, rows)
 
     def write(self, path: Any) -> None:
-        """Write to ``.parquet`` or ``.csv``, chosen by the path's suffix."""
-        suffix = str(path).lower().rsplit(".", 1)[-1]
-        if suffix in ("parquet", "pq"):
+        """Write to ``.parquet`` or ``.csv``, chosen by the path's suffix (atomically:
+        see `to_parquet`)."""
+        kind = output_kind(path)
+        if kind == "parquet":
             self.to_parquet(path)
-        elif suffix == "csv":
+        elif kind == "csv":
             self.to_csv(path)
         else:
             raise ValueError(f"Selection.write(): write .parquet or .csv; got {str(path)!r}")
