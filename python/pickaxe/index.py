@@ -20,8 +20,9 @@ import numpy as np
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
-from . import _core
+from . import _core, _index_file
 from ._fields import as_float_array
+from ._index_file import read_index
 
 __all__ = ["ReferenceIndex", "METRICS"]
 
@@ -42,8 +43,9 @@ EF_PER_K = 6
 #: a float64 or strided pool stays small.
 QUERY_BLOCK_ROWS = 16384
 
-FORMAT = "pickaxe-reference-index"
-FORMAT_VERSION = 1
+# The file format and its checks live in _index_file (docs/index-format.md).
+FORMAT = _index_file.FORMAT
+FORMAT_VERSION = _index_file.FORMAT_VERSION
 
 
 def default_threads() -> int:
@@ -259,22 +261,25 @@ class ReferenceIndex:
         }
 
     def save(self, path: Union[str, os.PathLike]) -> None:
-        """Write the index, its metric, build parameters and search ef to one file (a zip
-        holding ``meta.json`` and the hnswlib graph or the exact reference)."""
+        """Write the index, its metric, build parameters and search ef to one file: a zip
+        of uncompressed members, ``meta.json`` and the hnswlib graph (``index.hnsw``) or
+        the exact reference (``reference.npy``), described in docs/index-format.md. The
+        file appears under `path` only once it is complete."""
         path = os.fspath(path)
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-                zf.writestr("meta.json", json.dumps(self._meta(), indent=1))
+                zf.writestr(_index_file.META, json.dumps(self._meta(), indent=1))
+                member = _index_file.MEMBERS[self.method]
                 if self._exact is not None:
                     buf = io.BytesIO()
                     np.save(buf, self._exact, allow_pickle=False)
-                    zf.writestr("reference.npy", buf.getvalue())
+                    zf.writestr(member, buf.getvalue())
                 else:
                     with tempfile.TemporaryDirectory() as d:
-                        graph = os.path.join(d, "index.hnsw")
+                        graph = os.path.join(d, member)
                         self._hnsw.save_index(graph)
-                        zf.write(graph, "index.hnsw")
+                        zf.write(graph, member)
             os.replace(tmp, path)  # never leave a half-written index under `path`
         finally:
             if os.path.exists(tmp):
@@ -282,65 +287,50 @@ class ReferenceIndex:
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "ReferenceIndex":
-        """Read an index written by `save`. A truncated or corrupted file, or one of
-        another format version, raises ValueError saying so."""
+        """Read an index written by `save`, checking the file before any of it is used.
+
+        The file must be a regular file; its members, their sizes, ``meta.json`` and the
+        hnswlib graph's header, links, labels and vectors are checked against each other
+        before hnswlib loads the graph (docs/index-format.md lists the checks), so a
+        damaged or hand-edited file is refused instead of crashing or answering wrongly.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A file written by `save`.
+
+        Raises
+        ------
+        ValueError
+            The path is not a regular file (a directory, FIFO or device); the file is
+            truncated, corrupted or not a ReferenceIndex; it was written in another format
+            version; or any field disagrees with another. The message names the member
+            and the field, e.g. ``index.hnsw header enterpoint_node_``.
+        FileNotFoundError, PermissionError
+            The path cannot be opened.
+
+        Examples
+        --------
+        >>> import tempfile, os
+        >>> ref = np.random.default_rng(0).normal(size=(50, 4))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     ReferenceIndex(ref, metric="l2").save(os.path.join(d, "ref.pxi"))
+        ...     loaded = ReferenceIndex.load(os.path.join(d, "ref.pxi"))
+        >>> loaded.method, len(loaded), loaded.query(ref[:1], k=1)[0].tolist()
+        ('exact', 50, [[0]])
+        """
         path = os.fspath(path)
         who = f"ReferenceIndex.load({path!r})"
-        try:
-            zf = zipfile.ZipFile(path, "r")
-        except FileNotFoundError:
-            raise
-        except (zipfile.BadZipFile, OSError) as e:
-            raise ValueError(
-                f"{who}: not a complete pickaxe ReferenceIndex file "
-                f"(truncated, corrupted or another kind of file: {e})"
-            ) from None
-        with zf:
-            try:
-                meta = json.loads(zf.read("meta.json"))
-            except (KeyError, ValueError, zipfile.BadZipFile, OSError) as e:
-                raise ValueError(f"{who}: no readable meta.json ({e})") from None
-            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-                raise ValueError(f"{who}: not a pickaxe ReferenceIndex file")
-            if meta.get("format_version") != FORMAT_VERSION:
-                raise ValueError(
-                    f"{who}: written in format version {meta.get('format_version')!r} "
-                    f"(by pickaxe {meta.get('pickaxe_version')}); this pickaxe reads "
-                    f"version {FORMAT_VERSION}. Rebuild the index from the embeddings."
-                )
-            self = cls.__new__(cls)
-            try:
-                self.metric = check_metric(who, meta["metric"])
-                self.dim = int(meta["dim"])
-                self.size = int(meta["size"])
-                self.M = int(meta["M"])
-                self.ef_construction = int(meta["ef_construction"])
-                self.ef = None if meta["ef"] is None else int(meta["ef"])
-                self.threads = None if meta["threads"] is None else int(meta["threads"])
-                self.seed = int(meta["seed"])
-                method = meta["method"]
-            except (KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{who}: meta.json is incomplete ({e})") from None
-            self._hnsw = None
-            self._exact = None
-            try:
-                if method == "exact":
-                    self._exact = np.load(io.BytesIO(zf.read("reference.npy")), allow_pickle=False)
-                    if self._exact.shape != (self.size, self.dim):
-                        raise ValueError(f"reference has shape {self._exact.shape}")
-                else:
-                    self._hnsw = self._load_graph(zf)
-            except (KeyError, zipfile.BadZipFile, OSError, ValueError, RuntimeError) as e:
-                raise ValueError(f"{who}: the index data is truncated or corrupted ({e})") from None
+        meta, exact, graph = read_index(who, path)
+        self = cls.__new__(cls)
+        self.metric = meta["metric"]
+        self.dim = meta["dim"]
+        self.size = meta["size"]
+        self.M = meta["M"]
+        self.ef_construction = meta["ef_construction"]
+        self.ef = meta["ef"]
+        self.threads = meta["threads"]
+        self.seed = meta["seed"]
+        self._exact = exact
+        self._hnsw = graph
         return self
-
-    def _load_graph(self, zf: zipfile.ZipFile) -> Any:
-        import hnswlib
-
-        with tempfile.TemporaryDirectory() as d:
-            graph = zf.extract("index.hnsw", d)  # checks the CRC: corruption fails here
-            index = hnswlib.Index(space=self.metric, dim=self.dim)
-            index.load_index(graph, max_elements=self.size)
-        if index.element_count != self.size:
-            raise ValueError(f"graph holds {index.element_count} rows, meta.json says {self.size}")
-        return index
