@@ -23,6 +23,7 @@ _LAZY = {
     "ReferenceIndex": "index",
     "Selection": "selection",
     "combine": "_combine",
+    "set_query_limits": "_query",
     "Miner": "miners",
     "RandomMiner": "miners",
     "LeastConfidenceMiner": "miners",
@@ -43,6 +44,7 @@ _LAZY = {
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from . import detection, scores, segmentation, select
     from ._combine import combine
+    from ._query import set_query_limits
     from .index import ReferenceIndex
     from .miners import (
         ActivationMiner,
@@ -102,6 +104,7 @@ __all__ = [
     "detection",
     "build_info",
     "set_num_threads",
+    "set_query_limits",
     "__version__",
     "ReferenceIndex",
     "Selection",

@@ -17,8 +17,10 @@ list over members of such lists), held in memory as a `pickaxe._boxes.BoxColumn`
 optional ``id`` column and metadata (every other column), which rides along into the
 selection. In a mapping pool, box-list columns are not visible to a query.
 
-``query`` is a SQL ``WHERE`` clause over the pool's columns, run in process by DuckDB on
-tables and Parquet alike, so that only the matching rows are read and scored.
+``query`` is one SQL condition over the pool's columns (what a ``WHERE`` clause holds),
+checked by parsing and evaluated in process by DuckDB on a connection that can reach
+nothing but the pool (`pickaxe._query`, docs/query.md), on tables and Parquet alike, so
+that only the matching rows are read and scored.
 
 Row numbers and ids: a pool's rows are numbered 0, 1, ... in its original order (for a
 folder, file after file in sorted order, each file's rows in order), before any query.
@@ -34,7 +36,6 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -129,11 +130,12 @@ def as_pool(pool: Any, who: str) -> Pool:
 
 def open_pool(pool: Any, *, query: Optional[str] = None, who: str = "open_pool()") -> "PoolSource":
     """A `PoolSource` over `pool` (see the module's docstring for what a pool is), with
-    only the rows that match the SQL ``WHERE`` clause `query` when one is given.
+    only the rows that match `query` (one SQL condition over its columns) when one is given.
 
-    A bad query raises ValueError with DuckDB's message and the pool's columns and their
-    SQL types; a pool that is none of the accepted kinds raises TypeError; a path that
-    does not exist raises FileNotFoundError.
+    A query that is not one condition over the pool's columns (see `pickaxe._query`)
+    raises ValueError saying what is wrong and listing the columns with their SQL types;
+    one past its time limit raises TimeoutError; a pool that is none of the accepted
+    kinds raises TypeError; a path that does not exist raises FileNotFoundError.
     """
     query = _check_query(query, who)
     if isinstance(pool, PoolSource):
@@ -472,9 +474,10 @@ class _ParquetSource(PoolSource):
     """A Parquet file or folder, read a batch at a time.
 
     pyarrow reads the requested columns batch by batch (``ParquetFile.iter_batches``,
-    pages through a 1 MiB buffer), file after file. With a query, DuckDB first runs
-    ``SELECT file_row_number FROM read_parquet(<file>, file_row_number = true) WHERE
-    <query>`` on each file (reading only the columns the query names) and the stream
+    pages through a 1 MiB buffer), file after file. With a query, each file is first
+    streamed through DuckDB's check of the condition: pyarrow reads only the columns the
+    query names, a batch at a time, and DuckDB (on a connection that cannot open files
+    itself, see `pickaxe._query`) returns the matching rows' numbers; then the stream
     keeps the matching rows, skipping row groups without any. Batches are cut to exactly
     `batch_rows` rows (across files and row groups), the last one shorter.
     """
@@ -527,50 +530,62 @@ class _ParquetSource(PoolSource):
         self.bases = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
         self.row_groups = row_groups
         if query is not None:
-            if "file_row_number" in self.column_names:
-                raise ValueError(f"{who}: a query cannot run on a Parquet pool with a column named file_row_number (DuckDB's row number)")
-            first = next((f for f, n in zip(files, counts) if n), files[0])
-            con = _connect()
-            try:
-                self._relation(con, first, [], query)  # binds the query: errors now, not mid-run
-            finally:
-                con.close()
+            import pyarrow as pa
+
+            from ._query import compile_query
+
+            # checked (parsed and bound, nothing run) before any data is read
+            visible = pa.schema([schema.field(n) for n in self.column_names])
+            self._condition = compile_query(query, who, visible)
         self.n_rows = int(self.bases[-1]) if query is None else None
 
-    def _relation(self, con: Any, file: Path, columns: list[str], query: str) -> Any:
-        import duckdb
-
-        select = ", ".join([_ident(c) for c in columns] + [f"file_row_number AS {_ident(ROW)}"])
-        sql = f"SELECT {select} FROM read_parquet({_parquet_literal(file)}, file_row_number = true) WHERE ({query})"
-        try:
-            return con.sql(sql)
-        except duckdb.Error as e:
-            raise _query_error(self.who, query, e, self._sql_types(con, file)) from None
-
     def _match_mask(self, con: Any, i: int) -> np.ndarray:
-        """Which rows of file i pass the query (bool, one per row): DuckDB reads only
-        the columns the query names and returns the matching rows' numbers."""
-        import duckdb
+        """Which rows of file i pass the query (bool, one per row). pyarrow streams the
+        columns the query names, a batch at a time, with each row's number in the file;
+        DuckDB evaluates the condition on that stream within `con` (a `_query.Session`:
+        its connection, limits and time budget)."""
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        assert self.query is not None
+        cond = self._condition
         f = self.files[i]
-        mask = np.zeros(int(self.counts[i]), dtype=bool)
-        rel = self._relation(con, f, [], self.query)
-        try:
-            reader = _arrow_reader(rel, 1 << 20)
-            for b in reader:
-                mask[b.column(0).to_numpy(zero_copy_only=False)] = True
-        except (duckdb.Error, pa.ArrowException) as e:
-            raise _query_error(self.who, self.query, e, self._sql_types(con, f)) from None
-        return mask
+        n = int(self.counts[i])
+        mask = np.zeros(n, dtype=bool)
+        cols = list(cond.columns)
+        schema = pa.schema([self.schema.field(c) for c in cols] + [pa.field(ROW, pa.int64())])
+        step = 1 << 16
+        failed: list = []
 
-    def _sql_types(self, con: Any, file: Path) -> str:
+        def batches() -> Iterator[Any]:
+            try:
+                if not cols:  # a condition on no column: only the row numbers
+                    for lo in range(0, n, step):
+                        rows = pa.array(np.arange(lo, min(n, lo + step), dtype=np.int64))
+                        yield pa.RecordBatch.from_arrays([rows], schema=schema)
+                    return
+                pf = pq.ParquetFile(f, buffer_size=1 << 20, pre_buffer=False)
+                try:
+                    lo = 0
+                    for b in pf.iter_batches(batch_size=step, columns=cols):
+                        rows = pa.array(np.arange(lo, lo + b.num_rows, dtype=np.int64))
+                        lo += b.num_rows
+                        yield pa.RecordBatch.from_arrays([b.column(c) for c in cols] + [rows], schema=schema)
+                finally:
+                    _close(pf)
+            except Exception as e:  # runs on DuckDB's thread: kept to be named below
+                failed.append(e)
+                raise
+
+        def mark(rows: np.ndarray) -> None:
+            mask[rows] = True
+
         try:
-            rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({_parquet_literal(file)})").fetchall()
-            return ", ".join(f"{r[0]} {r[1]}" for r in rows if not str(r[0]).startswith("__index_level_"))
-        except Exception:
-            return ", ".join(f"{k} {v}" for k, v in self.types.items())
+            con.run(cond, self.who, pa.RecordBatchReader.from_batches(schema, batches()), mark)
+        except ValueError:
+            if failed:
+                raise ValueError(f"{self.who}: {str(f)!r} cannot be read: {failed[0]}") from None
+            raise
+        return mask
 
     def _compute_shapes(self) -> dict[str, tuple]:
         import pyarrow.parquet as pq
@@ -727,10 +742,12 @@ def _per_row(shape: tuple) -> str:
 
 
 def _check_query(query: Any, who: str) -> Optional[str]:
+    """The query, or None for none (None or blank); its content is checked by
+    `pickaxe._query.compile_query` against the pool's columns."""
     if query is None:
         return None
     if not isinstance(query, str):
-        raise TypeError(f"{who}: query must be a SQL WHERE clause (str); got {type(query).__name__}")
+        raise TypeError(f"{who}: query must be one SQL condition over the pool's columns (a str); got {type(query).__name__}")
     return query if query.strip() else None
 
 
@@ -1061,68 +1078,24 @@ def _stderr_is_tty() -> bool:
 
 
 def _connect() -> Any:
-    import duckdb
+    """A `_query.Session`: a DuckDB connection that reaches nothing but the data handed
+    to it, with the query limits (memory, threads, time) of one pass over a pool."""
+    from ._query import Session
 
-    con = duckdb.connect(database=":memory:")
-    # result rows in the order of the scan (DuckDB's default, made explicit): batches,
-    # and so offsets, are the same run after run
-    con.execute("SET preserve_insertion_order = true")
-    return con
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _parquet_literal(path: Path) -> str:
-    """A path as a SQL string literal for read_parquet: quotes doubled, and the glob
-    characters * ? [ escaped as one-character classes so that the file itself is read."""
-    text = re.sub(r"[\[*?]", lambda m: f"[{m.group()}]", str(path))
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _arrow_reader(relation: Any, batch_rows: int) -> Any:
-    to_reader = getattr(relation, "to_arrow_reader", None)  # duckdb >= 1.4
-    if to_reader is None:
-        to_reader = relation.fetch_arrow_reader
-    return to_reader(batch_rows)
-
-
-def _query_error(who: str, query: str, e: Exception, types: str) -> ValueError:
-    # DuckDB's message, without our row-number column among its suggestions
-    lines = []
-    for line in str(e).strip().splitlines():
-        if ROW in line and line.startswith("Candidate bindings"):
-            names = [c for c in line.split(":", 1)[1].split(",") if ROW not in c]
-            if not names:
-                continue
-            line = "Candidate bindings:" + ",".join(names)
-        lines.append(line)
-    msg = "\n".join(lines)
-    return ValueError(f"{who}: the query {query!r} failed: {msg}\nthe pool's columns (SQL types): {types}")
+    return Session()
 
 
 def _match_rows(who: str, table: Any, query: str) -> np.ndarray:
     """The row numbers (sorted) of an in-memory table's rows that pass the query; the
-    table carries the row numbers as column ROW."""
-    import duckdb
+    table carries the row numbers as column ROW. The query is checked first (see
+    `pickaxe._query`); DuckDB then reads only the columns it names."""
+    from ._query import compile_query
 
-    con = _connect()
-    try:
-        con.register("pool", table)
-        sql = f"SELECT {_ident(ROW)} FROM pool WHERE ({query})"
-        try:
-            rel = con.sql(sql)
-            fetch = getattr(rel, "to_arrow_table", None) or rel.arrow
-            result = fetch()
-        except duckdb.Error as e:
-            try:
-                described = con.execute(f"DESCRIBE SELECT * EXCLUDE ({_ident(ROW)}) FROM pool").fetchall()
-                types = ", ".join(f"{r[0]} {r[1]}" for r in described)
-            except Exception:
-                types = ", ".join(n for n in table.column_names if n != ROW)
-            raise _query_error(who, query, e, types) from None
-        rows = result.column(0).to_numpy().astype(np.int64, copy=False)
-        return np.sort(rows)
-    finally:
-        con.close()
+    visible = table.schema.remove(table.schema.get_field_index(ROW))
+    cond = compile_query(query, who, visible)
+    parts: list = []
+    with _connect() as session:
+        session.run(cond, who, table.select(list(cond.columns) + [ROW]), parts.append)
+    if not parts:
+        return np.empty(0, dtype=np.int64)
+    return np.sort(np.concatenate(parts).astype(np.int64, copy=False))
