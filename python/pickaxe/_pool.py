@@ -34,6 +34,7 @@ a `Pool` of numpy arrays) or reads it whole; `as_pool` reads any pool whole into
 
 from __future__ import annotations
 
+import contextlib
 import os
 from abc import ABC, abstractmethod
 import sys
@@ -278,6 +279,10 @@ class PoolSource(ABC):
         """The batches, with a field's per-row shape checked against earlier batches
         (each batch is checked within itself when it is converted)."""
         shapes: dict[str, tuple] = {}
+        with _thread_failures_as_memory(self.who):
+            yield from self._checked_shapes(batches, shapes)
+
+    def _checked_shapes(self, batches: Iterator[Pool], shapes: dict[str, tuple]) -> Iterator[Pool]:
         for b in batches:
             if b.n_rows:
                 for name in b.fields:
@@ -330,7 +335,8 @@ class PoolSource(ABC):
         bad = np.flatnonzero((rows < 0) | (rows >= total))
         if bad.size:
             raise IndexError(f"{self.who}: row {int(rows[bad[0]])} is not in the pool (rows 0 to {total - 1})")
-        return self._take(rows, cols)
+        with _thread_failures_as_memory(self.who):
+            return self._take(rows, cols)
 
     @abstractmethod
     def _total_rows(self) -> int:
@@ -733,6 +739,23 @@ class _ParquetSource(PoolSource):
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _thread_failures_as_memory(who: str) -> Iterator[None]:
+    """pyarrow starts its reading threads on first use; under an address-space cap
+    (``ulimit -v``) a thread's stack cannot be mapped and pyarrow says "Failed to launch
+    worker thread". That is memory running out, and is raised as MemoryError like any
+    other allocation that fails."""
+    try:
+        yield
+    except Exception as e:
+        if type(e).__module__.split(".")[0] == "pyarrow" and "Failed to launch worker thread" in str(e):
+            raise MemoryError(
+                f"{who}: pyarrow could not start a thread to read the pool ({e}): out of "
+                "memory (address space) or past the process's thread limit"
+            ) from None
+        raise
 
 
 def _per_row(shape: tuple) -> str:

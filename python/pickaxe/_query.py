@@ -31,6 +31,7 @@ import json
 import math
 import numbers
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -62,6 +63,11 @@ ENV_MEMORY = "PICKAXE_QUERY_MEMORY"
 ENV_THREADS = "PICKAXE_QUERY_THREADS"
 ENV_TIMEOUT = "PICKAXE_QUERY_TIMEOUT"
 _DEFAULT_MEMORY = "1GB"
+#: DuckDB's threads by default: one. The condition is a cheap per-row expression on data
+#: pickaxe streams to it (a few milliseconds per million rows), and every DuckDB worker
+#: thread is one more thread whose first touch of DuckDB's thread-local allocator state
+#: glibc cannot fail cleanly under an address-space cap (it exits the process).
+_DEFAULT_THREADS = 1
 
 # -- what a condition may hold ----------------------------------------------------------
 
@@ -199,7 +205,7 @@ def _load_limits() -> dict:
         timeout = os.environ.get(ENV_TIMEOUT, "").strip()
         _limits = {
             "memory_limit": _check_memory(memory, f"{ENV_MEMORY}={memory!r}") if memory else _DEFAULT_MEMORY,
-            "threads": _env_threads(threads) if threads else max(1, os.cpu_count() or 1),
+            "threads": _env_threads(threads) if threads else _DEFAULT_THREADS,
             "timeout": _env_timeout(timeout) if timeout and timeout.lower() != "none" else None,
         }
     return _limits
@@ -230,10 +236,10 @@ def _check_memory(value: Any, name: str) -> str:
         text = f"{int(value)}B"
     else:
         text = value.strip()
-    import duckdb
+    duckdb = load_duckdb()
 
     try:  # DuckDB's own parser of sizes decides
-        duckdb.connect(":memory:", config={"memory_limit": text}).close()
+        duckdb.connect(":memory:", config={"memory_limit": text, "threads": 1, "async_threads": 0}).close()
     except duckdb.Error:
         raise ValueError(f"{name} must be a size such as '2GB', '512MiB' or a number of bytes; got {value!r}") from None
     return text
@@ -259,10 +265,22 @@ def _check_timeout(value: Any, name: str) -> Optional[float]:
 # -- connections ------------------------------------------------------------------------
 
 
+def load_duckdb() -> Any:
+    """The duckdb module. Loading its 60 MB library can fail for want of address space
+    (under ``ulimit -v``): that is a MemoryError, as any other allocation that fails."""
+    try:
+        import duckdb
+    except ImportError as e:
+        if "failed to map segment" in str(e) or "cannot allocate memory" in str(e).lower():
+            raise MemoryError(f"not enough memory to load DuckDB for the query: {e}") from None
+        raise
+    return duckdb
+
+
 def connect(memory_limit: str, threads: int, max_depth: Optional[int] = None) -> Any:
     """A DuckDB connection that can reach nothing outside the process and whose
     configuration is locked."""
-    import duckdb
+    duckdb = load_duckdb()
 
     con = duckdb.connect(
         database=":memory:",
@@ -275,6 +293,9 @@ def connect(memory_limit: str, threads: int, max_depth: Optional[int] = None) ->
             "temp_directory": "",  # never spill to disk
             "memory_limit": memory_limit,
             "threads": threads,
+            # DuckDB starts 8 I/O threads per database by default; with external access
+            # off there is no I/O for them to do
+            "async_threads": 0,
         },
     )
     try:
@@ -617,6 +638,32 @@ def clean_message(e: BaseException) -> str:
 # -- evaluating -------------------------------------------------------------------------
 
 
+class _Worker:
+    """The one thread queries run on, started on first use and kept: a thread's first
+    call into DuckDB allocates DuckDB's thread-local state, which glibc cannot fail
+    cleanly under an address-space cap (it exits the process), so it happens once, early,
+    not once per pass over a pool."""
+
+    def __init__(self) -> None:
+        self._jobs: "queue.SimpleQueue[Callable[[], None]]" = queue.SimpleQueue()
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="pickaxe-query", daemon=True)
+                self._thread.start()
+        self._jobs.put(job)
+
+    def _loop(self) -> None:
+        while True:
+            self._jobs.get()()  # each job catches its own errors
+
+
+_worker = _Worker()
+
+
 class Session:
     """A hardened connection for one pass over a pool, with that pass's time budget.
 
@@ -674,6 +721,11 @@ class Session:
             except Exception:
                 pass
         if error is not None:
+            if isinstance(error, duckdb.OutOfMemoryException):
+                raise MemoryError(
+                    f"{who}: the query {shown(cond.query)} ran out of memory ({clean_message(error)}); "
+                    f"raise pickaxe.set_query_limits(memory_limit=...) or {ENV_MEMORY}"
+                ) from None
             if isinstance(error, duckdb.Error):
                 raise query_error(who, cond.query, cond.schema, clean_message(error)) from None
             raise error
@@ -696,10 +748,9 @@ class Session:
             finally:
                 done.set()
 
-        worker = threading.Thread(target=target, name="pickaxe-query", daemon=True)
         self._running = done
         start = time.monotonic()
-        worker.start()
+        _worker.submit(target)
         try:
             finished = done.wait(left)
         except KeyboardInterrupt:
