@@ -141,7 +141,7 @@ def _array_to_numpy(name: str, arr: Any, label: RowLabel) -> np.ndarray:
             d = int(cur.type.list_size)
             child = cur.values.slice(cur.offset * d, m * d)
         else:
-            offsets = cur.offsets.to_numpy(zero_copy_only=False)
+            offsets = primitive_values(cur.offsets)
             lengths = np.diff(offsets)
             if m == 0:
                 d = 0
@@ -174,8 +174,39 @@ def _array_to_numpy(name: str, arr: Any, label: RowLabel) -> np.ndarray:
         raise ConversionError(f"column {name!r} {label(bad)} has a null value{where}: a field has a value in every row")
     if pa.types.is_decimal(t):
         cur = cur.cast(pa.float64())
-    values = cur.to_numpy(zero_copy_only=False)
+    values = primitive_values(cur)
     return values.reshape((n, *dims))
+
+
+def as_arrow(x: np.ndarray) -> Any:
+    """A 1-D numpy array of numbers or booleans as an Arrow array (numbers without a
+    copy), without pyarrow's ``pa.array``, which imports pandas to ask whether `x` is a
+    Series."""
+    import pyarrow as pa
+
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"as_arrow: a 1-D array is needed; got shape {x.shape}")
+    if x.dtype == np.bool_:
+        bits = np.packbits(x, bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), len(x), [None, pa.py_buffer(bits)])
+    if x.dtype.kind in "iuf" and x.dtype.isnative:
+        x = np.ascontiguousarray(x)
+        return pa.Array.from_buffers(pa.from_numpy_dtype(x.dtype), len(x), [None, pa.py_buffer(x)])
+    return pa.array(x)
+
+
+def primitive_values(arr: Any) -> np.ndarray:
+    """The values of an Arrow array of integers or floats without nulls, read in place
+    from its values buffer (read-only). pyarrow's own ``to_numpy`` imports pandas (about
+    1 s and 100 MB the first time) even to read in place; other types go through it."""
+    import pyarrow as pa
+
+    t = arr.type
+    if (pa.types.is_integer(t) or pa.types.is_floating(t)) and not arr.null_count:
+        dtype = np.dtype(t.to_pandas_dtype())
+        return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
+    return arr.to_numpy(zero_copy_only=False)
 
 
 def metadata_to_numpy(data: Any) -> np.ndarray:
@@ -184,8 +215,16 @@ def metadata_to_numpy(data: Any) -> np.ndarray:
     per-row values."""
     import pyarrow as pa
 
-    if isinstance(data, pa.ChunkedArray) and data.num_chunks == 0:
-        data = pa.array([], type=data.type)
+    if isinstance(data, pa.ChunkedArray):
+        # one array: ChunkedArray.to_numpy goes through pandas
+        data = pa.concat_arrays(data.chunks) if data.num_chunks else pa.array([], type=data.type)
+    t = data.type
+    if (pa.types.is_integer(t) or pa.types.is_floating(t)) and not data.null_count:
+        return primitive_values(data)
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        out = np.empty(len(data), dtype=object)  # as to_numpy gives them, without pandas
+        out[:] = data.to_pylist()
+        return out
     return np.asarray(data.to_numpy(zero_copy_only=False))
 
 

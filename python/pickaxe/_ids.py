@@ -42,7 +42,9 @@ def id_array(who: str, data: Any, label: Callable[[int], str] = _plain) -> np.nd
         _check_no_nulls(who, data.is_null().to_numpy(zero_copy_only=False), label)
     if pa.types.is_list(data.type) or pa.types.is_struct(data.type) or pa.types.is_fixed_size_list(data.type):
         raise ValueError(f"{who}: the id column holds {data.type} values; an id is one number or string per row")
-    return np.asarray(data.to_numpy(zero_copy_only=False))
+    from ._arrow import primitive_values
+
+    return np.asarray(primitive_values(data))
 
 
 def _numpy_nulls(a: np.ndarray) -> Optional[np.ndarray]:
@@ -81,15 +83,22 @@ def check_unique(who: str, ids: np.ndarray, label: Callable[[int], str] = _plain
 
 
 def _distinct(ids: np.ndarray) -> int:
-    """How many distinct values (Arrow's hash count: no sort)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    """How many distinct values. Numbers: Arrow's hash count over the array's own buffer
+    (no sort, no copy; ``pa.array`` of a numpy array would import pandas to ask whether
+    it is a Series); strings and objects: a set."""
+    if ids.dtype.kind in "iuf" and ids.dtype.isnative:
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
+        flat = np.ascontiguousarray(ids)
+        arr = pa.Array.from_buffers(pa.from_numpy_dtype(flat.dtype), len(flat), [None, pa.py_buffer(flat)])
+        return int(pc.count_distinct(arr, mode="all").as_py())
+    if ids.dtype.kind in "US":
+        return int(np.unique(ids).size)
     try:
-        arr = pa.array(ids)
-    except (pa.ArrowException, TypeError, ValueError):  # mixed Python objects
         return len(set(ids.tolist()))
-    return int(pc.count_distinct(arr, mode="all").as_py())
+    except TypeError:  # unhashable values (lists): never valid ids, but say duplicates plainly
+        return len({repr(v) for v in ids.tolist()})
 
 
 def _first_duplicate(ids: np.ndarray) -> tuple[int, int, Any, int]:

@@ -46,6 +46,7 @@ import numpy as np
 
 from ._boxes import BOX_FIELDS
 from ._fields import FIELD_SHAPES
+from ._arrow import as_arrow
 from ._ids import check_unique, id_array
 
 #: Name of the row-number column added for DuckDB; never one of the pool's columns.
@@ -377,7 +378,7 @@ class _ArraySource(PoolSource):
                 names.append(name)
                 arrays.append(a)
         names.append(ROW)
-        arrays.append(pa.array(np.arange(self.pool.n_rows, dtype=np.int64)))
+        arrays.append(as_arrow(np.arange(self.pool.n_rows, dtype=np.int64)))
         return pa.Table.from_arrays(arrays, names=names)
 
     def _compute_shapes(self) -> dict[str, tuple]:
@@ -435,7 +436,7 @@ class _TableSource(PoolSource):
         self.types = {n: str(t) for n, t in zip(names, table.schema.types)}
         self.matches: Optional[np.ndarray] = None
         if query is not None:
-            rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
+            rows = as_arrow(np.arange(table.num_rows, dtype=np.int64))
             self.matches = _match_rows(who, table.append_column(ROW, rows), query)
         self.n_rows = table.num_rows if self.matches is None else len(self.matches)
 
@@ -453,7 +454,7 @@ class _TableSource(PoolSource):
                 yield _to_pool(self.who, t.slice(start, stop - start), columns, stop - start, start, None)
             else:
                 pos = self.matches[start:stop]
-                yield _to_pool(self.who, t.take(pa.array(pos)), columns, stop - start, start, pos)
+                yield _to_pool(self.who, t.take(as_arrow(pos)), columns, stop - start, start, pos)
 
     def read(self, columns: Optional[Iterable[str]] = None) -> Pool:
         import pyarrow as pa
@@ -464,7 +465,7 @@ class _TableSource(PoolSource):
         t = self.table.select(cols)
         if self.matches is None:
             return _to_pool(self.who, t, cols, t.num_rows, 0, None)
-        return _to_pool(self.who, t.take(pa.array(self.matches)), cols, len(self.matches), 0, self.matches)
+        return _to_pool(self.who, t.take(as_arrow(self.matches)), cols, len(self.matches), 0, self.matches)
 
     def _total_rows(self) -> int:
         return int(self.table.num_rows)
@@ -472,7 +473,7 @@ class _TableSource(PoolSource):
     def _take(self, rows: np.ndarray, columns: list[str]) -> Pool:
         import pyarrow as pa
 
-        t = self.table.select(columns).take(pa.array(rows))
+        t = self.table.select(columns).take(as_arrow(rows))
         return _to_pool(self.who, t, columns, len(rows), 0, rows)
 
 
@@ -566,14 +567,14 @@ class _ParquetSource(PoolSource):
             try:
                 if not cols:  # a condition on no column: only the row numbers
                     for lo in range(0, n, step):
-                        rows = pa.array(np.arange(lo, min(n, lo + step), dtype=np.int64))
+                        rows = as_arrow(np.arange(lo, min(n, lo + step), dtype=np.int64))
                         yield pa.RecordBatch.from_arrays([rows], schema=schema)
                     return
                 pf = pq.ParquetFile(f, buffer_size=1 << 20, pre_buffer=False)
                 try:
                     lo = 0
                     for b in pf.iter_batches(batch_size=step, columns=cols):
-                        rows = pa.array(np.arange(lo, lo + b.num_rows, dtype=np.int64))
+                        rows = as_arrow(np.arange(lo, lo + b.num_rows, dtype=np.int64))
                         lo += b.num_rows
                         yield pa.RecordBatch.from_arrays([b.column(c) for c in cols] + [rows], schema=schema)
                 finally:
@@ -679,7 +680,7 @@ class _ParquetSource(PoolSource):
                                     continue
                                 if rows.size < b.num_rows:
                                     b = _filter(b, sel)
-                                arrays = [b.column(j) for j in range(b.num_columns)] + [pa.array(rows)]
+                                arrays = [b.column(j) for j in range(b.num_columns)] + [as_arrow(rows)]
                                 yield pa.RecordBatch.from_arrays(arrays, names=list(b.schema.names) + [ROW])
                     finally:
                         _close(pf)
@@ -725,14 +726,14 @@ class _ParquetSource(PoolSource):
                 for g in np.unique(rg_of):
                     in_g = local[rg_of == g] - rg_bases[g]
                     t = pf.read_row_group(int(g), columns=columns)
-                    pieces.append(t.take(pa.array(in_g)))
+                    pieces.append(t.take(as_arrow(in_g)))
             finally:
                 _close(pf)
         if pieces:
             t = pa.concat_tables(pieces)
             inverse = np.empty_like(order)
             inverse[order] = np.arange(len(order))
-            t = t.take(pa.array(inverse))
+            t = t.take(as_arrow(inverse))
         else:
             t = self.schema.empty_table().select(columns)
         return _to_pool(self.who, t, columns, len(rows), 0, rows)
@@ -986,7 +987,7 @@ def _filter(batch: Any, keep: np.ndarray) -> Any:
 
     from ._arrow import as_fixed_size
 
-    mask = pa.array(keep)
+    mask = as_arrow(keep)
     # Only rectangular fields: a column whose rows may differ in length (box lists,
     # metadata lists) would become fixed-size in one batch and not in the next, and the
     # batches could not be put back together.

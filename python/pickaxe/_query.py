@@ -585,14 +585,12 @@ def _empty(schema: Any, columns: Any) -> Any:
 # -- messages ---------------------------------------------------------------------------
 
 
-def query_error(who: str, query: str, schema: Any, what: str) -> ValueError:
-    """The ValueError for a query that cannot run: what is wrong, then the pool's
-    columns with their SQL types (never pickaxe's own SQL or row-number column)."""
-    end = "" if what.endswith((".", "?", "!")) else "."
-    return ValueError(
-        f"{who}: the query {shown(query)} failed: {what}{end}\n"
-        f"A query is one condition over the pool's columns (SQL types): {sql_types(schema)}"
-    )
+def query_error(who: str, query: str, schema: Any, what: str) -> "QueryError":
+    """The error for a query that cannot run: what is wrong, then the pool's columns with
+    their SQL types (never pickaxe's own SQL or row-number column)."""
+    from .errors import QueryError
+
+    return QueryError(who, query, what, sql_types(schema))
 
 
 def shown(query: str) -> str:

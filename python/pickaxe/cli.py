@@ -45,7 +45,7 @@ MINER_OPTIONS: dict[str, dict[str, Optional[str]]] = {
 MINER_NAMES = tuple(MINER_OPTIONS)
 
 #: Options of `pickaxe mine` that every miner takes.
-COMMON_OPTIONS = ("pool", "miner_name", "size", "query", "out")
+COMMON_OPTIONS = ("pool", "miner_name", "size", "query", "query_timeout", "out")
 
 
 def _flag(name: str) -> str:
@@ -185,6 +185,19 @@ def _check_applicable(ctx: click.Context, miner: str) -> None:
             )
 
 
+def _one_line(e: BaseException) -> str:
+    """An error as the command line says it: one line, in the command line's words."""
+    from .errors import QueryError
+
+    if isinstance(e, QueryError):
+        from ._query import shown
+
+        end = "" if e.reason.endswith((".", "?", "!")) else "."
+        return (f"--query {shown(e.query)}: {e.reason}{end} --query takes one condition over "
+                f"the pool's columns (SQL types): {e.columns}")
+    return str(e).strip().replace("\n", " ") or type(e).__name__
+
+
 class _OneLineErrors(click.Group):
     """Bad input and failed runs end as one line on stderr and exit status 1."""
 
@@ -193,8 +206,8 @@ class _OneLineErrors(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
-        except (ValueError, TypeError, KeyError, IndexError, OSError, ImportError, RuntimeError) as e:
-            message = str(e).strip().replace("\n", " ") or type(e).__name__
+        except (ValueError, TypeError, KeyError, IndexError, OSError, ImportError, RuntimeError, MemoryError) as e:
+            message = _one_line(e)
             raise click.ClickException(message) from None
 
 
@@ -213,7 +226,8 @@ def main() -> None:
 @click.argument("pool", type=click.Path(exists=True, dir_okay=True))
 @click.option("--miner", "miner_name", required=True, type=click.Choice(MINER_NAMES), help="Which miner.")
 @click.option("--size", required=True, type=click.IntRange(min=0), help="How many rows to pick.")
-@click.option("--query", help="SQL WHERE clause over the pool's columns (DuckDB).")
+@click.option("--query", help="One SQL condition over the pool's columns, e.g. \"split = 'unlabeled'\" (DuckDB; no statements, files or settings).")
+@click.option("--query-timeout", type=click.FloatRange(min=0, min_open=True), help="Stop the query after this many seconds (default: no limit).")
 @click.option("--reference", type=click.Path(), help="Training embeddings: .npy, Parquet, or a saved ReferenceIndex.")
 @click.option("--out", "out", help="Write .parquet or .csv (checked before mining); default: CSV on stdout.")
 @click.option("--k", type=click.IntRange(min=1), help="Neighbours (embedding_distance, novelty).")
@@ -240,6 +254,11 @@ def mine(ctx: click.Context, pool: str, miner_name: str, size: int, out: Optiona
           --reference train_embeddings.npy --out picks.csv
     """
     _check_applicable(ctx, miner_name)
+    timeout = opts.pop("query_timeout", None)
+    if timeout is not None:
+        from ._query import set_query_limits
+
+        set_query_limits(timeout=timeout)
     if out not in (None, "-"):
         try:
             check_output(out, "--out")
