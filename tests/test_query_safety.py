@@ -157,7 +157,8 @@ def test_hostile_query_is_refused_by_the_command_line(name, work):
         cwd=work, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 1, out.stderr
-    assert "A query is one condition over the pool's columns" in out.stderr
+    assert out.stderr.startswith("Error: --query ") and len(out.stderr.strip().splitlines()) == 1
+    assert "--query takes one condition over the pool's columns (SQL types): logits FLOAT[3], split VARCHAR" in out.stderr
     if _pool.ROW not in q:
         assert _pool.ROW not in out.stderr
     assert out.stdout == ""
