@@ -4,6 +4,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -19,6 +20,46 @@ from pickaxe._pool import open_pool  # noqa: E402
 
 N = 1200
 BLOCKS = 8  # row groups of the Parquet pool, blocks of the Dataset
+
+
+#: A run takes seconds here; a deadlocked one never ends. Generous for 2 busy cores.
+WATCHDOG_S = 120
+#: What a watchdog found deadlocked: its run still holds the cluster's CPUs.
+_HUNG = []
+
+
+def finishes(what, fn, timeout=WATCHDOG_S):
+    """fn() run in a thread: the test fails (instead of hanging CI) when it has not
+    returned after `timeout` seconds."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # re-raised in the test's thread
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True, name=f"watchdog: {what}")
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        _HUNG.append(what)
+        pytest.fail(f"{what} did not finish within {timeout} s (deadlocked?)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def mine(pool, miner, **kwargs):
+    """`pickaxe.ray.mine` under the watchdog."""
+    return finishes(f"pickaxe.ray.mine({miner!r})", lambda: pxray.mine(pool, miner, **kwargs))
+
+
+@pytest.fixture(autouse=True)
+def _cluster_not_held(request):
+    # after a deadlock the cluster's CPUs stay held: the other Ray tests fail, not hang
+    if _HUNG and "cluster" in request.fixturenames:
+        pytest.fail(f"the Ray cluster is held by {_HUNG[0]!r}, which never finished")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +80,11 @@ def cluster(tmp_path_factory):
     try:
         yield flag
     finally:
-        ray.shutdown()
+        # not under a thread still waiting in a deadlocked run: ray.shutdown() then takes
+        # the process down a minute later (its core worker loses the GCS); Ray's exit
+        # hook ends it cleanly when Python exits
+        if not _HUNG:
+            ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -149,10 +194,10 @@ def test_equals_in_memory(cluster, parquet_path, dataset, data, reference, kind,
         concurrency = 2 if i == 8 else 1  # one run with two actors
         if kind == "parquet":
             want = miner.mine(parquet_path)
-            got = pxray.mine(parquet_path, miner, concurrency=concurrency)
+            got = mine(parquet_path, miner, concurrency=concurrency)
         else:
             want = miner.mine(data)
-            got = pxray.mine(dataset, miner, concurrency=concurrency, batch_rows=N // BLOCKS)
+            got = mine(dataset, miner, concurrency=concurrency, batch_rows=N // BLOCKS)
         same(got, want)
 
 
@@ -161,13 +206,13 @@ def test_dataset_random_miner_hashes_the_id(cluster, data):
     t = _table(pool)
     ds = ray.data.from_arrow([t.slice(i * N // BLOCKS, N // BLOCKS) for i in range(BLOCKS)])
     miner = px.RandomMiner(20, seed=1)
-    same(pxray.mine(ds, miner, concurrency=2), miner.mine(pool))
+    same(mine(ds, miner, concurrency=2), miner.mine(pool))
 
 
 def test_dataset_without_id_is_refused(cluster, data):
     ds = ray.data.from_arrow(_table(data, with_id=False))
     with pytest.raises(ValueError, match="id column"):
-        pxray.mine(ds, px.EntropyMiner(3))
+        mine(ds, px.EntropyMiner(3))
 
 
 def test_reference_index_pickles(reference):
@@ -184,25 +229,25 @@ def test_failed_batch_is_retried(cluster, parquet_path, dataset, data):
     miner = px.EntropyMiner(25)
     want = miner.mine(parquet_path)
     open(cluster, "w").close()
-    got = pxray.mine(parquet_path, miner, concurrency=2, retry_exceptions=True)
+    got = mine(parquet_path, miner, concurrency=2, retry_exceptions=True)
     assert not os.path.exists(cluster)  # the failure did happen
     same(got, want)
     # an embedding miner: its actor's task is retried
     miner = px.EmbeddingDistanceMiner(25, data["embeddings"][:100], k=3)
     open(cluster, "w").close()
-    got = pxray.mine(dataset, miner, concurrency=1, batch_rows=N // BLOCKS, retry_exceptions=True)
+    got = mine(dataset, miner, concurrency=1, batch_rows=N // BLOCKS, retry_exceptions=True)
     assert not os.path.exists(cluster)
     same(got, miner.mine(data))
     # the coreset's gathering tasks, retried for a listed exception type
     miner = px.CoresetMiner(10)
     open(cluster, "w").close()
-    got = pxray.mine(parquet_path, miner, retry_exceptions=[pxray.TransientBatchError])
+    got = mine(parquet_path, miner, retry_exceptions=[pxray.TransientBatchError])
     assert not os.path.exists(cluster)
     same(got, miner.mine(parquet_path))
     # without retries the injected failure fails the run
     open(cluster, "w").close()
     with pytest.raises(Exception, match="injected failure"):
-        pxray.mine(parquet_path, px.EntropyMiner(3))
+        mine(parquet_path, px.EntropyMiner(3))
     assert not os.path.exists(cluster)
 
 
@@ -238,12 +283,15 @@ def test_bad_rows_are_named_as_in_memory(cluster, data, tmp_path):
             miner.mine(path)
         assert where in str(mem.value)
         with pytest.raises(ValueError) as on_ray:
-            pxray.mine(path, miner, concurrency=1)
+            mine(path, miner, concurrency=1)
         assert str(on_ray.value) == str(mem.value)
-    # a Dataset names the row by its id
+    # a Dataset names the row by its id (it has no row numbers): in the greedy on the
+    # driver and in a batch's scores
     ds = ray.data.from_arrow(_table(dict(pool, id=data["id"])))
     with pytest.raises(ValueError, match=f"embeddings row with id {data['id'][901]}"):
-        pxray.mine(ds, px.CoresetMiner(5))
+        mine(ds, px.CoresetMiner(5))
+    with pytest.raises(ValueError, match=f"^logits row with id {data['id'][700]}: NaN at class 2$"):
+        mine(ds, px.EntropyMiner(5))
 
 
 @pytest.mark.parametrize("kind", ["fixed_size_list", "list", "large_list"])
@@ -274,10 +322,13 @@ def test_dataset_coreset_orders_rows_by_id(cluster, data):
     t = _table(data)
     ds = ray.data.from_arrow([t.slice(i * N // BLOCKS, N // BLOCKS) for i in range(BLOCKS)][::-1])
     miner = px.CoresetMiner(12)
-    same(pxray.mine(ds, miner), miner.mine(data))
-    dup = ray.data.from_arrow(_table(dict(data, id=np.arange(N, dtype=np.int64) // 2)))
-    with pytest.raises(ValueError, match="the id 0 names more than one row"):
-        pxray.mine(dup, miner)
+    same(mine(ds, miner), miner.mine(data))
+    # in one batch or across batches, in the greedy's gathering or in a batch's scores
+    dup = _table(dict(data, id=np.arange(N, dtype=np.int64) // 2))
+    for ds in (ray.data.from_arrow(dup), ray.data.from_arrow([dup.slice(0, 501), dup.slice(501)])):
+        for m in (miner, px.EntropyMiner(3)):
+            with pytest.raises(ValueError, match=f"{type(m).__name__}\\): the id (0|250) names more than one row; ids must be unique"):
+                mine(ds, m)
 
 
 def _vision_table(n_images=64, classes=3, members=2):
@@ -320,4 +371,136 @@ def test_vision_miners_equal_in_memory(cluster, tmp_path, query):
     for miner in [px.DetectionMiner(7, measure="margin", objectness=True, **q),
                   px.LocalizationMiner(7, reduce="mean", **q),
                   px.SegmentationMiner(7, reduce=("top", 0.2), **q)]:
-        same(pxray.mine(str(path), miner), miner.mine(str(path)))
+        same(mine(str(path), miner), miner.mine(str(path)))
+
+
+# -- Ray never deadlocks itself (issue #13, point 7) --------------------------------------
+
+def test_actor_pool_leaves_a_cpu_for_upstream_operators():
+    # the actors together reserve at most CPUs - 1: a read or a repartition upstream of
+    # them always has a CPU for its tasks
+    pool = pxray._actor_pool
+    assert pool("t", None, 2.0) == (1, 1, 1.0)
+    assert pool("t", None, 8.0) == (1, 7, 1.0)
+    assert pool("t", 3, 8.0) == (3, 3, 1.0)
+    assert pool("t", 4, 2.0) == (4, 4, 0.25)  # more actors than room: a share of a CPU
+    assert pool("t", (1, 3), 2.0) == (1, 3, 0.3333)  # rounded down to Ray's 1e-4 unit
+    assert pool("t", (2, 8), 4.0) == (2, 8, 0.375)
+    assert pool("t", None, 1.0) == (1, 1, 0.0)  # a single CPU: the actor reserves none
+    for cpus in (1.0, 2.0, 3.0, 16.0):
+        for c in (None, 1, 2, 5, (1, 4), (3, 9)):
+            lo, hi, each = pool("t", c, cpus)
+            assert 1 <= lo <= hi and hi * each <= cpus - 1
+
+
+@pytest.mark.parametrize("bad,error,match", [
+    (0, ValueError, "concurrency must be at least 1 actor; got 0"),
+    ((2, 1), ValueError, r"needs min <= max; got \(2, 1\)"),
+    ((1, 2, 3), ValueError, r"\(min, max\) actors; got \(1, 2, 3\)"),
+    (1.5, TypeError, "concurrency must be an int or a \\(min, max\\) pair of ints; got 1.5"),
+    (True, TypeError, "got True"),
+    (("1", 2), TypeError, "got \\('1', 2\\)"),
+])
+def test_bad_concurrency_is_refused(cluster, parquet_path, bad, error, match):
+    with pytest.raises(error, match=match):
+        mine(parquet_path, px.EntropyMiner(3), concurrency=bad)
+
+
+def test_repartitioned_dataset_with_an_embedding_miner_finishes(cluster, data, reference):
+    # the case of the issue: a repartition splits its blocks in Ray tasks while the pool
+    # is starting; a pool holding both CPUs left them none, for ever. Three runs: the
+    # race was lost in about one run of three, and each run starts its pool anew.
+    t = _table(data)
+    miner = px.EmbeddingDistanceMiner(100, reference, k=5)
+    want = miner.mine(data)
+    for i in range(3):
+        got = finishes(f"run {i}", lambda: pxray.mine(ray.data.from_arrow(t).repartition(10), miner))
+        same(got, want)
+    # with more actors than CPUs asked for: they share the CPUs left over
+    got = mine(ray.data.from_arrow(t).repartition(10), miner, concurrency=(1, 3))
+    same(got, want)
+
+
+@pytest.fixture(scope="module")
+def parquet_with_id(data, tmp_path_factory):
+    path = tmp_path_factory.mktemp("with-id") / "pool.parquet"
+    pq.write_table(_table(data), path, row_group_size=N // BLOCKS)
+    return str(path)
+
+
+def test_read_parquet_dataset_with_an_embedding_miner_finishes(cluster, data, reference, parquet_with_id):
+    # the read tasks upstream of the pool need a CPU too
+    miner = px.NoveltyMiner(40, reference, k=10)
+    same(mine(ray.data.read_parquet(parquet_with_id), miner), miner.mine(data))
+
+
+def test_combine_with_embedding_miners_finishes(cluster, data, reference, parquet_with_id):
+    # two actor pools one after the other (the first one's actors hold their CPUs for a
+    # moment after its pass), each behind read tasks
+    miner = px.combine(
+        [px.EmbeddingDistanceMiner(1, reference, k=5), px.EntropyMiner(1),
+         px.EmbeddingDistanceMiner(1, reference[:100], k=3, metric="l2")],
+        30,
+    )
+    same(mine(ray.data.read_parquet(parquet_with_id), miner), miner.mine(data))
+
+
+# -- ids keep their type (issue #13, point 3) ---------------------------------------------
+
+ID_ROWS = 240
+ID_KINDS = {
+    # odd ids past 2**53: a float64 on the way would make them even (its step is 256 there)
+    "int64": lambda: pa.array(2**60 + 1 + 2 * np.arange(ID_ROWS, dtype=np.int64)),
+    "uint64": lambda: pa.array(np.uint64(2**63 + 1) + np.arange(ID_ROWS, dtype=np.uint64)),
+    "int32": lambda: pa.array(np.arange(ID_ROWS, dtype=np.int32) * 7 - 500),
+    "string": lambda: pa.array([f"img-{i:05d}" for i in range(ID_ROWS)]),
+}
+
+
+def _id_pool(kind):
+    rng = np.random.default_rng(21)
+    data = {
+        "logits": rng.normal(size=(ID_ROWS, 4)).astype(np.float32),
+        "embeddings": rng.normal(size=(ID_ROWS, 6)).astype(np.float32),
+    }
+    t = _table(data, with_id=False)
+    return t.add_column(0, "id", ID_KINDS[kind]()), rng.normal(size=(30, 6)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", list(ID_KINDS))
+def test_ids_round_trip_exactly(cluster, tmp_path, kind):
+    table, ref = _id_pool(kind)
+    path = str(tmp_path / "ids.parquet")
+    pq.write_table(table, path, row_group_size=ID_ROWS // 4)
+    ds = ray.data.from_arrow([table.slice(i, ID_ROWS // 4) for i in range(0, ID_ROWS, ID_ROWS // 4)])
+    want_type = table.schema.field("id").type
+    full = kind in ("int64", "string")  # the others: the routes that once lost them
+    on_dataset = [
+        px.EntropyMiner(9),
+        px.combine([px.EntropyMiner(1), px.MarginMiner(1)], 8, diversity="coreset", candidates=2),
+    ] + ([px.EmbeddingDistanceMiner(9, ref, k=3), px.CoresetMiner(6),
+          px.combine([px.EntropyMiner(1), px.EmbeddingDistanceMiner(1, ref, k=3)], 10)] if full else [])
+    on_path = [px.EntropyMiner(9), px.CoresetMiner(6)] if full else []
+    runs = [(m, ds) for m in on_dataset] + [(m, path) for m in on_path]
+    for miner, pool in runs:
+        want = miner.mine(table)
+        got = mine(pool, miner, batch_rows=ID_ROWS // 4)
+        same(got, want)
+        assert got.ids.dtype == want.ids.dtype
+        assert got.to_arrow().schema.field("id").type == want_type
+        if kind == "int64":
+            assert got.ids.dtype == np.int64 and all((int(v) - 2**60) % 2 == 1 for v in got.ids)
+
+
+def test_random_miner_on_string_ids_is_the_same_whatever_the_blocks(cluster):
+    # RandomMiner hashes a Dataset's id in place of the row number: string ids too, the
+    # same selection however the rows are split into blocks and in whichever order
+    table, _ = _id_pool("string")
+    miner = px.RandomMiner(12, seed=4)
+    one = mine(ray.data.from_arrow(table), miner)
+    parts = [table.slice(i, 50) for i in range(0, ID_ROWS, 50)][::-1]
+    other = mine(ray.data.from_arrow(parts), miner, batch_rows=17)
+    same(one, other)
+    assert one.ids.dtype == object and len(set(one.ids.tolist())) == 12
+    assert set(one.ids.tolist()) <= set(table.column("id").to_pylist())
+    assert not np.array_equal(one.ids, mine(ray.data.from_arrow(table), px.RandomMiner(12, seed=5)).ids)

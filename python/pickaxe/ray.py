@@ -9,11 +9,13 @@
 How it runs: the miner is configured and prepared on the driver (a NoveltyMiner is
 fitted there, an hnswlib graph is built there), put into the object store once
 (``ray.put``) and loaded once per actor of an actor pool (a callable class given to
-``map_batches``); each batch arrives as an Arrow table, its field column is handed to the
-kernels without a copy (fixed-size lists of numbers are numpy views), and each batch
-returns only its own top ``k`` rows (``Miner.score`` + ``top_k``) with their ids and
-metadata. The driver merges those (at most k x batches rows) with the in-memory tie rule:
-score descending, then row ascending.
+``map_batches``; the actors reserve at most all CPUs but one, so that the operators
+feeding them, a read or a repartition, always have one: see ``concurrency`` in `mine`);
+each batch arrives as an Arrow table, its field column is handed to the kernels without
+a copy (fixed-size lists of numbers are numpy views), and each batch returns only its
+own top ``k`` rows (``Miner.score`` + ``top_k``) with their ids and metadata. The
+driver merges those (at most k x batches rows) with the in-memory tie rule: score
+descending, then row ascending.
 
 Row numbers. In memory a row without an ``id`` is named by its row number in the pool,
 and equal scores are ordered by row number. A Ray Dataset has no stable global row
@@ -23,10 +25,11 @@ number, so:
   Parquet pool) is read by pickaxe through Ray, one task per row group, each knowing the
   number of its first row from the Parquet metadata: ids, ties and `RandomMiner` are
   exactly those of ``miner.mine(path)``;
-- a **Dataset** must have an ``id`` column. Equal scores are ordered by id ascending, and
-  `RandomMiner` hashes the (integer) id in place of the row number: the selection equals
-  the in-memory one whenever the ids increase with the rows (e.g. ids = row numbers),
-  which is how the tests check it.
+- a **Dataset** must have an ``id`` column (integers or strings; they come back as they
+  are, int64 ids exact). Equal scores are ordered by id ascending, errors name the row by
+  its id, and `RandomMiner` hashes the id in place of the row number (a string id: the
+  first 8 bytes of its BLAKE2b digest): its selection equals the in-memory one when the
+  ids are the row numbers.
 
 ``query`` (the miner's, or `combine`'s) is run by DuckDB on each Arrow batch before
 scoring: a ``WHERE`` clause over one row at a time, so batch by batch gives the rows the
@@ -46,11 +49,13 @@ the driver raises the in-memory `ValueError` for the pool's first bad batch.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -240,6 +245,8 @@ class _Scorer:
             if len(keep) < table.num_rows:
                 table = table.take(pa.array(keep))
                 rows = rows[keep] if rows is not None else None
+        if plan["mode"] == "dataset":
+            _unique_ids(plan["who"], table.column("id"))
         if plan["op"] == "gather":
             return self._gather(table, rows)
         return self._top(table, rows)
@@ -298,25 +305,29 @@ class _Scorer:
         plan = self.plan
         n = table.num_rows
         has_id = "id" in table.column_names
-        if rows is None:  # a Dataset: the id stands for the row number
-            ids = table.column("id").to_numpy(zero_copy_only=False)
-            rows = ids.astype(np.int64) if ids.dtype.kind in "iu" else None
         columns = list(self.miner.columns_for(self.field))
         if has_id:
             columns.append("id")
-        pool = _to_pool(plan["who"], table.select(columns), columns, n, 0, rows)
-        if not n:
-            values, info = np.empty(0, dtype=np.float64), {}
-        else:
-            if rows is None and type(self.miner).__name__ == "RandomMiner":
-                raise TypeError(f"{plan['who']}: RandomMiner on a Ray Dataset needs integer ids")
+        if rows is not None:  # a Parquet pool: rows named by number (and id), as in memory
+            pool = _to_pool(plan["who"], table.select(columns), columns, n, 0, rows)
             try:
-                values, info = self.miner.score(pool, self.field)
+                values, info = self.miner.score(pool, self.field) if n else (np.empty(0), {})
             except ValueError as e:
                 raise ValueError(_shift_row(str(e), pool)) from None
+        else:  # a Dataset: no row numbers; the id names the row
+            try:
+                pool = _to_pool(plan["who"], table.select(columns), columns, n, 0, None)
+                if type(self.miner).__name__ == "RandomMiner":
+                    # the row number RandomMiner hashes: the id's
+                    pool = Pool(pool.columns, n, 0, _id_numbers(pool.columns["id"]))
+                values, info = self.miner.score(pool, self.field) if n else (np.empty(0), {})
+            except ValueError as e:
+                raise ValueError(_by_id(str(e), table.column("id"))) from None
         best = top_k(values, self.k)
         keep = pa.array(best)
         out = {c: table.column(c).take(keep) for c in plan["carry"]}
+        # a Dataset's key is its id column as it is: int64 ids near 2**63 or uint64 ones
+        # stay exact and ordered (an int64 copy would wrap uint64 ids past 2**63)
         out[KEY] = pa.array(rows[best]) if rows is not None else table.column("id").take(keep)
         out[SCORE] = pa.array(np.asarray(values[best], dtype=np.float64))
         out[INFO] = pa.array([json.dumps(info, default=str)] * len(best), pa.string())
@@ -361,7 +372,7 @@ class _Run:
         self.retry: Union[bool, list] = False
 
     def top(
-        self, miner: Miner, k: int, field: Optional[str], concurrency: Optional[int]
+        self, miner: Miner, k: int, field: Optional[str], actors: "_Actors"
     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], Any]:
         """Like `Miner.top`: the k best rows' keys (row numbers, or ids), scores, info,
         and their carried columns (an Arrow table, same order)."""
@@ -386,7 +397,7 @@ class _Run:
         if nb is not None:
             # an embedding miner holds a reference (an index, fitted densities): into the
             # object store once, loaded once per actor of the pool
-            tables = self._map(self.ds, (ray.put(miner), field, k, plan), actors=concurrency)
+            tables = self._map(self.ds, (ray.put(miner), field, k, plan), actors=actors)
         else:
             # the uncertainty miners are a few numbers: tasks on pooled workers, no actor
             # start-up (seconds) per run
@@ -410,9 +421,9 @@ class _Run:
             read = list(self.source.column_names) if self.query and op != "fetch" else columns
         return {"op": op, "mode": self.mode, "who": self.who, "query": self.query, "read": read}
 
-    def _map(self, ds: Any, args: tuple, actors: Optional[int] = None) -> list:
-        """``ds.map_batches`` of `_Scorer` (an actor pool of `actors`, or tasks), run to
-        the end: the non-empty Arrow tables the batches returned, in block order."""
+    def _map(self, ds: Any, args: tuple, actors: Optional["_Actors"] = None) -> list:
+        """``ds.map_batches`` of `_Scorer` (an actor pool sized by `actors`, or tasks),
+        run to the end: the non-empty Arrow tables the batches returned, in block order."""
         ray = _ray()
         kwargs: dict[str, Any] = {
             "batch_format": "pyarrow",
@@ -432,7 +443,8 @@ class _Run:
             remote = {"retry_exceptions": self.retry, "max_retries": MAX_RETRIES}
         try:
             if actors is not None:
-                out = ds.map_batches(_Scorer, fn_constructor_args=args, compute=ray.data.ActorPoolStrategy(size=actors), **kwargs)
+                pool = ray.data.ActorPoolStrategy(min_size=actors.min_size, max_size=actors.max_size)
+                out = ds.map_batches(_Scorer, fn_constructor_args=args, compute=pool, num_cpus=actors.num_cpus, **kwargs)
             else:
                 out = ds.map_batches(_score_task, fn_args=args, **remote, **kwargs)
             tables = [t for t in ray.get(list(out.to_arrow_refs())) if t.num_rows]
@@ -590,26 +602,144 @@ def _name_by_id(message: str, ids: np.ndarray) -> str:
     return re.sub(r"\brow (\d+)", repl, message, count=1)
 
 
+def _unique_ids(who: str, ids: Any) -> None:
+    """A Dataset's batch: the ValueError the driver raises for an id found in two
+    batches, for one found twice in a batch (whose row positions mean nothing)."""
+    import pyarrow.compute as pc
+
+    if len(ids) < 2 or ids.null_count or pc.count_distinct(ids).as_py() == len(ids):
+        return  # (a null id is the id column's own error, raised when it is read)
+    counts = pc.value_counts(ids)
+    dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+    raise ValueError(f"{who}: the id {dup!r} names more than one row; ids must be unique")
+
+
+def _id_numbers(ids: np.ndarray) -> np.ndarray:
+    """The number `RandomMiner` hashes for each row of a Dataset: an integer id itself
+    (as int64; uint64 ids past 2**63 wrap, still one number per id), a string id the
+    first 8 bytes of its BLAKE2b digest (stable across processes, unlike ``hash``)."""
+    if ids.dtype.kind in "iu":
+        return ids.astype(np.int64)
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little", signed=True) for v in ids),
+        dtype=np.int64,
+        count=len(ids),
+    )
+
+
+def _by_id(message: str, ids: Any) -> str:
+    """A message naming "row i" of a Dataset's batch (with or without "(id v)") names
+    the row by its id: a Dataset has no row numbers. A null id keeps the message."""
+
+    def repl(m: "re.Match[str]") -> str:
+        i = int(m.group(1))
+        v = ids[i].as_py() if i < len(ids) else None
+        return m.group(0) if v is None else f"row with id {v!r}"
+
+    return re.sub(r"\brow (\d+)(?: \(id [^)]*\))?", repl, message, count=1)
+
+
+class _Actors(NamedTuple):
+    """The actor pool of an embedding miner: Ray Data grows it from ``min_size`` to
+    ``max_size`` actors as batches queue up; each actor reserves ``num_cpus``."""
+
+    min_size: int
+    max_size: int
+    num_cpus: float
+
+
+def _actor_pool(who: str, concurrency: Any, cpus: float) -> _Actors:
+    """The pool for ``concurrency`` on a cluster of `cpus` CPUs.
+
+    Its actors together reserve at most ``cpus - 1`` CPUs. An actor holds its CPUs from
+    the start of the plan to its end, while the operators upstream (a read, a
+    repartition) need a CPU for each of their tasks: actors holding every CPU wait for
+    blocks that can never be made, and Ray Data waits with them (a repartition even
+    blocks its scheduling loop in ``ray.get`` on its split tasks). So each actor reserves
+    one CPU, or ``(cpus - 1) / max_size`` when more actors are asked for than that leaves
+    room for (0 on a single CPU).
+    """
+    def size(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{who}: concurrency must be an int or a (min, max) pair of ints; got {concurrency!r}")
+        if v < 1:
+            raise ValueError(f"{who}: concurrency must be at least 1 actor; got {concurrency!r}")
+        return int(v)
+
+    if concurrency is None:
+        lo, hi = 1, max(1, int(cpus) - 1)
+    elif isinstance(concurrency, (tuple, list)):
+        if len(concurrency) != 2:
+            raise ValueError(f"{who}: concurrency as a pair is (min, max) actors; got {concurrency!r}")
+        lo, hi = size(concurrency[0]), size(concurrency[1])
+        if lo > hi:
+            raise ValueError(f"{who}: concurrency (min, max) needs min <= max; got {concurrency!r}")
+    else:
+        lo = hi = size(concurrency)
+    room = max(0.0, float(cpus) - 1.0)
+    # Ray counts resources in units of 1e-4: round down so the pool never exceeds the room
+    num_cpus = min(1.0, math.floor(room / hi * 1e4) / 1e4)
+    return _Actors(lo, hi, num_cpus)
+
+
 def mine(
     pool: Any,
     miner: Miner,
     *,
-    concurrency: Optional[int] = None,
+    concurrency: Union[None, int, tuple[int, int]] = None,
     batch_rows: Optional[int] = 65536,
     retry_exceptions: Union[bool, list] = False,
 ) -> Selection:
     """The `Selection` ``miner.mine(pool)`` gives, computed on Ray Data.
 
-    ``pool``: a ``ray.data.Dataset`` with an ``id`` column, or a path to a Parquet file or
-    folder (read through Ray, one task per row group). ``concurrency``: actors in the
-    pool of an embedding miner (default: the cluster's CPUs); the other miners run as
-    Ray tasks. ``batch_rows``: rows per batch of a Dataset. ``retry_exceptions``: the
-    errors of a batch that Ray retries (up to `MAX_RETRIES` times), True for any, or a
-    list of exception types (``DataContext.actor_task_retry_on_errors`` for the actors;
-    ``retried_map_errors``, matching the class names, for tasks on Ray versions that have
-    it, else the tasks' ``retry_exceptions``). Errors of bad input (ValueError, TypeError)
-    are never retried: they are raised as in memory.
+    Parameters
+    ----------
+    pool : ray.data.Dataset or str or os.PathLike
+        A Dataset with an ``id`` column (integers or strings, one per row), or a path to
+        a Parquet file or folder (read through Ray, one task per row group; ids and row
+        numbers as in memory).
+    miner : Miner
+        Any pickaxe miner, or a `combine` of them.
+    concurrency : int or (int, int), optional
+        The actor pool of an embedding miner (`EmbeddingDistanceMiner`, `NoveltyMiner`,
+        also inside `combine`); the other miners run as Ray tasks and ignore it. ``n``:
+        a pool of ``n`` actors; ``(min, max)``: a pool that Ray Data grows from ``min``
+        to ``max`` actors while batches wait. Default: ``(1, max(1, CPUs - 1))``, CPUs
+        being the cluster's (``ray.cluster_resources()``). The actors together reserve at most
+        CPUs - 1 CPUs, so the operators that feed them (``read_parquet``,
+        ``repartition``, a ``map``) always have a CPU for their tasks: a pool holding
+        every CPU would wait for their blocks forever. Each actor reserves one CPU, or
+        less when more actors are asked for than that leaves room for
+        (``concurrency=4`` on 2 CPUs: four actors of 0.25 CPU; on a single CPU the
+        actors reserve none). An upstream operator that needs more than one CPU per
+        task is not covered: give it its own resources.
+    batch_rows : int or None
+        Rows per batch of a Dataset (None: one batch per block).
+    retry_exceptions : bool or list of exception types
+        The errors of a batch that Ray retries (up to `MAX_RETRIES` times), True for
+        any (``DataContext.actor_task_retry_on_errors`` for the actors;
+        ``retried_map_errors``, matching the class names, for tasks on Ray versions that
+        have it, else the tasks' ``retry_exceptions``). Errors of bad input (ValueError,
+        TypeError) are never retried: they are raised as in memory.
 
+    Returns
+    -------
+    Selection
+        ``ids`` (size,), ``scores`` (size,), ``miners``, ``metadata``, ``info``: equal to
+        the in-memory one. Ids keep their type: int64 ids come back exact (no float on
+        the way), strings as strings.
+
+    Raises
+    ------
+    TypeError
+        `miner` is not a pickaxe miner, `pool` is neither a Dataset nor a path,
+        `concurrency` is not an int or a pair of ints.
+    ValueError
+        A Dataset without an ``id`` column, ``concurrency`` below 1 or with min > max,
+        bad input in the pool (the in-memory error: field, row or id, fault).
+
+    Notes
+    -----
     `CoresetMiner`: its greedy needs every row at each step, so Ray tasks read the
     embeddings column only (plus the row numbers, or ids) and the driver holds them
     (N x D, as stored: float32 stays float32) and runs the in-memory greedy; the picks'
@@ -617,13 +747,14 @@ def mine(
     miners nominate their candidates on Ray as above, then only the nominees'
     embeddings are fetched to the driver for the greedy.
 
-    Returns the `Selection` (``ids`` (size,), ``scores`` (size,), ``miners``,
-    ``metadata``, ``info``) equal to the in-memory one.
-
+    Examples
+    --------
     >>> import pickaxe as px, pickaxe.ray                      # doctest: +SKIP
     >>> sel = pickaxe.ray.mine("preds/", px.EntropyMiner(500))  # doctest: +SKIP
     >>> sel.ids.shape                                           # doctest: +SKIP
     (500,)
+    >>> ds = ray.data.read_parquet("preds/")                    # doctest: +SKIP
+    >>> sel = pickaxe.ray.mine(ds, px.NoveltyMiner(200, train_embeddings), concurrency=(1, 4))  # doctest: +SKIP
     """
     ray = _ray()
     from ._combine import Combined
@@ -631,8 +762,9 @@ def mine(
     who = f"pickaxe.ray.mine({type(miner).__name__})"
     if not isinstance(miner, Miner):
         raise TypeError(f"{who}: miner must be a pickaxe miner; got {type(miner).__name__}")
-    if concurrency is None:
-        concurrency = max(1, int(ray.available_resources().get("CPU", 1)))
+    # the cluster's CPUs, not the ones free right now: an actor of the previous run still
+    # holds its CPU for a moment after the run ends
+    actors = _actor_pool(who, concurrency, ray.cluster_resources().get("CPU", 0))
     run = _Run(pool, miner.query, who, batch_rows)
     ctx = (getattr(run.ds, "context", None) or ray.data.DataContext.get_current()) if run.ds is not None else None
     before = getattr(ctx, "actor_task_retry_on_errors", None)
@@ -642,17 +774,17 @@ def mine(
     try:
         if isinstance(miner, Combined):
             if miner.diversity == "coreset":
-                return _diverse(run, miner, concurrency)
-            return _combined(run, miner, concurrency)
+                return _diverse(run, miner, actors)
+            return _combined(run, miner, actors)
         field = miner.resolve_field(run.source)
-        keys, values, info, carried = run.top(miner, miner.size, field, concurrency)
+        keys, values, info, carried = run.top(miner, miner.size, field, actors)
         return run.selection(keys, values, miner.name, info, carried)
     finally:
         if ctx is not None:
             ctx.actor_task_retry_on_errors = before
 
 
-def _combined(run: _Run, combined: Any, concurrency: int) -> Selection:
+def _combined(run: _Run, combined: Any, actors: _Actors) -> Selection:
     """`Combined.mine` on Ray: one pass per miner, in order, each asked for its share plus
     the rows taken so far."""
     import pyarrow as pa
@@ -669,7 +801,7 @@ def _combined(run: _Run, combined: Any, concurrency: int) -> Selection:
         want = quota + carry
         if want == 0:
             continue
-        ranked, scores, _, carried = run.top(miner, want + len(taken), field, concurrency)
+        ranked, scores, _, carried = run.top(miner, want + len(taken), field, actors)
         got = 0
         picked = []
         for i, (r, s) in enumerate(zip(ranked.tolist(), scores.tolist())):
@@ -692,7 +824,7 @@ def _combined(run: _Run, combined: Any, concurrency: int) -> Selection:
     return run.selection(key_arr, np.asarray(values, dtype=np.float64), np.asarray(names, dtype=object), info, carried_all)
 
 
-def _diverse(run: _Run, combined: Any, concurrency: int) -> Selection:
+def _diverse(run: _Run, combined: Any, actors: _Actors) -> Selection:
     """`Combined._mine_diverse` on Ray: each miner nominates ``candidates`` times its
     share (a Ray pass each); the nominees' embeddings (and ids, metadata) are fetched to
     the driver, where k-center greedy picks the final batch."""
@@ -712,7 +844,7 @@ def _diverse(run: _Run, combined: Any, concurrency: int) -> Selection:
     quotas = combined.quotas()
     nominee: dict[Any, tuple[float, str]] = {}
     for miner, field, quota in zip(combined.miners, fields, quotas):
-        ranked, scores, _, _ = run.top(miner, combined.candidates * max(quota, 1), field, concurrency)
+        ranked, scores, _, _ = run.top(miner, combined.candidates * max(quota, 1), field, actors)
         for r, s in zip(ranked.tolist(), scores.tolist()):
             nominee.setdefault(r, (s, miner.name))
     keys = list(nominee)
