@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from pickaxe import _catalog
+
 FIELDS_2D = ("confidences", "logits")
 FIELDS_3D = ("query_by_committee", "mc_dropout")
 ALL_FIELDS = ("confidence", "confidences", "logits", "query_by_committee", "mc_dropout", "embeddings")
@@ -267,22 +269,8 @@ SCORES = {
 }
 
 # which fields each score accepts (api.md table)
-ACCEPTS = {
-    "least_confidence": ("confidence", "confidences", "logits"),
-    "margin": ("confidences", "logits"),
-    "ratio": ("confidences", "logits"),
-    "entropy": ("confidences", "logits"),
-    "energy": ("logits",),
-    "max_logit": ("logits",),
-    "activation": ("embeddings", "logits"),
-    "vote_entropy": ("query_by_committee",),
-    "consensus_entropy": ("query_by_committee",),
-    "kl_disagreement": ("query_by_committee",),
-    "mutual_information": ("mc_dropout", "query_by_committee"),
-    "predictive_entropy": ("mc_dropout", "query_by_committee"),
-    "variation_ratio": ("mc_dropout", "query_by_committee"),
-    "variance": ("mc_dropout", "query_by_committee"),
-}
+# which fields each score takes: the catalogue's (the formulas below are the oracle)
+ACCEPTS = {spec.name: spec.fields for spec in _catalog.SCORES}
 
 SHAPES = {
     "confidence": "(N,)",

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import pickaxe as px
-from pickaxe import _core
+from pickaxe import _catalog, _core
 
 import reference as R
 
@@ -25,18 +25,10 @@ RANK = {name: i for i, name in enumerate(LEVELS)}
 SUPPORTED = LEVELS[: RANK[px.build_info()["simd_detected"]] + 1]
 RTOL = {np.float32: 1e-5, np.float64: 1e-10}
 ROW_SCORES = {
-    "confidences": ["least_confidence", "margin", "ratio", "entropy"],
-    "logits": ["least_confidence", "margin", "ratio", "entropy", "energy", "max_logit"],
+    field: [spec.name for spec in _catalog.SCORES if spec.family == "row" and field in spec.fields]
+    for field in ("confidences", "logits")
 }
-STACK_SCORES = [
-    "vote_entropy",
-    "consensus_entropy",
-    "kl_disagreement",
-    "mutual_information",
-    "predictive_entropy",
-    "variation_ratio",
-    "variance",
-]
+STACK_SCORES = [spec.name for spec in _catalog.SCORES if spec.family in ("committee", "stack")]
 
 
 @pytest.fixture

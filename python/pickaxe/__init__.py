@@ -15,34 +15,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import _core
+from ._catalog import MINER_CLASSES, OTHER_EXPORTS, lazy_exports
 
 # Everything but the compiled core loads on first use (PEP 562): `import pickaxe` costs a
 # few milliseconds; numpy loads with the first score, the index and pools with the first
 # miner, and production jobs that only score never load the rest.
-_LAZY = {
-    "ReferenceIndex": "index",
-    "Selection": "selection",
-    "combine": "_combine",
-    "set_query_limits": "_query",
-    "Miner": "miners",
-    "RandomMiner": "miners",
-    "LeastConfidenceMiner": "miners",
-    "MarginMiner": "miners",
-    "RatioMiner": "miners",
-    "EntropyMiner": "miners",
-    "CommitteeMiner": "miners",
-    "MCDropoutMiner": "miners",
-    "EmbeddingDistanceMiner": "miners",
-    "NoveltyMiner": "miners",
-    "ActivationMiner": "miners",
-    "CoresetMiner": "miners",
-    "DetectionMiner": "miners",
-    "LocalizationMiner": "miners",
-    "SegmentationMiner": "miners",
-}
+_LAZY = lazy_exports()
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
-    from . import detection, scores, segmentation, select
+    from . import detection, errors, scores, segmentation, select
     from ._combine import combine
     from ._query import set_query_limits
     from .index import ReferenceIndex
@@ -67,6 +48,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
 
 
 _SUBMODULES = (
+    "errors",
     "scores",
     "select",
     "segmentation",
@@ -102,28 +84,12 @@ __all__ = [
     "select",
     "segmentation",
     "detection",
+    "errors",
     "build_info",
     "set_num_threads",
-    "set_query_limits",
     "__version__",
-    "ReferenceIndex",
-    "Selection",
-    "combine",
-    "Miner",
-    "RandomMiner",
-    "LeastConfidenceMiner",
-    "MarginMiner",
-    "RatioMiner",
-    "EntropyMiner",
-    "CommitteeMiner",
-    "MCDropoutMiner",
-    "EmbeddingDistanceMiner",
-    "NoveltyMiner",
-    "ActivationMiner",
-    "CoresetMiner",
-    "DetectionMiner",
-    "LocalizationMiner",
-    "SegmentationMiner",
+    *OTHER_EXPORTS,
+    *MINER_CLASSES,
 ]
 
 

@@ -44,15 +44,27 @@ def field_listing(fields: tuple[str, ...]) -> str:
     return ", ".join(f"{f} {FIELD_SHAPES[f]}" for f in fields)
 
 
-def takes_fields(*fields: str) -> Callable[[F], F]:
-    """Decorate a score function whose keyword-only parameters include `fields`.
+def takes_fields() -> Callable[[F], F]:
+    """Decorate a score function of `pickaxe.scores`: its fields and options are its
+    catalogue entry's (`pickaxe._catalog.SCORES`), checked against its signature when the
+    module loads, so the two cannot drift apart.
 
     A call that does not bind (a positional array, an unknown keyword such as a field the
     function does not accept) raises TypeError listing the accepted fields and shapes.
     """
 
     def wrap(func: F) -> F:
+        from ._catalog import score
+
+        spec = score(func.__name__)
+        fields = spec.fields
         sig = inspect.signature(func)
+        declared = (*spec.fields, *spec.options, "nan_policy")
+        if sorted(sig.parameters) != sorted(declared):
+            raise AssertionError(
+                f"scores.{func.__name__} takes {list(sig.parameters)}; its catalogue entry "
+                f"declares {list(declared)}"
+            )
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:

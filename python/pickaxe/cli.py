@@ -16,31 +16,14 @@ from typing import Any, Optional
 import click
 
 from . import __version__
+from ._catalog import MINERS, cli_options_text
+from ._catalog import miner as catalog_miner
 from ._fields import BOX_STRUCT, FIELD_SHAPES
 from ._output import check_output
 
-#: The options each miner takes beyond --size, --query and --out (command-line names
-#: without the dashes), each with what `pickaxe fields` shows as its default (None: none
-#: shown). The keys are the miners' command-line names (api.md), in the order `pickaxe
-#: fields` lists them; an option given to a miner that does not take it is an error.
-MINER_OPTIONS: dict[str, dict[str, Optional[str]]] = {
-    "random": {"seed": "0"},
-    "least_confidence": {"field": None, "nan_policy": "raise"},
-    "margin": {"field": None, "nan_policy": "raise"},
-    "ratio": {"field": None, "nan_policy": "raise"},
-    "entropy": {"field": None, "nan_policy": "raise"},
-    "committee": {"measure": "vote_entropy", "logits": None, "nan_policy": "raise"},
-    "mc_dropout": {"measure": "mutual_information", "logits": None, "nan_policy": "raise"},
-    "embedding_distance": {"reference": "required", "k": "10", "metric": "cosine"},
-    "novelty": {"reference": "required", "k": "20", "metric": "l2"},
-    "activation": {"field": "embeddings"},
-    "coreset": {"reference": "labeled set", "metric": "l2"},
-    "detection": {"measure": "entropy", "reduce": "max", "objectness": None, "nan_policy": "raise"},
-    "localization": {"iou_threshold": "0.5", "per_class": None, "reduce": "max", "objectness": None},
-    "segmentation": {
-        "measure": "entropy", "reduce": "mean", "class_axis": "1", "field": None, "nan_policy": "raise",
-    },
-}
+#: The options each miner takes beyond --size, --query and --out, by command-line name
+#: (from the catalogue); an option given to a miner that does not take it is an error.
+MINER_OPTIONS: dict[str, dict[str, Optional[str]]] = {m.cli: m.options for m in MINERS}
 
 MINER_NAMES = tuple(MINER_OPTIONS)
 
@@ -54,31 +37,14 @@ def _flag(name: str) -> str:
 
 def options_text(miner: str) -> str:
     """The options of `miner` as `pickaxe fields` lists them, e.g. ``--k (10), --metric``."""
-    return ", ".join(
-        _flag(o) + (f" ({d})" if d else "") for o, d in MINER_OPTIONS[miner].items()
-    ) or "(none)"
+    return cli_options_text(miner)
 
 
 def miner_class(name: str) -> Any:
+    """The miner class of a command-line name."""
     import pickaxe as px
 
-    classes = {
-        "random": px.RandomMiner,
-        "least_confidence": px.LeastConfidenceMiner,
-        "margin": px.MarginMiner,
-        "ratio": px.RatioMiner,
-        "entropy": px.EntropyMiner,
-        "committee": px.CommitteeMiner,
-        "mc_dropout": px.MCDropoutMiner,
-        "embedding_distance": px.EmbeddingDistanceMiner,
-        "novelty": px.NoveltyMiner,
-        "activation": px.ActivationMiner,
-        "coreset": px.CoresetMiner,
-        "detection": px.DetectionMiner,
-        "localization": px.LocalizationMiner,
-        "segmentation": px.SegmentationMiner,
-    }
-    return classes[name]
+    return getattr(px, catalog_miner(name).cls)
 
 
 def load_reference(path: str) -> Any:

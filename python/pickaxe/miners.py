@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _core, scores
+from ._catalog import COMMITTEE_MEASURES, DROPOUT_MEASURES, MINERS, ROW_MEASURES
 from ._fields import FIELD_NDIM, FIELD_SHAPES, check_nan_policy
 from ._ids import check_unique
 from ._pool import BATCH_ROWS, Pool, PoolSource, open_pool
@@ -34,23 +35,7 @@ from .index import (
 from .select import top_k
 from .selection import Selection
 
-__all__ = [
-    "Miner",
-    "RandomMiner",
-    "LeastConfidenceMiner",
-    "MarginMiner",
-    "RatioMiner",
-    "EntropyMiner",
-    "CommitteeMiner",
-    "MCDropoutMiner",
-    "EmbeddingDistanceMiner",
-    "NoveltyMiner",
-    "ActivationMiner",
-    "CoresetMiner",
-    "DetectionMiner",
-    "LocalizationMiner",
-    "SegmentationMiner",
-]
+__all__ = ["Miner", *(m.cls for m in MINERS if m.module == "miners")]
 
 def _check_size(who: str, size: Any) -> int:
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 0:
@@ -296,16 +281,7 @@ class EntropyMiner(_ScoreMiner):
     score_function = staticmethod(scores.entropy)
 
 
-_STACK_MEASURES = {
-    "vote_entropy": scores.vote_entropy,
-    "consensus_entropy": scores.consensus_entropy,
-    "kl_disagreement": scores.kl_disagreement,
-    "mutual_information": scores.mutual_information,
-    "predictive_entropy": scores.predictive_entropy,
-    "variation_ratio": scores.variation_ratio,
-    "variance": scores.variance,
-}
-_DROPOUT_MEASURES = ("mutual_information", "predictive_entropy", "variation_ratio", "variance")
+_STACK_MEASURES = {name: getattr(scores, name) for name in COMMITTEE_MEASURES}
 
 
 class _StackMiner(Miner):
@@ -352,7 +328,7 @@ class MCDropoutMiner(_StackMiner):
     """Rows the dropout passes disagree on; ``mutual_information`` is BALD."""
 
     fields = ("mc_dropout",)
-    measures = _DROPOUT_MEASURES
+    measures = DROPOUT_MEASURES
 
     def __init__(self, size: int, measure: str = "mutual_information", **kw: Any) -> None:
         super().__init__(size, measure, **kw)
@@ -787,7 +763,7 @@ class CoresetMiner(Miner):
 # -- detection and segmentation ----------------------------------------------------------
 
 #: Per-box / per-pixel scores a detection or segmentation miner can rank by.
-_ROW_MEASURES = ("least_confidence", "margin", "ratio", "entropy", "energy", "max_logit")
+_ROW_MEASURES = ROW_MEASURES
 
 
 def _check_measure(who: str, measure: Any, measures: tuple[str, ...]) -> str:

@@ -28,24 +28,10 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
 from . import _core
+from ._catalog import SCORE_NAMES
 from ._fields import check_nan_policy, pick_field, real_parameter, takes_fields
 
-__all__ = [
-    "least_confidence",
-    "margin",
-    "ratio",
-    "entropy",
-    "energy",
-    "max_logit",
-    "activation",
-    "vote_entropy",
-    "consensus_entropy",
-    "kl_disagreement",
-    "mutual_information",
-    "predictive_entropy",
-    "variation_ratio",
-    "variance",
-]
+__all__ = list(SCORE_NAMES)
 
 NanPolicy = Literal["raise", "omit"]
 
@@ -64,7 +50,7 @@ def _stack(
     return _core.score_stack(field, score, x, bool(logits), policy, reduce)
 
 
-@takes_fields("confidence", "confidences", "logits")
+@takes_fields()
 def least_confidence(
     *,
     confidence: Optional[ArrayLike] = None,
@@ -88,7 +74,7 @@ def least_confidence(
     )
 
 
-@takes_fields("confidences", "logits")
+@takes_fields()
 def margin(
     *,
     confidences: Optional[ArrayLike] = None,
@@ -105,7 +91,7 @@ def margin(
     return _rows("margin", "margin", {"confidences": confidences, "logits": logits}, nan_policy)
 
 
-@takes_fields("confidences", "logits")
+@takes_fields()
 def ratio(
     *,
     confidences: Optional[ArrayLike] = None,
@@ -122,7 +108,7 @@ def ratio(
     return _rows("ratio", "ratio", {"confidences": confidences, "logits": logits}, nan_policy)
 
 
-@takes_fields("confidences", "logits")
+@takes_fields()
 def entropy(
     *,
     confidences: Optional[ArrayLike] = None,
@@ -162,7 +148,7 @@ def entropy(
     )
 
 
-@takes_fields("logits")
+@takes_fields()
 def energy(
     *,
     logits: Optional[ArrayLike] = None,
@@ -185,7 +171,7 @@ def energy(
     )
 
 
-@takes_fields("logits")
+@takes_fields()
 def max_logit(*, logits: Optional[ArrayLike] = None, nan_policy: NanPolicy = "raise") -> np.ndarray:
     """Negated maximum logit ``-max_c x_c`` (for C = 1, ``-max(0, x)``).
 
@@ -197,7 +183,7 @@ def max_logit(*, logits: Optional[ArrayLike] = None, nan_policy: NanPolicy = "ra
     return _rows("max_logit", "max_logit", {"logits": logits}, nan_policy)
 
 
-@takes_fields("embeddings", "logits")
+@takes_fields()
 def activation(
     *,
     embeddings: Optional[ArrayLike] = None,
@@ -231,7 +217,7 @@ _STACK_DOC = """
 """
 
 
-@takes_fields("query_by_committee")
+@takes_fields()
 def vote_entropy(
     *,
     query_by_committee: Optional[ArrayLike] = None,
@@ -249,7 +235,7 @@ def vote_entropy(
     return _stack("vote_entropy", "vote_entropy", {"query_by_committee": query_by_committee}, logits, nan_policy)
 
 
-@takes_fields("query_by_committee")
+@takes_fields()
 def consensus_entropy(
     *,
     query_by_committee: Optional[ArrayLike] = None,
@@ -268,7 +254,7 @@ def consensus_entropy(
     )
 
 
-@takes_fields("query_by_committee")
+@takes_fields()
 def kl_disagreement(
     *,
     query_by_committee: Optional[ArrayLike] = None,
@@ -292,7 +278,7 @@ def kl_disagreement(
     )
 
 
-@takes_fields("mc_dropout", "query_by_committee")
+@takes_fields()
 def mutual_information(
     *,
     mc_dropout: Optional[ArrayLike] = None,
@@ -317,7 +303,7 @@ def mutual_information(
     )
 
 
-@takes_fields("mc_dropout", "query_by_committee")
+@takes_fields()
 def predictive_entropy(
     *,
     mc_dropout: Optional[ArrayLike] = None,
@@ -341,7 +327,7 @@ def predictive_entropy(
     )
 
 
-@takes_fields("mc_dropout", "query_by_committee")
+@takes_fields()
 def variation_ratio(
     *,
     mc_dropout: Optional[ArrayLike] = None,
@@ -366,7 +352,7 @@ def variation_ratio(
     )
 
 
-@takes_fields("mc_dropout", "query_by_committee")
+@takes_fields()
 def variance(
     *,
     mc_dropout: Optional[ArrayLike] = None,

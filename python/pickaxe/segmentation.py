@@ -39,23 +39,10 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
 from . import _core
+from ._catalog import VISION_SCORE_NAMES
 from ._fields import as_float_array, check_nan_policy, real_parameter
 
-__all__ = [
-    "least_confidence",
-    "margin",
-    "ratio",
-    "entropy",
-    "energy",
-    "max_logit",
-    "vote_entropy",
-    "consensus_entropy",
-    "kl_disagreement",
-    "mutual_information",
-    "predictive_entropy",
-    "variation_ratio",
-    "variance",
-]
+__all__ = list(VISION_SCORE_NAMES)
 
 _SHAPES = {
     "confidences": "(N, C, H, W) or (N, H, W, C)",
