@@ -12,6 +12,7 @@
 use ndarray::{Array1, ArrayView2};
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
 use crate::error::Error;
 use crate::knn::{dot_f64, lane_total, row_slice, Metric};
 use crate::math::{madd, Isa, Real, LANES};
@@ -188,11 +189,13 @@ fn better<T: Real>(a: Option<(T, usize)>, b: Option<(T, usize)>) -> Option<(T, u
 ///
 /// Returns the picks in order and each pick's d_min when it was picked: non-increasing,
 /// +inf while no center covers the pick. `size` > N gives every pickable row.
+/// `cancel` is read before each pick and each task of a pass (`Error::Interrupted`).
 pub fn kcenter_greedy<T: Real>(
     points: ArrayView2<'_, T>,
     size: usize,
     min_dist: Array1<T>,
     metric: Metric,
+    cancel: &Cancel,
 ) -> Result<(Vec<usize>, Vec<T>), Error> {
     if metric == Metric::Ip {
         return Err(Error::argument(
@@ -237,12 +240,15 @@ pub fn kcenter_greedy<T: Real>(
         let mut inv = Vec::new();
         if cosine {
             inv = vec![T::ZERO; n];
+            let one = |(t, c): (usize, &mut [T])| {
+                if !cancel.is_cancelled() {
+                    inv_norms_dispatch(&points, t * rows, c)
+                }
+            };
             if pool.is_some() {
-                inv.par_chunks_mut(rows)
-                    .enumerate()
-                    .for_each(|(t, c)| inv_norms_dispatch(&points, t * rows, c));
+                inv.par_chunks_mut(rows).enumerate().for_each(one);
             } else {
-                inv_norms_dispatch(&points, 0, &mut inv);
+                inv.chunks_mut(rows).enumerate().for_each(one);
             }
         }
         // The first pick: the argmax of the initial distances.
@@ -253,7 +259,7 @@ pub fn kcenter_greedy<T: Real>(
             .fold(None, |b, (i, &v)| better(b, Some((v, i))));
         let mut center = vec![T::ZERO; dim];
         let mut buf = Vec::new();
-        while picks.len() < size {
+        while picks.len() < size && !cancel.is_cancelled() {
             let Some((v, p)) = best else { break };
             picks.push(p);
             dists.push(v);
@@ -267,13 +273,18 @@ pub fn kcenter_greedy<T: Real>(
                 *c = xv * scale;
             }
             let center_zero = cosine && scale == T::ZERO;
+            // Task by task on one thread too (`better` is associative: the same pick), so
+            // that `cancel` is seen within one task's time.
+            let one = |(t, c): (usize, &mut [T])| {
+                if cancel.is_cancelled() {
+                    return None;
+                }
+                pass_dispatch(&points, t * rows, c, &center, &inv, center_zero)
+            };
             best = if pool.is_some() {
-                md.par_chunks_mut(rows)
-                    .enumerate()
-                    .map(|(t, c)| pass_dispatch(&points, t * rows, c, &center, &inv, center_zero))
-                    .reduce(|| None, better)
+                md.par_chunks_mut(rows).enumerate().map(one).reduce(|| None, better)
             } else {
-                pass_dispatch(&points, 0, &mut md, &center, &inv, center_zero)
+                md.chunks_mut(rows).enumerate().map(one).fold(None, better)
             };
         }
     };
@@ -281,6 +292,7 @@ pub fn kcenter_greedy<T: Real>(
         Some(p) => p.install(run),
         None => run(),
     }
+    cancel.check()?;
     Ok((picks, dists))
 }
 
@@ -346,7 +358,7 @@ mod tests {
                     let init = vec![f64::INFINITY; n];
                     let want = brute(&x, size, &init, metric);
                     let (got, gd) =
-                        kcenter_greedy(x.view(), size, Array1::from(init), metric).unwrap();
+                        kcenter_greedy(x.view(), size, Array1::from(init), metric, &Cancel::new()).unwrap();
                     assert_eq!(got, want, "n={n} d={d} {metric:?} size={size}");
                     assert_eq!(got.len(), size.min(n));
                     assert_eq!(gd[0], f64::INFINITY);
@@ -364,26 +376,26 @@ mod tests {
         for metric in [Metric::L2, Metric::Cosine] {
             let want = brute(&x, 30, &init, metric);
             let (got, gd) =
-                kcenter_greedy(x.view(), 30, Array1::from(init.clone()), metric).unwrap();
+                kcenter_greedy(x.view(), 30, Array1::from(init.clone()), metric, &Cancel::new()).unwrap();
             assert_eq!(got, want);
             assert_eq!(gd[0], 8.0);
             // Fortran order and a reversed view read in place give the same picks.
             let f = x.t().as_standard_layout().into_owned().reversed_axes();
-            let got_f = kcenter_greedy(f.view(), 30, Array1::from(init.clone()), metric)
+            let got_f = kcenter_greedy(f.view(), 30, Array1::from(init.clone()), metric, &Cancel::new())
                 .unwrap()
                 .0;
             assert_eq!(got_f, want);
             let xs = x.slice(ndarray::s![..;-1, ..]);
             let init_r: Vec<f64> = init.iter().rev().copied().collect();
             let want_r = brute(&xs.to_owned(), 30, &init_r, metric);
-            let got_r = kcenter_greedy(xs, 30, Array1::from(init_r), metric)
+            let got_r = kcenter_greedy(xs, 30, Array1::from(init_r), metric, &Cancel::new())
                 .unwrap()
                 .0;
             assert_eq!(got_r, want_r);
             // float32: the same picks on data with clear gaps.
             let x32 = x.mapv(|v| v as f32);
             let init32 = Array1::from(init.iter().map(|&v| v as f32).collect::<Vec<_>>());
-            let got32 = kcenter_greedy(x32.view(), 30, init32, metric).unwrap().0;
+            let got32 = kcenter_greedy(x32.view(), 30, init32, metric, &Cancel::new()).unwrap().0;
             assert_eq!(got32, want);
         }
     }
@@ -395,7 +407,7 @@ mod tests {
         let x = Array2::from_shape_fn((15, 2), |(i, j)| base[i % 3][j]);
         for metric in [Metric::L2, Metric::Cosine] {
             let (p, d) =
-                kcenter_greedy(x.view(), 100, Array1::from_elem(15, f64::INFINITY), metric)
+                kcenter_greedy(x.view(), 100, Array1::from_elem(15, f64::INFINITY), metric, &Cancel::new())
                     .unwrap();
             let mut s = p.clone();
             s.sort();
@@ -414,6 +426,7 @@ mod tests {
             4,
             Array1::from_elem(4, f64::INFINITY),
             Metric::Cosine,
+            &Cancel::new(),
         )
         .unwrap();
         assert_eq!(p, vec![0, 1, 2, 3]);
@@ -428,10 +441,10 @@ mod tests {
         init[0] = f64::NEG_INFINITY; // already a center: never picked
         let one = {
             crate::pool::set_num_threads(1).unwrap();
-            kcenter_greedy(x.view(), 25, Array1::from(init.clone()), Metric::L2).unwrap()
+            kcenter_greedy(x.view(), 25, Array1::from(init.clone()), Metric::L2, &Cancel::new()).unwrap()
         };
         crate::pool::set_num_threads(2).unwrap();
-        let two = kcenter_greedy(x.view(), 25, Array1::from(init.clone()), Metric::L2).unwrap();
+        let two = kcenter_greedy(x.view(), 25, Array1::from(init.clone()), Metric::L2, &Cancel::new()).unwrap();
         assert_eq!(one, two);
         assert!(!one.0.contains(&0));
         assert_eq!(one.0[0], 1);
@@ -442,26 +455,26 @@ mod tests {
         let x = Array2::<f64>::zeros((3, 2));
         let inf = || Array1::from_elem(3, f64::INFINITY);
         assert!(matches!(
-            kcenter_greedy(x.view(), 1, inf(), Metric::Ip),
+            kcenter_greedy(x.view(), 1, inf(), Metric::Ip, &Cancel::new()),
             Err(Error::Argument { .. })
         ));
         assert!(matches!(
-            kcenter_greedy(x.view(), 1, Array1::from_elem(2, 1.0), Metric::L2),
+            kcenter_greedy(x.view(), 1, Array1::from_elem(2, 1.0), Metric::L2, &Cancel::new()),
             Err(Error::Shape(_))
         ));
         for bad in [f64::NAN, -1.0] {
             let mut m = inf();
             m[1] = bad;
-            let e = kcenter_greedy(x.view(), 1, m, Metric::L2).unwrap_err();
+            let e = kcenter_greedy(x.view(), 1, m, Metric::L2, &Cancel::new()).unwrap_err();
             assert!(e.to_string().contains("min_dist[1]"), "{e}");
         }
         let empty = Array2::<f64>::zeros((0, 2));
         assert_eq!(
-            kcenter_greedy(empty.view(), 5, Array1::from(vec![]), Metric::L2).unwrap(),
+            kcenter_greedy(empty.view(), 5, Array1::from(vec![]), Metric::L2, &Cancel::new()).unwrap(),
             (vec![], vec![])
         );
         assert_eq!(
-            kcenter_greedy(x.view(), 0, inf(), Metric::L2).unwrap(),
+            kcenter_greedy(x.view(), 0, inf(), Metric::L2, &Cancel::new()).unwrap(),
             (vec![], vec![])
         );
     }

@@ -7,6 +7,7 @@
 
 use ndarray::{ArrayView1, ArrayViewD, Axis, Ix2, Ix3};
 
+use crate::cancel::Cancel;
 use crate::error::{Error, Field};
 use crate::math::Real;
 use crate::seg::PixelScore;
@@ -84,7 +85,8 @@ fn check_offsets(offsets: &ArrayView1<'_, i64>, boxes: usize) -> Result<usize, E
 
 /// Per-image score of stacked boxes: `boxes` is (B, C) for `confidences` / `logits` or
 /// (B, M, C) for `query_by_committee` / `mc_dropout`; `objectness` (B,) in [0, 1]
-/// weights each box.
+/// weights each box. `cancel` stops the scoring early (`Error::Interrupted`).
+#[allow(clippy::too_many_arguments)]
 pub fn score_boxes<T: Real>(
     field: Field,
     score: &PixelScore,
@@ -93,6 +95,7 @@ pub fn score_boxes<T: Real>(
     reduce: BoxReduce,
     objectness: Option<ArrayView1<'_, T>>,
     policy: NanPolicy,
+    cancel: &Cancel,
 ) -> Result<Vec<T>, Error> {
     let stacked = matches!(field, Field::QueryByCommittee | Field::McDropout);
     let ndim = if stacked { 3 } else { 2 };
@@ -126,11 +129,11 @@ pub fn score_boxes<T: Real>(
     let scores = match score {
         PixelScore::Row(s) => {
             let x = boxes.into_dimensionality::<Ix2>().map_err(|e| Error::Shape(e.to_string()))?;
-            crate::score_rows(field, s, x, policy)
+            crate::score_rows(field, s, x, policy, cancel)
         }
         PixelScore::Stack { score, logits } => {
             let x = boxes.into_dimensionality::<Ix3>().map_err(|e| Error::Shape(e.to_string()))?;
-            crate::score_stack(field, *score, x, *logits, policy)
+            crate::score_stack(field, *score, x, *logits, policy, cancel)
         }
     };
     let scores = scores.map_err(|e| match e {
@@ -203,6 +206,7 @@ mod tests {
             BoxReduce::Max,
             None,
             NanPolicy::Raise,
+            &Cancel::new(),
         )
         .unwrap();
         assert!((out[0] - 0.5f64).abs() < 1e-12 && out[1].is_nan() && (out[2] - 0.4f64).abs() < 1e-12);
@@ -215,6 +219,7 @@ mod tests {
             BoxReduce::Sum,
             None,
             NanPolicy::Raise,
+            &Cancel::new(),
         )
         .unwrap_err();
         assert!(e.to_string().contains("must not decrease"));

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ndarray::{ArrayView3, Axis};
 use rayon::prelude::*;
 
-use crate::error::RowFault;
+use crate::cancel::Cancel;
+use crate::error::{Error, RowFault};
 use crate::math::{Isa, Real};
 use crate::pool;
 use crate::simd::multiversion;
@@ -145,14 +146,19 @@ multiversion! {
     ) -> Option<(usize, RowFault)> => rows_generic
 }
 
+/// Every row's score and the first invalid row (by index) with its fault.
+pub(crate) type Scored<T> = (Vec<T>, Option<(usize, RowFault)>);
+
 /// Scores of every row. With `raise`, returns the lowest invalid row's fault (and stops
-/// early); otherwise invalid rows are NaN.
+/// early); otherwise invalid rows are NaN. `Error::Interrupted` once `cancel` is set: it
+/// is read before each task of `TASK_VALUES` values, on one thread as on many.
 pub(crate) fn run<T: Real, K: Kernel<T>>(
     kernel: &K,
     x: ArrayView3<'_, T>,
     scratch_len: ScratchLen,
     raise: bool,
-) -> (Vec<T>, Option<(usize, RowFault)>) {
+    cancel: &Cancel,
+) -> Result<Scored<T>, Error> {
     let n = x.len_of(Axis(0));
     let width = (x.len_of(Axis(1)) * x.len_of(Axis(2))).max(1);
     let mut out = vec![T::ZERO; n];
@@ -163,16 +169,30 @@ pub(crate) fn run<T: Real, K: Kernel<T>>(
     } else {
         None
     };
+    let rows_per_task = (TASK_VALUES / width).max(1);
     let first = match pool {
-        None => rows_dispatch(kernel, &x, 0, &mut out, scratch_len, &stop_at),
+        None => {
+            // Task by task here too, so that one thread also sees `cancel` in time.
+            let mut first = None;
+            for (t, chunk) in out.chunks_mut(rows_per_task).enumerate() {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                let f = rows_dispatch(kernel, &x, t * rows_per_task, chunk, scratch_len, &stop_at);
+                first = first.or(f);
+                if raise && first.is_some() {
+                    break;
+                }
+            }
+            first
+        }
         Some(pool) => {
-            let rows_per_task = (TASK_VALUES / width).max(1);
             pool.install(|| {
                 out.par_chunks_mut(rows_per_task)
                     .enumerate()
                     .map(|(t, chunk)| {
                         let start = t * rows_per_task;
-                        if raise && start > stop_at.load(Ordering::Relaxed) {
+                        if cancel.is_cancelled() || (raise && start > stop_at.load(Ordering::Relaxed)) {
                             return None;
                         }
                         rows_dispatch(kernel, &x, start, chunk, scratch_len, &stop_at)
@@ -187,5 +207,6 @@ pub(crate) fn run<T: Real, K: Kernel<T>>(
             })
         }
     };
-    (out, first)
+    cancel.check()?;
+    Ok((out, first))
 }

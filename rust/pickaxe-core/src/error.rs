@@ -126,6 +126,9 @@ pub enum Error {
     Shape(String),
     /// An argument out of its domain (Python: ValueError).
     Argument { name: &'static str, message: String },
+    /// The caller cancelled the work (`Cancel`) before it finished; the result is
+    /// incomplete and was dropped (Python: KeyboardInterrupt).
+    Interrupted,
 }
 
 impl Error {
@@ -218,6 +221,7 @@ impl fmt::Display for Error {
             },
             Error::Shape(msg) => f.write_str(msg),
             Error::Argument { message, .. } => f.write_str(message),
+            Error::Interrupted => f.write_str("interrupted before the work finished"),
         }
     }
 }

@@ -31,6 +31,7 @@ use std::ops::Range;
 use ndarray::{ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
 use crate::detect::BoxReduce;
 use crate::error::{fault_message, Error, Field};
 use crate::math::Real;
@@ -440,13 +441,15 @@ fn reduce_image(scores: &[f64], obj: Option<&[f64]>, reduce: BoxReduce) -> f64 {
 /// [0, 1] weights the reference boxes in the reduction. See the module's documentation
 /// for the definition; invalid input raises `Error` naming the array, the box, its
 /// image (and member) and the fault: the first bad box of the first image holding one,
-/// the image's reference boxes before its members'.
+/// the image's reference boxes before its members'. `cancel` is read before each image
+/// (`Error::Interrupted`).
 pub fn localization_disagreement<'a, T: Real>(
     reference: BoxSet<'a, T>,
     members: BoxSet<'a, T>,
     m: usize,
     opts: LocOptions,
     objectness: Option<ArrayView1<'_, T>>,
+    cancel: &Cancel,
 ) -> Result<Vec<T>, Error> {
     let rn = ref_names(reference.logits);
     let mn = mem_names(members.logits);
@@ -550,6 +553,9 @@ pub fn localization_disagreement<'a, T: Real>(
             let mut w = Work::default();
             let mut out = Vec::with_capacity(n);
             for i in 0..n {
+                if cancel.is_cancelled() {
+                    break;
+                }
                 let r = image_scores(&ctx, i, &mut w);
                 let stop = r.is_err();
                 out.push(r);
@@ -562,10 +568,16 @@ pub fn localization_disagreement<'a, T: Real>(
         Some(p) => p.install(|| {
             (0..n)
                 .into_par_iter()
-                .map_init(Work::default, |w, i| image_scores(&ctx, i, w))
+                .map_init(Work::default, |w, i| {
+                    if cancel.is_cancelled() {
+                        return Err(Error::Interrupted);
+                    }
+                    image_scores(&ctx, i, w)
+                })
                 .collect()
         }),
     };
+    cancel.check()?;
     let mut out = Vec::with_capacity(if opts.reduce.is_some() { n } else { b });
     for (i, r) in per_image.into_iter().enumerate() {
         let s = r?;
@@ -653,21 +665,21 @@ mod tests {
             per_class: false,
             reduce: Some(BoxReduce::Max),
         };
-        let out = localization_disagreement(set(&bbox, &cls, &off), set(&mb, &mc, &moff), 2, opts, None).unwrap();
+        let out = localization_disagreement(set(&bbox, &cls, &off), set(&mb, &mc, &moff), 2, opts, None, &Cancel::new()).unwrap();
         // 1 − (1 + 0)/2 + 1/2 + 0 (one distribution)
         assert!((out[0] - 1.0f64).abs() < 1e-12);
         let bad = arr2(&[[0.0, 0.0, 1.0, f64::NAN]]);
-        let e = localization_disagreement(set(&bbox, &cls, &off), set(&bad, &mc, &moff), 2, opts, None)
+        let e = localization_disagreement(set(&bbox, &cls, &off), set(&bad, &mc, &moff), 2, opts, None, &Cancel::new())
             .unwrap_err();
         assert_eq!(
             e.to_string(),
             "member_boxes[0] (image 0, member 0, box 0 of the member's): y2 is NaN"
         );
         let flipped = arr2(&[[2.0, 0.0, 1.0, 1.0]]);
-        let e = localization_disagreement(set(&flipped, &cls, &off), set(&mb, &mc, &moff), 2, opts, None)
+        let e = localization_disagreement(set(&flipped, &cls, &off), set(&mb, &mc, &moff), 2, opts, None, &Cancel::new())
             .unwrap_err();
         assert!(e.to_string().starts_with("boxes[0] (image 0, box 0 of the image): x2 = 1 < x1 = 2"));
-        let e = localization_disagreement(set(&bbox, &cls, &off), set(&mb, &mc, &moff), 3, opts, None)
+        let e = localization_disagreement(set(&bbox, &cls, &off), set(&mb, &mc, &moff), 3, opts, None, &Cancel::new())
             .unwrap_err();
         assert!(e.to_string().contains("member_offsets must hold N · members = 1 · 3 + 1 = 4"));
     }

@@ -14,6 +14,7 @@
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
 use crate::error::Error;
 use crate::math::{madd, Isa, Real, LANES};
 use crate::pool;
@@ -248,6 +249,11 @@ multiversion! {
 /// `ids` and `dists` (b, k) are the state, updated in place: each row sorted ascending by
 /// (distance, id), empty slots (−1, +inf); a fresh state is all (−1, +inf). A NaN
 /// distance never enters. Any strides for every view.
+///
+/// `cancel` is read before each task of about `TASK_VALUES` Gram values; once it is set
+/// the call returns `Error::Interrupted` and the state is partly merged (rows keep their
+/// order, but the block is not wholly in).
+#[allow(clippy::too_many_arguments)]
 pub fn knn_update<T: Real>(
     gram: ArrayView2<'_, T>,
     q_norms: ArrayView1<'_, T>,
@@ -256,6 +262,7 @@ pub fn knn_update<T: Real>(
     metric: Metric,
     mut ids: ArrayViewMut2<'_, i64>,
     mut dists: ArrayViewMut2<'_, T>,
+    cancel: &Cancel,
 ) -> Result<(), Error> {
     let (b, mc) = gram.dim();
     if q_norms.len() != b {
@@ -304,27 +311,30 @@ pub fn knn_update<T: Real>(
     } else {
         None
     };
+    let rows = (TASK_VALUES / mc).max(1);
+    let one = |(t, (mut i, mut d)): (usize, (ArrayViewMut2<'_, i64>, ArrayViewMut2<'_, T>))| {
+        if cancel.is_cancelled() {
+            return;
+        }
+        let lo = t * rows;
+        let hi = lo + i.len_of(Axis(0));
+        let g = gram.slice_axis(Axis(0), (lo..hi).into());
+        let qn = q_norms.slice_axis(Axis(0), (lo..hi).into());
+        merge_rows_dispatch(&g, &qn, rn, offset, metric, &mut i, &mut d);
+    };
+    let tasks = ids
+        .axis_chunks_iter_mut(Axis(0), rows)
+        .zip(dists.axis_chunks_iter_mut(Axis(0), rows))
+        .enumerate();
     match pool {
-        None => merge_rows_dispatch(&gram, &q_norms, rn, offset, metric, &mut ids, &mut dists),
+        // Task by task on one thread too, so that `cancel` is seen in time.
+        None => tasks.for_each(one),
         Some(pool) => {
-            let rows = (TASK_VALUES / mc).max(1);
-            let tasks: Vec<_> = ids
-                .axis_chunks_iter_mut(Axis(0), rows)
-                .zip(dists.axis_chunks_iter_mut(Axis(0), rows))
-                .enumerate()
-                .collect();
-            pool.install(|| {
-                tasks.into_par_iter().for_each(|(t, (mut i, mut d))| {
-                    let lo = t * rows;
-                    let hi = lo + i.len_of(Axis(0));
-                    let g = gram.slice_axis(Axis(0), (lo..hi).into());
-                    let qn = q_norms.slice_axis(Axis(0), (lo..hi).into());
-                    merge_rows_dispatch(&g, &qn, rn, offset, metric, &mut i, &mut d);
-                })
-            });
+            let tasks: Vec<_> = tasks.collect();
+            pool.install(|| tasks.into_par_iter().for_each(one));
         }
     }
-    Ok(())
+    cancel.check()
 }
 
 /// Sums 16 f64 lanes pairwise.
@@ -477,12 +487,14 @@ multiversion! {
 ///   either vector is zero,
 /// - Ip: 1 − q·r,
 ///
-/// summed in float64 whatever `T`; an id of −1 gets +inf and sorts last.
+/// summed in float64 whatever `T`; an id of −1 gets +inf and sorts last. `cancel` is read
+/// before each task of about `TASK_VALUES` values (`Error::Interrupted`).
 pub fn pair_distances<T: Real>(
     queries: ArrayView2<'_, T>,
     reference: ArrayView2<'_, T>,
     ids: ArrayView2<'_, i64>,
     metric: Metric,
+    cancel: &Cancel,
 ) -> Result<(Array2<i64>, Array2<T>), Error> {
     let (n, dim) = queries.dim();
     let (m, rdim) = reference.dim();
@@ -520,38 +532,25 @@ pub fn pair_distances<T: Real>(
     } else {
         None
     };
+    let rows = (TASK_VALUES / (k * dim.max(1))).max(1);
+    let one = |(t, (mut i, mut d)): (usize, (ArrayViewMut2<'_, i64>, ArrayViewMut2<'_, T>))| {
+        if !cancel.is_cancelled() {
+            pairs_rows_dispatch(&queries, &reference, &ids, metric, t * rows, &mut i, &mut d);
+        }
+    };
+    let tasks = out_ids
+        .axis_chunks_iter_mut(Axis(0), rows)
+        .zip(out_d.axis_chunks_iter_mut(Axis(0), rows))
+        .enumerate();
     match pool {
-        None => pairs_rows_dispatch(
-            &queries,
-            &reference,
-            &ids,
-            metric,
-            0,
-            &mut out_ids.view_mut(),
-            &mut out_d.view_mut(),
-        ),
+        // Task by task on one thread too, so that `cancel` is seen in time.
+        None => tasks.for_each(one),
         Some(pool) => {
-            let rows = (TASK_VALUES / (k * dim.max(1))).max(1);
-            let tasks: Vec<_> = out_ids
-                .axis_chunks_iter_mut(Axis(0), rows)
-                .zip(out_d.axis_chunks_iter_mut(Axis(0), rows))
-                .enumerate()
-                .collect();
-            pool.install(|| {
-                tasks.into_par_iter().for_each(|(t, (mut i, mut d))| {
-                    pairs_rows_dispatch(
-                        &queries,
-                        &reference,
-                        &ids,
-                        metric,
-                        t * rows,
-                        &mut i,
-                        &mut d,
-                    );
-                })
-            });
+            let tasks: Vec<_> = tasks.collect();
+            pool.install(|| tasks.into_par_iter().for_each(one));
         }
     }
+    cancel.check()?;
     Ok((out_ids, out_d))
 }
 
@@ -647,6 +646,7 @@ pub(crate) mod tests {
                 metric,
                 ids.view_mut(),
                 dists.view_mut(),
+                &Cancel::new(),
             )
             .unwrap();
         }
@@ -672,7 +672,7 @@ pub(crate) mod tests {
                     for chunk in [1, 7, m] {
                         let (ids, _) = search(&q, &r, k, metric, chunk);
                         let (ids, dists) =
-                            pair_distances(q.view(), r.view(), ids.view(), metric).unwrap();
+                            pair_distances(q.view(), r.view(), ids.view(), metric, &Cancel::new()).unwrap();
                         assert_eq!(ids, want, "{metric:?} n={n} m={m} k={k} chunk={chunk}");
                         for ((i, j), &v) in dists.indexed_iter() {
                             let id = ids[[i, j]];
@@ -719,7 +719,7 @@ pub(crate) mod tests {
                 // (rounded norms), so the exact re-sort gets every row as a candidate:
                 // callers keep a margin of candidates beyond k for this reason.
                 let (all, _) = search(&q, &r, 30, metric, 30);
-                let (ids, d) = pair_distances(q.view(), r.view(), all.view(), metric).unwrap();
+                let (ids, d) = pair_distances(q.view(), r.view(), all.view(), metric, &Cancel::new()).unwrap();
                 if metric == Metric::Cosine {
                     // Parallel rows that differ (1, 1, 0) and (2, 2, 0) are at the same
                     // cosine distance only up to rounding, in any formula: compare values.
@@ -763,6 +763,7 @@ pub(crate) mod tests {
                 Metric::L2,
                 ids.view_mut(),
                 dists.view_mut(),
+                &Cancel::new(),
             )
             .unwrap();
         }
@@ -779,7 +780,7 @@ pub(crate) mod tests {
         assert_eq!(d.row(0).to_vec(), vec![1.0, 1.0, 1.0]);
         assert_eq!(ids.row(1).to_vec(), vec![0, 1, 2]);
         assert_eq!(d.row(1).to_vec(), vec![0.0, 1.0, 1.0]);
-        let (ids, d) = pair_distances(q.view(), r.view(), ids.view(), Metric::Cosine).unwrap();
+        let (ids, d) = pair_distances(q.view(), r.view(), ids.view(), Metric::Cosine, &Cancel::new()).unwrap();
         assert_eq!(ids.row(1).to_vec(), vec![0, 1, 2]);
         assert_eq!(d.row(0).to_vec(), vec![1.0, 1.0, 1.0]);
 
@@ -787,7 +788,7 @@ pub(crate) mod tests {
         let (ids, d) = search(&q, &r.slice(s![..1, ..]).to_owned(), 3, Metric::L2, 1);
         assert_eq!(ids.row(1).to_vec(), vec![0, -1, -1]);
         assert_eq!(d.row(1).to_vec(), vec![1.0, f64::INFINITY, f64::INFINITY]);
-        let (ids, d) = pair_distances(q.view(), r.view(), ids.view(), Metric::L2).unwrap();
+        let (ids, d) = pair_distances(q.view(), r.view(), ids.view(), Metric::L2, &Cancel::new()).unwrap();
         assert_eq!(ids.row(0).to_vec(), vec![0, -1, -1]);
         assert_eq!(d.row(0).to_vec(), vec![2.0, f64::INFINITY, f64::INFINITY]);
 
@@ -804,6 +805,7 @@ pub(crate) mod tests {
             Metric::Ip,
             ids.view_mut(),
             dists.view_mut(),
+            &Cancel::new(),
         )
         .unwrap();
         assert_eq!(ids.row(0).to_vec(), vec![12, 11, -1]);
@@ -837,6 +839,7 @@ pub(crate) mod tests {
                 metric,
                 wide_i.slice_mut(s![.., ..;2]),
                 wide_d.slice_mut(s![.., ..;2]),
+                &Cancel::new(),
             )
             .unwrap();
             assert_eq!(wide_i.slice(s![.., ..;2]), want);
@@ -846,8 +849,8 @@ pub(crate) mod tests {
             let qf = q.t().as_standard_layout().into_owned().reversed_axes();
             let rr = r.slice(s![..;-1, ..]);
             let flipped = want.mapv(|i| 49 - i);
-            let (a, ad) = pair_distances(q.view(), r.view(), want.view(), metric).unwrap();
-            let (b, bd) = pair_distances(qf.view(), rr, flipped.view(), metric).unwrap();
+            let (a, ad) = pair_distances(q.view(), r.view(), want.view(), metric, &Cancel::new()).unwrap();
+            let (b, bd) = pair_distances(qf.view(), rr, flipped.view(), metric, &Cancel::new()).unwrap();
             assert_eq!(a, b.mapv(|i| 49 - i));
             assert_eq!(ad, bd);
             // float32 gives the same neighbours on data with clear gaps.
@@ -863,9 +866,10 @@ pub(crate) mod tests {
                 metric,
                 i32s.view_mut(),
                 d32.view_mut(),
+                &Cancel::new(),
             )
             .unwrap();
-            let (i32s, d32) = pair_distances(q32.view(), r32.view(), i32s.view(), metric).unwrap();
+            let (i32s, d32) = pair_distances(q32.view(), r32.view(), i32s.view(), metric, &Cancel::new()).unwrap();
             assert_eq!(i32s, a);
             for (x, y) in d32.iter().zip(ad.iter()) {
                 assert!(
@@ -883,10 +887,10 @@ pub(crate) mod tests {
         let r = random(&mut rng, 700, 8);
         crate::pool::set_num_threads(1).unwrap();
         let one = search(&q, &r, 10, Metric::L2, 700);
-        let p1 = pair_distances(q.view(), r.view(), one.0.view(), Metric::L2).unwrap();
+        let p1 = pair_distances(q.view(), r.view(), one.0.view(), Metric::L2, &Cancel::new()).unwrap();
         crate::pool::set_num_threads(2).unwrap();
         let two = search(&q, &r, 10, Metric::L2, 700);
-        let p2 = pair_distances(q.view(), r.view(), two.0.view(), Metric::L2).unwrap();
+        let p2 = pair_distances(q.view(), r.view(), two.0.view(), Metric::L2, &Cancel::new()).unwrap();
         assert_eq!(one, two);
         assert_eq!(p1, p2);
         assert_eq!(p1.0, brute(&q, &r, 10, Metric::L2));
@@ -897,14 +901,14 @@ pub(crate) mod tests {
         use crate::{score_rows, Field, NanPolicy, RowScore};
         let x = Array2::from_shape_vec((2, 2), vec![3.0, 4.0, 1.0, f64::NAN]).unwrap();
         let norm = RowScore::Norm { ord: 2.0 };
-        let e = score_rows(Field::Reference, &norm, x.view(), NanPolicy::Raise).unwrap_err();
+        let e = score_rows(Field::Reference, &norm, x.view(), NanPolicy::Raise, &Cancel::new()).unwrap_err();
         assert_eq!(e.to_string(), "reference row 1: NaN at dimension 1");
         for field in [Field::Reference, Field::Embeddings] {
-            let v = score_rows(field, &norm, x.slice(s![..1, ..]), NanPolicy::Raise).unwrap();
+            let v = score_rows(field, &norm, x.slice(s![..1, ..]), NanPolicy::Raise, &Cancel::new()).unwrap();
             assert_eq!(v, vec![-5.0]);
         }
         let empty = Array2::<f64>::zeros((2, 0));
-        let e = score_rows(Field::Reference, &norm, empty.view(), NanPolicy::Raise).unwrap_err();
+        let e = score_rows(Field::Reference, &norm, empty.view(), NanPolicy::Raise, &Cancel::new()).unwrap_err();
         assert_eq!(e.to_string(), "reference has 0 dimensions; need at least 1");
     }
 
@@ -926,6 +930,7 @@ pub(crate) mod tests {
                     Metric::L2,
                     i.view_mut(),
                     d.view_mut(),
+                    &Cancel::new(),
                 )
             };
         assert!(matches!(
@@ -949,15 +954,15 @@ pub(crate) mod tests {
         let q = Array2::<f64>::zeros((2, 3));
         let r = Array2::<f64>::zeros((4, 2));
         assert!(matches!(
-            pair_distances(q.view(), r.view(), ids.view(), Metric::L2),
+            pair_distances(q.view(), r.view(), ids.view(), Metric::L2, &Cancel::new()),
             Err(Error::Shape(_))
         ));
         let r = Array2::<f64>::zeros((4, 3));
         let bad = Array2::from_elem((2, 1), 4i64);
-        let e = pair_distances(q.view(), r.view(), bad.view(), Metric::L2).unwrap_err();
+        let e = pair_distances(q.view(), r.view(), bad.view(), Metric::L2, &Cancel::new()).unwrap_err();
         assert!(e.to_string().contains("ids[0, 0] = 4"), "{e}");
         let bad = Array2::from_elem((3, 1), 0i64);
-        assert!(pair_distances(q.view(), r.view(), bad.view(), Metric::L2).is_err());
+        assert!(pair_distances(q.view(), r.view(), bad.view(), Metric::L2, &Cancel::new()).is_err());
         assert!(Metric::parse("euclid").is_err());
         assert_eq!(Metric::parse("ip").unwrap(), Metric::Ip);
     }

@@ -7,6 +7,7 @@
 //! that scores it, runs at the SIMD level chosen at run time (`simd::level`) and in
 //! parallel above a size threshold (`pool`).
 
+pub mod cancel;
 pub mod coreset;
 mod driver;
 pub mod error;
@@ -23,6 +24,7 @@ mod stack;
 
 use ndarray::{ArrayView1, ArrayView2, ArrayView3, Axis};
 
+pub use cancel::Cancel;
 pub use coreset::kcenter_greedy;
 pub use error::{Error, Fault, Field, RowFault};
 pub use knn::{knn_update, pair_distances, Metric};
@@ -67,8 +69,9 @@ fn run_rows<T: Real, K: driver::Kernel<T>>(
     x: ArrayView3<'_, T>,
     scratch_len: driver::ScratchLen,
     policy: NanPolicy,
+    cancel: &Cancel,
 ) -> Result<Vec<T>, Error> {
-    let res = driver::run(kernel, x, scratch_len, policy == NanPolicy::Raise);
+    let res = driver::run(kernel, x, scratch_len, policy == NanPolicy::Raise, cancel)?;
     finish(field, res, policy)
 }
 
@@ -91,14 +94,16 @@ fn route_ok(field: Field, score: &RowScore) -> bool {
 /// A per-row score of a (N, C) field: `confidences`, `logits` (C = 1 is a binary model,
 /// scored as the logits [0, x]) or `embeddings` / `reference` (only `RowScore::Norm`, which
 /// returns −‖z‖: "higher = more worth labeling" makes the lowest activation score highest).
+/// `cancel` stops the work early with `Error::Interrupted`.
 pub fn score_rows<T: Real>(
     field: Field,
     score: &RowScore,
     x: ArrayView2<'_, T>,
     policy: NanPolicy,
+    cancel: &Cancel,
 ) -> Result<Vec<T>, Error> {
     let kernel = row_kernel(field, score, x.len_of(Axis(1)))?;
-    run_rows(field, &kernel, x.insert_axis(Axis(1)), (0, 0, 0), policy)
+    run_rows(field, &kernel, x.insert_axis(Axis(1)), (0, 0, 0), policy, cancel)
 }
 
 /// The kernel of a per-row score of rows of `c` values, after checking the route and the
@@ -181,6 +186,7 @@ pub(crate) fn row_kernel<T: Real>(
 pub fn least_confidence_1d<T: Real>(
     x: ArrayView1<'_, T>,
     policy: NanPolicy,
+    cancel: &Cancel,
 ) -> Result<Vec<T>, Error> {
     let kernel = rows::RowKernel {
         field: Field::Confidence,
@@ -189,7 +195,7 @@ pub fn least_confidence_1d<T: Real>(
         classes: 1,
     };
     let x3 = x.insert_axis(Axis(1)).insert_axis(Axis(2));
-    run_rows(Field::Confidence, &kernel, x3, (0, 0, 0), policy)
+    run_rows(Field::Confidence, &kernel, x3, (0, 0, 0), policy, cancel)
 }
 
 /// A committee or dropout score of a (N, M, C) field; with `logits` the last axis holds
@@ -200,9 +206,10 @@ pub fn score_stack<T: Real>(
     x: ArrayView3<'_, T>,
     logits: bool,
     policy: NanPolicy,
+    cancel: &Cancel,
 ) -> Result<Vec<T>, Error> {
     let kernel = stack_kernel(field, score, x.len_of(Axis(1)), x.len_of(Axis(2)), logits)?;
-    run_rows(field, &kernel, x, kernel.scratch_len(), policy)
+    run_rows(field, &kernel, x, kernel.scratch_len(), policy, cancel)
 }
 
 /// The kernel of a committee or dropout score of (M, C) blocks, after checking the route.

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ndarray::{ArrayView3, ArrayView5, ArrayViewD, Axis, Ix5};
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
 use crate::driver::{Kernel, Scratch, ScratchLen};
 use crate::error::{Error, Field, RowFault};
 use crate::math::{clamp_low, madd, Isa, Real};
@@ -61,6 +62,8 @@ struct Ctx<'a, T> {
     raise: bool,
     /// Some(divisor of H) for the class-major logits-entropy path.
     fast_entropy: Option<f64>,
+    /// Read before each image and each pixel row of an image.
+    cancel: &'a Cancel,
 }
 
 /// (pixel row, pixel column, fault) of the first invalid pixel of an image.
@@ -198,6 +201,10 @@ fn image_generic<T: Real, K: Kernel<T>, I: Isa>(
         unsafe { base.offset(off) }
     };
     for hh in 0..h {
+        if ctx.cancel.is_cancelled() {
+            // The caller sees the flag too and drops every result.
+            return Ok(f64::NAN);
+        }
         let mrow = ctx.mask.as_ref().map(|mk| mk.index_axis(Axis(0), n).index_axis_move(Axis(0), hh));
         let mut w0 = 0;
         while w0 < w {
@@ -298,7 +305,7 @@ fn run_images<T: Real, K: Kernel<T>>(kernel: &K, ctx: &Ctx<'_, T>) -> Result<Vec
     let mut out = vec![T::ZERO; n * per];
     let stop_at = AtomicUsize::new(n);
     let one = |i: usize, chunk: &mut [T]| -> Option<(usize, PixelFault)> {
-        if ctx.raise && i > stop_at.load(Ordering::Relaxed) {
+        if ctx.cancel.is_cancelled() || (ctx.raise && i > stop_at.load(Ordering::Relaxed)) {
             return None;
         }
         let mut vals = Vec::new();
@@ -333,6 +340,7 @@ fn run_images<T: Real, K: Kernel<T>>(kernel: &K, ctx: &Ctx<'_, T>) -> Result<Vec
             }),
         }
     };
+    ctx.cancel.check()?;
     if let Some((image, (y, xx, f))) = first {
         return Err(Error::InvalidPixel {
             field: ctx.field,
@@ -350,7 +358,9 @@ fn run_images<T: Real, K: Kernel<T>>(kernel: &K, ctx: &Ctx<'_, T>) -> Result<Vec
 /// (N, M, C, H, W) / (N, M, H, W, C) stack (`query_by_committee`, `mc_dropout`), reduced
 /// per image: N scores, or N·H·W (row-major maps) with `Reduce::Map`. `class_axis` counts
 /// in `x` (negative from the end) and must be the axis after the image (and member) axes
-/// or the last. `mask` (N, H, W): true where a pixel is ignored.
+/// or the last. `mask` (N, H, W): true where a pixel is ignored. `cancel` is read before
+/// each image and each pixel row (`Error::Interrupted`).
+#[allow(clippy::too_many_arguments)]
 pub fn score_pixels<T: Real>(
     field: Field,
     score: &PixelScore,
@@ -359,6 +369,7 @@ pub fn score_pixels<T: Real>(
     reduce: Reduce,
     mask: Option<ArrayView3<'_, bool>>,
     policy: NanPolicy,
+    cancel: &Cancel,
 ) -> Result<Vec<T>, Error> {
     let stacked = matches!(field, Field::QueryByCommittee | Field::McDropout);
     let ndim = if stacked { 5 } else { 4 };
@@ -425,7 +436,16 @@ pub fn score_pixels<T: Real>(
                 }),
                 _ => None,
             };
-            let ctx = Ctx { field, x: v, mask, reduce, scratch_len: (0, 0, 0), raise, fast_entropy: fast };
+            let ctx = Ctx {
+                field,
+                x: v,
+                mask,
+                reduce,
+                scratch_len: (0, 0, 0),
+                raise,
+                fast_entropy: fast,
+                cancel,
+            };
             run_images(&kernel, &ctx)
         }
         PixelScore::Stack { score, logits } => {
@@ -438,6 +458,7 @@ pub fn score_pixels<T: Real>(
                 scratch_len: kernel.scratch_len(),
                 raise,
                 fast_entropy: None,
+                cancel,
             };
             run_images(&kernel, &ctx)
         }
@@ -466,17 +487,17 @@ mod tests {
             normalize: false,
             class_weights: None,
         };
-        let want = crate::score_rows(Field::Logits, &ent, rows.view(), NanPolicy::Raise).unwrap();
+        let want = crate::score_rows(Field::Logits, &ent, rows.view(), NanPolicy::Raise, &Cancel::new()).unwrap();
         let s = PixelScore::Row(ent.clone());
         let maps =
-            score_pixels(Field::Logits, &s, x.view().into_dyn(), 1, Reduce::Map, None, NanPolicy::Raise)
+            score_pixels(Field::Logits, &s, x.view().into_dyn(), 1, Reduce::Map, None, NanPolicy::Raise, &Cancel::new())
                 .unwrap();
         for (a, b) in maps.iter().zip(want.iter()) {
             assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
         }
         let nhwc = x.view().permuted_axes([0, 2, 3, 1]).to_owned();
         let means =
-            score_pixels(Field::Logits, &s, nhwc.view().into_dyn(), -1, Reduce::Mean, None, NanPolicy::Raise)
+            score_pixels(Field::Logits, &s, nhwc.view().into_dyn(), -1, Reduce::Mean, None, NanPolicy::Raise, &Cancel::new())
                 .unwrap();
         for i in 0..n {
             let m: f64 = want[i * h * w..(i + 1) * h * w].iter().map(|&v| v as f64).sum::<f64>()
@@ -490,10 +511,10 @@ mod tests {
         let mut x = Array4::<f64>::zeros((2, 3, 4, 5));
         x[[1, 2, 3, 4]] = f64::NAN;
         let s = PixelScore::Row(RowScore::MaxLogit);
-        let e = score_pixels(Field::Logits, &s, x.view().into_dyn(), 1, Reduce::Max, None, NanPolicy::Raise)
+        let e = score_pixels(Field::Logits, &s, x.view().into_dyn(), 1, Reduce::Max, None, NanPolicy::Raise, &Cancel::new())
             .unwrap_err();
         assert_eq!(e.to_string(), "logits image 1, pixel (row 3, column 4): NaN at class 2");
-        let e = score_pixels(Field::Logits, &s, x.view().into_dyn(), 2, Reduce::Max, None, NanPolicy::Raise)
+        let e = score_pixels(Field::Logits, &s, x.view().into_dyn(), 2, Reduce::Max, None, NanPolicy::Raise, &Cancel::new())
             .unwrap_err();
         assert!(matches!(e, Error::Argument { name: "class_axis", .. }));
     }

@@ -8,6 +8,8 @@ use std::cmp::Ordering;
 use ndarray::{ArrayView1, Axis};
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
+use crate::error::Error;
 use crate::math::Real;
 use crate::pool;
 
@@ -69,33 +71,37 @@ fn block_top<T: Real>(x: ArrayView1<'_, T>, start: usize, k: usize) -> Vec<(T, u
 /// Values per parallel block.
 const BLOCK: usize = 1 << 20;
 
-pub fn top_k<T: Real>(scores: ArrayView1<'_, T>, k: usize) -> Vec<usize> {
+/// Positions of the `k` highest `scores`, highest first (ties: ascending position; NaN
+/// never). `cancel` is read before each block of `BLOCK` values (`Error::Interrupted`).
+pub fn top_k<T: Real>(scores: ArrayView1<'_, T>, k: usize, cancel: &Cancel) -> Result<Vec<usize>, Error> {
     let n = scores.len();
     let k = k.min(n);
     if k == 0 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let mut all = match (n > BLOCK).then(pool::pool).flatten() {
-        None => block_top(scores, 0, k),
-        Some(pool) => pool.install(|| {
-            let blocks = n.div_ceil(BLOCK);
-            (0..blocks)
-                .into_par_iter()
-                .map(|b| {
-                    let lo = b * BLOCK;
-                    let hi = (lo + BLOCK).min(n);
-                    block_top(scores.slice_axis(Axis(0), (lo..hi).into()), lo, k)
-                })
-                .reduce(Vec::new, |mut a, mut b| {
-                    a.append(&mut b);
-                    keep_best(&mut a, k);
-                    a
-                })
-        }),
+    let blocks = n.div_ceil(BLOCK);
+    let block = |b: usize| {
+        if cancel.is_cancelled() {
+            return Vec::new();
+        }
+        let lo = b * BLOCK;
+        let hi = (lo + BLOCK).min(n);
+        block_top(scores.slice_axis(Axis(0), (lo..hi).into()), lo, k)
     };
+    let merge = |mut a: Vec<(T, usize)>, mut b: Vec<(T, usize)>| {
+        a.append(&mut b);
+        keep_best(&mut a, k);
+        a
+    };
+    let mut all = match (n > BLOCK).then(pool::pool).flatten() {
+        // Block by block on one thread too, so that `cancel` is seen in time.
+        None => (0..blocks).map(block).fold(Vec::new(), merge),
+        Some(pool) => pool.install(|| (0..blocks).into_par_iter().map(block).reduce(Vec::new, merge)),
+    };
+    cancel.check()?;
     keep_best(&mut all, k);
     all.sort_unstable_by(better);
-    all.into_iter().map(|(_, i)| i).collect()
+    Ok(all.into_iter().map(|(_, i)| i).collect())
 }
 
 #[cfg(test)]
@@ -129,12 +135,12 @@ mod tests {
                 .collect();
             let a = Array1::from(x.clone());
             for &k in &[0usize, 1, 3, 64, 1000, n + 5] {
-                assert_eq!(top_k(a.view(), k), reference(&x, k), "n={n} k={k}");
+                assert_eq!(top_k(a.view(), k, &Cancel::new()).unwrap(), reference(&x, k), "n={n} k={k}");
             }
             // A strided view reads in place.
             let s = a.slice(ndarray::s![..;-3]);
             let xs: Vec<f64> = s.iter().copied().collect();
-            assert_eq!(top_k(s, 10), reference(&xs, 10));
+            assert_eq!(top_k(s, 10, &Cancel::new()).unwrap(), reference(&xs, 10));
         }
     }
 }
