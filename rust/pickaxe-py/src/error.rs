@@ -2,13 +2,16 @@
 
 use numpy::BorrowError;
 use pickaxe_core::Error;
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError, PyValueError};
 use pyo3::PyErr;
 
 /// Kernel errors are all about values (invalid rows, shapes, arguments out of range):
-/// `ValueError`, with the kernel's message, which names the field, row and fault.
+/// `ValueError`, with the kernel's message, which names the field, row and fault; a
+/// cancelled kernel is `KeyboardInterrupt` (`interrupt.rs` cancels one only on Ctrl-C and
+/// returns the signal handler's own exception, so this arm is a fallback).
 pub fn to_pyerr(e: Error) -> PyErr {
     match e {
+        Error::Interrupted => PyKeyboardInterrupt::new_err(e.to_string()),
         Error::InvalidRow { .. }
         | Error::InvalidPixel { .. }
         | Error::InvalidBox { .. }

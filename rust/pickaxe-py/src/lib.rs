@@ -1,7 +1,9 @@
 //! `pickaxe._core`: converts numpy arrays to views (no copy), releases the GIL while the
-//! pickaxe-core kernels run, and maps their errors (see `error.rs`). Nothing else.
+//! pickaxe-core kernels run (long ones interruptible by Ctrl-C: `interrupt.rs`), and maps
+//! their errors (see `error.rs`). Nothing else.
 
 mod error;
+mod interrupt;
 
 use ndarray::Array1;
 use numpy::{
@@ -42,17 +44,17 @@ fn parse_policy(name: &str) -> PyResult<NanPolicy> {
     }
 }
 
-/// Runs `f` on the array as float32 or float64 with the GIL released; returns a 1-D
-/// array of the same dtype.
+/// Runs `f` on the array as float32 or float64 with the GIL released (interruptible
+/// when large); returns a 1-D array of the same dtype.
 macro_rules! with_float_array {
-    ($py:expr, $x:expr, $arr:ident, $ndim:literal, $what:expr, |$view:ident| $body:expr) => {{
+    ($py:expr, $x:expr, $arr:ident, $ndim:literal, $what:expr, |$view:ident, $cancel:ident| $body:expr) => {{
         if let Ok(a) = $x.extract::<$arr<'_, f32>>() {
             let $view = a.as_array();
-            let out = $py.detach(|| $body).map_err(to_pyerr)?;
+            let out = interrupt::run($py, $view.len(), |$cancel| $body)?;
             Ok(out.into_pyarray($py).into_any())
         } else if let Ok(a) = $x.extract::<$arr<'_, f64>>() {
             let $view = a.as_array();
-            let out = $py.detach(|| $body).map_err(to_pyerr)?;
+            let out = interrupt::run($py, $view.len(), |$cancel| $body)?;
             Ok(out.into_pyarray($py).into_any())
         } else {
             Err(dtype_error($what, $ndim))
@@ -110,12 +112,12 @@ fn score_rows<'py>(
                 "confidence only supports least_confidence",
             ));
         }
-        return with_float_array!(py, x, PyReadonlyArray1, 1, field.name(), |v| {
-            pickaxe_core::least_confidence_1d(v, policy)
+        return with_float_array!(py, x, PyReadonlyArray1, 1, field.name(), |v, cancel| {
+            pickaxe_core::least_confidence_1d(v, policy, cancel)
         });
     }
-    with_float_array!(py, x, PyReadonlyArray2, 2, field.name(), |v| {
-        pickaxe_core::score_rows(field, &score, v, policy)
+    with_float_array!(py, x, PyReadonlyArray2, 2, field.name(), |v, cancel| {
+        pickaxe_core::score_rows(field, &score, v, policy, cancel)
     })
 }
 
@@ -206,9 +208,9 @@ fn score_pixels<'py>(
             let a = x.extract::<PyReadonlyArrayDyn<'_, $t>>()?;
             let v = a.as_array();
             let sh = v.shape().to_vec();
-            let out = py
-                .detach(|| pickaxe_core::score_pixels(field, &score, v, class_axis, red, mask_view, policy))
-                .map_err(to_pyerr)?;
+            let out = interrupt::run(py, v.len(), |cancel| {
+                pickaxe_core::score_pixels(field, &score, v, class_axis, red, mask_view, policy, cancel)
+            })?;
             if red == Reduce::Map {
                 let stacked = sh.len() == 5;
                 let (h, w) = if (class_axis == -1) || (class_axis as usize == sh.len() - 1) {
@@ -276,9 +278,9 @@ fn score_boxes<'py>(
             };
             let ov = o.as_ref().map(|o| o.as_array());
             let v = a.as_array();
-            let out = py
-                .detach(|| pickaxe_core::score_boxes(field, &score, v, off, red, ov, policy))
-                .map_err(to_pyerr)?;
+            let out = interrupt::run(py, v.len(), |cancel| {
+                pickaxe_core::score_boxes(field, &score, v, off, red, ov, policy, cancel)
+            })?;
             Ok(out.into_pyarray(py).into_any())
         }};
     }
@@ -306,8 +308,8 @@ fn score_stack<'py>(
     let field = parse_field(field)?;
     let policy = parse_policy(nan_policy)?;
     let score = stack_score(score, reduce)?;
-    with_float_array!(py, x, PyReadonlyArray3, 3, field.name(), |v| {
-        pickaxe_core::score_stack(field, score, v, logits, policy)
+    with_float_array!(py, x, PyReadonlyArray3, 3, field.name(), |v, cancel| {
+        pickaxe_core::score_stack(field, score, v, logits, policy, cancel)
     })
 }
 
@@ -315,14 +317,10 @@ fn top_k_of<T: Real + numpy::Element>(
     py: Python<'_>,
     scores: PyReadonlyArray1<'_, T>,
     k: usize,
-) -> Vec<i64> {
+) -> PyResult<Vec<i64>> {
     let view = scores.as_array();
-    py.detach(|| {
-        pickaxe_core::top_k(view, k)
-            .into_iter()
-            .map(|i| i as i64)
-            .collect()
-    })
+    let top = interrupt::run(py, view.len(), |cancel| pickaxe_core::top_k(view, k, cancel))?;
+    Ok(top.into_iter().map(|i| i as i64).collect())
 }
 
 /// Positions of the k highest scores, highest first (ties: ascending position; NaN never).
@@ -333,9 +331,9 @@ fn top_k<'py>(
     k: usize,
 ) -> PyResult<Bound<'py, PyArray1<i64>>> {
     let out = if let Ok(a) = scores.extract::<PyReadonlyArray1<'_, f64>>() {
-        top_k_of(py, a, k)
+        top_k_of(py, a, k)?
     } else if let Ok(a) = scores.extract::<PyReadonlyArray1<'_, f32>>() {
-        top_k_of(py, a, k)
+        top_k_of(py, a, k)?
     } else {
         return Err(dtype_error("scores", 1));
     };
@@ -391,8 +389,9 @@ fn knn_update_of<'py, T: Real + Element>(
     let mut dists = readwrite::<T>(dists, "dists", why)?;
     let (g, qn, rn) = (gram.as_array(), qn.as_array(), rn.as_array());
     let (iv, dv) = (ids.as_array_mut(), dists.as_array_mut());
-    py.detach(|| pickaxe_core::knn_update(g, qn, rn, id_offset, metric, iv, dv))
-        .map_err(to_pyerr)
+    interrupt::run(py, g.len(), |cancel| {
+        pickaxe_core::knn_update(g, qn, rn, id_offset, metric, iv, dv, cancel)
+    })
 }
 
 /// Merges a Gram block g = Q_b · R_cᵀ (b, mc) into the running k nearest of its queries:
@@ -432,9 +431,11 @@ fn pair_distances_of<'py, T: Real + Element>(
     let r = readonly::<T, ndarray::Ix2>(reference, "reference", "the dtype of queries")?;
     let ids = readonly::<i64, ndarray::Ix2>(ids, "ids", "")?;
     let (q, r, i) = (queries.as_array(), r.as_array(), ids.as_array());
-    let (ids, d) = py
-        .detach(|| pickaxe_core::pair_distances(q, r, i, metric))
-        .map_err(to_pyerr)?;
+    // Each pair reads a query row and a reference row.
+    let work = i.len().saturating_mul(2 * q.ncols());
+    let (ids, d) = interrupt::run(py, work, |cancel| {
+        pickaxe_core::pair_distances(q, r, i, metric, cancel)
+    })?;
     PyTuple::new(
         py,
         [
@@ -474,9 +475,11 @@ fn kcenter_of<'py, T: Real + Element>(
     let md = readonly::<T, ndarray::Ix1>(min_dist, "min_dist", "the dtype of points")?;
     let md: Array1<T> = md.as_array().to_owned();
     let p = points.as_array();
-    let (picks, dists) = py
-        .detach(|| pickaxe_core::kcenter_greedy(p, size, md, metric))
-        .map_err(to_pyerr)?;
+    // One pass over the points per pick.
+    let work = p.len().saturating_mul(size);
+    let (picks, dists) = interrupt::run(py, work, |cancel| {
+        pickaxe_core::kcenter_greedy(p, size, md, metric, cancel)
+    })?;
     let picks: Vec<i64> = picks.into_iter().map(|i| i as i64).collect();
     PyTuple::new(
         py,
@@ -571,9 +574,15 @@ fn localization_disagreement<'py>(
                 logits: member_logits,
                 offsets: moff,
             };
-            let out = py
-                .detach(|| pickaxe_core::localization_disagreement(reference, committee, members, opts, ov))
-                .map_err(to_pyerr)?;
+            // Every box and class score read, and each reference box of an image against
+            // the member boxes of its image (on average).
+            let (rb, mbn) = (b.as_array().nrows(), mb.as_array().nrows());
+            let work = (rb + mbn)
+                .saturating_mul(4 + c.as_array().ncols())
+                .saturating_add(rb.saturating_mul(mbn) / (off.len().max(2) - 1));
+            let out = interrupt::run(py, work, |cancel| {
+                pickaxe_core::localization_disagreement(reference, committee, members, opts, ov, cancel)
+            })?;
             Ok(out.into_pyarray(py).into_any())
         }};
     }
