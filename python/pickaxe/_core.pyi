@@ -1,4 +1,9 @@
-"""Type stubs of the compiled module (rust/pickaxe-py). Private: use pickaxe.scores."""
+"""Type stubs of the compiled module (rust/pickaxe-py). Private: use pickaxe.scores.
+
+Every kernel runs with the GIL released. Calls with large inputs run interruptibly: on
+Ctrl-C (any SIGINT handler that raises) the kernel stops at its next chunk and the call
+raises the handler's exception, KeyboardInterrupt by default, within about 50 ms
+(rust/pickaxe-py/src/interrupt.rs)."""
 
 from typing import Any, Literal, Optional, Sequence
 
