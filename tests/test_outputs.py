@@ -193,6 +193,7 @@ def test_a_bad_row_names_its_id(tmp_path):
     code, out, err = run("mine", path, "--miner", "entropy", "--size", 3)
     assert code == 1
     assert "row 17 (id 'img-17')" in err and "NaN" in err
+    assert "--nan-policy omit" in err  # the miner takes it: the error says so
     code, out, err = run("mine", path, "--miner", "entropy", "--size", 3, "--nan-policy", "omit")
     assert code == 0 and "img-17" not in out
 

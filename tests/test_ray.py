@@ -285,13 +285,19 @@ def test_bad_rows_are_named_as_in_memory(cluster, data, tmp_path):
         with pytest.raises(ValueError) as on_ray:
             mine(path, miner, concurrency=1)
         assert str(on_ray.value) == str(mem.value)
+        # the exception itself crosses from the Ray worker: its type and attributes
+        assert type(on_ray.value) is type(mem.value) is px.errors.InvalidInputError
+        assert (on_ray.value.field, on_ray.value.row, on_ray.value.reason) == (
+            mem.value.field, mem.value.row, mem.value.reason)
+        assert on_ray.value.row == int(where.rsplit(" ", 1)[1])  # a row of a later block, re-based
     # a Dataset names the row by its id (it has no row numbers): in the greedy on the
     # driver and in a batch's scores
     ds = ray.data.from_arrow(_table(dict(pool, id=data["id"])))
     with pytest.raises(ValueError, match=f"embeddings row with id {data['id'][901]}"):
         mine(ds, px.CoresetMiner(5))
-    with pytest.raises(ValueError, match=f"^logits row with id {data['id'][700]}: NaN at class 2$"):
+    with pytest.raises(ValueError, match=f"^logits row with id {data['id'][700]}: NaN at class 2$") as e:
         mine(ds, px.EntropyMiner(5))
+    assert (e.value.row, e.value.id) == (None, data["id"][700])
 
 
 @pytest.mark.parametrize("kind", ["fixed_size_list", "list", "large_list"])

@@ -939,9 +939,13 @@ def _arrow_column(who: str, name: str, data: Any, label: Callable[[int], str]) -
     return metadata_to_numpy(data)
 
 
-def _to_pool(who: str, table: Any, columns: list[str], n: int, offset: int, row_numbers: Optional[np.ndarray]) -> Pool:
+def _to_pool(
+    who: str, table: Any, columns: list[str], n: int, offset: int, row_numbers: Optional[np.ndarray],
+    numbered: bool = True,
+) -> Pool:
     """A Pool of these columns of an Arrow table or batch; errors name rows by their
-    number in the original pool (and id)."""
+    number in the original pool (and id), or by their id alone when the rows have no
+    numbers (``numbered=False``: a Ray Dataset's batch)."""
     cols: dict[str, np.ndarray] = {}
 
     def row(p: int) -> str:
@@ -955,9 +959,9 @@ def _to_pool(who: str, table: Any, columns: list[str], n: int, offset: int, row_
     def label(p: int) -> str:
         if ids is None:
             return row(p)
-        r = row(p)
         v = ids[p]
-        return f"{r} (id {(v.item() if isinstance(v, np.generic) else v)!r})"
+        v = v.item() if isinstance(v, np.generic) else v
+        return f"{row(p)} (id {v!r})" if numbered else f"row with id {v!r}"
 
     for name in columns:
         if name != "id":

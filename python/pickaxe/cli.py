@@ -151,9 +151,14 @@ def _check_applicable(ctx: click.Context, miner: str) -> None:
             )
 
 
-def _one_line(e: BaseException) -> str:
-    """An error as the command line says it: one line, in the command line's words."""
-    from .errors import QueryError
+def _one_line(e: BaseException, miner: Optional[str] = None) -> str:
+    """An error as the command line says it: one line, in the command line's words; a bad
+    row suggests --nan-policy omit where the miner takes it."""
+    from .errors import InvalidInputError, QueryError
+
+    if isinstance(e, InvalidInputError) and e.reason and miner and "nan_policy" in MINER_OPTIONS.get(miner, {}):
+        return (str(e).strip().replace("\n", " ")
+                + " (--nan-policy omit skips bad rows: they score NaN and are never picked)")
 
     if isinstance(e, QueryError):
         from ._query import shown
@@ -231,7 +236,12 @@ def mine(ctx: click.Context, pool: str, miner_name: str, size: int, out: Optiona
         except ValueError as e:
             raise BadArgument(f"{e} (or leave --out out for CSV on stdout)") from None
     miner = build_miner(miner_name, size, opts)
-    selection = miner.mine(pool)
+    from .errors import InvalidInputError
+
+    try:
+        selection = miner.mine(pool)
+    except InvalidInputError as e:
+        raise click.ClickException(_one_line(e, miner_name)) from None
     if out is None or out == "-":
         selection.to_csv(sys.stdout)
     else:

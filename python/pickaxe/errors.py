@@ -100,12 +100,12 @@ class InvalidInputError(ValueError):
             text = f"{self._where()}: {self.reason}"
         return self.prefix + text
 
-    def _id_text(self) -> str:
-        if not self.has_id:
-            return ""
+    def _id_value(self) -> Any:
         v = self.id
-        v = v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v
-        return f" (id {v!r})"
+        return v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v
+
+    def _id_text(self) -> str:
+        return f" (id {self._id_value()!r})" if self.has_id else ""
 
     def _member_text(self) -> str:
         return "" if self.member is None else f", {self.member_word} {self.member}"
@@ -113,6 +113,8 @@ class InvalidInputError(ValueError):
     def _where(self) -> str:
         k, f = self.kind, self.field
         if k == "row":
+            if self.row is None and self.has_id:  # a Ray Dataset: rows have ids, no numbers
+                return f"{f} row with id {self._id_value()!r}{self._member_text()}"
             return f"{f} row {self.row}{self._id_text()}{self._member_text()}"
         if self.column is None:  # an array given to pickaxe.segmentation / detection
             if k == "pixel":
@@ -156,10 +158,10 @@ class InvalidInputError(ValueError):
             attrs["id"] = self.id
         return attrs
 
-    def with_row(self, row: int, id: Any = _UNSET) -> "InvalidInputError":
+    def with_row(self, row: Optional[int], id: Any = _UNSET) -> "InvalidInputError":
         """The same fault with its row re-based (a batch's row number becomes the
-        pool's), and the row's id where the pool has one."""
-        changes: dict[str, Any] = {"row": int(row)}
+        pool's; None where rows have only ids), and the row's id where the pool has one."""
+        changes: dict[str, Any] = {"row": None if row is None else int(row)}
         if id is not _UNSET:
             changes["id"] = id
         return self._replace(**changes)

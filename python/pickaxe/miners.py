@@ -14,7 +14,6 @@ first.
 from __future__ import annotations
 
 import numbers
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
@@ -22,6 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _core, scores
+from .errors import InvalidInputError
 from ._catalog import COMMITTEE_MEASURES, DROPOUT_MEASURES, MINERS, ROW_MEASURES
 from ._fields import FIELD_NDIM, FIELD_SHAPES, check_nan_policy
 from ._ids import check_unique
@@ -60,20 +60,16 @@ def _snake(name: str) -> str:
     return "".join(out)
 
 
-def _shift_row(message: str, batch: Pool) -> str:
-    """A kernel's message names a row of `batch`; name the row of the original pool, and
-    its id when the pool has an id column."""
-    def repl(m: "re.Match[str]") -> str:
-        i = int(m.group(1))
-        if i >= batch.n_rows:
-            return m.group(0)
-        text = f"row {int(batch.source_rows([i])[0])}"
-        if "id" in batch.columns:
-            v = batch.columns["id"][i]
-            text += f" (id {(v.item() if isinstance(v, np.generic) else v)!r})"
-        return text
-
-    return re.sub(r"\brow (\d+)", repl, message, count=1)
+def pool_error(e: InvalidInputError, batch: Pool) -> InvalidInputError:
+    """A kernel's error names a row (or image) of `batch`: name the row of the original
+    pool, and its id when the pool has an id column. Re-based by its attributes, never by
+    its message."""
+    i = e.row
+    if i is None or not 0 <= i < batch.n_rows:
+        return e
+    if "id" in batch.columns:
+        return e.with_row(int(batch.source_rows([i])[0]), id=batch.columns["id"][i])
+    return e.with_row(int(batch.source_rows([i])[0]))
 
 
 def _merge_top(
@@ -168,8 +164,8 @@ class Miner:
         for batch in source.batches(columns, BATCH_ROWS, progress=True):
             try:
                 batch_values, info = self.score(batch, field)
-            except ValueError as e:
-                raise ValueError(_shift_row(str(e), batch)) from None
+            except InvalidInputError as e:
+                raise pool_error(e, batch) from None
             best = top_k(batch_values, k)
             rows, values = _merge_top(
                 rows, values, batch.source_rows(best), batch_values[best].astype(np.float64), k
@@ -747,8 +743,8 @@ class CoresetMiner(Miner):
         pool = source.read([field])
         try:
             x, norms = embeddings_array(who, field, pool.columns[field], nb.dim if nb else None)
-        except ValueError as e:
-            raise ValueError(_shift_row(str(e), pool)) from None
+        except InvalidInputError as e:
+            raise pool_error(e, pool) from None
         info: dict[str, Any] = {"metric": self.metric}
         initial = None
         if nb is not None:
@@ -776,20 +772,6 @@ def _check_box_reduce(who: str, reduce: Any) -> str:
     if not (isinstance(reduce, str) and reduce in ("max", "mean", "sum")):
         raise ValueError(f'{who}: reduce must be "max", "mean" or "sum"; got {reduce!r}')
     return reduce
-
-
-def _name_row(column: str, message: str) -> str:
-    """A detection / segmentation message names an image of the batch; name the pool's
-    column and that row instead (`_shift_row` then makes it the original row)."""
-    # "logits box 7 (image 3, box 2 of the image): ..." (pickaxe.detection scores)
-    out = re.sub(r"^(\S+) box \d+ \(image (\d+), box (\d+) of the image\)",
-                 r"\1 of row \2, box \3", message, count=1)
-    # "member_boxes[7] (image 3, member 1, box 2 of the member's): ..." (localisation)
-    out = re.sub(r"^(\S+?)\[\d+\] \(image (\d+), ", r"\1 of row \2 (", out, count=1)
-    # "logits image 2, pixel (row 3, column 66): ..." (pickaxe.segmentation)
-    out = re.sub(r"^(\S+) image (\d+), pixel \(row (\d+), column (\d+)\)",
-                 r"\1 of row \2, pixel (y \3, x \4)", out, count=1)
-    return f"column {column!r}: {out}"
 
 
 class DetectionMiner(Miner):
@@ -846,8 +828,8 @@ class DetectionMiner(Miner):
         try:
             values = fn(**{col.kind: col.classes}, offsets=col.offsets, reduce=self.reduce,
                         objectness=obj, nan_policy=self.nan_policy)
-        except ValueError as e:
-            raise ValueError(_name_row(field, str(e))) from None
+        except InvalidInputError as e:
+            raise e.in_column(field) from None
         return values, info
 
 
@@ -926,9 +908,8 @@ class LocalizationMiner(Miner):
                 iou_threshold=self.iou_threshold, per_class=self.per_class, reduce=self.reduce,
                 objectness=obj,
             )
-        except ValueError as e:
-            column = "member_boxes" if str(e).startswith("member_") else "boxes"
-            raise ValueError(_name_row(column, str(e))) from None
+        except InvalidInputError as e:
+            raise e.in_column("member_boxes" if (e.field or "").startswith("member_") else "boxes") from None
         info = {"iou_threshold": self.iou_threshold, "per_class": self.per_class, "reduce": self.reduce}
         return values, info
 
@@ -986,8 +967,8 @@ class SegmentationMiner(Miner):
         try:
             values = fn(**{kind: pool.columns[field]}, class_axis=self.class_axis, reduce=self.reduce,
                         nan_policy=self.nan_policy)
-        except ValueError as e:
-            raise ValueError(_name_row(field, str(e))) from None
+        except InvalidInputError as e:
+            raise e.in_column(field) from None
         # ("top", q) as a list: info stays what JSON gives back (Selection files, Ray)
         reduce = list(self.reduce) if isinstance(self.reduce, tuple) else self.reduce
         info = {"field": field, "measure": self.measure, "reduce": reduce}

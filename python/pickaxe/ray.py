@@ -51,9 +51,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Optional, Union
 
@@ -61,7 +61,8 @@ import numpy as np
 
 from ._fields import FIELD_SHAPES
 from ._pool import BATCH_ROWS, ROW, Pool, PoolSource, _arrow_shapes, _close, _match_rows, _ParquetSource, _rebatch, _to_pool
-from .miners import Miner, _shift_row
+from .errors import InvalidInputError
+from .miners import Miner, pool_error
 from .selection import Selection
 
 __all__ = ["mine", "FAIL_ONCE_ENV"]
@@ -214,8 +215,8 @@ class _Scorer:
             first = int(batch.column("first")[0].as_py())
         try:
             return self._call(batch)
-        except (ValueError, TypeError) as e:  # bad input: a clear error on the driver
-            return pa.table({ERROR: [f"{type(e).__name__}:{e}"], KEY: pa.array([first], pa.int64())})
+        except (ValueError, TypeError) as e:  # bad input: the exception itself, to the driver
+            return pa.table({ERROR: pa.array([_shipped(e)], pa.binary()), KEY: pa.array([first], pa.int64())})
 
     def _call(self, batch: Any) -> Any:
         import pyarrow as pa
@@ -312,17 +313,17 @@ class _Scorer:
             pool = _to_pool(plan["who"], table.select(columns), columns, n, 0, rows)
             try:
                 values, info = self.miner.score(pool, self.field) if n else (np.empty(0), {})
-            except ValueError as e:
-                raise ValueError(_shift_row(str(e), pool)) from None
+            except InvalidInputError as e:
+                raise pool_error(e, pool) from None
         else:  # a Dataset: no row numbers; the id names the row
+            pool = _to_pool(plan["who"], table.select(columns), columns, n, 0, None, numbered=False)
+            if type(self.miner).__name__ == "RandomMiner":
+                # the row number RandomMiner hashes: the id's
+                pool = Pool(pool.columns, n, 0, _id_numbers(pool.columns["id"]))
             try:
-                pool = _to_pool(plan["who"], table.select(columns), columns, n, 0, None)
-                if type(self.miner).__name__ == "RandomMiner":
-                    # the row number RandomMiner hashes: the id's
-                    pool = Pool(pool.columns, n, 0, _id_numbers(pool.columns["id"]))
                 values, info = self.miner.score(pool, self.field) if n else (np.empty(0), {})
-            except ValueError as e:
-                raise ValueError(_by_id(str(e), table.column("id"))) from None
+            except InvalidInputError as e:
+                raise _by_id(e, pool.columns["id"]) from None
         best = top_k(values, self.k)
         keep = pa.array(best)
         out = {c: table.column(c).take(keep) for c in plan["carry"]}
@@ -454,8 +455,7 @@ class _Run:
         errors = [t for t in tables if ERROR in t.column_names]
         if errors:  # the first bad row of the pool, as in memory
             first = min(errors, key=lambda t: t.column(KEY)[0].as_py())
-            kind, _, message = first.column(ERROR)[0].as_py().partition(":")
-            raise (TypeError if kind == "TypeError" else ValueError)(message)
+            raise pickle.loads(first.column(ERROR)[0].as_py())
         return tables
 
     def gather(self, field: str) -> tuple[np.ndarray, np.ndarray]:
@@ -503,10 +503,10 @@ class _Run:
         source = _ArraySource(self.who, Pool({field: x}, len(x), 0, rows), None)
         try:
             picked, values, info = miner.top(source, k, field)
-        except ValueError as e:
+        except InvalidInputError as e:
             if rows is not None:
                 raise
-            raise ValueError(_name_by_id(str(e), keys)) from None
+            raise _by_id(e, keys) from None
         return (picked if rows is not None else keys[picked]), values, info
 
     def fetch(self, keys: np.ndarray, columns: list[str]) -> Any:
@@ -589,19 +589,6 @@ def _argsort_keys(keys: Any) -> np.ndarray:
     return np.argsort(np.asarray(keys), kind="stable")
 
 
-def _name_by_id(message: str, ids: np.ndarray) -> str:
-    """A message naming "row i" of the gathered rows (in id order) names the row's id."""
-
-    def repl(m: "re.Match[str]") -> str:
-        i = int(m.group(1))
-        if i >= len(ids):
-            return m.group(0)
-        v = ids[i]
-        return f"row with id {(v.item() if isinstance(v, np.generic) else v)!r}"
-
-    return re.sub(r"\brow (\d+)", repl, message, count=1)
-
-
 def _unique_ids(who: str, ids: Any) -> None:
     """A Dataset's batch: the ValueError the driver raises for an id found in two
     batches, for one found twice in a batch (whose row positions mean nothing)."""
@@ -627,16 +614,21 @@ def _id_numbers(ids: np.ndarray) -> np.ndarray:
     )
 
 
-def _by_id(message: str, ids: Any) -> str:
-    """A message naming "row i" of a Dataset's batch (with or without "(id v)") names
-    the row by its id: a Dataset has no row numbers. A null id keeps the message."""
+def _by_id(e: InvalidInputError, ids: np.ndarray) -> InvalidInputError:
+    """An error naming row i of a Dataset's batch (or of the gathered rows, in id order)
+    names the row by its id alone: a Dataset has no row numbers."""
+    if e.row is None or not 0 <= e.row < len(ids):
+        return e
+    return e.with_row(None, id=ids[e.row])
 
-    def repl(m: "re.Match[str]") -> str:
-        i = int(m.group(1))
-        v = ids[i].as_py() if i < len(ids) else None
-        return m.group(0) if v is None else f"row with id {v!r}"
 
-    return re.sub(r"\brow (\d+)(?: \(id [^)]*\))?", repl, message, count=1)
+def _shipped(e: BaseException) -> bytes:
+    """A batch's error, pickled for the driver to raise as it is (type and attributes);
+    an exception that does not pickle goes as its type's nearest builtin with its text."""
+    try:
+        return pickle.dumps(e)
+    except Exception:
+        return pickle.dumps((TypeError if isinstance(e, TypeError) else ValueError)(str(e)))
 
 
 class _Actors(NamedTuple):

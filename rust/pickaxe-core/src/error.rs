@@ -229,6 +229,6 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// The message of a class-row fault, as the row kernels word it (for `iou.rs`).
-pub(crate) fn fault_message(f: &Fault, field: Field) -> String {
+pub fn fault_message(f: &Fault, field: Field) -> String {
     fault_text(f, field)
 }

@@ -26,7 +26,7 @@ use ndarray::{ArrayView1, ArrayView2, ArrayView3, Axis};
 
 pub use cancel::Cancel;
 pub use coreset::kcenter_greedy;
-pub use error::{Error, Fault, Field, RowFault};
+pub use error::{fault_message, Error, Fault, Field, RowFault};
 pub use knn::{knn_update, pair_distances, Metric};
 pub use math::Real;
 pub use rows::RowScore;

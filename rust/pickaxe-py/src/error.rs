@@ -1,24 +1,91 @@
 //! The one place where kernel errors become Python exceptions.
+//!
+//! Bad data (`Error::InvalidRow`, `InvalidPixel`, `InvalidBox`, `InvalidDetectionBox`)
+//! becomes `pickaxe.errors.InvalidInputError` with its location as attributes (`field`,
+//! `row`, `member`, `image`, `pixel`, `box`, `box_in_image`) and the fault as `reason`;
+//! the Python class words the message from them, so a miner re-bases a batch's row to
+//! the pool's by its attributes, never by parsing text (pydantic-core's way).
 
 use numpy::BorrowError;
-use pickaxe_core::Error;
+use pickaxe_core::{fault_message, Error, Field};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyType};
 use pyo3::PyErr;
 
-/// Kernel errors are all about values (invalid rows, shapes, arguments out of range):
-/// `ValueError`, with the kernel's message, which names the field, row and fault; a
-/// cancelled kernel is `KeyboardInterrupt` (`interrupt.rs` cancels one only on Ctrl-C and
-/// returns the signal handler's own exception, so this arm is a fallback).
+/// Kernel errors are all about values: bad data is `InvalidInputError` (a `ValueError`);
+/// shapes and arguments out of range are `ValueError`; a cancelled kernel is
+/// `KeyboardInterrupt` (`interrupt.rs` cancels one only on Ctrl-C and returns the signal
+/// handler's own exception, so that arm is a fallback).
 pub fn to_pyerr(e: Error) -> PyErr {
     match e {
         Error::Interrupted => PyKeyboardInterrupt::new_err(e.to_string()),
-        Error::InvalidRow { .. }
-        | Error::InvalidPixel { .. }
-        | Error::InvalidBox { .. }
-        | Error::InvalidDetectionBox { .. }
-        | Error::Shape(_) | Error::Argument { .. } => {
-            PyValueError::new_err(e.to_string())
+        Error::InvalidRow { field, row, member, fault } => Python::attach(|py| {
+            invalid_input(py, "row", field.name(), &fault_message(&fault, field), |kw| {
+                kw.set_item("row", row)?;
+                member_items(kw, field, member)
+            })
+        }),
+        Error::InvalidPixel { field, image, y, x, member, fault } => Python::attach(|py| {
+            invalid_input(py, "pixel", field.name(), &fault_message(&fault, field), |kw| {
+                kw.set_item("row", image)?;
+                kw.set_item("image", image)?;
+                kw.set_item("pixel", (y, x))?;
+                member_items(kw, field, member)
+            })
+        }),
+        Error::InvalidBox { field, row, image, index, member, fault } => Python::attach(|py| {
+            invalid_input(py, "box", field.name(), &fault_message(&fault, field), |kw| {
+                kw.set_item("row", image)?;
+                kw.set_item("image", image)?;
+                kw.set_item("box", row)?;
+                kw.set_item("box_in_image", index)?;
+                member_items(kw, field, member)
+            })
+        }),
+        Error::InvalidDetectionBox { field, row, image, member, index, fault } => {
+            Python::attach(|py| {
+                invalid_input(py, "box_array", field, &fault, |kw| {
+                    kw.set_item("row", image)?;
+                    kw.set_item("image", image)?;
+                    kw.set_item("box", row)?;
+                    kw.set_item("box_in_image", index)?;
+                    kw.set_item("member", member)
+                })
+            })
         }
+        Error::Shape(_) | Error::Argument { .. } => PyValueError::new_err(e.to_string()),
+    }
+}
+
+fn member_items(kw: &Bound<'_, PyDict>, field: Field, member: Option<usize>) -> PyResult<()> {
+    kw.set_item("member", member)?;
+    kw.set_item("member_word", field.member_word())
+}
+
+/// `pickaxe.errors.InvalidInputError(kind=..., field=..., reason=..., **located)`: the
+/// class is looked up once per interpreter.
+fn invalid_input(
+    py: Python<'_>,
+    kind: &str,
+    field: &str,
+    reason: &str,
+    located: impl FnOnce(&Bound<'_, PyDict>) -> PyResult<()>,
+) -> PyErr {
+    static CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    let made = (|| -> PyResult<Bound<'_, PyAny>> {
+        let cls = CLASS.import(py, "pickaxe.errors", "InvalidInputError")?;
+        let kw = PyDict::new(py);
+        kw.set_item("kind", kind)?;
+        kw.set_item("field", field)?;
+        kw.set_item("reason", reason)?;
+        located(&kw)?;
+        cls.call((), Some(&kw))
+    })();
+    match made {
+        Ok(err) => PyErr::from_value(err),
+        Err(e) => e, // the error module itself failed: say so rather than hide it
     }
 }
 
