@@ -322,16 +322,13 @@ pub fn knn_update<T: Real>(
         let qn = q_norms.slice_axis(Axis(0), (lo..hi).into());
         merge_rows_dispatch(&g, &qn, rn, offset, metric, &mut i, &mut d);
     };
-    let tasks = ids
-        .axis_chunks_iter_mut(Axis(0), rows)
-        .zip(dists.axis_chunks_iter_mut(Axis(0), rows))
-        .enumerate();
+    let i = ids.axis_chunks_iter_mut(Axis(0), rows);
+    let d = dists.axis_chunks_iter_mut(Axis(0), rows);
     match pool {
         // Task by task on one thread too, so that `cancel` is seen in time.
-        None => tasks.for_each(one),
+        None => i.zip(d).enumerate().for_each(one),
         Some(pool) => {
-            let tasks: Vec<_> = tasks.collect();
-            pool.install(|| tasks.into_par_iter().for_each(one));
+            pool.install(|| i.into_par_iter().zip(d.into_par_iter()).enumerate().for_each(one))
         }
     }
     cancel.check()
@@ -512,17 +509,27 @@ pub fn pair_distances<T: Real>(
             ids.len_of(Axis(0))
         )));
     }
-    if let Some(((i, j), &v)) = ids
-        .indexed_iter()
-        .find(|(_, &v)| v < -1 || (v >= 0 && v as u64 >= m as u64))
-    {
-        return Err(Error::argument(
-            "ids",
-            format!("ids[{i}, {j}] = {v} is not a reference row (0 <= id < {m}) or -1"),
-        ));
+    // Row by row, reading `cancel` every TASK_VALUES ids: n·k can be large on its own.
+    let check_every = (TASK_VALUES / k.max(1)).max(1);
+    for (i, row) in ids.outer_iter().enumerate() {
+        if i % check_every == 0 {
+            cancel.check()?;
+        }
+        if let Some((j, &v)) = row
+            .iter()
+            .enumerate()
+            .find(|(_, &v)| v < -1 || (v >= 0 && v as u64 >= m as u64))
+        {
+            return Err(Error::argument(
+                "ids",
+                format!("ids[{i}, {j}] = {v} is not a reference row (0 <= id < {m}) or -1"),
+            ));
+        }
     }
-    let mut out_ids = Array2::from_elem((n, k), -1i64);
-    let mut out_d = Array2::from_elem((n, k), T::INF);
+    // Zeros come from calloc, untouched until a task writes them; the tasks write every
+    // entry of every row.
+    let mut out_ids = Array2::from_elem((n, k), 0i64);
+    let mut out_d = Array2::from_elem((n, k), T::ZERO);
     if n == 0 || k == 0 {
         return Ok((out_ids, out_d));
     }
@@ -538,16 +545,13 @@ pub fn pair_distances<T: Real>(
             pairs_rows_dispatch(&queries, &reference, &ids, metric, t * rows, &mut i, &mut d);
         }
     };
-    let tasks = out_ids
-        .axis_chunks_iter_mut(Axis(0), rows)
-        .zip(out_d.axis_chunks_iter_mut(Axis(0), rows))
-        .enumerate();
+    let i = out_ids.axis_chunks_iter_mut(Axis(0), rows);
+    let d = out_d.axis_chunks_iter_mut(Axis(0), rows);
     match pool {
         // Task by task on one thread too, so that `cancel` is seen in time.
-        None => tasks.for_each(one),
+        None => i.zip(d).enumerate().for_each(one),
         Some(pool) => {
-            let tasks: Vec<_> = tasks.collect();
-            pool.install(|| tasks.into_par_iter().for_each(one));
+            pool.install(|| i.into_par_iter().zip(d.into_par_iter()).enumerate().for_each(one))
         }
     }
     cancel.check()?;
