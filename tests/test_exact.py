@@ -168,7 +168,7 @@ def test_knn_errors(rng):
     with pytest.raises(ValueError, match=r"queries \(6, 3\) and reference \(8, 2\)"):
         exact_knn(q, r[:, :2], 2)
     for k in (0, -1):
-        with pytest.raises(ValueError, match="k must be >= 1"):
+        with pytest.raises(ValueError, match="k must be an int >= 1"):
             exact_knn(q, r, k)
     with pytest.raises(ValueError, match="reference is empty"):
         exact_knn(q, r[:0], 2)
@@ -333,7 +333,7 @@ def test_kcenter_errors(rng):
         kcenter_greedy(bad, 3)
     with pytest.raises(ValueError, match="metric must be one of 'l2', 'cosine'"):
         kcenter_greedy(x, 3, metric="ip")
-    with pytest.raises(ValueError, match="size must be >= 0"):
+    with pytest.raises(ValueError, match="size must be an int >= 0"):
         kcenter_greedy(x, -1)
     init = np.full(10, np.inf)
     init[2] = np.nan

@@ -202,7 +202,7 @@ def test_errors_name_the_problem(rng):
     with pytest.raises(ValueError, match=r"row 1"):
         index.query(q, 3)
     for k in (0, -2):
-        with pytest.raises(ValueError, match="k must be >= 1"):
+        with pytest.raises(ValueError, match="k must be an int >= 1"):
             index.query(ref, k)
     with pytest.raises(TypeError, match="k must be an int"):
         index.query(ref, 2.5)

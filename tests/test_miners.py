@@ -187,9 +187,9 @@ def test_embedding_miner_errors(rng):
         px.EmbeddingDistanceMiner(3, np.empty((0, 4)))
     with pytest.raises(ValueError, match=r"5 dimensions.*reference has 4"):
         px.EmbeddingDistanceMiner(3, ref).mine({"embeddings": rng.normal(size=(20, 5))})
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ValueError, match="k must be an int >= 1"):
         px.EmbeddingDistanceMiner(3, ref, k=0)
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ValueError, match="k must be an int >= 1"):
         px.NoveltyMiner(3, ref, k=-1)
     bad = ref.copy()
     bad[7, 1] = np.nan

@@ -15,11 +15,11 @@ Private: the miners (`EmbeddingDistanceMiner`, `NoveltyMiner`, `CoresetMiner`,
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any, Optional
 
 import numpy as np
 
+from . import _checks as checks
 from . import _core
 
 METRICS = ("l2", "cosine", "ip")
@@ -36,10 +36,7 @@ _MIN_BLOCK_ROWS = 256
 
 
 def _check_metric(metric: Any, allowed: tuple[str, ...] = METRICS) -> str:
-    if not isinstance(metric, str) or metric not in allowed:
-        names = ", ".join(repr(m) for m in allowed)
-        raise ValueError(f"metric must be one of {names}; got {metric!r}")
-    return metric
+    return checks.choice("exact search", "metric", metric, allowed)
 
 
 def _as_2d(name: str, x: Any) -> np.ndarray:
@@ -145,13 +142,8 @@ def exact_knn(
     array([[0.1414, 0.9055]])
     """
     metric = _check_metric(metric)
-    if isinstance(k, bool):
-        raise TypeError(f"k must be an int; got {k!r}")
-    k = operator.index(k)
-    if k <= 0:
-        raise ValueError(f"k must be >= 1; got {k}")
-    if isinstance(block_bytes, bool) or operator.index(block_bytes) < 1:
-        raise ValueError(f"block_bytes must be a positive int; got {block_bytes!r}")
+    k = checks.integer("exact_knn()", "k", k, 1)
+    checks.integer("exact_knn()", "block_bytes", block_bytes, 1)
     q = _as_2d("queries", queries)
     r = _as_2d("reference", reference)
     if q.shape[1] != r.shape[1]:
@@ -235,11 +227,7 @@ def kcenter_greedy(
     array([   inf, 5.831 , 3.0017])
     """
     metric = _check_metric(metric, ("l2", "cosine"))
-    if isinstance(size, bool):
-        raise TypeError(f"size must be an int; got {size!r}")
-    size = operator.index(size)
-    if size < 0:
-        raise ValueError(f"size must be >= 0; got {size}")
+    size = checks.integer("kcenter_greedy()", "size", size, 0)
     x = _as_2d("points", points)
     dtype = np.dtype(np.float32) if x.dtype == np.float32 else np.dtype(np.float64)
     x = x.astype(dtype, copy=False)

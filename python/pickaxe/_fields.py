@@ -13,6 +13,8 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
+from . import _checks as checks
+
 #: Shape of each field, as api.md writes it.
 FIELD_SHAPES: dict[str, str] = {
     "confidence": "(N,)",
@@ -125,15 +127,7 @@ def as_float_array(func: str, name: str, value: Any, ndim: int, shape: str) -> n
 
 def real_parameter(func: str, name: str, value: Any) -> float:
     """A real-number parameter (temperature, ord) as a float, or TypeError naming it."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{func}(): {name} must be a real number; got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{func}(): {name} must be a real number; got {value!r}") from None
-
+    return checks.real(f"{func}()", name, value)
 
 def check_nan_policy(func: str, nan_policy: Any) -> str:
-    if not (isinstance(nan_policy, str) and nan_policy in NAN_POLICIES):
-        raise ValueError(f'{func}(): nan_policy must be "raise" or "omit"; got {nan_policy!r}')
-    return str(nan_policy)
+    return checks.choice(func if func.endswith(")") else f"{func}()", "nan_policy", nan_policy, NAN_POLICIES)

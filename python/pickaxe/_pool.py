@@ -46,6 +46,7 @@ import numpy as np
 
 from ._boxes import BOX_FIELDS
 from ._fields import FIELD_SHAPES
+from . import _checks as checks
 from ._arrow import as_arrow
 from ._ids import check_unique, id_array
 
@@ -422,8 +423,6 @@ class _TableSource(PoolSource):
     kind = "table"
 
     def __init__(self, who: str, table: Any, query: Optional[str]) -> None:
-        import pyarrow as pa
-
         self.who = who
         self.query = query
         names = [str(n) for n in table.column_names]
@@ -444,8 +443,6 @@ class _TableSource(PoolSource):
         return _arrow_shapes(self.table.schema, self.n_rows, lambda names: self.table.select(names))
 
     def _batches(self, columns: list[str], batch_rows: int) -> Iterator[Pool]:
-        import pyarrow as pa
-
         t = self.table.select(columns)
         n = self.n_rows or 0
         for start in range(0, n, batch_rows):
@@ -457,8 +454,6 @@ class _TableSource(PoolSource):
                 yield _to_pool(self.who, t.take(as_arrow(pos)), columns, stop - start, start, pos)
 
     def read(self, columns: Optional[Iterable[str]] = None) -> Pool:
-        import pyarrow as pa
-
         cols = self._columns(columns)
         if self.n_rows == 0:
             return self._empty_pool(cols)
@@ -471,8 +466,6 @@ class _TableSource(PoolSource):
         return int(self.table.num_rows)
 
     def _take(self, rows: np.ndarray, columns: list[str]) -> Pool:
-        import pyarrow as pa
-
         t = self.table.select(columns).take(as_arrow(rows))
         return _to_pool(self.who, t, columns, len(rows), 0, rows)
 
@@ -766,21 +759,11 @@ def _per_row(shape: tuple) -> str:
 
 
 def _check_query(query: Any, who: str) -> Optional[str]:
-    """The query, or None for none (None or blank); its content is checked by
-    `pickaxe._query.compile_query` against the pool's columns."""
-    if query is None:
-        return None
-    if not isinstance(query, str):
-        raise TypeError(f"{who}: query must be one SQL condition over the pool's columns (a str); got {type(query).__name__}")
-    return query if query.strip() else None
+    return checks.query(who, query)
 
 
 def _check_batch_rows(batch_rows: Any, who: str) -> int:
-    import numbers
-
-    if isinstance(batch_rows, bool) or not isinstance(batch_rows, numbers.Integral) or batch_rows < 1:
-        raise ValueError(f"{who}: batch_rows must be an int >= 1; got {batch_rows!r}")
-    return int(batch_rows)
+    return checks.integer(who, "batch_rows", batch_rows, 1)
 
 
 def _check_names(names: Sequence[str], who: str) -> None:

@@ -585,7 +585,7 @@ def _empty(schema: Any, columns: Any) -> Any:
 # -- messages ---------------------------------------------------------------------------
 
 
-def query_error(who: str, query: str, schema: Any, what: str) -> "QueryError":
+def query_error(who: str, query: str, schema: Any, what: str) -> ValueError:
     """The error for a query that cannot run: what is wrong, then the pool's columns with
     their SQL types (never pickaxe's own SQL or row-number column)."""
     from .errors import QueryError

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import numbers
 import os
 import tempfile
 import zipfile
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
 from . import _core, _index_file
+from . import _checks as checks
 from ._fields import as_float_array
 from ._index_file import read_index
 
@@ -53,24 +53,13 @@ def default_threads() -> int:
 
 
 def check_metric(who: str, metric: Any) -> str:
-    if not (isinstance(metric, str) and metric in METRICS):
-        raise ValueError(f'{who}: metric must be one of "cosine", "l2", "ip"; got {metric!r}')
-    return metric
-
+    return checks.choice(who, "metric", metric, METRICS)
 
 def check_k(who: str, k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"{who}: k must be an int; got {type(k).__name__}")
-    if k <= 0:
-        raise ValueError(f"{who}: k must be >= 1; got {k}")
-    return int(k)
-
+    return checks.integer(who, "k", k, 1)
 
 def check_positive_int(who: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{who}: {name} must be an int >= 1; got {value!r}")
-    return int(value)
-
+    return checks.integer(who, name, value, 1)
 
 def embeddings_array(
     who: str, name: str, x: Any, dim: Optional[int] = None, field: str = "embeddings"
@@ -131,9 +120,7 @@ class ReferenceIndex:
         self.ef_construction = check_positive_int(who, "ef_construction", ef_construction)
         self.ef = None if ef is None else check_positive_int(who, "ef", ef)
         self.threads = None if threads is None else check_positive_int(who, "threads", threads)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"{who}: seed must be an int >= 0; got {seed!r}")
-        self.seed = int(seed)
+        self.seed = checks.integer(who, "seed", seed, 0)
         ref, _ = embeddings_array(who, "reference", embeddings, field="reference")
         if ref.shape[0] == 0:
             raise ValueError(f"{who}: the reference is empty (shape {ref.shape})")

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _core, scores
+from . import _checks as checks
 from .errors import InvalidInputError
 from ._catalog import COMMITTEE_MEASURES, DROPOUT_MEASURES, MINERS, ROW_MEASURES
 from ._fields import FIELD_NDIM, FIELD_SHAPES, check_nan_policy
@@ -38,18 +39,10 @@ from .selection import Selection
 __all__ = ["Miner", *(m.cls for m in MINERS if m.module == "miners")]
 
 def _check_size(who: str, size: Any) -> int:
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 0:
-        raise ValueError(f"{who}: size must be an int >= 0; got {size!r}")
-    return int(size)
-
+    return checks.integer(who, "size", size, 0)
 
 def _check_query(who: str, query: Any) -> Optional[str]:
-    if query is None:
-        return None
-    if not isinstance(query, str):
-        raise TypeError(f"{who}: query must be a SQL WHERE clause (str); got {type(query).__name__}")
-    return query if query.strip() else None
-
+    return checks.query(who, query)
 
 def _snake(name: str) -> str:
     out = []
@@ -206,9 +199,7 @@ class RandomMiner(Miner):
 
     def __init__(self, size: int, seed: int = 0, *, query: Optional[str] = None) -> None:
         super().__init__(size, query=query)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise TypeError(f"RandomMiner(): seed must be an int; got {seed!r}")
-        self.seed = int(seed)
+        self.seed = checks.integer("RandomMiner()", "seed", seed)
 
     def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
         rows = pool.source_rows(np.arange(pool.n_rows)).astype(np.uint64)
@@ -372,10 +363,7 @@ def _pool_rows(source: PoolSource) -> int:
 
 
 def _check_search(who: str, search: Any) -> str:
-    if search not in ("auto", "exact", "hnsw"):
-        raise ValueError(f'{who}: search must be "auto", "exact" or "hnsw"; got {search!r}')
-    return str(search)
-
+    return checks.choice(who, "search", search, ("auto", "exact", "hnsw"))
 
 def _reference_metric(who: str, reference: Any, metric: Optional[str], default: str) -> str:
     if isinstance(reference, ReferenceIndex):
@@ -763,16 +751,10 @@ _ROW_MEASURES = ROW_MEASURES
 
 
 def _check_measure(who: str, measure: Any, measures: tuple[str, ...]) -> str:
-    if measure not in measures:
-        raise ValueError(f"{who}: measure must be one of {', '.join(measures)}; got {measure!r}")
-    return str(measure)
-
+    return checks.choice(who, "measure", measure, measures)
 
 def _check_box_reduce(who: str, reduce: Any) -> str:
-    if not (isinstance(reduce, str) and reduce in ("max", "mean", "sum")):
-        raise ValueError(f'{who}: reduce must be "max", "mean" or "sum"; got {reduce!r}')
-    return reduce
-
+    return checks.choice(who, "reduce", reduce, ("max", "mean", "sum"))
 
 class DetectionMiner(Miner):
     """Images whose detections are most uncertain: each box of the ``boxes`` field is

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -10,6 +9,7 @@ import numpy as np
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
+from . import _checks as checks
 from . import _core
 from ._fields import as_float_array
 
@@ -29,10 +29,6 @@ def top_k(scores: ArrayLike, k: int) -> np.ndarray:
     >>> top_k(np.array([0.2, 0.9, np.nan, 0.9, 0.5]), 3)
     array([1, 3, 4])
     """
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"top_k(): k must be an int; got {type(k).__name__}")
-    k = int(k)
-    if k < 0:
-        raise ValueError(f"top_k(): k must be >= 0; got {k}")
+    k = checks.integer("top_k()", "k", k, 0)
     arr = as_float_array("top_k", "scores", scores, 1, "(N,)")
     return _core.top_k(arr, min(k, arr.shape[0]))
