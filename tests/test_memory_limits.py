@@ -85,3 +85,26 @@ def test_caps_complete_or_raise_memory_error(pool, tmp_path, query):
     assert outcomes[3072] == "OK" and outcomes[2048] == "OK", outcomes
     # and the lowest cap is too small to mine at all: the MemoryError path is exercised
     assert outcomes[256] == "MEMORYERROR", outcomes
+
+
+def test_a_kernel_output_too_large_for_the_cap_is_a_memory_error(tmp_path):
+    # the input is a broadcast view (no memory); its (N,) result cannot be allocated
+    # under the cap: Rust's own allocation failure would abort the process
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(
+        """
+        import resource
+        import numpy as np
+        import pickaxe as px
+        px.scores.entropy(logits=np.zeros((10, 3), np.float32))  # load everything first
+        resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
+        x = np.broadcast_to(np.array([[0.1, 0.2, 0.3]], np.float32), (400_000_000, 3))
+        try:
+            px.scores.entropy(logits=x)
+        except MemoryError as e:
+            print("MEMORYERROR", e)
+        """
+    ))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("MEMORYERROR"), r.stdout + r.stderr[-2000:]

@@ -223,7 +223,8 @@ pub fn kcenter_greedy<T: Real>(
             ),
         ));
     }
-    let mut md: Vec<T> = min_dist.iter().copied().collect();
+    let mut md: Vec<T> = crate::error::filled(n, T::ZERO)?;
+    md.iter_mut().zip(min_dist.iter()).for_each(|(d, &v)| *d = v);
     let mut picks = Vec::new();
     let mut dists = Vec::new();
     if n == 0 || size == 0 {
@@ -236,10 +237,11 @@ pub fn kcenter_greedy<T: Real>(
     };
     let rows = (TASK_VALUES / dim.max(1)).max(1);
     let cosine = metric == Metric::Cosine;
+    // 1 / norm per row for cosine, allocated here so that a failure is an error
+    let mut inv = if cosine { crate::error::zeroed_real::<T>(n)? } else { Vec::new() };
     let mut run = || {
-        let mut inv = Vec::new();
+        let inv = &mut inv;
         if cosine {
-            inv = vec![T::ZERO; n];
             let one = |(t, c): (usize, &mut [T])| {
                 if !cancel.is_cancelled() {
                     inv_norms_dispatch(&points, t * rows, c)
@@ -279,7 +281,7 @@ pub fn kcenter_greedy<T: Real>(
                 if cancel.is_cancelled() {
                     return None;
                 }
-                pass_dispatch(&points, t * rows, c, &center, &inv, center_zero)
+                pass_dispatch(&points, t * rows, c, &center, inv, center_zero)
             };
             best = if pool.is_some() {
                 md.par_chunks_mut(rows).enumerate().map(one).reduce(|| None, better)

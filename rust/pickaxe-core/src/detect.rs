@@ -161,7 +161,7 @@ pub fn score_boxes<T: Real>(
         }
         other => other,
     })?;
-    let mut out = Vec::with_capacity(n);
+    let mut out = crate::error::with_room(n)?;
     for i in 0..n {
         let (lo, hi) = (offsets[i] as usize, offsets[i + 1] as usize);
         let mut best = f64::NEG_INFINITY;

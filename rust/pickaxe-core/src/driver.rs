@@ -161,7 +161,7 @@ pub(crate) fn run<T: Real, K: Kernel<T>>(
 ) -> Result<Scored<T>, Error> {
     let n = x.len_of(Axis(0));
     let width = (x.len_of(Axis(1)) * x.len_of(Axis(2))).max(1);
-    let mut out = vec![T::ZERO; n];
+    let mut out = crate::error::zeroed_real::<T>(n)?;
     // usize::MAX marks "omit": never stop.
     let stop_at = AtomicUsize::new(if raise { n } else { usize::MAX });
     let pool = if n.saturating_mul(width) >= PARALLEL_MIN_VALUES {

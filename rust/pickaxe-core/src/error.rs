@@ -129,6 +129,64 @@ pub enum Error {
     /// The caller cancelled the work (`Cancel`) before it finished; the result is
     /// incomplete and was dropped (Python: KeyboardInterrupt).
     Interrupted,
+    /// An output or working array the size of the input could not be allocated (Python:
+    /// MemoryError). Rust's own allocation failure would abort the process.
+    OutOfMemory { bytes: usize },
+}
+
+/// `n` copies of `value`, or `Error::OutOfMemory` when the allocation fails (under an
+/// address-space cap, `ulimit -v`): used for every allocation whose size follows the
+/// input, so that running out of memory is an exception, never an abort.
+pub(crate) fn filled<T: Clone>(n: usize, value: T) -> Result<Vec<T>, Error> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
+        bytes: n.saturating_mul(std::mem::size_of::<T>()),
+    })?;
+    v.resize(n, value);
+    Ok(v)
+}
+
+/// `n` values from the allocator's zeroed memory (calloc: pages untouched until
+/// written), or `Error::OutOfMemory` (see `filled`).
+///
+/// # Safety
+/// The all-zero bit pattern must be a valid `T` (true of the integers and floats).
+unsafe fn calloc_vec<T>(n: usize) -> Result<Vec<T>, Error> {
+    let oom = || Error::OutOfMemory { bytes: n.saturating_mul(std::mem::size_of::<T>()) };
+    let layout = std::alloc::Layout::array::<T>(n).map_err(|_| oom())?;
+    if layout.size() == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: a non-zero-sized layout for [T; n] from the global allocator, as Vec needs;
+    // the caller vouches that zero bits are a valid T.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut T;
+    if p.is_null() {
+        return Err(oom());
+    }
+    Ok(unsafe { Vec::from_raw_parts(p, n, n) })
+}
+
+/// `n` zero ids.
+pub(crate) fn zeroed_ids(n: usize) -> Result<Vec<i64>, Error> {
+    // SAFETY: zero bits are the i64 0
+    unsafe { calloc_vec(n) }
+}
+
+/// `n` zeros of the kernels' float type.
+pub(crate) fn zeroed_real<T: crate::math::Real>(n: usize) -> Result<Vec<T>, Error> {
+    // Real is implemented for f32 and f64 alone, whose zero is all zero bits
+    assert!(std::mem::size_of::<T>() == 4 || std::mem::size_of::<T>() == 8);
+    // SAFETY: T is f32 or f64
+    unsafe { calloc_vec(n) }
+}
+
+/// An empty vector with room for `n` items, or `Error::OutOfMemory` (see `filled`).
+pub(crate) fn with_room<T>(n: usize) -> Result<Vec<T>, Error> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
+        bytes: n.saturating_mul(std::mem::size_of::<T>()),
+    })?;
+    Ok(v)
 }
 
 impl Error {
@@ -222,6 +280,7 @@ impl fmt::Display for Error {
             Error::Shape(msg) => f.write_str(msg),
             Error::Argument { message, .. } => f.write_str(message),
             Error::Interrupted => f.write_str("interrupted before the work finished"),
+            Error::OutOfMemory { bytes } => write!(f, "could not allocate {bytes} bytes for the result"),
         }
     }
 }
@@ -231,4 +290,21 @@ impl std::error::Error for Error {}
 /// The message of a class-row fault, as the row kernels word it (for `iou.rs`).
 pub fn fault_message(f: &Fault, field: Field) -> String {
     fault_text(f, field)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocations_too_large_are_errors_not_aborts() {
+        let huge = usize::MAX / 16;
+        assert!(matches!(filled(huge, 0u8), Err(Error::OutOfMemory { .. })));
+        assert!(matches!(zeroed_real::<f64>(huge), Err(Error::OutOfMemory { .. })));
+        assert!(matches!(zeroed_ids(huge), Err(Error::OutOfMemory { .. })));
+        assert!(matches!(with_room::<u64>(huge), Err(Error::OutOfMemory { .. })));
+        assert_eq!(zeroed_real::<f32>(5).unwrap(), vec![0.0f32; 5]);
+        assert_eq!(zeroed_ids(3).unwrap(), vec![0i64; 3]);
+        assert!(zeroed_real::<f64>(0).unwrap().is_empty());
+    }
 }

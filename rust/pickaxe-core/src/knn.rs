@@ -528,8 +528,11 @@ pub fn pair_distances<T: Real>(
     }
     // Zeros come from calloc, untouched until a task writes them; the tasks write every
     // entry of every row.
-    let mut out_ids = Array2::from_elem((n, k), 0i64);
-    let mut out_d = Array2::from_elem((n, k), T::ZERO);
+    let nk = n.checked_mul(k).ok_or(Error::OutOfMemory { bytes: usize::MAX })?;
+    let mut out_ids = Array2::from_shape_vec((n, k), crate::error::zeroed_ids(nk)?)
+        .expect("n * k values make an (n, k) array");
+    let mut out_d = Array2::from_shape_vec((n, k), crate::error::zeroed_real::<T>(nk)?)
+        .expect("n * k values make an (n, k) array");
     if n == 0 || k == 0 {
         return Ok((out_ids, out_d));
     }

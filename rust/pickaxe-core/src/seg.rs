@@ -302,7 +302,7 @@ fn run_images<T: Real, K: Kernel<T>>(kernel: &K, ctx: &Ctx<'_, T>) -> Result<Vec
     let n = x.len_of(Axis(0));
     let hw = x.len_of(Axis(3)) * x.len_of(Axis(4));
     let per = if ctx.reduce == Reduce::Map { hw } else { 1 };
-    let mut out = vec![T::ZERO; n * per];
+    let mut out = crate::error::zeroed_real::<T>(n * per)?;
     let stop_at = AtomicUsize::new(n);
     let one = |i: usize, chunk: &mut [T]| -> Option<(usize, PixelFault)> {
         if ctx.cancel.is_cancelled() || (ctx.raise && i > stop_at.load(Ordering::Relaxed)) {

@@ -8,7 +8,7 @@
 
 use numpy::BorrowError;
 use pickaxe_core::{fault_message, Error, Field};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
@@ -55,6 +55,7 @@ pub fn to_pyerr(e: Error) -> PyErr {
                 })
             })
         }
+        Error::OutOfMemory { .. } => PyMemoryError::new_err(e.to_string()),
         Error::Shape(_) | Error::Argument { .. } => PyValueError::new_err(e.to_string()),
     }
 }
