@@ -102,7 +102,7 @@ mod tests {
         };
         let scores = Array1::from_iter((0..3_000_000).map(|i| (i % 1000) as f64));
         for threads in [1, 2] {
-            crate::pool::set_num_threads(threads).unwrap();
+            crate::threads::set_num_threads(threads).unwrap();
             let raise = NanPolicy::Raise;
             assert!(is_interrupted(crate::score_rows(
                 Field::Logits,

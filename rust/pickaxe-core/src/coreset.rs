@@ -16,13 +16,10 @@ use crate::cancel::Cancel;
 use crate::error::Error;
 use crate::knn::{dot_f64, lane_total, row_slice, Metric};
 use crate::math::{madd, Isa, Real, LANES};
-use crate::pool;
+use crate::threads;
 use crate::simd::multiversion;
 
-/// Below this many values per pass a call runs on the calling thread.
-const PARALLEL_MIN_VALUES: usize = 1 << 16;
-/// Values per parallel task.
-const TASK_VALUES: usize = 1 << 16;
+use crate::threads::{PARALLEL_MIN_VALUES, TASK_VALUES};
 
 /// Groups of `U` lane arrays summed in `T` before a flush to f64: 1,024 values, so a
 /// float32 lane sum carries at most 16 roundings.
@@ -231,7 +228,7 @@ pub fn kcenter_greedy<T: Real>(
         return Ok((picks, dists));
     }
     let pool = if n.saturating_mul(dim.max(1)) >= PARALLEL_MIN_VALUES {
-        pool::pool()
+        threads::pool()
     } else {
         None
     };
@@ -442,10 +439,10 @@ mod tests {
         let mut init = vec![f64::INFINITY; 20_000];
         init[0] = f64::NEG_INFINITY; // already a center: never picked
         let one = {
-            crate::pool::set_num_threads(1).unwrap();
+            crate::threads::set_num_threads(1).unwrap();
             kcenter_greedy(x.view(), 25, Array1::from(init.clone()), Metric::L2, &Cancel::new()).unwrap()
         };
-        crate::pool::set_num_threads(2).unwrap();
+        crate::threads::set_num_threads(2).unwrap();
         let two = kcenter_greedy(x.view(), 25, Array1::from(init.clone()), Metric::L2, &Cancel::new()).unwrap();
         assert_eq!(one, two);
         assert!(!one.0.contains(&0));

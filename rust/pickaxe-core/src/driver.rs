@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::cancel::Cancel;
 use crate::error::{Error, RowFault};
 use crate::math::{Isa, Real};
-use crate::pool;
+use crate::threads;
 use crate::simd::multiversion;
 
 /// Per-task working memory of a kernel: a few rows' worth, never the input's size.
@@ -28,10 +28,7 @@ pub(crate) trait Kernel<T: Real>: Sync {
     fn score<I: Isa>(&self, row: &[T], scratch: &mut Scratch<T>) -> Result<f64, RowFault>;
 }
 
-/// Below this many values a call runs on the calling thread: waking the pool costs more.
-const PARALLEL_MIN_VALUES: usize = 1 << 16;
-/// Values per parallel task: big enough to amortise scheduling, small enough to balance.
-const TASK_VALUES: usize = 1 << 16;
+use crate::threads::{PARALLEL_MIN_VALUES, TASK_VALUES};
 
 /// Scores of rows `start..start + out.len()`; returns the first invalid row of the range.
 #[inline(always)]
@@ -165,7 +162,7 @@ pub(crate) fn run<T: Real, K: Kernel<T>>(
     // usize::MAX marks "omit": never stop.
     let stop_at = AtomicUsize::new(if raise { n } else { usize::MAX });
     let pool = if n.saturating_mul(width) >= PARALLEL_MIN_VALUES {
-        pool::pool()
+        threads::pool()
     } else {
         None
     };

@@ -36,7 +36,7 @@ use crate::detect::BoxReduce;
 use crate::error::{fault_message, Error, Field};
 use crate::math::Real;
 use crate::passes::{diagnose_logits, diagnose_probs};
-use crate::pool;
+use crate::threads;
 
 /// One set of boxes: coordinates, class scores and where each image (or image and
 /// member) starts.
@@ -548,7 +548,7 @@ pub fn localization_disagreement<'a, T: Real>(
         opts,
     };
     let work = b + members.bbox.len_of(Axis(0));
-    let per_image: Vec<Result<Vec<f64>, Error>> = match pool::pool().filter(|_| n > 1 && work >= 2048) {
+    let per_image: Vec<Result<Vec<f64>, Error>> = match threads::pool().filter(|_| n > 1 && work >= 2048) {
         None => {
             let mut w = Work::default();
             let mut out = Vec::with_capacity(n);

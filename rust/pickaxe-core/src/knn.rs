@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use crate::cancel::Cancel;
 use crate::error::Error;
 use crate::math::{madd, Isa, Real, LANES};
-use crate::pool;
+use crate::threads;
 use crate::simd::multiversion;
 
 /// How far apart two vectors are. Every metric is "smaller = nearer".
@@ -54,10 +54,7 @@ impl Metric {
     }
 }
 
-/// Below this many Gram values (or pair values) a call runs on the calling thread.
-const PARALLEL_MIN_VALUES: usize = 1 << 16;
-/// Values per parallel task.
-const TASK_VALUES: usize = 1 << 16;
+use crate::threads::{PARALLEL_MIN_VALUES, TASK_VALUES};
 
 // The metric as a const parameter, so the lane loop has no branch on it.
 const M_L2: u8 = 0;
@@ -307,7 +304,7 @@ pub fn knn_update<T: Real>(
         }
     };
     let pool = if b.saturating_mul(mc) >= PARALLEL_MIN_VALUES {
-        pool::pool()
+        threads::pool()
     } else {
         None
     };
@@ -538,7 +535,7 @@ pub fn pair_distances<T: Real>(
     }
     let work = n.saturating_mul(k).saturating_mul(dim.max(1));
     let pool = if work >= PARALLEL_MIN_VALUES {
-        pool::pool()
+        threads::pool()
     } else {
         None
     };
@@ -892,10 +889,10 @@ pub(crate) mod tests {
         let mut rng = Rng(4);
         let q = random(&mut rng, 300, 8);
         let r = random(&mut rng, 700, 8);
-        crate::pool::set_num_threads(1).unwrap();
+        crate::threads::set_num_threads(1).unwrap();
         let one = search(&q, &r, 10, Metric::L2, 700);
         let p1 = pair_distances(q.view(), r.view(), one.0.view(), Metric::L2, &Cancel::new()).unwrap();
-        crate::pool::set_num_threads(2).unwrap();
+        crate::threads::set_num_threads(2).unwrap();
         let two = search(&q, &r, 10, Metric::L2, 700);
         let p2 = pair_distances(q.view(), r.view(), two.0.view(), Metric::L2, &Cancel::new()).unwrap();
         assert_eq!(one, two);

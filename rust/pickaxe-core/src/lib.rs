@@ -14,7 +14,7 @@ pub mod error;
 pub mod knn;
 pub mod math;
 mod passes;
-pub mod pool;
+pub mod threads;
 mod rows;
 pub mod seg;
 pub mod detect;

@@ -27,7 +27,7 @@ use crate::error::{Error, Field, RowFault};
 use crate::math::{clamp_low, madd, Isa, Real};
 use crate::passes::diagnose_logits;
 use crate::simd::multiversion;
-use crate::{pool, NanPolicy, RowScore, StackScore};
+use crate::{threads, NanPolicy, RowScore, StackScore};
 
 /// The score computed per pixel.
 #[derive(Clone, Debug, PartialEq)]
@@ -327,7 +327,7 @@ fn run_images<T: Real, K: Kernel<T>>(kernel: &K, ctx: &Ctx<'_, T>) -> Result<Vec
         None
     } else {
         let work = n * hw * x.len_of(Axis(1)) * x.len_of(Axis(2));
-        match pool::pool().filter(|_| n > 1 && work >= 1 << 16) {
+        match threads::pool().filter(|_| n > 1 && work >= threads::PARALLEL_MIN_VALUES) {
             None => out.chunks_mut(per).enumerate().find_map(|(i, ch)| one(i, ch)),
             Some(pool) => pool.install(|| {
                 out.par_chunks_mut(per)

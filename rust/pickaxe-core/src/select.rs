@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::cancel::Cancel;
 use crate::error::Error;
 use crate::math::Real;
-use crate::pool;
+use crate::threads;
 
 /// Score first (descending), then position (ascending): a total order on (score, position)
 /// pairs without NaN, so the result does not depend on how the work was split.
@@ -93,7 +93,7 @@ pub fn top_k<T: Real>(scores: ArrayView1<'_, T>, k: usize, cancel: &Cancel) -> R
         keep_best(&mut a, k);
         a
     };
-    let mut all = match (n > BLOCK).then(pool::pool).flatten() {
+    let mut all = match (n > BLOCK).then(threads::pool).flatten() {
         // Block by block on one thread too, so that `cancel` is seen in time.
         None => (0..blocks).map(block).fold(Vec::new(), merge),
         Some(pool) => pool.install(|| (0..blocks).into_par_iter().map(block).reduce(Vec::new, merge)),

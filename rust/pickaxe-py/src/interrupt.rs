@@ -2,7 +2,7 @@
 //! `KeyboardInterrupt`) on the main thread, between bytecodes or when C code calls
 //! `PyErr_CheckSignals`, so a kernel that holds the calling thread for minutes would hold
 //! the interrupt back as long. Long kernels therefore run on the kernels' pool
-//! (`pool::run_beside`) while the calling thread, GIL released, waits for them and every
+//! (`threads::run_beside`) while the calling thread, GIL released, waits for them and every
 //! `POLL` re-attaches and lets Python handle pending signals. When a handler raises, the
 //! kernel's `Cancel` is set, the kernel stops at its next chunk (pickaxe-core reads the
 //! flag between chunks) and the handler's exception is returned once the kernel has
@@ -44,7 +44,7 @@ where
         return py.detach(|| kernel(&cancel)).map_err(to_pyerr);
     }
     let cancel = &cancel;
-    let outcome = pickaxe_core::pool::run_beside(
+    let outcome = pickaxe_core::threads::run_beside(
         || kernel(cancel),
         |rx| {
             py.detach(move || loop {

@@ -602,13 +602,13 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("version", env!("CARGO_PKG_VERSION"))?;
     d.set_item("simd", simd::level().name())?;
     d.set_item("simd_detected", simd::detected().name())?;
-    d.set_item("threads", pickaxe_core::pool::num_threads())?;
+    d.set_item("threads", pickaxe_core::threads::num_threads())?;
     Ok(d)
 }
 
 #[pyfunction]
 fn set_num_threads(n: usize) -> PyResult<()> {
-    pickaxe_core::pool::set_num_threads(n).map_err(to_pyerr)
+    pickaxe_core::threads::set_num_threads(n).map_err(to_pyerr)
 }
 
 #[pyfunction]

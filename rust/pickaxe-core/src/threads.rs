@@ -2,6 +2,12 @@
 //! number of cores, and rebuilt in a forked child (a fork copies no threads, so the
 //! parent's pool would wait forever for workers that do not exist there).
 
+/// Below this many values (row values, Gram values, pair values) a kernel call runs on
+/// the calling thread: waking the pool costs more than it saves.
+pub(crate) const PARALLEL_MIN_VALUES: usize = 1 << 16;
+/// Values per parallel task: big enough to amortise scheduling, small enough to balance.
+pub(crate) const TASK_VALUES: usize = 1 << 16;
+
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 
