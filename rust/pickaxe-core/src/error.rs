@@ -17,6 +17,24 @@ pub enum Field {
     Reference,
 }
 
+impl std::str::FromStr for Field {
+    type Err = Error;
+
+    /// A field from its name in api.md (the bindings pass the Python keyword).
+    fn from_str(name: &str) -> Result<Field, Error> {
+        Ok(match name {
+            "confidence" => Field::Confidence,
+            "confidences" => Field::Confidences,
+            "logits" => Field::Logits,
+            "query_by_committee" => Field::QueryByCommittee,
+            "mc_dropout" => Field::McDropout,
+            "embeddings" => Field::Embeddings,
+            "reference" => Field::Reference,
+            other => return Err(Error::argument("field", format!("unknown field {other:?}"))),
+        })
+    }
+}
+
 impl Field {
     pub fn name(self) -> &'static str {
         match self {

@@ -46,6 +46,21 @@ pub enum NanPolicy {
     Omit,
 }
 
+impl std::str::FromStr for NanPolicy {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<NanPolicy, Error> {
+        match name {
+            "raise" => Ok(NanPolicy::Raise),
+            "omit" => Ok(NanPolicy::Omit),
+            other => Err(Error::argument(
+                "nan_policy",
+                format!("nan_policy must be \"raise\" or \"omit\"; got {other:?}"),
+            )),
+        }
+    }
+}
+
 fn finish<T: Real>(
     field: Field,
     (out, first): (Vec<T>, Option<(usize, RowFault)>),

@@ -21,27 +21,13 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::error::{borrow_error, dtype_error, dtype_is_error, to_pyerr};
 
+// Names are parsed by the core (`FromStr`): the bindings only convert.
 fn parse_field(name: &str) -> PyResult<Field> {
-    Ok(match name {
-        "confidence" => Field::Confidence,
-        "confidences" => Field::Confidences,
-        "logits" => Field::Logits,
-        "query_by_committee" => Field::QueryByCommittee,
-        "mc_dropout" => Field::McDropout,
-        "embeddings" => Field::Embeddings,
-        "reference" => Field::Reference,
-        other => return Err(PyValueError::new_err(format!("unknown field {other:?}"))),
-    })
+    name.parse().map_err(to_pyerr)
 }
 
 fn parse_policy(name: &str) -> PyResult<NanPolicy> {
-    match name {
-        "raise" => Ok(NanPolicy::Raise),
-        "omit" => Ok(NanPolicy::Omit),
-        other => Err(PyValueError::new_err(format!(
-            "nan_policy must be \"raise\" or \"omit\"; got {other:?}"
-        ))),
-    }
+    name.parse().map_err(to_pyerr)
 }
 
 /// Runs `f` on the array as float32 or float64 with the GIL released (interruptible
