@@ -84,15 +84,13 @@ def check_unique(who: str, ids: np.ndarray, label: Callable[[int], str] = _plain
 
 def _distinct(ids: np.ndarray) -> int:
     """How many distinct values. Numbers: Arrow's hash count over the array's own buffer
-    (no sort, no copy; ``pa.array`` of a numpy array would import pandas to ask whether
-    it is a Series); strings and objects: a set."""
+    (no sort, no copy); strings and objects: a set."""
     if ids.dtype.kind in "iuf" and ids.dtype.isnative:
-        import pyarrow as pa
         import pyarrow.compute as pc
 
-        flat = np.ascontiguousarray(ids)
-        arr = pa.Array.from_buffers(pa.from_numpy_dtype(flat.dtype), len(flat), [None, pa.py_buffer(flat)])
-        return int(pc.count_distinct(arr, mode="all").as_py())
+        from ._arrow import as_arrow
+
+        return int(pc.count_distinct(as_arrow(ids), mode="all").as_py())
     if ids.dtype.kind in "US":
         return int(np.unique(ids).size)
     try:

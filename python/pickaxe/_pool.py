@@ -140,7 +140,7 @@ def open_pool(pool: Any, *, query: Optional[str] = None, who: str = "open_pool()
     one past its time limit raises TimeoutError; a pool that is none of the accepted
     kinds raises TypeError; a path that does not exist raises FileNotFoundError.
     """
-    query = _check_query(query, who)
+    query = checks.query(who, query)
     if isinstance(pool, PoolSource):
         if query is not None:
             raise ValueError(f"{who}: this pool was opened already; give the query to open_pool() once")
@@ -264,7 +264,7 @@ class PoolSource(ABC):
         ``progress=True`` shows a tqdm bar of rows on stderr when stderr is a terminal
         (nothing when it is piped or redirected).
         """
-        batch_rows = _check_batch_rows(batch_rows, self.who)
+        batch_rows = checks.integer(self.who, "batch_rows", batch_rows, 1)
         it = self._checked_batches(self._columns(columns), batch_rows)
         if progress:
             it = _with_progress(it, self.n_rows)
@@ -756,14 +756,6 @@ def _per_row(shape: tuple) -> str:
     if len(shape) == 1:
         return f"a list of {shape[0]} values"
     return f"lists of shape {shape}"
-
-
-def _check_query(query: Any, who: str) -> Optional[str]:
-    return checks.query(who, query)
-
-
-def _check_batch_rows(batch_rows: Any, who: str) -> int:
-    return checks.integer(who, "batch_rows", batch_rows, 1)
 
 
 def _check_names(names: Sequence[str], who: str) -> None:

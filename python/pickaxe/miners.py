@@ -38,11 +38,6 @@ from .selection import Selection
 
 __all__ = ["Miner", *(m.cls for m in MINERS if m.module == "miners")]
 
-def _check_size(who: str, size: Any) -> int:
-    return checks.integer(who, "size", size, 0)
-
-def _check_query(who: str, query: Any) -> Optional[str]:
-    return checks.query(who, query)
 
 def _snake(name: str) -> str:
     out = []
@@ -90,11 +85,11 @@ class Miner:
 
     def __init__(self, size: int, field: Optional[str] = None, *, query: Optional[str] = None) -> None:
         who = f"{type(self).__name__}()"
-        self.size = _check_size(who, size)
+        self.size = checks.integer(who, "size", size, 0)
         if field is not None and field not in self.fields:
             raise ValueError(f"{who}: field must be one of {', '.join(self.fields)}; got {field!r}")
         self.field = field
-        self.query = _check_query(who, query)
+        self.query = checks.query(who, query)
 
     @property
     def name(self) -> str:
