@@ -40,7 +40,7 @@ import pickaxe as px
 path, mode = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
 if mode == "memory":
-    from pickaxe._pool import open_pool
+    from pickaxe.pools import open_pool
     logits = open_pool(path).read(["logits"]).columns["logits"]
     sel = px.EntropyMiner(1000).mine({"logits": logits})
 else:

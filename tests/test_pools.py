@@ -14,8 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pickaxe import _pool
-from pickaxe._pool import Pool, as_pool, open_pool
+from pickaxe.pools import ROW, Pool, as_pool, open_pool, source
 
 N = 500
 QUERY = "split = 'unlabeled' AND score > 0.5"
@@ -331,7 +330,7 @@ def test_bad_query_names_duckdb_message_and_columns(kind, data, tmp_path):
     assert msg.startswith("EntropyMiner.mine(): the query \"splt = 'unlabeled'\" failed")
     assert 'Referenced column "splt" not found' in msg
     assert "split VARCHAR" in msg and "score DOUBLE" in msg and "logits FLOAT[" in msg
-    assert _pool.ROW not in msg
+    assert ROW not in msg
     with pytest.raises(ValueError, match="Parser Error"):
         open_pool(pool, query="split = ")
 
@@ -373,7 +372,7 @@ def test_folder_files_must_agree(tmp_path):
 
 def test_mapping_without_query_is_read_in_place_without_arrow():
     code = (
-        "import sys, numpy as np; from pickaxe._pool import open_pool, as_pool\n"
+        "import sys, numpy as np; from pickaxe.pools import open_pool, as_pool\n"
         "x = np.ones((10, 3), dtype=np.float32)\n"
         "src = open_pool({'logits': x})\n"
         "b = next(iter(src.batches(batch_rows=4, progress=True)))\n"
@@ -387,7 +386,7 @@ def test_mapping_without_query_is_read_in_place_without_arrow():
 
 
 def test_progress_bar_on_a_terminal(monkeypatch, capsys):
-    monkeypatch.setattr(_pool, "_stderr_is_tty", lambda: True)
+    monkeypatch.setattr(source, "_stderr_is_tty", lambda: True)
     src = open_pool({"confidence": np.full(1000, 0.5)})
     assert sum(b.n_rows for b in src.batches(batch_rows=100, progress=True)) == 1000
     err = capsys.readouterr().err

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import pickaxe as px
-from pickaxe import _pool, _query
-from pickaxe._pool import open_pool
+from pickaxe.pools import ROW, match_rows, open_pool
+from pickaxe.pools import query as _query
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -121,9 +121,9 @@ def assert_refused(err, query):
     msg = str(err)
     assert "A query is one condition over the pool's columns (SQL types): logits FLOAT[3], split VARCHAR, score DOUBLE" in msg
     columns_line = msg.splitlines()[-1]
-    assert _pool.ROW not in columns_line  # no hidden column among the pool's columns
-    if _pool.ROW not in query and _query.TABLE not in query:  # else the message quotes the user
-        assert _pool.ROW not in msg and _query.TABLE not in msg  # no pickaxe SQL or names
+    assert ROW not in columns_line  # no hidden column among the pool's columns
+    if ROW not in query and _query.TABLE not in query:  # else the message quotes the user
+        assert ROW not in msg and _query.TABLE not in msg  # no pickaxe SQL or names
     assert 'SELECT "' not in msg
     if len(query) > 200:
         assert query not in msg and "characters)" in msg  # quoted, cut
@@ -143,8 +143,8 @@ def test_hostile_query_is_refused_by_the_library(name, work):
             px.EntropyMiner(5, query=q).mine(pool)
         if kind != "table":  # the table has two more columns (tags, meta) in its list
             assert_refused(e.value, q)
-        if _pool.ROW not in q:
-            assert _pool.ROW not in str(e.value)
+        if ROW not in q:
+            assert ROW not in str(e.value)
     assert files_under(work) == before
 
 
@@ -159,8 +159,8 @@ def test_hostile_query_is_refused_by_the_command_line(name, work):
     assert out.returncode == 1, out.stderr
     assert out.stderr.startswith("Error: --query ") and len(out.stderr.strip().splitlines()) == 1
     assert "--query takes one condition over the pool's columns (SQL types): logits FLOAT[3], split VARCHAR" in out.stderr
-    if _pool.ROW not in q:
-        assert _pool.ROW not in out.stderr
+    if ROW not in q:
+        assert ROW not in out.stderr
     assert out.stdout == ""
     assert files_under(work) == before  # neither x.csv nor any file the query aimed at
 
@@ -298,9 +298,9 @@ def test_only_the_columns_the_query_names_reach_duckdb(work, monkeypatch):
     open_pool(work / "pool.parquet", query="score > 0.5").read(["logits"])
     open_pool(arrow_table(), query="split = 'train' AND score > 0.1")
     open_pool(columns(), query="random() < 2")
-    assert seen[0] == ["score", _pool.ROW]
-    assert seen[-2] == ["split", "score", _pool.ROW]
-    assert seen[-1] == [_pool.ROW]
+    assert seen[0] == ["score", ROW]
+    assert seen[-2] == ["split", "score", ROW]
+    assert seen[-1] == [ROW]
 
 
 def test_a_query_is_evaluated_per_row_not_when_it_is_bound(tmp_path):
@@ -405,7 +405,7 @@ def slow_pool_code(kind):
     return textwrap.dedent(f"""
         import numpy as np, sys, time
         import pickaxe as px
-        from pickaxe._pool import open_pool
+        from pickaxe.pools import open_pool
         rng = np.random.default_rng(0)
         words = np.array(["".join(rng.choice(list("abcdefgh"), 300)) for _ in range(500)])
         n = 300_000
@@ -447,11 +447,11 @@ def test_the_time_limit_is_a_budget_for_the_pass(tmp_path):
     try:
         px.set_query_limits(timeout=30.0)
         src = open_pool(root, query="score > 4")
-        with _pool._connect() as s:
+        with _query.Session() as s:
             masks = [src._match_mask(s, i) for i in range(3)]
             assert 0 < s.spent < 30
         assert [m.sum() for m in masks] == [5, 5, 5]
-        with _pool._connect() as s:
+        with _query.Session() as s:
             s.spent = 30.0  # the budget used up: the next file is not started
             with pytest.raises(TimeoutError, match="time limit of 30 s"):
                 src._match_mask(s, 0)
@@ -487,9 +487,9 @@ def test_ctrl_c_interrupts_a_running_query(kind, tmp_path):
 
 def test_ray_route_match_rows_is_checked_the_same_way():
     t = arrow_table(extra=False)
-    t = t.append_column(_pool.ROW, pa.array(np.arange(N, dtype=np.int64)))
-    rows = _pool._match_rows("pickaxe.ray.mine()", t, "score > 0.5")
+    t = t.append_column(ROW, pa.array(np.arange(N, dtype=np.int64)))
+    rows = match_rows("pickaxe.ray.mine()", t, "score > 0.5")
     np.testing.assert_array_equal(rows, np.flatnonzero(columns()["score"] > 0.5))
     with pytest.raises(ValueError, match="a subquery") as e:
-        _pool._match_rows("pickaxe.ray.mine()", t, HOSTILE["read_text subquery"])
+        match_rows("pickaxe.ray.mine()", t, HOSTILE["read_text subquery"])
     assert_refused(e.value, HOSTILE["read_text subquery"])

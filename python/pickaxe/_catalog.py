@@ -137,7 +137,7 @@ OTHER_EXPORTS: dict[str, str] = {
     "ReferenceIndex": "index",
     "Selection": "selection",
     "combine": "_combine",
-    "set_query_limits": "_query",
+    "set_query_limits": "pools",
     "Miner": "miners",
 }
 

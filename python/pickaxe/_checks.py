@@ -48,7 +48,7 @@ def choice(who: str, name: str, value: Any, options: Sequence[str]) -> str:
 
 def query(who: str, value: Any) -> Optional[str]:
     """A pool query: None, or a string (blank means none). Its content is checked when
-    the pool it runs on is opened (`pickaxe._query`)."""
+    the pool it runs on is opened (`pickaxe.pools.query_check`)."""
     if value is None:
         return None
     if not isinstance(value, str):

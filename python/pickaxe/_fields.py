@@ -26,7 +26,7 @@ FIELD_SHAPES: dict[str, str] = {
     # segmentation: per row an image's class scores, (C, H, W) (or (H, W, C), class_axis=-1)
     "pixel_confidences": "(N, C, H, W)",
     "pixel_logits": "(N, C, H, W)",
-    # detection: per row a list of box structs (see pickaxe._boxes)
+    # detection: per row a list of box structs (see pickaxe.pools.boxes)
     "boxes": "(N, *) box structs",
     "member_boxes": "(N, M, *) box structs",
 }

@@ -52,7 +52,7 @@ def load_reference(path: str) -> Any:
     file or folder with an ``embeddings`` column."""
     import numpy as np
 
-    from ._pool import open_pool
+    from .pools import open_pool
     from .index import ReferenceIndex
 
     if not os.path.exists(path):
@@ -161,7 +161,7 @@ def _one_line(e: BaseException, miner: Optional[str] = None) -> str:
                 + " (--nan-policy omit skips bad rows: they score NaN and are never picked)")
 
     if isinstance(e, QueryError):
-        from ._query import shown
+        from .pools import shown
 
         end = "" if e.reason.endswith((".", "?", "!")) else "."
         return (f"--query {shown(e.query)}: {e.reason}{end} --query takes one condition over "
@@ -227,7 +227,7 @@ def mine(ctx: click.Context, pool: str, miner_name: str, size: int, out: Optiona
     _check_applicable(ctx, miner_name)
     timeout = opts.pop("query_timeout", None)
     if timeout is not None:
-        from ._query import set_query_limits
+        from .pools import set_query_limits
 
         set_query_limits(timeout=timeout)
     if out not in (None, "-"):

@@ -209,7 +209,7 @@ class QueryError(ValueError):
 
     def message(self, name: str = "A query is", quoted: Optional[str] = None) -> str:
         """The message; the command line words it for ``--query``."""
-        from ._query import shown
+        from .pools.connection import shown
 
         end = "" if self.reason.endswith((".", "?", "!")) else "."
         head = f"{self.who}: the query {quoted or shown(self.query)} failed"

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from ._ids import check_unique
+from .pools.ids import check_unique
 from ._output import atomic_output, output_kind
 
 __all__ = ["Selection"]

@@ -15,19 +15,17 @@ two rows share one.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
+
+from .arrow import RowLabel, as_arrow, plain_label, primitive_values
 
 #: How many offending rows an error lists.
 LISTED = 5
 
 
-def _plain(p: int) -> str:
-    return f"row {p}"
-
-
-def id_array(who: str, data: Any, label: Callable[[int], str] = _plain) -> np.ndarray:
+def id_array(who: str, data: Any, label: RowLabel = plain_label) -> np.ndarray:
     """The ``id`` column (an Arrow array or chunked array, or a 1-D numpy array) as a
     numpy array of its own type; nulls raise ValueError naming the first rows."""
     if isinstance(data, np.ndarray):
@@ -42,8 +40,6 @@ def id_array(who: str, data: Any, label: Callable[[int], str] = _plain) -> np.nd
         _check_no_nulls(who, data.is_null().to_numpy(zero_copy_only=False), label)
     if pa.types.is_list(data.type) or pa.types.is_struct(data.type) or pa.types.is_fixed_size_list(data.type):
         raise ValueError(f"{who}: the id column holds {data.type} values; an id is one number or string per row")
-    from ._arrow import primitive_values
-
     return np.asarray(primitive_values(data))
 
 
@@ -57,7 +53,7 @@ def _numpy_nulls(a: np.ndarray) -> Optional[np.ndarray]:
     return None
 
 
-def _check_no_nulls(who: str, nulls: Optional[np.ndarray], label: Callable[[int], str]) -> None:
+def _check_no_nulls(who: str, nulls: Optional[np.ndarray], label: RowLabel) -> None:
     if nulls is None or not nulls.any():
         return
     where = np.flatnonzero(nulls)
@@ -69,7 +65,7 @@ def _check_no_nulls(who: str, nulls: Optional[np.ndarray], label: Callable[[int]
     )
 
 
-def check_unique(who: str, ids: np.ndarray, label: Callable[[int], str] = _plain) -> None:
+def check_unique(who: str, ids: np.ndarray, label: RowLabel = plain_label) -> None:
     """ValueError naming an id that two rows share (and those rows), if any does."""
     n = len(ids)
     if n < 2 or _distinct(ids) == n:
@@ -87,8 +83,6 @@ def _distinct(ids: np.ndarray) -> int:
     (no sort, no copy); strings and objects: a set."""
     if ids.dtype.kind in "iuf" and ids.dtype.isnative:
         import pyarrow.compute as pc
-
-        from ._arrow import as_arrow
 
         return int(pc.count_distinct(as_arrow(ids), mode="all").as_py())
     if ids.dtype.kind in "US":

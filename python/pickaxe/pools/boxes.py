@@ -16,18 +16,14 @@ column, the row and the fault.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .arrow import RowLabel, array_to_numpy, first_invalid, is_list_type, is_list_view, plain_label
+
 #: The box-list fields and how deep their lists go (1: boxes, 2: members then boxes).
 BOX_FIELDS: dict[str, int] = {"boxes": 1, "member_boxes": 2}
-
-RowLabel = Callable[[int], str]
-
-
-def _plain(p: int) -> str:
-    return f"row {p}"
 
 
 class BoxColumn:
@@ -133,10 +129,8 @@ def _list_level(name: str, arr: Any, label: RowLabel, group: int, what: str) -> 
     naming the row (position // group)."""
     import pyarrow as pa
 
-    from ._arrow import _is_list_view, is_list_type
-
     t = arr.type
-    if _is_list_view(t):
+    if is_list_view(t):
         arr = arr.cast(pa.large_list(t.value_type))
         t = arr.type
     if not is_list_type(t):
@@ -145,8 +139,7 @@ def _list_level(name: str, arr: Any, label: RowLabel, group: int, what: str) -> 
             "{bbox: [x1, y1, x2, y2], confidences or logits: [C], objectness (optional)}"
         )
     if arr.null_count:
-        valid = arr.is_valid().to_numpy(zero_copy_only=False)
-        p = int(np.flatnonzero(~valid)[0])
+        p = first_invalid(arr)
         what_null = "is null" if group == 1 else "holds a null member list"
         raise ValueError(f"column {name!r} {label(p // group)} {what_null}: a field has a value in every row")
     n = len(arr)
@@ -159,15 +152,13 @@ def _list_level(name: str, arr: Any, label: RowLabel, group: int, what: str) -> 
 
 
 def _numbers(name: str, arr: Any, label: RowLabel, dims: int) -> np.ndarray:
-    from ._arrow import _array_to_numpy
-
-    x = _array_to_numpy(name, arr, label)
+    x = array_to_numpy(name, arr, label)
     if x.ndim != 1 + dims:
         raise ValueError(f"column {name!r}: expected {'a list of numbers' if dims else 'a number'} per box; got {arr.type}")
     return x
 
 
-def boxes_from_arrow(name: str, data: Any, label: RowLabel = _plain) -> BoxColumn:
+def boxes_from_arrow(name: str, data: Any, label: RowLabel = plain_label) -> BoxColumn:
     """A box-list column (pa.Array or pa.ChunkedArray) as a `BoxColumn`; `label` names
     a row of `data` by its position (for errors)."""
     import pyarrow as pa
@@ -211,8 +202,7 @@ def boxes_from_arrow(name: str, data: Any, label: RowLabel = _plain) -> BoxColum
             "{bbox: [x1, y1, x2, y2], confidences or logits: [C], objectness (optional)}"
         )
     if structs.null_count:
-        valid = structs.is_valid().to_numpy(zero_copy_only=False)
-        b = int(np.flatnonzero(~valid)[0])
+        b = first_invalid(structs)
         raise ValueError(f"column {name!r} {box_label(b)} holds a null box")
     names = [t.field(i).name for i in range(t.num_fields)]
     children = dict(zip(names, structs.flatten()))
@@ -239,7 +229,7 @@ def boxes_from_arrow(name: str, data: Any, label: RowLabel = _plain) -> BoxColum
     return BoxColumn(bbox, classes, kind, obj, slot_off, members)
 
 
-def boxes_column(name: str, value: Any, label: RowLabel = _plain) -> BoxColumn:
+def boxes_column(name: str, value: Any, label: RowLabel = plain_label) -> BoxColumn:
     """Any value a mapping pool may hold for a box-list field: a BoxColumn, an Arrow
     array, or Python lists of dicts (converted by Arrow)."""
     import pyarrow as pa

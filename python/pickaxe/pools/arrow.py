@@ -29,8 +29,14 @@ import numpy as np
 RowLabel = Callable[[int], str]
 
 
-def _plain_label(pos: int) -> str:
+def plain_label(pos: int) -> str:
+    """A row named by its position alone."""
     return f"row {pos}"
+
+
+def schema_text(schema: Any) -> str:
+    """An Arrow schema as "name type, ..." for messages."""
+    return ", ".join(f"{n} {t}" for n, t in zip(schema.names, schema.types))
 
 
 def is_list_type(t: Any) -> bool:
@@ -40,11 +46,11 @@ def is_list_type(t: Any) -> bool:
         pa.types.is_list(t)
         or pa.types.is_large_list(t)
         or pa.types.is_fixed_size_list(t)
-        or _is_list_view(t)
+        or is_list_view(t)
     )
 
 
-def _is_list_view(t: Any) -> bool:
+def is_list_view(t: Any) -> bool:
     import pyarrow as pa
 
     f = getattr(pa.types, "is_list_view", None)
@@ -84,7 +90,8 @@ def leaf_type(t: Any) -> Any:
     return t
 
 
-def _first_invalid(arr: Any) -> int:
+def first_invalid(arr: Any) -> int:
+    """The position of the first null of an Arrow array that has one."""
     valid = arr.is_valid().to_numpy(zero_copy_only=False)
     return int(np.flatnonzero(~valid)[0])
 
@@ -93,7 +100,7 @@ class ConversionError(ValueError):
     """A field column that is not a rectangular array of numbers."""
 
 
-def field_to_numpy(name: str, data: Any, label: RowLabel = _plain_label) -> np.ndarray:
+def field_to_numpy(name: str, data: Any, label: RowLabel = plain_label) -> np.ndarray:
     """A field column (pa.Array or pa.ChunkedArray) as a numpy array of shape (n, *dims),
     numbers as stored. Raises ConversionError (a ValueError) naming the column, the row
     (through `label`, given the row's position in `data`) and the fault."""
@@ -111,16 +118,16 @@ def field_to_numpy(name: str, data: Any, label: RowLabel = _plain_label) -> np.n
         if not parts:
             return _empty_for_type(name, data.type)
         return np.concatenate(parts)
-    return _array_to_numpy(name, data, label)
+    return array_to_numpy(name, data, label)
 
 
 def _empty_for_type(name: str, t: Any) -> np.ndarray:
     import pyarrow as pa
 
-    return _array_to_numpy(name, pa.array([], type=t), _plain_label)
+    return array_to_numpy(name, pa.array([], type=t), plain_label)
 
 
-def _array_to_numpy(name: str, arr: Any, label: RowLabel) -> np.ndarray:
+def array_to_numpy(name: str, arr: Any, label: RowLabel) -> np.ndarray:
     import pyarrow as pa
 
     if pa.types.is_dictionary(arr.type):
@@ -130,10 +137,10 @@ def _array_to_numpy(name: str, arr: Any, label: RowLabel) -> np.ndarray:
     group = 1  # elements of `cur` per row
     cur = arr
     while is_list_type(cur.type):
-        if _is_list_view(cur.type):
+        if is_list_view(cur.type):
             cur = cur.cast(pa.large_list(cur.type.value_type))
         if cur.null_count:
-            bad = _first_invalid(cur) // group
+            bad = first_invalid(cur) // group
             what = "is null" if not dims else f"holds a null list at depth {len(dims) + 1}"
             raise ConversionError(f"column {name!r} {label(bad)} {what}: a field has a value in every row")
         m = len(cur)
@@ -168,7 +175,7 @@ def _array_to_numpy(name: str, arr: Any, label: RowLabel) -> np.ndarray:
             "(vectors as list columns of numbers)"
         )
     if cur.null_count:
-        pos = _first_invalid(cur)
+        pos = first_invalid(cur)
         bad = pos // group if group else 0
         where = "" if not dims else " inside its vector"
         raise ConversionError(f"column {name!r} {label(bad)} has a null value{where}: a field has a value in every row")
@@ -243,7 +250,7 @@ def row_dims(data: Any) -> Optional[list[int]]:
             continue
         row = chunk.slice(int(hits[0]), 1)
         try:
-            return list(_array_to_numpy("?", row, _plain_label).shape[1:])
+            return list(array_to_numpy("?", row, plain_label).shape[1:])
         except ValueError:
             return None
     return None
@@ -276,7 +283,7 @@ def as_fixed_size(arr: Any) -> Any:
     import pyarrow as pa
 
     t = arr.type
-    if not is_list_type(t) or _is_list_view(t) or arr.null_count:
+    if not is_list_type(t) or is_list_view(t) or arr.null_count:
         return arr
     m = len(arr)
     if pa.types.is_fixed_size_list(t):
