@@ -19,14 +19,13 @@ import numpy as np
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
-from . import _core, _index_file
 from . import _checks as checks
+from . import _core
 from ._fields import as_float_array
-from ._index_file import read_index
+# The file format and its checks live in pickaxe.index_file (docs/index-format.md).
+from .index_file import FORMAT, FORMAT_VERSION, META, MEMBERS, METRICS, read_index
 
 __all__ = ["ReferenceIndex", "METRICS"]
-
-METRICS = ("cosine", "l2", "ip")
 
 #: References of at most this many rows are searched exactly (no graph): a query against
 #: an hnswlib graph visits a few thousand vectors anyway, and exact search is exact.
@@ -47,10 +46,6 @@ QUERY_BLOCK_ROWS = 4096
 #: 4-9 s to add at 200,000 x 128). The graph is the same: rows go in in order either way.
 BUILD_BLOCK_ROWS = 2048
 
-# The file format and its checks live in _index_file (docs/index-format.md).
-FORMAT = _index_file.FORMAT
-FORMAT_VERSION = _index_file.FORMAT_VERSION
-
 
 def default_threads() -> int:
     return int(_core.build_info()["threads"])
@@ -59,11 +54,14 @@ def default_threads() -> int:
 def check_metric(who: str, metric: Any) -> str:
     return checks.choice(who, "metric", metric, METRICS)
 
+
 def check_k(who: str, k: Any) -> int:
     return checks.integer(who, "k", k, 1)
 
+
 def check_positive_int(who: str, name: str, value: Any) -> int:
     return checks.integer(who, name, value, 1)
+
 
 def embeddings_array(
     who: str, name: str, x: Any, dim: Optional[int] = None, field: str = "embeddings"
@@ -260,8 +258,8 @@ class ReferenceIndex:
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-                zf.writestr(_index_file.META, json.dumps(self._meta(), indent=1))
-                member = _index_file.MEMBERS[self.method]
+                zf.writestr(META, json.dumps(self._meta(), indent=1))
+                member = MEMBERS[self.method]
                 if self._exact is not None:
                     buf = io.BytesIO()
                     np.save(buf, self._exact, allow_pickle=False)
