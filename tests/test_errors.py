@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import pickaxe as px
+from pickaxe import engine
 from pickaxe.errors import InvalidInputError
 
 pa = pytest.importorskip("pyarrow")
@@ -49,9 +50,8 @@ def test_pixel_and_box_errors_carry_their_location():
 
 
 def test_streamed_parquet_folder_third_batch(tmp_path, monkeypatch):
-    import pickaxe.miners as miners
 
-    monkeypatch.setattr(miners, "BATCH_ROWS", 10)  # batches of 10 rows across 3 files
+    monkeypatch.setattr(engine, "BATCH_ROWS", 10)  # batches of 10 rows across 3 files
     rng = np.random.default_rng(0)
     x = rng.normal(size=(36, 4))
     bad = 25  # in the third batch (rows 20-29) and the third file (rows 24-35)

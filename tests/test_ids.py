@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import pickaxe as px
+from pickaxe import engine
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -134,7 +135,6 @@ def test_duplicate_ids_in_a_streamed_pool(tmp_path, kind):
 def test_streamed_duplicates_never_reach_a_selection(tmp_path, monkeypatch):
     # in different batches: the picks are checked whole, so a selection that would hold
     # one id twice is refused (naming both rows)
-    import pickaxe.miners as miners
 
     x = logits()
     x[[3, 35]] = 0.0  # two rows of maximal entropy: both picked first
@@ -142,7 +142,7 @@ def test_streamed_duplicates_never_reach_a_selection(tmp_path, monkeypatch):
     ids[35] = ids[3]
     path = tmp_path / "pool.parquet"
     pq.write_table(pa.table({"id": pa.array(ids), "logits": fsl(x)}), path, row_group_size=8)
-    monkeypatch.setattr(miners, "BATCH_ROWS", 8)
+    monkeypatch.setattr(engine, "BATCH_ROWS", 8)
     with pytest.raises(ValueError, match="is at row 3 and row 35"):
         px.EntropyMiner(2).mine(str(path))
     px.EntropyMiner(1).mine(str(path))  # one pick: no id twice, nothing to refuse

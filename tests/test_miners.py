@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import pickaxe as px
+from pickaxe import engine
 from pickaxe import miners as miners_module
 
 from reference import top_k as stable_top_k
@@ -198,7 +199,7 @@ def test_embedding_miner_errors(rng):
 
 
 def test_nan_pool_row_names_its_row_across_blocks(rng, monkeypatch):
-    monkeypatch.setattr(miners_module, "BATCH_ROWS", 16)
+    monkeypatch.setattr(engine, "BATCH_ROWS", 16)
     x = rng.normal(size=(100, 4))
     x[57, 2] = np.nan
     for miner in (
@@ -256,7 +257,7 @@ def test_activation_miner(rng):
 
 
 def test_activation_miner_react_clipping(rng, monkeypatch):
-    monkeypatch.setattr(miners_module, "BATCH_ROWS", 7)
+    monkeypatch.setattr(engine, "BATCH_ROWS", 7)
     ref = np.abs(rng.normal(size=(200, 8)))
     z = np.abs(rng.normal(size=(50, 8))) * 3
     sel = px.ActivationMiner(50, clip=90, reference=ref).mine({"embeddings": z})

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import pickaxe as px
-from pickaxe import miners as miners_module
+from pickaxe import engine
 
 from test_pools import KINDS, QUERY, make_pool
 
@@ -44,7 +44,7 @@ def miners(reference):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("with_ids", [False, True])
 def test_same_selection_on_every_kind_of_pool(data, tmp_path, monkeypatch, kind, with_ids):
-    monkeypatch.setattr(miners_module, "BATCH_ROWS", 64)  # many batches: the top-k merge
+    monkeypatch.setattr(engine, "BATCH_ROWS", 64)  # many batches: the top-k merge
     reference = np.random.default_rng(5).normal(size=(200, 8)).astype(np.float32)
     ids = np.arange(len(data["score"])) * 7 + 1000 if with_ids else None
     pool = make_pool(kind, data, tmp_path, ids)
@@ -73,13 +73,13 @@ def test_query_scores_only_matching_rows(data, tmp_path, kind):
 def test_batches_equal_one_pass(data, monkeypatch):
     pool = {"logits": data["logits"], "split": data["split"]}
     whole = px.MarginMiner(40).mine(pool)
-    monkeypatch.setattr(miners_module, "BATCH_ROWS", 7)
+    monkeypatch.setattr(engine, "BATCH_ROWS", 7)
     batched = px.MarginMiner(40).mine(pool)
     np.testing.assert_array_equal(whole.ids, batched.ids)
 
 
 def test_bad_row_is_named_by_its_row_in_the_pool(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(miners_module, "BATCH_ROWS", 64)
+    monkeypatch.setattr(engine, "BATCH_ROWS", 64)
     bad = dict(data)
     bad["logits"] = data["logits"].copy()
     bad["logits"][301, 2] = np.nan

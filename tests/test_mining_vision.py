@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import pickaxe as px
-from pickaxe import miners as miners_module
+from pickaxe import engine
 from pickaxe._boxes import boxes_from_arrow
 from pickaxe.cli import main
 
@@ -153,7 +153,7 @@ MINERS = [
 @pytest.mark.parametrize("kind", ["mapping", "arrow", "pandas", "polars", "parquet", "folder"])
 @pytest.mark.parametrize("with_ids", [False, True])
 def test_miners_equal_direct_calls(data, tmp_path, monkeypatch, kind, with_ids):
-    monkeypatch.setattr(miners_module, "BATCH_ROWS", 5)  # many batches: the streaming merge
+    monkeypatch.setattr(engine, "BATCH_ROWS", 5)  # many batches: the streaming merge
     ids = np.arange(N) * 3 + 100 if with_ids else None
     pool = make_pool(kind, data, tmp_path, ids)
     for make in MINERS:
@@ -169,7 +169,7 @@ def test_miners_equal_direct_calls(data, tmp_path, monkeypatch, kind, with_ids):
 
 @pytest.mark.parametrize("kind", ["mapping", "arrow", "parquet"])
 def test_miners_with_query(data, tmp_path, monkeypatch, kind):
-    monkeypatch.setattr(miners_module, "BATCH_ROWS", 4)
+    monkeypatch.setattr(engine, "BATCH_ROWS", 4)
     pool = make_pool(kind, data, tmp_path)
     rows = np.flatnonzero(data["split"] == "unlabeled")
     for make in MINERS:
@@ -243,7 +243,7 @@ def test_bad_rows_name_column_and_row(tmp_path, kind):
 
 
 def test_bad_row_in_a_later_batch_names_the_pool_row(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(miners_module, "BATCH_ROWS", 5)
+    monkeypatch.setattr(engine, "BATCH_ROWS", 5)
     d = dict(data)
     d["logits"] = d["logits"].copy()
     row = 23
@@ -319,7 +319,7 @@ def test_cli_names_and_mine(data, tmp_path):
 
 
 def test_batches_without_any_box(monkeypatch):
-    monkeypatch.setattr(miners_module, "BATCH_ROWS", 2)
+    monkeypatch.setattr(engine, "BATCH_ROWS", 2)
     box = {"bbox": [0.0, 0.0, 2.0, 2.0], "logits": [0.1, 0.2]}
     rows = [[], [], [box], [], []]
     members = [[r, []] for r in rows]

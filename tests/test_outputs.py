@@ -169,12 +169,12 @@ def run(*args):
 def test_bad_arguments_exit_2_before_any_work(pool_file, tmp_path, monkeypatch, args, says):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sub.csv").mkdir()
-    import pickaxe.miners as miners
+    from pickaxe import engine
 
     def no_mining(*a, **k):
         raise AssertionError("mined before checking the arguments")
 
-    monkeypatch.setattr(miners.Miner, "top", no_mining)
+    monkeypatch.setattr(engine, "mine", no_mining)
     code, out, err = run("mine", pool_file, *args)
     assert code == 2, err
     assert err.startswith("Error: ") and says in err and len(err.strip().splitlines()) == 1

@@ -255,7 +255,7 @@ def test_dataset_source_reads_on_the_driver(cluster, dataset, data):
     # the driver-side reader of a Dataset (rows numbered in the Dataset's order): the
     # rows and row numbers of the same pool in memory
     for query in (None, QUERY):
-        src = pxray._DatasetSource("test", dataset, query)
+        src = pxray.dataset.DatasetSource("test", dataset, query)
         want = open_pool(data, query=query)
         got, exp = src.read(["logits", "split"]), want.read(["logits", "split"])
         assert got.n_rows == exp.n_rows
@@ -385,7 +385,7 @@ def test_vision_miners_equal_in_memory(cluster, tmp_path, query):
 def test_actor_pool_leaves_a_cpu_for_upstream_operators():
     # the actors together reserve at most CPUs - 1: a read or a repartition upstream of
     # them always has a CPU for its tasks
-    pool = pxray._actor_pool
+    pool = pxray.backend.actor_pool
     assert pool("t", None, 2.0) == (1, 1, 1.0)
     assert pool("t", None, 8.0) == (1, 7, 1.0)
     assert pool("t", 3, 8.0) == (3, 3, 1.0)

@@ -6,10 +6,8 @@ import math
 import numbers
 from typing import Any, Optional, Sequence
 
-import numpy as np
-
-from ._pool import PoolSource, open_pool
-from .miners import Miner, selection_of
+from ._pool import open_pool
+from .miners import Miner
 from .selection import Selection
 
 __all__ = ["combine", "Combined", "split_budget"]
@@ -92,74 +90,16 @@ class Combined(Miner):
 
     def mine(self, pool: Any) -> Selection:
         """The combined selection: each row records the miner that picked it."""
-        source = open_pool(pool, query=self.query, who="combine().mine()")
-        fields = [m.resolve_field(source) for m in self.miners]  # all checked before any work
-        if self.diversity == "coreset":
-            return self._mine_diverse(source, fields)
-        quotas = self.quotas()
-        taken: set[int] = set()
-        rows: list[int] = []
-        values: list[float] = []
-        names: list[str] = []
-        carry = 0  # budget a miner could not fill passes to the next one
-        for miner, field, quota in zip(self.miners, fields, quotas):
-            want = quota + carry
-            if want == 0:
-                continue
-            ranked, scores, _ = miner.top(source, want + len(taken), field)
-            got = 0
-            for r, s in zip(ranked.tolist(), scores.tolist()):
-                if got == want:
-                    break
-                if r in taken:  # already picked by an earlier miner: its next best row
-                    continue
-                taken.add(r)
-                rows.append(r)
-                values.append(s)
-                names.append(miner.name)
-                got += 1
-            carry = want - got
-        info = {"quotas": self._quota_info(quotas)}
-        return selection_of(
-            source,
-            np.asarray(rows, dtype=np.int64),
-            np.asarray(values, dtype=np.float64),
-            np.asarray(names, dtype=object),
-            info,
-        )
+        from .engine import LocalBackend, mine
 
-    def _quota_info(self, quotas: list[int]) -> dict[str, int]:
+        return mine(self, LocalBackend(open_pool(pool, query=self.query, who="combine().mine()")))
+
+    def quota_info(self, quotas: list[int]) -> dict[str, int]:
+        """Each miner's share by name (miners of one name add up), for ``info``."""
         out: dict[str, int] = {}
         for m, q in zip(self.miners, quotas):
             out[m.name] = out.get(m.name, 0) + q
         return out
-
-    def _mine_diverse(self, source: PoolSource, fields: list[Optional[str]]) -> Selection:
-        """Each miner nominates ``candidates`` times its share; k-center greedy over the
-        nominees' embeddings picks the final batch, so no single cluster of confusing
-        rows fills the budget."""
-        from ._exact import kcenter_greedy
-        from .index import embeddings_array
-
-        if "embeddings" not in source.column_names:
-            raise ValueError(
-                f'combine(diversity="coreset") needs the field embeddings (N, D) to spread '
-                f"the batch; the pool has {source.describe()}"
-            )
-        quotas = self.quotas()
-        nominee: dict[int, tuple[float, str]] = {}
-        for miner, field, quota in zip(self.miners, fields, quotas):
-            ranked, scores, _ = miner.top(source, self.candidates * max(quota, 1), field)
-            for r, s in zip(ranked.tolist(), scores.tolist()):
-                nominee.setdefault(r, (s, miner.name))
-        cand = np.fromiter(nominee, dtype=np.int64, count=len(nominee))
-        emb, _ = embeddings_array("combine()", "embeddings", source.take(cand, ["embeddings"]).columns["embeddings"])
-        picks, _ = kcenter_greedy(emb, min(self.size, len(cand)))
-        idx = cand[picks]
-        values = np.array([nominee[r][0] for r in idx.tolist()], dtype=np.float64)
-        names = np.array([nominee[r][1] for r in idx.tolist()], dtype=object)
-        info = {"quotas": self._quota_info(quotas), "diversity": "coreset", "candidates": len(cand)}
-        return selection_of(source, idx, values, names, info)
 
 
 def combine(

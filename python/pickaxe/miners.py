@@ -26,14 +26,13 @@ from .errors import InvalidInputError
 from ._catalog import COMMITTEE_MEASURES, DROPOUT_MEASURES, MINERS, ROW_MEASURES
 from ._fields import FIELD_NDIM, FIELD_SHAPES, check_nan_policy
 from ._ids import check_unique
-from ._pool import BATCH_ROWS, Pool, PoolSource, open_pool
+from ._pool import Pool, PoolSource, open_pool
 from .index import (
     ReferenceIndex,
     check_k,
     check_metric,
     embeddings_array,
 )
-from .select import top_k
 from .selection import Selection
 
 __all__ = ["Miner", *(m.cls for m in MINERS if m.module == "miners")]
@@ -60,17 +59,6 @@ def pool_error(e: InvalidInputError, batch: Pool) -> InvalidInputError:
     return e.with_row(int(batch.source_rows([i])[0]))
 
 
-def _merge_top(
-    rows: np.ndarray, values: np.ndarray, new_rows: np.ndarray, new_values: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The k best of two candidate lists: score descending, then row ascending, the same
-    order as `top_k` over the whole pool."""
-    rows = np.concatenate([rows, new_rows])
-    values = np.concatenate([values, new_values])
-    order = np.lexsort((rows, -values))[:k]
-    return rows[order], values[order]
-
-
 class Miner:
     """A miner: ``mine(pool)`` scores the pool's rows and returns the ``size`` best.
 
@@ -82,6 +70,16 @@ class Miner:
 
     #: Fields this miner accepts, in order of preference.
     fields: tuple[str, ...] = ()
+    #: What a backend needs to know (see `pickaxe.engine`). ``whole_pool``: the miner
+    #: ranks every row at once in `select` (its columns are read into memory) instead of
+    #: scoring batches in `score`.
+    whole_pool: bool = False
+    #: It holds a prepared state (a reference, a graph, fitted densities) that a
+    #: distributed backend sends once per worker, not with every batch.
+    ships_state: bool = False
+    #: Its scores read the rows' numbers (`Pool.source_rows`): a pool without row numbers
+    #: (a Ray Dataset) gives it numbers made from the ids.
+    reads_row_numbers: bool = False
 
     def __init__(self, size: int, field: Optional[str] = None, *, query: Optional[str] = None) -> None:
         who = f"{type(self).__name__}()"
@@ -139,34 +137,22 @@ class Miner:
     def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
         """(n,) scores of a batch's rows (higher: more worth labeling; NaN: never
         picked) and what to record in the selection's ``info``."""
-        raise TypeError(f"{type(self).__name__} ranks the whole pool in top(); it has no per-row score")
+        raise TypeError(f"{type(self).__name__} ranks the whole pool in select(); it has no per-row score")
 
-    def top(self, source: PoolSource, k: int, field: Optional[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """The original row numbers of the ``k`` best rows (best first), their scores
-        and the selection's ``info``: one pass over the pool's batches, keeping k."""
-        self.prepare(source, field)
-        rows = np.empty(0, dtype=np.int64)
-        values = np.empty(0, dtype=np.float64)
-        info: dict[str, Any] = {}
-        columns = self.columns_for(field)
-        for batch in source.batches(columns, BATCH_ROWS, progress=True):
-            try:
-                batch_values, info = self.score(batch, field)
-            except InvalidInputError as e:
-                raise pool_error(e, batch) from None
-            best = top_k(batch_values, k)
-            rows, values = _merge_top(
-                rows, values, batch.source_rows(best), batch_values[best].astype(np.float64), k
-            )
-        return rows, values, info
+    def select(
+        self, columns: dict[str, np.ndarray], k: int, field: Optional[str]
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """A whole-pool miner (``whole_pool``): the positions of the ``k`` rows it picks
+        among `columns` (every row that passes the query, each of `columns_for`), best
+        first, their scores and the selection's ``info``."""
+        raise TypeError(f"{type(self).__name__} scores rows one by one in score(); it has no select()")
 
     def mine(self, pool: Any) -> Selection:
         """The ``size`` highest-scoring rows of `pool` (that pass ``query``), as a
         `Selection`."""
-        source = open_pool(pool, query=self.query, who=f"{type(self).__name__}.mine()")
-        field = self.resolve_field(source)
-        rows, values, info = self.top(source, self.size, field)
-        return selection_of(source, rows, values, self.name, info)
+        from .engine import LocalBackend, mine
+
+        return mine(self, LocalBackend(open_pool(pool, query=self.query, who=f"{type(self).__name__}.mine()")))
 
 
 def selection_of(
@@ -191,6 +177,8 @@ class RandomMiner(Miner):
     A row's score is a uniform number in [0, 1) hashed from ``seed`` and the row's number
     in the pool (splitmix64), so the picks do not depend on how the pool is batched.
     """
+
+    reads_row_numbers = True
 
     def __init__(self, size: int, seed: int = 0, *, query: Optional[str] = None) -> None:
         super().__init__(size, query=query)
@@ -450,6 +438,7 @@ class _NeighbourMiner(Miner):
 
     fields = ("embeddings",)
     default_metric = "cosine"
+    ships_state = True
 
     def _init_neighbours(
         self, reference: Reference, k: Any, metric: Optional[str], search: Any, threads: Optional[int], seed: int
@@ -518,6 +507,8 @@ class EmbeddingDistanceMiner(_NeighbourMiner):
     def prepare(self, source: PoolSource, field: Optional[str]) -> None:
         self._check_dim(source, field)
         self._method = self._neighbours.method_for(_pool_rows(source), self.search)
+        if self._method == "hnsw":
+            self._neighbours.ensure_index()  # built once, before any batch (or worker) needs it
 
     def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
         nb = self._neighbours
@@ -695,6 +686,7 @@ class CoresetMiner(Miner):
     """
 
     fields = ("embeddings",)
+    whole_pool = True
 
     def __init__(
         self,
@@ -715,28 +707,28 @@ class CoresetMiner(Miner):
         self.metric = metric
         self._neighbours = None if reference is None else _Neighbours(who, reference, metric, threads, seed)
 
-    def top(self, source: PoolSource, k: int, field: Optional[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    def prepare(self, source: PoolSource, field: Optional[str]) -> None:
+        if self._neighbours is not None:
+            assert field is not None
+            self._neighbours.check_dim(f"{type(self).__name__}.mine()", field, source.shapes[field])
+
+    def select(
+        self, columns: dict[str, np.ndarray], k: int, field: Optional[str]
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         from ._exact import kcenter_greedy
 
         assert field is not None
-        who = f"{type(self).__name__}.mine()"
         nb = self._neighbours
-        if nb is not None:
-            nb.check_dim(who, field, source.shapes[field])
-        pool = source.read([field])
-        try:
-            x, norms = embeddings_array(who, field, pool.columns[field], nb.dim if nb else None)
-        except InvalidInputError as e:
-            raise pool_error(e, pool) from None
+        x, norms = embeddings_array(f"{type(self).__name__}.mine()", field, columns[field], nb.dim if nb else None)
         info: dict[str, Any] = {"metric": self.metric}
         initial = None
         if nb is not None:
-            method = nb.method_for(pool.n_rows)
+            method = nb.method_for(len(x))
             _, d = nb.search(x, norms, 1, method)
             initial = np.ascontiguousarray(d[:, 0], dtype=x.dtype)
             info["search"] = method
-        picks, dists = kcenter_greedy(x, min(k, pool.n_rows), initial=initial, metric=self.metric)
-        return pool.source_rows(picks), np.asarray(dists, dtype=np.float64), info
+        picks, dists = kcenter_greedy(x, min(k, len(x)), initial=initial, metric=self.metric)
+        return picks, np.asarray(dists, dtype=np.float64), info
 
 
 # -- detection and segmentation ----------------------------------------------------------

@@ -1,0 +1,250 @@
+"""The mining algorithm, written once against a `Backend`.
+
+A backend is where the pool's rows live and where they are scored: `LocalBackend` in this
+process (arrays, tables, Parquet streamed batch by batch), `pickaxe.ray`'s backend on a Ray
+cluster. The engine decides what to compute; the backend computes it. What the engine asks
+of a backend:
+
+- ``top(miner, k, field)``: the ``k`` best rows by the miner's per-row score, each batch
+  reduced by `batch_top` and the batches merged by `best_order`;
+- ``gather(columns)``: every row (that passes the query) with these columns, for a miner
+  that ranks the whole pool at once (``Miner.whole_pool``);
+- ``fetch(keys, columns)``: the named rows' columns (the nominees of a diverse `combine`);
+- ``locate(error, keys)``: an error naming a position among gathered or fetched rows,
+  made to name the pool's row (or id);
+- ``keys(values)`` and ``selection(keys, values, miners, info)``: the picks as a `Selection`,
+  with the ids and metadata of only those rows.
+
+Rows are named by keys: their row number in the original pool, or (a Ray Dataset, which
+has no row numbers) their id. Ties are broken by key ascending everywhere, so a batched,
+streamed or distributed run picks what one pass over the whole pool would.
+
+Miners say what a backend needs to know of them (`Miner.whole_pool`,
+`Miner.ships_state`, `Miner.reads_row_numbers`); the engine and the backends never look
+inside a miner.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from ._pool import BATCH_ROWS
+from .errors import InvalidInputError
+from .select import top_k
+from .selection import Selection
+
+if TYPE_CHECKING:
+    from ._pool import Pool, PoolSource
+    from .miners import Miner
+
+__all__ = ["Backend", "LocalBackend", "mine", "rank", "batch_top", "best_order"]
+
+#: (keys, scores, info) of ranked rows, best first.
+Ranked = tuple[np.ndarray, np.ndarray, dict[str, Any]]
+
+
+def best_order(keys: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` best rows: score descending, then key ascending (the order
+    `top_k` gives over a whole pool, whose keys are its row numbers)."""
+    if keys.dtype.kind in "iuf":
+        order = np.lexsort((keys, -values))
+    else:  # object keys (string ids): a stable sort by key, then by score
+        by_key = np.argsort(keys, kind="stable")
+        order = by_key[np.argsort(-values[by_key], kind="stable")]
+    return order[:k]
+
+
+def batch_top(
+    miner: "Miner", batch: "Pool", field: Optional[str], k: int, locate: Callable[[InvalidInputError], InvalidInputError]
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """One batch's ``k`` best rows: their positions in the batch, their scores (float64)
+    and the miner's ``info``. An error naming a row of the batch is re-based by `locate`
+    to name the pool's row."""
+    if batch.n_rows == 0:
+        return np.empty(0, np.int64), np.empty(0), {}
+    try:
+        values, info = miner.score(batch, field)
+    except InvalidInputError as e:
+        raise locate(e) from None
+    best = top_k(values, k)
+    return best, np.asarray(values[best], dtype=np.float64), info
+
+
+class Backend(ABC):
+    """Where a mining run's pool lives and is scored; see the module's docstring."""
+
+    #: The pool's schema and shapes, for the checks miners make before any work.
+    source: "PoolSource"
+    who: str
+
+    @abstractmethod
+    def top(self, miner: "Miner", k: int, field: Optional[str]) -> Ranked:
+        """The ``k`` best rows by ``miner.score``: keys, scores (best first) and info."""
+
+    @abstractmethod
+    def gather(self, columns: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Every row that passes the query, in key order: keys and these columns."""
+
+    @abstractmethod
+    def fetch(self, keys: np.ndarray, columns: list[str]) -> "Pool":
+        """The rows named by `keys`, in that order, with these columns."""
+
+    @abstractmethod
+    def locate(self, error: InvalidInputError, keys: np.ndarray) -> InvalidInputError:
+        """`error` names row i of gathered or fetched rows: make it name ``keys[i]``."""
+
+    @abstractmethod
+    def keys(self, values: Sequence[Any]) -> np.ndarray:
+        """A list of keys as an array of this backend's key type."""
+
+    @abstractmethod
+    def selection(self, keys: np.ndarray, values: np.ndarray, miners: Any, info: dict[str, Any]) -> Selection:
+        """The `Selection` of these rows: ids and metadata read for them alone."""
+
+
+class LocalBackend(Backend):
+    """The pool in this process: batches of a `PoolSource` scored one after the other,
+    keeping only the best ``k`` rows between batches. Keys are row numbers."""
+
+    def __init__(self, source: "PoolSource") -> None:
+        self.source = source
+        self.who = source.who
+
+    def top(self, miner: "Miner", k: int, field: Optional[str]) -> Ranked:
+        from .miners import pool_error
+
+        keys = np.empty(0, dtype=np.int64)
+        values = np.empty(0, dtype=np.float64)
+        info: dict[str, Any] = {}
+        for batch in self.source.batches(miner.columns_for(field), BATCH_ROWS, progress=True):
+            best, best_values, batch_info = batch_top(miner, batch, field, k, lambda e: pool_error(e, batch))
+            info = batch_info or info
+            keys = np.concatenate([keys, batch.source_rows(best)])
+            values = np.concatenate([values, best_values])
+            order = best_order(keys, values, k)
+            keys, values = keys[order], values[order]
+        return keys, values, info
+
+    def gather(self, columns: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        pool = self.source.read(columns)
+        return pool.source_rows(np.arange(pool.n_rows)), pool.columns
+
+    def fetch(self, keys: np.ndarray, columns: list[str]) -> "Pool":
+        return self.source.take(keys, columns)
+
+    def locate(self, error: InvalidInputError, keys: np.ndarray) -> InvalidInputError:
+        if error.row is None or not 0 <= error.row < len(keys):
+            return error
+        return error.with_row(int(keys[error.row]))
+
+    def keys(self, values: Sequence[Any]) -> np.ndarray:
+        return np.asarray(values, dtype=np.int64)
+
+    def selection(self, keys: np.ndarray, values: np.ndarray, miners: Any, info: dict[str, Any]) -> Selection:
+        from .miners import selection_of
+
+        return selection_of(self.source, keys, values, miners, info)
+
+
+# -- the algorithm ---------------------------------------------------------------------
+
+
+def mine(miner: "Miner", backend: Backend) -> Selection:
+    """``miner``'s selection from the backend's pool: every field checked first, then the
+    miner's ranking (or `combine`'s budget split), then the picks' ids and metadata."""
+    from ._combine import Combined
+
+    if isinstance(miner, Combined):
+        return _combined(miner, backend)
+    field = miner.resolve_field(backend.source)
+    keys, values, info = rank(miner, backend, miner.size, field)
+    return backend.selection(keys, values, miner.name, info)
+
+
+def rank(miner: "Miner", backend: Backend, k: int, field: Optional[str]) -> Ranked:
+    """The ``k`` best rows for `miner`: per-row scores through ``backend.top``, or, for a
+    miner that ranks the whole pool (``whole_pool``), its ``select`` over the gathered
+    rows."""
+    miner.prepare(backend.source, field)
+    if not miner.whole_pool:
+        return backend.top(miner, k, field)
+    keys, columns = backend.gather(miner.columns_for(field))
+    try:
+        picks, values, info = miner.select(columns, k, field)
+    except InvalidInputError as e:
+        raise backend.locate(e, keys) from None
+    return keys[picks], np.asarray(values, dtype=np.float64), info
+
+
+def _combined(combined: Any, backend: Backend) -> Selection:
+    """`combine`: miners in order, each asked for its share plus the rows taken so far
+    (a row an earlier miner took goes to this one's next best); a share a miner cannot
+    fill passes on. With ``diversity="coreset"`` the miners nominate instead, and k-center
+    greedy over the nominees' embeddings picks the batch."""
+    fields = [m.resolve_field(backend.source) for m in combined.miners]  # all checked before any work
+    if combined.diversity == "coreset":
+        return _diverse(combined, fields, backend)
+    quotas = combined.quotas()
+    taken: set = set()
+    keys: list = []
+    values: list[float] = []
+    names: list[str] = []
+    carry = 0
+    for miner, field, quota in zip(combined.miners, fields, quotas):
+        want = quota + carry
+        if want == 0:
+            continue
+        ranked, scores, _ = rank(miner, backend, want + len(taken), field)
+        got = 0
+        for r, s in zip(ranked.tolist(), scores.tolist()):
+            if got == want:
+                break
+            if r in taken:
+                continue
+            taken.add(r)
+            keys.append(r)
+            values.append(s)
+            names.append(miner.name)
+            got += 1
+        carry = want - got
+    info = {"quotas": combined.quota_info(quotas)}
+    return backend.selection(
+        backend.keys(keys), np.asarray(values, dtype=np.float64), np.asarray(names, dtype=object), info
+    )
+
+
+def _diverse(combined: Any, fields: list[Optional[str]], backend: Backend) -> Selection:
+    """Each miner nominates ``candidates`` times its share; only the nominees'
+    embeddings are fetched, and k-center greedy over them picks the final batch, so no
+    single cluster of confusing rows fills the budget."""
+    from ._exact import kcenter_greedy
+    from .index import embeddings_array
+
+    if "embeddings" not in backend.source.column_names:
+        raise ValueError(
+            f'combine(diversity="coreset") needs the field embeddings (N, D) to spread '
+            f"the batch; the pool has {backend.source.describe()}"
+        )
+    quotas = combined.quotas()
+    nominee: dict[Any, tuple[float, str]] = {}
+    for miner, field, quota in zip(combined.miners, fields, quotas):
+        ranked, scores, _ = rank(miner, backend, combined.candidates * max(quota, 1), field)
+        for r, s in zip(ranked.tolist(), scores.tolist()):
+            nominee.setdefault(r, (s, miner.name))
+    cand = backend.keys(list(nominee))
+    info = {"quotas": combined.quota_info(quotas), "diversity": "coreset", "candidates": len(cand)}
+    if not len(cand):
+        return backend.selection(cand, np.empty(0), np.empty(0, dtype=object), info)
+    fetched = backend.fetch(cand, ["embeddings"]).columns["embeddings"]
+    try:
+        emb, _ = embeddings_array("combine()", "embeddings", fetched)
+    except InvalidInputError as e:
+        raise backend.locate(e, cand) from None
+    picks, _ = kcenter_greedy(emb, min(combined.size, len(cand)))
+    idx = cand[picks]
+    values = np.array([nominee[r][0] for r in idx.tolist()], dtype=np.float64)
+    names = np.array([nominee[r][1] for r in idx.tolist()], dtype=object)
+    return backend.selection(idx, values, names, info)
