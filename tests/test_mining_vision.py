@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import pickaxe as px
 from pickaxe import engine
-from pickaxe._boxes import boxes_from_arrow
+from pickaxe.pools.boxes import boxes_from_arrow
 from pickaxe.cli import main
 
 N, C, M = 57, 3, 3

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 import pickaxe as px  # noqa: E402
 import pickaxe.ray as pxray  # noqa: E402
-from pickaxe._pool import open_pool  # noqa: E402
+from pickaxe.pools import open_pool  # noqa: E402
 
 N = 1200
 BLOCKS = 8  # row groups of the Parquet pool, blocks of the Dataset
@@ -304,7 +304,7 @@ def test_bad_rows_are_named_as_in_memory(cluster, data, tmp_path):
 def test_batch_fields_reach_the_kernels_without_a_copy(kind):
     # what the batch function does with a batch Ray hands over (zero_copy_batch=True,
     # a slice of a block): the field becomes a numpy view on the Arrow values buffer
-    from pickaxe._pool import _to_pool
+    from pickaxe.pools import to_pool as _to_pool
 
     x = np.arange(40, dtype=np.float32).reshape(10, 4)
     flat = pa.array(x.reshape(-1))

@@ -6,7 +6,7 @@ import math
 import numbers
 from typing import Any, Optional, Sequence
 
-from ._pool import open_pool
+from .pools import open_pool
 from .miners import Miner
 from .selection import Selection
 

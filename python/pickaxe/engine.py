@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ._pool import BATCH_ROWS
+from .pools import BATCH_ROWS
 from .errors import InvalidInputError
 from .select import top_k
 from .selection import Selection
 
 if TYPE_CHECKING:
-    from ._pool import Pool, PoolSource
+    from .pools import Pool, PoolSource
     from .miners import Miner
 
 __all__ = ["Backend", "LocalBackend", "mine", "rank", "batch_top", "best_order"]

@@ -25,8 +25,7 @@ from . import _checks as checks
 from .errors import InvalidInputError
 from ._catalog import COMMITTEE_MEASURES, DROPOUT_MEASURES, MINERS, ROW_MEASURES
 from ._fields import FIELD_NDIM, FIELD_SHAPES, check_nan_policy
-from ._ids import check_unique
-from ._pool import Pool, PoolSource, open_pool
+from .pools import Pool, PoolSource, check_unique, open_pool
 from .index import (
     ReferenceIndex,
     check_k,

@@ -18,9 +18,7 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 import numpy as np
 
 from .._fields import FIELD_SHAPES
-from .._pool import Pool, PoolSource
-from .._pool import _ParquetSource as ParquetSource
-from .._pool import _to_pool as to_pool
+from ..pools import ParquetSource, Pool, PoolSource, to_pool
 from ..engine import Backend, Ranked, best_order
 from ..errors import InvalidInputError
 from ..miners import Miner
@@ -87,7 +85,7 @@ def actor_pool(who: str, concurrency: Any, cpus: float) -> Actors:
 
 def key_array(column: Any) -> np.ndarray:
     """An Arrow key column (row numbers, or ids) as a 1-D numpy array."""
-    from .._arrow import metadata_to_numpy
+    from ..pools.arrow import metadata_to_numpy
 
     return metadata_to_numpy(column)
 
@@ -165,13 +163,13 @@ class RayBackend(Backend):
         """Each batch is a Ray task that returns only the keys and `columns`; the driver
         copies the blocks, in key order, into one C-ordered array per column of the stored
         dtype, each allocated once."""
-        from .._arrow import field_to_numpy
+        from ..pools.arrow import field_to_numpy
 
         plan = self._plan("gather", columns)
         plan["gather"] = columns
         tables = self._map(self.ds, (None, None, 0, plan)) if self.ds is not None else []
         if not tables:
-            empty = self.source._empty_pool(columns)
+            empty = self.source.empty_pool(columns)
             ids = self.source.schema.empty_table().column("id") if self.mode == "dataset" else None
             keys = np.empty(0, np.int64) if ids is None else key_array(ids)
             return keys, {c: empty.columns[c] for c in columns}
@@ -222,7 +220,7 @@ class RayBackend(Backend):
         return np.asarray(list(values) + [None], dtype=object)[:-1]
 
     def selection(self, keys: np.ndarray, values: np.ndarray, miners: Any, info: dict[str, Any]) -> Selection:
-        from .._arrow import metadata_to_numpy
+        from ..pools.arrow import metadata_to_numpy
 
         src = self.source
         ids = np.asarray(keys, dtype=np.int64) if self.mode == "parquet" else keys

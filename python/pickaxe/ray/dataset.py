@@ -8,11 +8,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from .._pool import BATCH_ROWS, ROW, Pool, PoolSource
-from .._pool import _arrow_shapes as arrow_shapes
-from .._pool import _match_rows as match_rows
-from .._pool import _rebatch as rebatch
-from .._pool import _to_pool as to_pool
+from ..pools import BATCH_ROWS, ROW, Pool, PoolSource, arrow_shapes, match_rows, rebatch, to_pool
 
 
 class DatasetSource(PoolSource):

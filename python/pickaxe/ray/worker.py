@@ -17,10 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .._pool import ROW, Pool
-from .._pool import _close as close
-from .._pool import _match_rows as match_rows
-from .._pool import _to_pool as to_pool
+from ..pools import ROW, Pool, close_file, match_rows, to_pool
 from ..engine import batch_top
 from ..errors import InvalidInputError
 from ..miners import Miner, pool_error
@@ -149,7 +146,7 @@ class Scorer:
         try:
             t = pf.read_row_group(int(d["group"]), columns=self.plan["read"])
         finally:
-            close(pf)
+            close_file(pf)
         rows = np.arange(d["first"], d["first"] + t.num_rows, dtype=np.int64)
         return t.append_column(ROW, pa.array(rows))
 
