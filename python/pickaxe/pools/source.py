@@ -253,11 +253,13 @@ def _thread_failures_as_memory(who: str) -> Iterator[None]:
     """pyarrow starts its reading threads on first use; under an address-space cap
     (``ulimit -v``) a thread's stack cannot be mapped and pyarrow says "Failed to launch
     worker thread". That is memory running out, and is raised as MemoryError like any
-    other allocation that fails."""
+    other allocation that fails; also when DuckDB, reading the stream pyarrow feeds it
+    for a query, passes the failure on as an OSError."""
     try:
         yield
     except Exception as e:
-        if type(e).__module__.split(".")[0] == "pyarrow" and "Failed to launch worker thread" in str(e):
+        from_arrow = type(e).__module__.split(".")[0] == "pyarrow" or isinstance(e, OSError)
+        if from_arrow and "Failed to launch worker thread" in str(e):
             raise MemoryError(
                 f"{who}: pyarrow could not start a thread to read the pool ({e}): out of "
                 "memory (address space) or past the process's thread limit"
