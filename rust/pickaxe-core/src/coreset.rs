@@ -14,7 +14,8 @@ use rayon::prelude::*;
 
 use crate::cancel::Cancel;
 use crate::error::Error;
-use crate::knn::{dot_f64, lane_total, row_slice, Metric};
+use crate::knn::{dot_f64, row_slice, Metric};
+use crate::lanes;
 use crate::math::{madd, Isa, Real, LANES};
 use crate::threads;
 use crate::simd::multiversion;
@@ -85,7 +86,7 @@ fn sq_diff<I: Isa, T: Real, const SCALED: bool>(a: &[T], sa: T, b: &[T]) -> f64 
         step::<I, T, SCALED>(&x, sa, &y, &mut acc[2]);
     }
     flush(&mut acc, &mut wide);
-    lane_total(&wide)
+    lanes::total(&wide)
 }
 
 /// The nearer-center update and the argmax of one block of rows (`lo..lo + md.len()`).

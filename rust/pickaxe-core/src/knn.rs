@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::cancel::Cancel;
 use crate::error::Error;
+use crate::lanes;
 use crate::math::{madd, Isa, Real, LANES};
 use crate::threads;
 use crate::simd::multiversion;
@@ -331,17 +332,6 @@ pub fn knn_update<T: Real>(
     cancel.check()
 }
 
-/// Sums 16 f64 lanes pairwise.
-#[inline(always)]
-pub(crate) fn lane_total(a: &[f64; LANES]) -> f64 {
-    const _: () = assert!(LANES == 16);
-    let mut h8 = [0.0f64; 8];
-    for l in 0..8 {
-        h8[l] = a[l] + a[l + 8];
-    }
-    ((h8[0] + h8[4]) + (h8[2] + h8[6])) + ((h8[1] + h8[5]) + (h8[3] + h8[7]))
-}
-
 /// Σ (aᵢ·sa − bᵢ·sb)² in f64 lanes: the differences are taken before squaring, so nothing
 /// cancels. `a` and `b` have the same length.
 #[inline(always)]
@@ -359,7 +349,7 @@ pub(crate) fn sq_diff_f64<I: Isa, T: Real>(a: &[T], sa: f64, b: &[T], sb: f64) -
         let v = x.to_f64() * sa - y.to_f64() * sb;
         acc[l] = madd::<I, f64>(v, v, acc[l]);
     }
-    lane_total(&acc)
+    lanes::total(&acc)
 }
 
 /// Σ aᵢ·bᵢ in f64 lanes.
@@ -376,7 +366,7 @@ pub(crate) fn dot_f64<I: Isa, T: Real>(a: &[T], b: &[T]) -> f64 {
     for (l, (x, y)) in at.iter().zip(bt).enumerate() {
         acc[l] = madd::<I, f64>(x.to_f64(), y.to_f64(), acc[l]);
     }
-    lane_total(&acc)
+    lanes::total(&acc)
 }
 
 /// Cosine distance from the unit vectors: 1 − cos = ½‖q/‖q‖ − r/‖r‖‖², which keeps its

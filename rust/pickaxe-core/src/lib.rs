@@ -5,13 +5,17 @@
 //!
 //! Every function reads its input in place (any strides), validates it in the same pass
 //! that scores it, runs at the SIMD level chosen at run time (`simd::level`) and in
-//! parallel above a size threshold (`pool`).
+//! parallel above a size threshold (`threads`).
 
 pub mod cancel;
 pub mod coreset;
 mod driver;
 pub mod error;
 pub mod knn;
+pub mod kmeans;
+pub mod badge;
+pub mod typicality;
+mod lanes;
 pub mod math;
 mod passes;
 pub mod threads;

@@ -7,55 +7,12 @@
 //! range); `diagnose_*` then rescans that one row in scalar code to name the exact fault.
 
 use crate::error::Fault;
+use crate::lanes;
 use crate::math::{clamp_low, madd, Isa, Real, LANES};
 
 /// Chunks of `LANES` accumulated in `T` before a flush to f64: 256 values, so a float32
 /// lane sum carries at most 16 roundings.
 const BLOCK: usize = 16;
-
-/// Adds `K` lane accumulators of `T` into f64 lane accumulators, lane by lane: plain
-/// vector widening and adds, no shuffles in the hot loop.
-#[inline(always)]
-fn flush<T: Real, const K: usize>(acc: &[[T; LANES]; K], wide: &mut [[f64; LANES]; K]) {
-    for k in 0..K {
-        for l in 0..LANES {
-            wide[k][l] += acc[k][l].to_f64();
-        }
-    }
-}
-
-/// The f64 lane accumulators summed, a pairwise tree per accumulator; once per row.
-#[inline(always)]
-fn lane_totals<const K: usize>(wide: &[[f64; LANES]; K]) -> [f64; K] {
-    const _: () = assert!(LANES == 16);
-    let mut out = [0.0; K];
-    for k in 0..K {
-        let a = &wide[k];
-        let mut h8 = [0.0f64; 8];
-        for l in 0..8 {
-            h8[l] = a[l] + a[l + 8];
-        }
-        out[k] = ((h8[0] + h8[4]) + (h8[2] + h8[6])) + ((h8[1] + h8[5]) + (h8[3] + h8[7]));
-    }
-    out
-}
-
-/// `f` folded over the lanes as a halving tree (lanes l and l + 8, then l and l + 4, ...):
-/// four vector steps instead of fifteen scalar ones. `f` must be associative and
-/// commutative on the values it sees (min, max; NaN handling is the caller's).
-#[inline(always)]
-pub(crate) fn lane_tree<T: Copy>(a: [T; LANES], f: impl Fn(T, T) -> T) -> T {
-    const _: () = assert!(LANES == 16);
-    let mut h8 = [a[0]; 8];
-    for l in 0..8 {
-        h8[l] = f(a[l], a[l + 8]);
-    }
-    let mut h4 = [a[0]; 4];
-    for l in 0..4 {
-        h4[l] = f(h8[l], h8[l + 4]);
-    }
-    f(f(h4[0], h4[2]), f(h4[1], h4[3]))
-}
 
 /// Largest and second largest value (as a multiset: a tie gives both the same value).
 /// NaN is skipped, unless `CHECK`: then a NaN sticks in the max (a NaN max never
@@ -210,9 +167,9 @@ pub(crate) fn exp_sums<I: Isa, T: Real, const SCALE: bool, const EY: bool, const
         if bi + 1 == blocks && !xt.is_empty() {
             body(&pad_x, &pad_w, &mut acc);
         }
-        flush(&acc, &mut wide);
+        lanes::flush(&acc, &mut wide);
     }
-    let tot = lane_totals(&wide);
+    let tot = lanes::totals(&wide);
     ExpSums {
         rest: tot[0],
         top: tot[1],
@@ -243,8 +200,8 @@ pub(crate) fn exp_store<I: Isa, T: Real>(x: &[T], m: T, out: &mut [T]) -> ExpSum
         }
     }
     let mut wide = [[0.0f64; LANES]; 3];
-    flush(&acc, &mut wide);
-    let mut tot = lane_totals(&wide);
+    lanes::flush(&acc, &mut wide);
+    let mut tot = lanes::totals(&wide);
     for (v, o) in xt.iter().zip(ot.iter_mut()) {
         let y = *v - m;
         let e = y.fast_exp::<I>();
@@ -340,15 +297,15 @@ pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(
         if bi + 1 == blocks && !xt.is_empty() {
             step::<I, T, ENT, W>(&pad_x, &pad_w, &mut acc, &mut lo, &mut hi);
         }
-        flush(&acc, &mut wide);
+        lanes::flush(&acc, &mut wide);
     }
     // A barrier between the lane loop and the reductions after it: without it LLVM's SLP
     // vectoriser shapes the loop's lanes after the reduction tree (xmm pairs joined by
     // shuffles, every chunk) instead of whole registers.
     let (wide, lo, hi) = std::hint::black_box((wide, lo, hi));
-    let tot = lane_totals(&wide);
-    let l0 = lane_tree(lo, |a, b| if b < a { b } else { a });
-    let h0 = lane_tree(hi, |a, b| if b > a { b } else { a });
+    let tot = lanes::totals(&wide);
+    let l0 = lanes::min(lo);
+    let h0 = lanes::max(hi);
     ProbStats {
         sum: tot[0],
         lo: l0.to_f64(),
@@ -410,7 +367,7 @@ pub(crate) fn variance_sum<I: Isa, T: Real>(row: &[T], m: usize, c: usize) -> f6
     #[inline(always)]
     fn load<T: Real, const TAIL: bool>(row: &[T], c: usize, j: usize, k0: usize) -> [T; LANES] {
         if TAIL {
-            tail_lanes(&row[j * c..(j + 1) * c], T::ZERO)
+            lanes::tail(&row[j * c..(j + 1) * c], T::ZERO)
         } else {
             let at = j * c + k0;
             let chunk: &[T; LANES] = row[at..at + LANES].try_into().expect("LANES long");
@@ -450,7 +407,7 @@ pub(crate) fn variance_sum<I: Isa, T: Real>(row: &[T], m: usize, c: usize) -> f6
     }
     // Keeps the loop in whole registers (see `prob_stats`).
     let tot = std::hint::black_box(tot);
-    lane_totals(&[tot])[0]
+    lanes::totals(&[tot])[0]
 }
 
 /// p̄ of an (M, C) block of probabilities in the input's type: p̄_c = (Σ_m p_mc) / M, the
@@ -491,26 +448,6 @@ pub(crate) fn member_mean<T: Real>(row: &[T], m: usize, c: usize, pbar: &mut [T]
     }
 }
 
-/// The values of `x` after its whole chunks of `LANES`, in a lane array filled with
-/// `fill` elsewhere. When `x` has a whole chunk, this reads its last `LANES` values and
-/// replaces the ones already covered by `fill` (a select, not a copy loop or memcpy per
-/// call); the tail values then sit in the last lanes, which sums do not mind.
-#[inline(always)]
-pub(crate) fn tail_lanes<T: Real>(x: &[T], fill: T) -> [T; LANES] {
-    let n = x.len();
-    let mut v = [fill; LANES];
-    if n >= LANES {
-        let covered = LANES - n % LANES;
-        let last: &[T; LANES] = x[n - LANES..].try_into().expect("n >= LANES");
-        for l in 0..LANES {
-            v[l] = if l >= covered { last[l] } else { fill };
-        }
-    } else {
-        v[..n].copy_from_slice(x);
-    }
-    v
-}
-
 /// Σ x in `T` lanes, then a pairwise tree: for validating a short row's sum (1e-3
 /// tolerance), not for results.
 #[inline(always)]
@@ -523,18 +460,14 @@ pub(crate) fn lane_sum<T: Real>(x: &[T]) -> f64 {
         }
     }
     if !tail.is_empty() {
-        let t = tail_lanes(x, T::ZERO);
+        let t = lanes::tail(x, T::ZERO);
         for l in 0..LANES {
             s[l] = s[l] + t[l];
         }
     }
     // Keeps the loop in whole registers (see `prob_stats`).
     let s = std::hint::black_box(s);
-    let mut h8 = [T::ZERO; 8];
-    for l in 0..8 {
-        h8[l] = s[l] + s[l + 8];
-    }
-    (((h8[0] + h8[4]) + (h8[2] + h8[6])) + ((h8[1] + h8[5]) + (h8[3] + h8[7]))).to_f64()
+    lanes::sum(s).to_f64()
 }
 
 /// Σ xᵢ², Σ |xᵢ| and max |xᵢ| of an embedding row, accumulated in f64 so float32 squares
@@ -604,12 +537,7 @@ pub(crate) fn argmax<T: Real>(x: &[T]) -> usize {
     // Keeps the loop in whole registers (see `prob_stats`).
     let (best, pos) = std::hint::black_box((best, pos));
     // The largest value of all lanes, then the lowest position holding it.
-    let bv = lane_tree(best, |a, b| if b > a { b } else { a });
-    let mut cand = [T::INF; LANES];
-    for l in 0..LANES {
-        cand[l] = if best[l] == bv { pos[l] } else { T::INF };
-    }
-    let bp = lane_tree(cand, |a, b| if b < a { b } else { a });
+    let (bv, bp) = lanes::argmax(best, pos);
     let bi = bp.to_f64() as usize;
     argmax_scalar(tail, chunks.len() * LANES, bv, bi)
 }
@@ -660,7 +588,7 @@ pub(crate) fn vote_member<T: Real>(
     }
     if !x.len().is_multiple_of(LANES) {
         // Zeros elsewhere: nothing to the sum, and `lo`/`hi` can only move to 0.
-        let t = tail_lanes(x, T::ZERO);
+        let t = lanes::tail(x, T::ZERO);
         for l in 0..LANES {
             sum[l] = sum[l] + t[l];
             lo[l] = if t[l] < lo[l] { t[l] } else { lo[l] };
@@ -670,15 +598,10 @@ pub(crate) fn vote_member<T: Real>(
     // Keeps the loop in whole registers (see `prob_stats`).
     let (best, pos, sum, lo, hi) = std::hint::black_box((best, pos, sum, lo, hi));
     (*lo_io, *hi_io) = (lo, hi);
-    let bv = lane_tree(best, |a, b| if b > a { b } else { a });
-    let mut cand = [T::INF; LANES];
-    for l in 0..LANES {
-        cand[l] = if best[l] == bv { pos[l] } else { T::INF };
-    }
-    let bp = lane_tree(cand, |a, b| if b < a { b } else { a });
+    let (bv, bp) = lanes::argmax(best, pos);
     let tail_start = chunks.len() * LANES;
     let a = argmax_scalar(&x[tail_start..], tail_start, bv, bp.to_f64() as usize);
-    (a, lane_tree(sum, |a, b| a + b).to_f64())
+    (a, lanes::sum(sum).to_f64())
 }
 
 /// Continues an argmax over `x` (which starts at position `offset`) from (`bv`, `bi`).
@@ -824,26 +747,14 @@ mod tests {
                 let want: f64 = member.iter().map(|&v| v as f64).sum();
                 assert!((sum - want).abs() < 1e-5, "{m}x{c}: {sum} vs {want}");
             }
-            let lo = lane_tree(lo, |a, b| if b < a { b } else { a });
-            let hi = lane_tree(hi, |a, b| if b > a { b } else { a });
+            let lo = lanes::min(lo);
+            let hi = lanes::max(hi);
             let want_lo = x.iter().copied().fold(f32::INFINITY, f32::min);
             let want_hi = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             // Zero-filled tail lanes may pull the range towards 0, never past a real value.
             let padded = c >= LANES && c % LANES != 0;
             assert_eq!(lo, if padded { want_lo.min(0.0) } else { want_lo }, "{m}x{c}");
             assert!(hi == want_hi, "{m}x{c}: hi {hi} vs {want_hi}");
-        }
-    }
-
-    #[test]
-    fn tail_lanes_holds_exactly_the_tail() {
-        for n in 1..70usize {
-            let x: Vec<f32> = (1..=n).map(|i| i as f32).collect();
-            let t = tail_lanes(&x, 0.0);
-            let mut got: Vec<f32> = t.iter().copied().filter(|&v| v != 0.0).collect();
-            got.sort_by(f32::total_cmp);
-            let want: Vec<f32> = x[n - n % LANES..].to_vec();
-            assert_eq!(got, if n < LANES { x.clone() } else { want }, "n = {n}");
         }
     }
 }

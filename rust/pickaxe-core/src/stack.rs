@@ -10,10 +10,11 @@
 
 use crate::driver::{Kernel, Scratch, ScratchLen};
 use crate::error::RowFault;
+use crate::lanes;
 use crate::math::{Isa, Real, LANES};
 use crate::passes::{
-    argmax, diagnose_logits, diagnose_probs, exp_store, lane_sum, prob_member,
-    lane_tree, member_mean, prob_stats, top2, variance_sum, vote_member, ProbStats,
+    argmax, diagnose_logits, diagnose_probs, exp_store, lane_sum, member_mean, prob_member,
+    prob_stats, top2, variance_sum, vote_member, ProbStats,
 };
 
 // Every member is first widened to f64 (`member_probs`); `T` appears only there.
@@ -132,8 +133,8 @@ impl StackKernel {
                 // NaN and ±inf make the sum fail this test too.
                 suspect |= !((sum - 1.0).abs() <= 1e-3);
             }
-            let lo = lane_tree(lo, |a, b| if b < a { b } else { a }).to_f64();
-            let hi = lane_tree(hi, |a, b| if b > a { b } else { a }).to_f64();
+            let lo = lanes::min(lo).to_f64();
+            let hi = lanes::max(hi).to_f64();
             if suspect || lo < -1e-6 || hi > 1.0 + 1e-6 {
                 for j in 0..m {
                     self.bad(&row[j * c..(j + 1) * c], j)?;
