@@ -15,11 +15,9 @@ pub mod knn;
 pub mod kmeans;
 pub mod badge;
 pub mod typicality;
-pub mod kmeans;
-pub mod badge;
-pub mod typicality;
 mod lanes;
 pub mod math;
+mod offsets;
 mod passes;
 pub mod threads;
 mod rows;
@@ -40,9 +38,10 @@ pub use rows::RowScore;
 pub use select::top_k;
 pub use stack::StackScore;
 pub use seg::{score_pixels, PixelScore, Reduce};
-pub use detect::{score_boxes, BoxReduce};
-pub mod iou;
-pub use iou::{localization_disagreement, BoxSet, LocOptions};
+pub use detect::score_boxes;
+pub use offsets::BoxReduce;
+pub mod localization;
+pub use localization::{localization_disagreement, BoxSet, LocOptions};
 
 /// What to do with an invalid row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
