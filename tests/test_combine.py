@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import pickaxe as px
-from pickaxe._combine import split_budget
+from pickaxe.miners.combine import split_budget
 
 from reference import top_k as stable_top_k
 

@@ -10,12 +10,18 @@ import pytest
 import pickaxe
 import pickaxe.detection
 import pickaxe.miners
+import pickaxe.miners.combine
+import pickaxe.miners.diversity
+import pickaxe.miners.uncertainty
+import pickaxe.miners.vision
 import pickaxe.scores
 import pickaxe.segmentation
 import pickaxe.select
 
 
-@pytest.mark.parametrize("module", [pickaxe, pickaxe.scores, pickaxe.select, pickaxe.detection, pickaxe.segmentation, pickaxe.miners], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [pickaxe, pickaxe.scores, pickaxe.select, pickaxe.detection, pickaxe.segmentation, pickaxe.miners,
+                                    pickaxe.miners.uncertainty, pickaxe.miners.diversity, pickaxe.miners.vision,
+                                    pickaxe.miners.combine], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)

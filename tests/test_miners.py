@@ -6,7 +6,7 @@ import pytest
 
 import pickaxe as px
 from pickaxe import engine
-from pickaxe import miners as miners_module
+from pickaxe.miners import neighbours
 
 from reference import top_k as stable_top_k
 
@@ -166,10 +166,10 @@ def test_embedding_distance_exact_and_graph_agree(rng, monkeypatch):
 
 
 def test_auto_search_chooses_by_size():
-    small = miners_module._Neighbours("t", np.ones((100, 8)), "l2", None, 0)
+    small = neighbours.Neighbours("t", np.ones((100, 8)), "l2", None, 0)
     assert small.method_for(1_000_000) == "exact"
-    cost_exact = miners_module.exact_cost(1_000_000, 1_000_000, 384)
-    cost_graph = miners_module.graph_cost(1_000_000, 1_000_000, 384, built=False)
+    cost_exact = neighbours.exact_cost(1_000_000, 1_000_000, 384)
+    cost_graph = neighbours.graph_cost(1_000_000, 1_000_000, 384, built=False)
     assert cost_graph < cost_exact  # a million by a million: build the graph
 
 

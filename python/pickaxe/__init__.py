@@ -24,7 +24,7 @@ _LAZY = lazy_exports()
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from . import detection, errors, scores, segmentation, select
-    from ._combine import combine
+    from .miners.combine import combine
     from .pools import set_query_limits
     from .index import ReferenceIndex
     from .miners import (

@@ -136,7 +136,7 @@ def miner(cli: str) -> MinerSpec:
 OTHER_EXPORTS: dict[str, str] = {
     "ReferenceIndex": "index",
     "Selection": "selection",
-    "combine": "_combine",
+    "combine": "miners.combine",
     "set_query_limits": "pools",
     "Miner": "miners",
 }

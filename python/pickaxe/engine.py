@@ -36,11 +36,12 @@ from .errors import InvalidInputError
 from .select import top_k
 from .selection import Selection
 
+from .pools import Pool, PoolSource, check_unique
+
 if TYPE_CHECKING:
-    from .pools import Pool, PoolSource
     from .miners import Miner
 
-__all__ = ["Backend", "LocalBackend", "mine", "rank", "batch_top", "best_order"]
+__all__ = ["Backend", "LocalBackend", "mine", "rank", "batch_top", "best_order", "pool_error", "selection_of"]
 
 #: (keys, scores, info) of ranked rows, best first.
 Ranked = tuple[np.ndarray, np.ndarray, dict[str, Any]]
@@ -71,6 +72,31 @@ def batch_top(
         raise locate(e) from None
     best = top_k(values, k)
     return best, np.asarray(values[best], dtype=np.float64), info
+
+
+def pool_error(e: InvalidInputError, batch: Pool) -> InvalidInputError:
+    """A kernel's error names a row (or image) of `batch`: name the row of the original
+    pool, and its id when the pool has an id column. Re-based by its attributes, never by
+    its message."""
+    i = e.row
+    if i is None or not 0 <= i < batch.n_rows:
+        return e
+    if "id" in batch.columns:
+        return e.with_row(int(batch.source_rows([i])[0]), id=batch.columns["id"][i])
+    return e.with_row(int(batch.source_rows([i])[0]))
+
+
+def selection_of(
+    source: PoolSource, rows: np.ndarray, values: np.ndarray, miners: Any, info: dict[str, Any]
+) -> Selection:
+    """A `Selection` of these original rows: their ids and metadata read from the pool
+    (only these rows)."""
+    picked = source.take(rows, source.metadata_names) if len(source.metadata_names) or source.has_id else None
+    ids = picked.columns["id"] if source.has_id else np.asarray(rows, dtype=np.int64)
+    if source.has_id:  # a streamed pool's ids are checked per batch: the picks, whole
+        check_unique(source.who, ids, lambda p: f"row {int(rows[p])}")
+    metadata = {} if picked is None else {n: picked.columns[n] for n in source.metadata_names}
+    return Selection(ids, values, miners, metadata, info)
 
 
 class Backend(ABC):
@@ -114,8 +140,6 @@ class LocalBackend(Backend):
         self.who = source.who
 
     def top(self, miner: "Miner", k: int, field: Optional[str]) -> Ranked:
-        from .miners import pool_error
-
         keys = np.empty(0, dtype=np.int64)
         values = np.empty(0, dtype=np.float64)
         info: dict[str, Any] = {}
@@ -144,8 +168,6 @@ class LocalBackend(Backend):
         return np.asarray(values, dtype=np.int64)
 
     def selection(self, keys: np.ndarray, values: np.ndarray, miners: Any, info: dict[str, Any]) -> Selection:
-        from .miners import selection_of
-
         return selection_of(self.source, keys, values, miners, info)
 
 
@@ -155,7 +177,7 @@ class LocalBackend(Backend):
 def mine(miner: "Miner", backend: Backend) -> Selection:
     """``miner``'s selection from the backend's pool: every field checked first, then the
     miner's ranking (or `combine`'s budget split), then the picks' ids and metadata."""
-    from ._combine import Combined
+    from .miners.combine import Combined
 
     if isinstance(miner, Combined):
         return _combined(miner, backend)

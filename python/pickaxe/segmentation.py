@@ -56,7 +56,7 @@ def _listing(fields: tuple[str, ...]) -> str:
     return ", ".join(f"{f} {_SHAPES[f]}" for f in fields)
 
 
-def _parse_reduce(func: str, reduce: Any) -> tuple[str, float]:
+def parse_reduce(func: str, reduce: Any) -> tuple[str, float]:
     if reduce is None:
         return "none", 1.0
     if isinstance(reduce, str) and reduce in ("mean", "max"):
@@ -104,7 +104,7 @@ def _run(
     name = present[0]
     ndim = 5 if name in ("query_by_committee", "mc_dropout") else 4
     x = as_float_array(func, name, fields[name], ndim, _SHAPES[name])
-    how, q = _parse_reduce(func, reduce)
+    how, q = parse_reduce(func, reduce)
     axis = _class_axis(func, class_axis)
     m = None
     if mask is not None:

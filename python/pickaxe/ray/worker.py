@@ -18,9 +18,10 @@ from typing import Any, Optional
 import numpy as np
 
 from ..pools import ROW, Pool, close_file, match_rows, to_pool
-from ..engine import batch_top
+
 from ..errors import InvalidInputError
-from ..miners import Miner, pool_error
+from ..engine import batch_top, pool_error
+from ..miners import Miner
 
 #: Column names pickaxe adds to the batches it returns; never a pool's column.
 KEY = "__pickaxe_key__"

@@ -1,0 +1,120 @@
+"""The base class of every miner: what it reads, how it is checked, what a backend needs
+to know of it (`pickaxe.engine`)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from .. import _checks as checks
+from .._fields import FIELD_NDIM, FIELD_SHAPES
+from ..pools import Pool, PoolSource, open_pool
+from ..selection import Selection
+
+__all__ = ["Miner"]
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and not name[i - 1].isupper():
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+class Miner:
+    """A miner: ``mine(pool)`` scores the pool's rows and returns the ``size`` best.
+
+    ``query`` (a SQL ``WHERE`` clause over the pool's columns, run by DuckDB) restricts
+    the rows scored. Subclasses set ``fields`` (the fields they accept, in order of
+    preference) and implement ``score(batch, field)``; pools are scored batch by batch,
+    keeping only the best ``size`` rows between batches.
+    """
+
+    #: Fields this miner accepts, in order of preference.
+    fields: tuple[str, ...] = ()
+    #: What a backend needs to know (see `pickaxe.engine`). ``whole_pool``: the miner
+    #: ranks every row at once in `select` (its columns are read into memory) instead of
+    #: scoring batches in `score`.
+    whole_pool: bool = False
+    #: It holds a prepared state (a reference, a graph, fitted densities) that a
+    #: distributed backend sends once per worker, not with every batch.
+    ships_state: bool = False
+    #: Its scores read the rows' numbers (`Pool.source_rows`): a pool without row numbers
+    #: (a Ray Dataset) gives it numbers made from the ids.
+    reads_row_numbers: bool = False
+
+    def __init__(self, size: int, field: Optional[str] = None, *, query: Optional[str] = None) -> None:
+        who = f"{type(self).__name__}()"
+        self.size = checks.integer(who, "size", size, 0)
+        if field is not None and field not in self.fields:
+            raise ValueError(f"{who}: field must be one of {', '.join(self.fields)}; got {field!r}")
+        self.field = field
+        self.query = checks.query(who, query)
+
+    @property
+    def name(self) -> str:
+        """The miner's name on the command line: its class name without ``Miner``."""
+        cls = type(self).__name__
+        if cls == "MCDropoutMiner":
+            return "mc_dropout"
+        return _snake(cls[: -len("Miner")] if cls.endswith("Miner") else cls)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size})"
+
+    def resolve_field(self, pool: Union[Pool, PoolSource]) -> Optional[str]:
+        """The field this miner will read from `pool`, checked before any work: a
+        missing field, or one of the wrong number of dimensions, raises ValueError
+        listing the fields needed and the pool's columns with their shapes."""
+        if not self.fields:
+            return None
+        shapes = (
+            pool.shapes if isinstance(pool, PoolSource) else {k: v.shape for k, v in pool.columns.items()}
+        )
+        wanted = (self.field,) if self.field else self.fields
+        for name in wanted:
+            if name in shapes:
+                if len(shapes[name]) != FIELD_NDIM[name]:
+                    dims = ["N" if d is None else str(d) for d in shapes[name]]
+                    got = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+                    raise ValueError(
+                        f"{type(self).__name__}: field {name} must be {FIELD_SHAPES[name]}; "
+                        f"the pool's is {got}"
+                    )
+                return name
+        need = " or ".join(f"{f} {FIELD_SHAPES[f]}" for f in wanted)
+        rows = pool.n_rows if pool.n_rows is not None else "N"
+        raise ValueError(
+            f"{type(self).__name__} needs the field {need}; the pool has {rows} rows of "
+            f"{pool.describe()}"
+        )
+
+    def columns_for(self, field: Optional[str]) -> list[str]:
+        """The pool columns `score` reads: the field (some miners read more)."""
+        return [field] if field else []
+
+    def prepare(self, source: PoolSource, field: Optional[str]) -> None:
+        """Work done once per mining run before the batches (fit, choice of search)."""
+
+    def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
+        """(n,) scores of a batch's rows (higher: more worth labeling; NaN: never
+        picked) and what to record in the selection's ``info``."""
+        raise TypeError(f"{type(self).__name__} ranks the whole pool in select(); it has no per-row score")
+
+    def select(
+        self, columns: dict[str, np.ndarray], k: int, field: Optional[str]
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """A whole-pool miner (``whole_pool``): the positions of the ``k`` rows it picks
+        among `columns` (every row that passes the query, each of `columns_for`), best
+        first, their scores and the selection's ``info``."""
+        raise TypeError(f"{type(self).__name__} scores rows one by one in score(); it has no select()")
+
+    def mine(self, pool: Any) -> Selection:
+        """The ``size`` highest-scoring rows of `pool` (that pass ``query``), as a
+        `Selection`."""
+        from ..engine import LocalBackend, mine
+
+        return mine(self, LocalBackend(open_pool(pool, query=self.query, who=f"{type(self).__name__}.mine()")))

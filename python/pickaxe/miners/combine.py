@@ -1,0 +1,134 @@
+"""`combine`: one labeling budget split across several miners."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Optional, Sequence
+
+from ..pools import open_pool
+from ..selection import Selection
+from .base import Miner
+
+__all__ = ["combine", "Combined", "split_budget"]
+
+
+def split_budget(size: int, weights: Sequence[float]) -> list[int]:
+    """``size`` split in proportion to ``weights`` by the largest remainder method: each
+    share is ``floor(size * w / Σw)``, and the rows left over go one each to the largest
+    fractional parts (ties: the earlier miner).
+
+    >>> split_budget(10, [1, 1, 1])
+    [4, 3, 3]
+    """
+    total = float(sum(weights))
+    exact = [size * w / total for w in weights]
+    shares = [math.floor(e) for e in exact]
+    left = size - sum(shares)
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - shares[i]), i))
+    for i in order[:left]:
+        shares[i] += 1
+    return shares
+
+
+class Combined(Miner):
+    """Several miners sharing one budget; see `combine`."""
+
+    def __init__(
+        self,
+        miners: Sequence[Miner],
+        size: int,
+        weights: Optional[Sequence[float]] = None,
+        *,
+        diversity: Optional[str] = None,
+        candidates: int = 4,
+        query: Optional[str] = None,
+    ) -> None:
+        who = "combine()"
+        super().__init__(size, query=query)
+        miners = list(miners) if not isinstance(miners, Miner) else [miners]
+        if not miners:
+            raise ValueError(f"{who}: give at least one miner")
+        for m in miners:
+            if not isinstance(m, Miner):
+                raise TypeError(f"{who}: every item must be a pickaxe miner; got {type(m).__name__}")
+            if m.query is not None:
+                raise ValueError(
+                    f"{who}: {m!r} has its own query; give the query to combine(), "
+                    "which applies it to every miner"
+                )
+        if weights is None:
+            weights = [1.0] * len(miners)
+        weights = list(weights)
+        if len(weights) != len(miners):
+            raise ValueError(f"{who}: {len(weights)} weights for {len(miners)} miners")
+        for w in weights:
+            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
+                raise ValueError(f"{who}: weights must be finite numbers >= 0; got {weights!r}")
+        if sum(weights) <= 0:
+            raise ValueError(f"{who}: the weights sum to 0")
+        if diversity not in (None, "coreset"):
+            raise ValueError(f'{who}: diversity must be None or "coreset"; got {diversity!r}')
+        if isinstance(candidates, bool) or not isinstance(candidates, numbers.Integral) or candidates < 1:
+            raise ValueError(f"{who}: candidates must be an int >= 1; got {candidates!r}")
+        self.miners = miners
+        self.weights = [float(w) for w in weights]
+        self.diversity = diversity
+        self.candidates = int(candidates)
+
+    @property
+    def name(self) -> str:
+        return "combined"
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(m) for m in self.miners)
+        return f"combine([{inner}], size={self.size}, weights={self.weights}, diversity={self.diversity!r})"
+
+    def quotas(self) -> list[int]:
+        """Each miner's share of the budget."""
+        return split_budget(self.size, self.weights)
+
+    def mine(self, pool: Any) -> Selection:
+        """The combined selection: each row records the miner that picked it."""
+        from ..engine import LocalBackend, mine
+
+        return mine(self, LocalBackend(open_pool(pool, query=self.query, who="combine().mine()")))
+
+    def quota_info(self, quotas: list[int]) -> dict[str, int]:
+        """Each miner's share by name (miners of one name add up), for ``info``."""
+        out: dict[str, int] = {}
+        for m, q in zip(self.miners, quotas):
+            out[m.name] = out.get(m.name, 0) + q
+        return out
+
+
+def combine(
+    miners: Sequence[Miner],
+    size: int,
+    weights: Optional[Sequence[float]] = None,
+    *,
+    diversity: Optional[str] = None,
+    candidates: int = 4,
+    query: Optional[str] = None,
+) -> Combined:
+    """One labeling budget of ``size`` rows split across ``miners``.
+
+    The budget is split in proportion to ``weights`` (equal by default) by the largest
+    remainder method (`split_budget`). Miners run in order; a row already picked by an
+    earlier miner goes to the next best row of the later one, so no row is picked twice,
+    and a share a miner cannot fill passes to the next. Each row of the selection records
+    the miner that picked it (``selection.miners``).
+
+    ``diversity="coreset"``: each miner nominates ``candidates`` times its share, and the
+    final batch is re-picked by k-center greedy over the nominees' ``embeddings``, so one
+    cluster of confusing rows cannot fill the whole budget. ``query`` (SQL ``WHERE``)
+    restricts the rows every miner sees.
+
+    >>> import numpy as np, pickaxe as px
+    >>> rng = np.random.default_rng(0)
+    >>> pool = {"logits": rng.normal(size=(100, 5)), "embeddings": rng.normal(size=(100, 8))}
+    >>> both = px.combine([px.EntropyMiner(10), px.ActivationMiner(10)], size=10)
+    >>> sorted(set(both.mine(pool).miners))
+    ['activation', 'entropy']
+    """
+    return Combined(miners, size, weights, diversity=diversity, candidates=candidates, query=query)
