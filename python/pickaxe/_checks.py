@@ -54,3 +54,18 @@ def query(who: str, value: Any) -> Optional[str]:
     if not isinstance(value, str):
         raise TypeError(f"{who}: query must be one SQL condition (str); got {type(value).__name__}")
     return value if value.strip() else None
+
+
+def class_weights(who: str, value: Any) -> Optional[list[float]]:
+    """Per-class weights of an entropy: None, or a 1-D sequence of real numbers (C,)."""
+    if value is None:
+        return None
+    import numpy as np
+
+    try:
+        w = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{who}: class_weights must be real numbers ({e})") from None
+    if w.ndim != 1:
+        raise ValueError(f"{who}: class_weights must be 1-D (C,); got shape {w.shape}")
+    return w.tolist()

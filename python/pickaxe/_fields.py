@@ -85,15 +85,19 @@ def takes_fields() -> Callable[[F], F]:
     return wrap
 
 
-def pick_field(func: str, given: dict[str, Any]) -> tuple[str, np.ndarray]:
-    """The one field given (not None) among `given`, as a float32/float64 array."""
+def given_field(func: str, given: dict[str, Any], listing: Callable[[tuple[str, ...]], str] = field_listing) -> str:
+    """The name of the one field given (not None) among `given`; TypeError for none or
+    several, listing the fields with their shapes."""
     present = [name for name, value in given.items() if value is not None]
     if len(present) != 1:
         got = "none" if not present else f"{len(present)}: {', '.join(present)}"
-        raise TypeError(
-            f"{func}() takes exactly one of the fields {field_listing(tuple(given))}; got {got}"
-        )
-    name = present[0]
+        raise TypeError(f"{func}() takes exactly one of the fields {listing(tuple(given))}; got {got}")
+    return present[0]
+
+
+def pick_field(func: str, given: dict[str, Any]) -> tuple[str, np.ndarray]:
+    """The one field given (not None) among `given`, as a float32/float64 array."""
+    name = given_field(func, given)
     return name, as_float_array(func, name, given[name], FIELD_NDIM[name], FIELD_SHAPES[name])
 
 

@@ -36,6 +36,7 @@ import numpy as np
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
+from . import _checks as checks
 from . import _core
 from ._catalog import VISION_SCORE_NAMES
 from ._fields import as_float_array, check_nan_policy, real_parameter
@@ -110,12 +111,7 @@ def entropy(*, confidences: Optional[ArrayLike] = None, logits: Optional[ArrayLi
             objectness: Optional[ArrayLike] = None, normalize: bool = False,
             class_weights: Optional[ArrayLike] = None, nan_policy: str = "raise") -> np.ndarray:
     """Per-box entropy ``H(p)``, reduced per image."""
-    weights = None
-    if class_weights is not None:
-        w = np.asarray(class_weights, dtype=np.float64)
-        if w.ndim != 1:
-            raise ValueError(f"entropy(): class_weights must be 1-D (C,); got shape {w.shape}")
-        weights = w.tolist()
+    weights = checks.class_weights("entropy()", class_weights)
     return _run("entropy", "entropy", {"confidences": confidences, "logits": logits},
                 offsets, reduce, objectness, nan_policy, normalize=bool(normalize), class_weights=weights)
 

@@ -27,6 +27,7 @@ import numpy as np
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
+from . import _checks as checks
 from . import _core
 from ._catalog import SCORE_NAMES
 from ._fields import check_nan_policy, pick_field, real_parameter, takes_fields
@@ -129,15 +130,7 @@ def entropy(
     >>> entropy(confidences=np.array([[0.5, 0.5], [1.0, 0.0]]))
     array([0.69314718, 0.        ])
     """
-    weights = None
-    if class_weights is not None:
-        try:
-            w = np.asarray(class_weights, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"entropy(): class_weights must be real numbers ({e})") from None
-        if w.ndim != 1:
-            raise ValueError(f"entropy(): class_weights must be 1-D (C,); got shape {w.shape}")
-        weights = w.tolist()
+    weights = checks.class_weights("entropy()", class_weights)
     return _rows(
         "entropy",
         "entropy",

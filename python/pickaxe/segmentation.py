@@ -38,9 +38,10 @@ import numpy as np
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
+from . import _checks as checks
 from . import _core
 from ._catalog import VISION_SCORE_NAMES
-from ._fields import as_float_array, check_nan_policy, real_parameter
+from ._fields import as_float_array, check_nan_policy, given_field, real_parameter
 
 __all__ = list(VISION_SCORE_NAMES)
 
@@ -95,13 +96,7 @@ def _run(
     **options: Any,
 ) -> np.ndarray:
     policy = check_nan_policy(func, nan_policy)
-    present = [k for k, v in fields.items() if v is not None]
-    if len(present) != 1:
-        got = "none" if not present else f"{len(present)}: {', '.join(present)}"
-        raise TypeError(
-            f"{func}() takes exactly one of the fields {_listing(tuple(fields))}; got {got}"
-        )
-    name = present[0]
+    name = given_field(func, fields, _listing)
     ndim = 5 if name in ("query_by_committee", "mc_dropout") else 4
     x = as_float_array(func, name, fields[name], ndim, _SHAPES[name])
     how, q = parse_reduce(func, reduce)
@@ -153,12 +148,7 @@ def entropy(*, confidences: Optional[ArrayLike] = None, logits: Optional[ArrayLi
 
     From (N, C, H, W) logits without weights this runs a class-major pass over tiles of
     pixels, vectorised across pixels."""
-    weights = None
-    if class_weights is not None:
-        w = np.asarray(class_weights, dtype=np.float64)
-        if w.ndim != 1:
-            raise ValueError(f"entropy(): class_weights must be 1-D (C,); got shape {w.shape}")
-        weights = w.tolist()
+    weights = checks.class_weights("entropy()", class_weights)
     return _run("entropy", "entropy", {"confidences": confidences, "logits": logits},
                 class_axis, reduce, mask, nan_policy, normalize=bool(normalize), class_weights=weights)
 

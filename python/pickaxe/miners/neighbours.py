@@ -52,7 +52,7 @@ def graph_cost(n: int, m: int, d: int, built: bool, costs: GraphCosts = DEFAULT_
 
 def pool_rows(source: PoolSource) -> int:
     """Rows a mining run will score: exact when known, else the pool's total (a bound)."""
-    return source.n_rows if source.n_rows is not None else source._total_rows()
+    return source.n_rows if source.n_rows is not None else source.total_rows()
 
 
 def check_search(who: str, search: Any) -> str:

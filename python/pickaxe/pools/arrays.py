@@ -72,7 +72,7 @@ class ArraySource(MemorySource):
             return Pool({c: p.columns[c] for c in self._columns(columns)}, p.n_rows, p.offset, p.row_numbers)
         return super().read(columns)
 
-    def _total_rows(self) -> int:
+    def total_rows(self) -> int:
         return self.pool.n_rows
 
 

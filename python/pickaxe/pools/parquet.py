@@ -151,7 +151,7 @@ class ParquetSource(PoolSource):
 
         return arrow_shapes(self.schema, None, first_rows, self.column_names)
 
-    def _total_rows(self) -> int:
+    def total_rows(self) -> int:
         return int(self.bases[-1])
 
     def _batches(self, columns: list[str], batch_rows: int) -> Iterator[Pool]:

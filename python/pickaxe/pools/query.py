@@ -51,7 +51,7 @@ def set_query_limits(*, memory_limit: Any = _UNSET, threads: Any = _UNSET, timeo
     Each query runs on a DuckDB connection of its own with these limits (arguments not
     given keep their value; call with none to read them). The defaults come from the
     environment variables ``PICKAXE_QUERY_MEMORY``, ``PICKAXE_QUERY_THREADS`` and
-    ``PICKAXE_QUERY_TIMEOUT`` when set, else 1GB, the number of cores and no time limit.
+    ``PICKAXE_QUERY_TIMEOUT`` when set, else 1GB, one thread and no time limit.
 
     Parameters
     ----------

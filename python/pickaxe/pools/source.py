@@ -191,7 +191,7 @@ class PoolSource(ABC):
         metadata of a selection made from batches that read only the fields."""
         cols = self._columns(columns)
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        total = self._total_rows()
+        total = self.total_rows()
         bad = np.flatnonzero((rows < 0) | (rows >= total))
         if bad.size:
             raise IndexError(f"{self.who}: row {int(rows[bad[0]])} is not in the pool (rows 0 to {total - 1})")
@@ -199,7 +199,7 @@ class PoolSource(ABC):
             return self._take(rows, cols)
 
     @abstractmethod
-    def _total_rows(self) -> int:
+    def total_rows(self) -> int:
         """Rows in the whole pool, before any query."""
 
 

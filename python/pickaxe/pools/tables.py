@@ -63,7 +63,7 @@ class TableSource(MemorySource):
             return self.empty_pool(self._columns(columns))
         return super().read(columns)
 
-    def _total_rows(self) -> int:
+    def total_rows(self) -> int:
         return int(self.table.num_rows)
 
 

@@ -30,9 +30,9 @@ class DatasetSource(PoolSource):
         self.column_names = list(base.names)
         self.types = {n: str(t) for n, t in zip(base.names, base.types)}
         self._count: Optional[int] = None
-        self.n_rows = self._total_rows() if query is None else None
+        self.n_rows = self.total_rows() if query is None else None
 
-    def _total_rows(self) -> int:
+    def total_rows(self) -> int:
         if self._count is None:
             self._count = int(self.ds.count())
         return self._count
