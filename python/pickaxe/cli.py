@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import zipfile
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import click
 
@@ -69,64 +69,39 @@ def load_reference(path: str) -> Any:
     return source.read(["embeddings"]).columns["embeddings"]
 
 
+def reduce_option(value: str) -> Any:
+    """``--reduce``: a name, or ``top:Q`` for segmentation's ``("top", Q)``."""
+    if not value.startswith("top"):
+        return value
+    try:
+        return ("top", float(value.split(":", 1)[1]))
+    except (IndexError, ValueError):
+        raise BadArgument(f"--reduce {value}: write top:Q, e.g. top:0.05") from None
+
+
+#: How a command-line value becomes a miner's argument, where it is not the value itself.
+CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "reference": load_reference,
+    "class_axis": int,
+    "reduce": reduce_option,
+}
+
+#: What an option a miner cannot do without holds, for the error that asks for it.
+REQUIRED: dict[str, str] = {"reference": "the training set's embeddings"}
+
+
 def build_miner(name: str, size: int, opts: dict[str, Any]) -> Any:
-    """The miner `name` from the command line's options (only those it takes)."""
-    cls = miner_class(name)
+    """The miner `name` from the command line's options: each option its catalogue entry
+    lists, converted (`CONVERTERS`); one not given keeps the miner's default."""
     kw: dict[str, Any] = {"query": opts.get("query")}
-    if name == "random":
-        kw["seed"] = opts["seed"]
-    elif name in ("least_confidence", "margin", "ratio", "entropy"):
-        kw.update(field=opts.get("field"), nan_policy=opts["nan_policy"])
-    elif name in ("committee", "mc_dropout"):
-        kw.update(logits=opts["logits"], nan_policy=opts["nan_policy"])
-        if opts.get("measure"):
-            kw["measure"] = opts["measure"]
-    elif name in ("embedding_distance", "novelty"):
-        if not opts.get("reference"):
-            raise BadArgument(f"--miner {name} needs --reference (the training set's embeddings)")
-        kw["reference"] = load_reference(opts["reference"])
-        if opts.get("k") is not None:
-            kw["k"] = opts["k"]
-        if opts.get("metric"):
-            kw["metric"] = opts["metric"]
-    elif name == "activation":
-        if opts.get("field"):
-            kw["field"] = opts["field"]
-    elif name == "detection":
-        kw.update(nan_policy=opts["nan_policy"], objectness=opts.get("objectness", False))
-        if opts.get("measure"):
-            kw["measure"] = opts["measure"]
-        if opts.get("reduce"):
-            kw["reduce"] = opts["reduce"]
-    elif name == "localization":
-        kw["objectness"] = opts.get("objectness", False)
-        kw["per_class"] = opts.get("per_class", False)
-        if opts.get("iou_threshold") is not None:
-            kw["iou_threshold"] = opts["iou_threshold"]
-        if opts.get("reduce"):
-            kw["reduce"] = opts["reduce"]
-    elif name == "segmentation":
-        kw.update(field=opts.get("field"), nan_policy=opts["nan_policy"])
-        if opts.get("measure"):
-            kw["measure"] = opts["measure"]
-        if opts.get("class_axis") is not None:
-            kw["class_axis"] = int(opts["class_axis"])
-        reduce = opts.get("reduce")
-        if reduce:
-            if reduce.startswith("top"):
-                try:
-                    q = float(reduce.split(":", 1)[1])
-                except (IndexError, ValueError):
-                    raise BadArgument(f"--reduce {reduce}: write top:Q, e.g. top:0.05") from None
-                kw["reduce"] = ("top", q)
-            else:
-                kw["reduce"] = reduce
-    elif name == "coreset":
-        if opts.get("reference"):
-            kw["reference"] = load_reference(opts["reference"])
-        if opts.get("metric"):
-            kw["metric"] = opts["metric"]
-    return cls(size, **kw)
+    for opt, shown in catalog_miner(name).options.items():
+        value = opts.get(opt)
+        if value is None or value is False:  # not given (a flag not set): the default
+            if shown == "required":
+                raise BadArgument(f"--miner {name} needs {_flag(opt)} ({REQUIRED[opt]})")
+            continue
+        kw[opt] = CONVERTERS[opt](value) if opt in CONVERTERS else value
+    return miner_class(name)(size, **kw)
 
 
 class BadArgument(click.ClickException):
