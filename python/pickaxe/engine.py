@@ -187,10 +187,19 @@ def mine(miner: "Miner", backend: Backend) -> Selection:
 
 
 def rank(miner: "Miner", backend: Backend, k: int, field: Optional[str]) -> Ranked:
-    """The ``k`` best rows for `miner`: per-row scores through ``backend.top``, or, for a
-    miner that ranks the whole pool (``whole_pool``), its ``select`` over the gathered
-    rows."""
+    """The ``k`` best rows for `miner`: per-row scores through ``backend.top``; for a miner
+    that re-picks (``repick_columns``), the ``nominees(k)`` best rows by its score, then its
+    ``repick`` among them from those columns, fetched for the nominees alone; for a miner
+    that ranks the whole pool (``whole_pool``), its ``select`` over the gathered rows."""
     miner.prepare(backend.source, field)
+    if miner.repick_columns:
+        keys, values, info = backend.top(miner, miner.nominees(k), field)
+        fetched = backend.fetch(keys, list(miner.repick_columns)).columns
+        try:
+            picks, picked_values, more = miner.repick(keys, values, fetched, k)
+        except InvalidInputError as e:
+            raise backend.locate(e, keys) from None
+        return keys[picks], np.asarray(picked_values, dtype=np.float64), {**info, **more}
     if not miner.whole_pool:
         return backend.top(miner, k, field)
     keys, columns = backend.gather(miner.columns_for(field))

@@ -45,6 +45,12 @@ class Miner:
     #: Its scores read the rows' numbers (`Pool.source_rows`): a pool without row numbers
     #: (a Ray Dataset) gives it numbers made from the ids.
     reads_row_numbers: bool = False
+    #: Fields read besides the one `resolve_field` picks (checked with it, before any
+    #: work): the penultimate layer's embeddings of BADGE.
+    also_reads: tuple[str, ...] = ()
+    #: Columns of a miner that re-picks: its per-row score nominates ``nominees(k)`` rows,
+    #: then `repick` chooses among them from these columns, fetched for the nominees alone.
+    repick_columns: tuple[str, ...] = ()
 
     def __init__(self, size: int, field: Optional[str] = None, *, query: Optional[str] = None) -> None:
         who = f"{type(self).__name__}()"
@@ -77,13 +83,9 @@ class Miner:
         wanted = (self.field,) if self.field else self.fields
         for name in wanted:
             if name in shapes:
-                if len(shapes[name]) != FIELD_NDIM[name]:
-                    dims = ["N" if d is None else str(d) for d in shapes[name]]
-                    got = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
-                    raise ValueError(
-                        f"{type(self).__name__}: field {name} must be {FIELD_SHAPES[name]}; "
-                        f"the pool's is {got}"
-                    )
+                self._check_ndim(name, shapes[name])
+                for extra in self.also_reads:
+                    self._check_present(pool, shapes, extra)
                 return name
         need = " or ".join(f"{f} {FIELD_SHAPES[f]}" for f in wanted)
         rows = pool.n_rows if pool.n_rows is not None else "N"
@@ -92,9 +94,24 @@ class Miner:
             f"{pool.describe()}"
         )
 
+    def _check_present(self, pool: Union[Pool, PoolSource], shapes: dict, name: str) -> None:
+        if name not in shapes:
+            rows = pool.n_rows if pool.n_rows is not None else "N"
+            raise ValueError(
+                f"{type(self).__name__} needs the field {name} {FIELD_SHAPES[name]} too; the pool "
+                f"has {rows} rows of {pool.describe()}"
+            )
+        self._check_ndim(name, shapes[name])
+
+    def _check_ndim(self, name: str, shape: tuple) -> None:
+        if len(shape) != FIELD_NDIM[name]:
+            dims = ["N" if d is None else str(d) for d in shape]
+            got = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+            raise ValueError(f"{type(self).__name__}: field {name} must be {FIELD_SHAPES[name]}; the pool's is {got}")
+
     def columns_for(self, field: Optional[str]) -> list[str]:
-        """The pool columns `score` reads: the field (some miners read more)."""
-        return [field] if field else []
+        """The pool columns `score` (or `select`) reads: the field and `also_reads`."""
+        return ([field] if field else []) + list(self.also_reads)
 
     def prepare(self, source: PoolSource, field: Optional[str]) -> None:
         """Work done once per mining run before the batches (fit, choice of search)."""
@@ -111,6 +128,19 @@ class Miner:
         among `columns` (every row that passes the query, each of `columns_for`), best
         first, their scores and the selection's ``info``."""
         raise TypeError(f"{type(self).__name__} scores rows one by one in score(); it has no select()")
+
+    def nominees(self, k: int) -> int:
+        """A miner that re-picks (``repick_columns``): how many rows its score nominates
+        for a batch of `k`."""
+        return k
+
+    def repick(
+        self, keys: np.ndarray, values: np.ndarray, columns: dict[str, np.ndarray], k: int
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """A miner that re-picks: the positions among the nominees (`keys`, best first,
+        their `values`, and `columns` of ``repick_columns``) of the `k` rows it picks, in
+        order, their scores and what to add to ``info``."""
+        raise TypeError(f"{type(self).__name__} does not re-pick")
 
     def mine(self, pool: Any) -> Selection:
         """The ``size`` highest-scoring rows of `pool` (that pass ``query``), as a
