@@ -26,6 +26,7 @@ inside a miner.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
@@ -41,7 +42,7 @@ from .pools import Pool, PoolSource, check_unique
 if TYPE_CHECKING:
     from .miners import Miner
 
-__all__ = ["Backend", "LocalBackend", "mine", "rank", "batch_top", "best_order", "pool_error", "selection_of"]
+__all__ = ["Backend", "LocalBackend", "mine", "rank", "batch_top", "best_order", "pool_error", "selection_of", "key_numbers", "uniforms"]
 
 #: (keys, scores, info) of ranked rows, best first.
 Ranked = tuple[np.ndarray, np.ndarray, dict[str, Any]]
@@ -97,6 +98,33 @@ def selection_of(
         check_unique(source.who, ids, lambda p: f"row {int(rows[p])}")
     metadata = {} if picked is None else {n: picked.columns[n] for n in source.metadata_names}
     return Selection(ids, values, miners, metadata, info)
+
+
+def key_numbers(keys: np.ndarray) -> np.ndarray:
+    """One int64 number per key, for what hashes rows (`RandomMiner`, random orders): a
+    row number or an integer id itself (uint64 ids past 2**63 wrap, still one number per
+    id), a string id the first 8 bytes of its BLAKE2b digest (stable across processes,
+    unlike ``hash``)."""
+    if keys.dtype.kind in "iu":
+        return keys.astype(np.int64)
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little", signed=True) for v in keys),
+        dtype=np.int64,
+        count=len(keys),
+    )
+
+
+def uniforms(numbers: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) for each int64 in `numbers`, hashed with `seed`
+    (splitmix64, Steele, Lea and Flood 2014): the same for a row however the pool is
+    batched, streamed or distributed."""
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        z = numbers.astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64) + golden
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 class Backend(ABC):

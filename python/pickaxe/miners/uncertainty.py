@@ -41,13 +41,9 @@ class RandomMiner(Miner):
         self.seed = checks.integer("RandomMiner()", "seed", seed)
 
     def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
-        rows = pool.source_rows(np.arange(pool.n_rows)).astype(np.uint64)
-        with np.errstate(over="ignore"):
-            z = rows + np.uint64((self.seed * 0x9E3779B97F4A7C15) % 2**64) + np.uint64(0x9E3779B97F4A7C15)
-            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            z = z ^ (z >> np.uint64(31))
-        return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53, {"seed": self.seed}
+        from ..engine import uniforms
+
+        return uniforms(pool.source_rows(np.arange(pool.n_rows)), self.seed), {"seed": self.seed}
 
 
 # -- uncertainty -------------------------------------------------------------------------

@@ -9,7 +9,6 @@ itself, pickled, for the driver to raise.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -20,7 +19,7 @@ import numpy as np
 from ..pools import ROW, Pool, close_file, match_rows, to_pool
 
 from ..errors import InvalidInputError
-from ..engine import batch_top, pool_error
+from ..engine import batch_top, key_numbers, pool_error
 from ..miners import Miner
 
 #: Column names pickaxe adds to the batches it returns; never a pool's column.
@@ -166,7 +165,7 @@ class Scorer:
         else:  # a Dataset: no row numbers; the id names the row
             pool = to_pool(plan["who"], table.select(columns), columns, n, 0, None, numbered=False)
             if self.miner.reads_row_numbers:
-                pool = Pool(pool.columns, n, 0, id_numbers(pool.columns["id"]))
+                pool = Pool(pool.columns, n, 0, key_numbers(pool.columns["id"]))
             ids = pool.columns["id"]
             best, values, info = batch_top(self.miner, pool, self.field, self.k, lambda e: by_id(e, ids))
         keep = pa.array(best)
@@ -189,20 +188,6 @@ def unique_ids(who: str, ids: Any) -> None:
     counts = pc.value_counts(ids)
     dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
     raise ValueError(f"{who}: the id {dup!r} names more than one row; ids must be unique")
-
-
-def id_numbers(ids: np.ndarray) -> np.ndarray:
-    """The row numbers a miner that reads them (`RandomMiner` hashes them) sees in a
-    Dataset: an integer id itself (as int64; uint64 ids past 2**63 wrap, still one number
-    per id), a string id the first 8 bytes of its BLAKE2b digest (stable across
-    processes, unlike ``hash``)."""
-    if ids.dtype.kind in "iu":
-        return ids.astype(np.int64)
-    return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little", signed=True) for v in ids),
-        dtype=np.int64,
-        count=len(ids),
-    )
 
 
 def by_id(e: InvalidInputError, ids: np.ndarray) -> InvalidInputError:
