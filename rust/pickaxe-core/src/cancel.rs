@@ -55,7 +55,7 @@ impl Cancel {
 mod tests {
     use super::*;
     use crate::{
-        iou::{BoxSet, LocOptions},
+        localization::{BoxSet, LocOptions},
         knn::Metric,
         seg::{PixelScore, Reduce},
         BoxReduce, Field, NanPolicy, RowScore, StackScore,

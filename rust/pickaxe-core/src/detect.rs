@@ -10,78 +10,9 @@ use ndarray::{ArrayView1, ArrayViewD, Axis, Ix2, Ix3};
 use crate::cancel::Cancel;
 use crate::error::{Error, Field};
 use crate::math::Real;
+use crate::offsets::{self, BoxReduce};
 use crate::seg::PixelScore;
 use crate::NanPolicy;
-
-/// How the boxes of one image become one score.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BoxReduce {
-    /// max_b o_b · s_b.
-    Max,
-    /// Σ_b o_b · s_b / Σ_b o_b (the plain mean without objectness).
-    Mean,
-    /// Σ_b o_b · s_b.
-    Sum,
-}
-
-impl BoxReduce {
-    /// The image's value from its running max, Σ o·s and Σ o; a weighted mean with
-    /// Σ o = 0 is NaN.
-    pub(crate) fn finish(self, best: f64, sum: f64, wsum: f64) -> f64 {
-        match self {
-            BoxReduce::Max => best,
-            BoxReduce::Sum => sum,
-            BoxReduce::Mean => {
-                if wsum > 0.0 {
-                    sum / wsum
-                } else {
-                    f64::NAN
-                }
-            }
-        }
-    }
-}
-
-/// Checks `offsets` against `boxes` boxes: returns N.
-fn check_offsets(offsets: &ArrayView1<'_, i64>, boxes: usize) -> Result<usize, Error> {
-    let len = offsets.len();
-    if len == 0 {
-        return Err(Error::argument(
-            "offsets",
-            "offsets must hold N + 1 positions (at least [0]); got an empty array",
-        ));
-    }
-    if offsets[0] != 0 {
-        return Err(Error::argument(
-            "offsets",
-            format!("offsets[0] must be 0; got {}", offsets[0]),
-        ));
-    }
-    for i in 1..len {
-        if offsets[i] < offsets[i - 1] {
-            return Err(Error::argument(
-                "offsets",
-                format!(
-                    "offsets must not decrease: offsets[{}] = {} < offsets[{}] = {}",
-                    i,
-                    offsets[i],
-                    i - 1,
-                    offsets[i - 1]
-                ),
-            ));
-        }
-    }
-    let last = offsets[len - 1];
-    if last != boxes as i64 {
-        return Err(Error::argument(
-            "offsets",
-            format!(
-                "offsets[-1] must be the number of boxes, {boxes}; got {last}"
-            ),
-        ));
-    }
-    Ok(len - 1)
-}
 
 /// Per-image score of stacked boxes: `boxes` is (B, C) for `confidences` / `logits` or
 /// (B, M, C) for `query_by_committee` / `mc_dropout`; `objectness` (B,) in [0, 1]
@@ -108,23 +39,9 @@ pub fn score_boxes<T: Real>(
         )));
     }
     let b = boxes.len_of(Axis(0));
-    let n = check_offsets(&offsets, b)?;
+    let n = offsets::check("offsets", &offsets, b)?;
     if let Some(o) = &objectness {
-        if o.len() != b {
-            return Err(Error::Shape(format!(
-                "objectness must be (B,) = ({b},), one per box; got {} values",
-                o.len()
-            )));
-        }
-        if let Some((i, v)) = o.iter().enumerate().find(|(_, v)| {
-            let v = v.to_f64();
-            !(-1e-6..=1.0 + 1e-6).contains(&v)
-        }) {
-            return Err(Error::argument(
-                "objectness",
-                format!("objectness[{i}] is {v:?}; objectness must be in [0, 1]"),
-            ));
-        }
+        offsets::check_objectness(o.iter().copied(), b, "box")?;
     }
     let scores = match score {
         PixelScore::Row(s) => {
@@ -143,13 +60,7 @@ pub fn score_boxes<T: Real>(
             member,
             fault,
         } => {
-            // The image owning box `row`: the last i with offsets[i] <= row.
-            let image = offsets
-                .as_slice()
-                .map(|s| s.partition_point(|&o| o <= row as i64))
-                .unwrap_or_else(|| offsets.iter().filter(|&&o| o <= row as i64).count())
-                .saturating_sub(1);
-            let index = row - offsets[image] as usize;
+            let (image, index) = offsets::locate(&offsets, row);
             Error::InvalidBox {
                 field,
                 row,
@@ -163,25 +74,11 @@ pub fn score_boxes<T: Real>(
     })?;
     let mut out = crate::error::with_room(n)?;
     for i in 0..n {
-        let (lo, hi) = (offsets[i] as usize, offsets[i + 1] as usize);
-        let mut best = f64::NEG_INFINITY;
-        let mut sum = 0.0;
-        let mut wsum = 0.0;
-        let mut nan = false;
-        for j in lo..hi {
-            let s = scores[j].to_f64();
+        let boxes = offsets[i] as usize..offsets[i + 1] as usize;
+        let v = reduce.image(boxes.map(|j| {
             let o = objectness.as_ref().map_or(1.0, |o| o[j].to_f64().clamp(0.0, 1.0));
-            nan |= s.is_nan();
-            let v = o * s;
-            best = if v > best { v } else { best };
-            sum += v;
-            wsum += o;
-        }
-        let v = if nan || hi == lo {
-            f64::NAN
-        } else {
-            reduce.finish(best, sum, wsum)
-        };
+            (scores[j].to_f64(), o)
+        }));
         out.push(T::from_f64(v));
     }
     Ok(out)

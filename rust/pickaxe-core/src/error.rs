@@ -129,7 +129,7 @@ pub enum Error {
         member: Option<usize>,
         fault: Fault,
     },
-    /// Invalid data in one box of the localisation inputs (`iou.rs`): `field` names the
+    /// Invalid data in one box of the localisation inputs (`localization.rs`): `field` names the
     /// array (boxes, logits, member_boxes, ...), `row` counts in it, `index` within its
     /// image (and member), `fault` is the message.
     InvalidDetectionBox {
@@ -305,7 +305,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// The message of a class-row fault, as the row kernels word it (for `iou.rs`).
+/// The message of a class-row fault, as the row kernels word it (for `localization.rs`).
 pub fn fault_message(f: &Fault, field: Field) -> String {
     fault_text(f, field)
 }

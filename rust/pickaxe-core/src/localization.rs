@@ -24,7 +24,7 @@
 //!
 //! IoU = area(a ∩ b) / area(a ∪ b), and 0 when the union's area is 0 (two zero-area
 //! boxes). Box scores are reduced per image as `detect::score_boxes` does (objectness
-//! weighted); an image without reference boxes scores NaN.
+//! weighted, `offsets.rs`); an image without reference boxes scores NaN.
 
 use std::ops::Range;
 
@@ -32,9 +32,9 @@ use ndarray::{ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 
 use crate::cancel::Cancel;
-use crate::detect::BoxReduce;
 use crate::error::{fault_message, Error, Field};
 use crate::math::Real;
+use crate::offsets::{self, BoxReduce};
 use crate::passes::{diagnose_logits, diagnose_probs};
 use crate::threads;
 
@@ -120,9 +120,9 @@ pub fn greedy_match(
     }
 }
 
-/// Checks slot boundaries: `slots + 1` positions, from 0, never decreasing, ending at
-/// `boxes`.
-fn check_offsets(
+/// Checks slot boundaries: `slots + 1` positions (`slots_text` words the count), then
+/// `offsets::check`.
+fn check_slots(
     name: &'static str,
     offsets: &ArrayView1<'_, i64>,
     slots: usize,
@@ -136,35 +136,7 @@ fn check_offsets(
             format!("{name} must hold {slots_text} + 1 = {} positions; got {len}", slots + 1),
         ));
     }
-    if offsets[0] != 0 {
-        return Err(Error::argument(
-            name,
-            format!("{name}[0] must be 0; got {}", offsets[0]),
-        ));
-    }
-    for i in 1..len {
-        if offsets[i] < offsets[i - 1] {
-            return Err(Error::argument(
-                name,
-                format!(
-                    "{name} must not decrease: {name}[{i}] = {} < {name}[{}] = {}",
-                    offsets[i],
-                    i - 1,
-                    offsets[i - 1]
-                ),
-            ));
-        }
-    }
-    if offsets[len - 1] != boxes as i64 {
-        return Err(Error::argument(
-            name,
-            format!(
-                "{name}[-1] must be the number of boxes, {boxes}; got {}",
-                offsets[len - 1]
-            ),
-        ));
-    }
-    Ok(())
+    offsets::check(name, offsets, boxes).map(|_| ())
 }
 
 /// The boxes of one slot, read and validated: coordinates, class distributions (`k`
@@ -421,21 +393,6 @@ fn image_scores<T: Real>(ctx: &Ctx<'_, '_, T>, i: usize, w: &mut Work<T>) -> Res
     Ok(out)
 }
 
-fn reduce_image(scores: &[f64], obj: Option<&[f64]>, reduce: BoxReduce) -> f64 {
-    if scores.is_empty() {
-        return f64::NAN;
-    }
-    let (mut best, mut sum, mut wsum) = (f64::NEG_INFINITY, 0.0, 0.0);
-    for (j, &s) in scores.iter().enumerate() {
-        let o = obj.map_or(1.0, |o| o[j]);
-        let v = o * s;
-        best = best.max(v);
-        sum += v;
-        wsum += o;
-    }
-    reduce.finish(best, sum, wsum)
-}
-
 /// Localisation disagreement of `members` (M per image) against `reference`, per image
 /// (N,) or per reference box (B,) when `opts.reduce` is None. `objectness` (B,) in
 /// [0, 1] weights the reference boxes in the reduction. See the module's documentation
@@ -505,16 +462,9 @@ pub fn localization_disagreement<'a, T: Real>(
         )));
     }
     let b = reference.bbox.len_of(Axis(0));
-    if reference.offsets.is_empty() {
-        return Err(Error::argument(
-            "offsets",
-            "offsets must hold N + 1 positions (at least [0]); got an empty array",
-        ));
-    }
-    let n = reference.offsets.len() - 1;
-    check_offsets(rn.offsets, &reference.offsets, n, "N", b)?;
+    let n = offsets::check(rn.offsets, &reference.offsets, b)?;
     let nm = n.checked_mul(m).ok_or_else(|| Error::argument("members", "N · members overflows"))?;
-    check_offsets(
+    check_slots(
         mn.offsets,
         &members.offsets,
         nm,
@@ -524,19 +474,8 @@ pub fn localization_disagreement<'a, T: Real>(
     let obj: Option<Vec<f64>> = match &objectness {
         None => None,
         Some(o) => {
-            if o.len() != b {
-                return Err(Error::Shape(format!(
-                    "objectness must be (B,) = ({b},), one per reference box; got {} values",
-                    o.len()
-                )));
-            }
             let v: Vec<f64> = o.iter().map(|x| x.to_f64()).collect();
-            if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| !(-1e-6..=1.0 + 1e-6).contains(*x)) {
-                return Err(Error::argument(
-                    "objectness",
-                    format!("objectness[{i}] is {x:?}; objectness must be in [0, 1]"),
-                ));
-            }
+            offsets::check_objectness(v.iter().copied(), b, "reference box")?;
             Some(v.into_iter().map(|x| x.clamp(0.0, 1.0)).collect())
         }
     };
@@ -586,7 +525,8 @@ pub fn localization_disagreement<'a, T: Real>(
             Some(red) => {
                 let lo = reference.offsets[i] as usize;
                 let o = obj.as_ref().map(|o| &o[lo..lo + s.len()]);
-                out.push(T::from_f64(reduce_image(&s, o, red)));
+                let boxes = s.iter().enumerate().map(|(j, &v)| (v, o.map_or(1.0, |o| o[j])));
+                out.push(T::from_f64(red.image(boxes)));
             }
         }
     }
