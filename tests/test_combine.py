@@ -47,7 +47,7 @@ def test_a_share_that_cannot_be_filled_passes_on(rng):
     logits[5:] = np.nan  # only 5 rows can be scored
     pool = {"logits": logits, "embeddings": rng.normal(size=(30, 4))}
     sel = px.combine(
-        [px.EntropyMiner(1, nan_policy="omit"), px.ActivationMiner(1)], size=20
+        [px.EntropyMiner(1, nan_policy="omit"), px.ActivationMiner(1, field="embeddings")], size=20
     ).mine(pool)
     assert sel.miners.tolist().count("entropy") == 5
     assert sel.miners.tolist().count("activation") == 15

@@ -34,7 +34,7 @@ def miners(reference):
         px.CommitteeMiner(15, measure="mutual_information"),
         px.EmbeddingDistanceMiner(15, reference, k=5),
         px.NoveltyMiner(15, reference, k=10),
-        px.ActivationMiner(15),
+        px.ActivationMiner(15, field="embeddings"),
         px.ActivationMiner(15, field="logits"),
         px.CoresetMiner(15, reference=reference),
         px.combine([px.EntropyMiner(1), px.EmbeddingDistanceMiner(1, reference, k=5)], 15),

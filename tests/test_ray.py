@@ -147,7 +147,7 @@ def miners(reference, query=None):
         px.EmbeddingDistanceMiner(15, reference, k=5, **q),
         px.EmbeddingDistanceMiner(15, px.ReferenceIndex(np.tile(reference, (20, 1)) + np.float32(0.01) * np.arange(6000, dtype=np.float32)[:, None], metric="l2"), k=5, **q),
         px.NoveltyMiner(15, reference, k=10, **q),
-        px.ActivationMiner(15, **q),
+        px.ActivationMiner(15, field="embeddings", **q),
         px.ActivationMiner(15, field="logits", **q),
         px.combine([px.EntropyMiner(1), px.EmbeddingDistanceMiner(1, reference, k=5)], 15, **q),
         px.CoresetMiner(15, **q),

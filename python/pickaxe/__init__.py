@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
         RandomMiner,
         RatioMiner,
         SegmentationMiner,
+        SimilarityMiner,
     )
     from .selection import Selection
 

@@ -47,24 +47,25 @@ def miner_class(name: str) -> Any:
     return getattr(px, catalog_miner(name).cls)
 
 
-def load_reference(path: str) -> Any:
-    """A reference from a path: a ``.npy`` array, a saved `ReferenceIndex`, or a Parquet
-    file or folder with an ``embeddings`` column."""
+def load_reference(path: str, option: str = "reference") -> Any:
+    """Embeddings from a path (``--reference``, ``--examples``): a ``.npy`` array, a saved
+    `ReferenceIndex`, or a Parquet file or folder with an ``embeddings`` column."""
     import numpy as np
 
     from .pools import open_pool
     from .index import ReferenceIndex
 
+    flag = _flag(option)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"--reference {path}: no such file or folder")
+        raise FileNotFoundError(f"{flag} {path}: no such file or folder")
     if path.endswith(".npy"):
         return np.load(path, mmap_mode="r", allow_pickle=False)
     if os.path.isfile(path) and zipfile.is_zipfile(path):
         return ReferenceIndex.load(path)
-    source = open_pool(path, who=f"--reference {path}")
+    source = open_pool(path, who=f"{flag} {path}")
     if "embeddings" not in source.column_names:
         raise ValueError(
-            f"--reference {path}: a Parquet reference needs an embeddings column; it has {source.describe()}"
+            f"{flag} {path}: a Parquet {option} file needs an embeddings column; it has {source.describe()}"
         )
     return source.read(["embeddings"]).columns["embeddings"]
 
@@ -82,12 +83,16 @@ def reduce_option(value: str) -> Any:
 #: How a command-line value becomes a miner's argument, where it is not the value itself.
 CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "reference": load_reference,
+    "examples": lambda path: load_reference(path, "examples"),
     "class_axis": int,
     "reduce": reduce_option,
 }
 
 #: What an option a miner cannot do without holds, for the error that asks for it.
-REQUIRED: dict[str, str] = {"reference": "the training set's embeddings"}
+REQUIRED: dict[str, str] = {
+    "reference": "the training set's embeddings",
+    "examples": "the embeddings of the rows to find more of",
+}
 
 
 def build_miner(name: str, size: int, opts: dict[str, Any]) -> Any:
@@ -176,7 +181,8 @@ def main() -> None:
 @click.option("--query-timeout", type=click.FloatRange(min=0, min_open=True), help="Stop the query after this many seconds (default: no limit).")
 @click.option("--reference", type=click.Path(), help="Training embeddings: .npy, Parquet, or a saved ReferenceIndex.")
 @click.option("--out", "out", help="Write .parquet or .csv (checked before mining); default: CSV on stdout.")
-@click.option("--k", type=click.IntRange(min=1), help="Neighbours (embedding_distance, novelty).")
+@click.option("--examples", type=click.Path(), help="Embeddings to find more rows like (similarity): .npy, Parquet, or a saved ReferenceIndex.")
+@click.option("--k", type=click.IntRange(min=1), help="Neighbours (embedding_distance, novelty, similarity).")
 @click.option("--metric", type=click.Choice(["cosine", "l2", "ip"]), help="Distance (embedding miners).")
 @click.option("--measure", help="Committee / dropout score, e.g. vote_entropy, mutual_information.")
 @click.option("--field", help="Which field to score when the pool has several.")
@@ -198,6 +204,7 @@ def mine(ctx: click.Context, pool: str, miner_name: str, size: int, out: Optiona
       pickaxe mine preds/ --miner margin --size 100 --query "split = 'unlabeled'"
       pickaxe mine preds.parquet --miner embedding_distance --size 200 \\
           --reference train_embeddings.npy --out picks.csv
+      pickaxe mine preds.parquet --miner similarity --size 100 --examples failures.npy
     """
     _check_applicable(ctx, miner_name)
     timeout = opts.pop("query_timeout", None)

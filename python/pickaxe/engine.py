@@ -278,15 +278,19 @@ def _combined(combined: Any, backend: Backend) -> Selection:
 def _diverse(combined: Any, fields: list[Optional[str]], backend: Backend) -> Selection:
     """Each miner nominates ``candidates`` times its share; only the nominees'
     embeddings are fetched, and k-center greedy over them picks the final batch, so no
-    single cluster of confusing rows fills the budget."""
-    from ._exact import kcenter_greedy
+    single cluster of confusing rows fills the budget. With a labeled ``reference`` the
+    greedy starts from it as centers (`kcenter_cover`, as `CoresetMiner` does)."""
     from .index import embeddings_array
+    from .miners.diversity import kcenter_cover
 
     if "embeddings" not in backend.source.column_names:
         raise ValueError(
             f'combine(diversity="coreset") needs the field embeddings (N, D) to spread '
             f"the batch; the pool has {backend.source.describe()}"
         )
+    cover = combined.cover
+    if cover is not None:  # before any miner runs
+        cover.check_dim("combine().mine()", "embeddings", backend.source.shapes["embeddings"])
     quotas = combined.quotas()
     nominee: dict[Any, tuple[float, str]] = {}
     for miner, field, quota in zip(combined.miners, fields, quotas):
@@ -299,10 +303,12 @@ def _diverse(combined: Any, fields: list[Optional[str]], backend: Backend) -> Se
         return backend.selection(cand, np.empty(0), np.empty(0, dtype=object), info)
     fetched = backend.fetch(cand, ["embeddings"]).columns["embeddings"]
     try:
-        emb, _ = embeddings_array("combine()", "embeddings", fetched)
+        emb, norms = embeddings_array("combine()", "embeddings", fetched)
     except InvalidInputError as e:
         raise backend.locate(e, cand) from None
-    picks, _ = kcenter_greedy(emb, min(combined.size, len(cand)))
+    picks, _, cover_info = kcenter_cover(emb, norms, combined.size, combined.metric, cover)
+    if cover is not None:
+        info.update(reference=cover.size, **cover_info)
     idx = cand[picks]
     values = np.array([nominee[r][0] for r in idx.tolist()], dtype=np.float64)
     names = np.array([nominee[r][1] for r in idx.tolist()], dtype=object)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .._catalog import MINERS
 from .base import Miner
-from .diversity import ActivationMiner, CoresetMiner, EmbeddingDistanceMiner, NoveltyMiner
+from .diversity import ActivationMiner, CoresetMiner, EmbeddingDistanceMiner, NoveltyMiner, SimilarityMiner
 from .uncertainty import (
     CommitteeMiner,
     EntropyMiner,

@@ -9,6 +9,8 @@ from typing import Any, Optional, Sequence
 from ..pools import open_pool
 from ..selection import Selection
 from .base import Miner
+from .diversity import cover_reference
+from .neighbours import Reference
 
 __all__ = ["combine", "Combined", "split_budget"]
 
@@ -42,6 +44,7 @@ class Combined(Miner):
         *,
         diversity: Optional[str] = None,
         candidates: int = 4,
+        reference: Optional[Reference] = None,
         query: Optional[str] = None,
     ) -> None:
         who = "combine()"
@@ -69,6 +72,13 @@ class Combined(Miner):
             raise ValueError(f"{who}: the weights sum to 0")
         if diversity not in (None, "coreset"):
             raise ValueError(f'{who}: diversity must be None or "coreset"; got {diversity!r}')
+        if reference is not None and diversity != "coreset":
+            raise ValueError(
+                f'{who}: a reference is only used with diversity="coreset" (the labeled rows '
+                f"count as covered); got diversity={diversity!r}"
+            )
+        #: The k-center metric and the labeled rows' search (None: no reference).
+        self.metric, self.cover = cover_reference(who, reference, None)
         if isinstance(candidates, bool) or not isinstance(candidates, numbers.Integral) or candidates < 1:
             raise ValueError(f"{who}: candidates must be an int >= 1; got {candidates!r}")
         self.miners = miners
@@ -109,6 +119,7 @@ def combine(
     *,
     diversity: Optional[str] = None,
     candidates: int = 4,
+    reference: Optional[Reference] = None,
     query: Optional[str] = None,
 ) -> Combined:
     """One labeling budget of ``size`` rows split across ``miners``.
@@ -121,8 +132,12 @@ def combine(
 
     ``diversity="coreset"``: each miner nominates ``candidates`` times its share, and the
     final batch is re-picked by k-center greedy over the nominees' ``embeddings``, so one
-    cluster of confusing rows cannot fill the whole budget. ``query`` (SQL ``WHERE``)
-    restricts the rows every miner sees.
+    cluster of confusing rows cannot fill the whole budget. ``reference`` (only with
+    ``diversity="coreset"``): the labeled set's embeddings (M, D), or a `ReferenceIndex`,
+    counted as centers already (Sener and Savarese 2018), so a nominee's d_min starts as
+    its distance to the nearest labeled row and the batch fills what the labeled set
+    leaves uncovered: nominees near it are picked last. Distances are euclidean, or a
+    ReferenceIndex's cosine. ``query`` (SQL ``WHERE``) restricts the rows every miner sees.
 
     >>> import numpy as np, pickaxe as px
     >>> rng = np.random.default_rng(0)
@@ -131,4 +146,6 @@ def combine(
     >>> sorted(set(both.mine(pool).miners))
     ['activation', 'entropy']
     """
-    return Combined(miners, size, weights, diversity=diversity, candidates=candidates, query=query)
+    return Combined(
+        miners, size, weights, diversity=diversity, candidates=candidates, reference=reference, query=query
+    )

@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .. import _checks as checks
+from ..errors import InvalidInputError
 from ..index import ReferenceIndex, check_k, check_metric, embeddings_array
 from ..pools import Pool, PoolSource
 from .base import Miner
@@ -69,6 +70,11 @@ def reference_metric(who: str, reference: Any, metric: Optional[str], default: s
     return check_metric(who, metric if metric is not None else default)
 
 
+def _renamed(e: InvalidInputError, who: str, name: str) -> InvalidInputError:
+    """A bad reference row, named as the argument it came in (e.g. ``examples``)."""
+    return InvalidInputError(kind="row", field=name, row=e.row, reason=e.reason, prefix=f"{who}: ")
+
+
 class Neighbours:
     """k-nearest-neighbour search of pool rows in a reference, exact or through an
     hnswlib graph, chosen by the sizes: exact for a small reference or few queries, a
@@ -83,7 +89,9 @@ class Neighbours:
         seed: int,
         graph: Optional[dict[str, Any]] = None,
         costs: GraphCosts = DEFAULT_GRAPH,
+        name: str = "reference",
     ) -> None:
+        self.name = name  # the argument the rows came in, for the errors
         self.graph = graph or {}
         self.costs = costs
         self.metric = metric
@@ -97,9 +105,12 @@ class Neighbours:
             self.dim = reference.dim
             self.size = reference.size
         else:
-            self.array, self.norms = embeddings_array(who, "reference", reference, field="reference")
+            try:
+                self.array, self.norms = embeddings_array(who, name, reference, field="reference")
+            except InvalidInputError as e:  # the core knows the field as "reference"
+                raise e if name == "reference" else _renamed(e, who, name) from None
             if self.array.shape[0] == 0:
-                raise ValueError(f"{who}: the reference is empty (shape {self.array.shape})")
+                raise ValueError(f"{who}: {name} is empty (shape {self.array.shape})")
             self.dim = int(self.array.shape[1])
             self.size = int(self.array.shape[0])
 
@@ -138,7 +149,7 @@ class Neighbours:
     def check_dim(self, who: str, field: str, shape: tuple) -> None:
         if len(shape) == 2 and shape[1] is not None and shape[1] != self.dim:
             raise ValueError(
-                f"{who}: the pool's {field} have {shape[1]} dimensions; the reference has {self.dim}"
+                f"{who}: the pool's {field} have {shape[1]} dimensions; {self.name} has {self.dim}"
             )
 
 
@@ -151,14 +162,22 @@ class NeighbourMiner(Miner):
     ships_state = True
 
     def _init_neighbours(
-        self, reference: Reference, k: Any, metric: Optional[str], search: Any, threads: Optional[int], seed: int
+        self,
+        reference: Reference,
+        k: Any,
+        metric: Optional[str],
+        search: Any,
+        threads: Optional[int],
+        seed: int,
+        name: str = "reference",
     ) -> None:
         who = f"{type(self).__name__}()"
         self.k = check_k(who, k)
         self.metric = reference_metric(who, reference, metric, self.default_metric)
         self.search = check_search(who, search)
         graph, costs = self._graph()
-        self._neighbours = Neighbours(who, reference, self.metric, threads, seed, graph=graph, costs=costs)
+        self._neighbours = Neighbours(who, reference, self.metric, threads, seed, graph=graph, costs=costs, name=name)
+        self._method = "exact"
 
     def _graph(self) -> tuple[dict[str, Any], GraphCosts]:
         """Build parameters and costs of the graph made when given raw embeddings."""
@@ -172,3 +191,29 @@ class NeighbourMiner(Miner):
         assert field is not None
         who = f"{type(self).__name__}.mine()"
         return embeddings_array(who, field, pool.columns[field], self._neighbours.dim)
+
+    def _repr(self, extra: str = "") -> str:
+        nb = self._neighbours
+        return (
+            f"{type(self).__name__}(size={self.size}, k={self.k}, metric={self.metric!r}, "
+            f"{extra}{nb.name}={nb.size} rows)"
+        )
+
+    def prepare(self, source: PoolSource, field: Optional[str]) -> None:
+        self._choose_search(source, field)
+
+    def _choose_search(self, source: PoolSource, field: Optional[str]) -> None:
+        """Check the pool's dimension, choose exact search or the graph for its rows, and
+        build the graph once, before any batch (or worker) needs it."""
+        self._check_dim(source, field)
+        self._method = self._neighbours.method_for(pool_rows(source), self.search)
+        if self._method == "hnsw":
+            self._neighbours.ensure_index()
+
+    def _distances(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
+        """(n, k') distances of a batch's rows to their k' = min(k, M) nearest reference
+        rows, nearest first, and the ``info`` that says how they were found."""
+        nb = self._neighbours
+        x, norms = self._embeddings(pool, field)
+        _, dist = nb.search(x, norms, self.k, self._method)
+        return dist, {"search": self._method, "metric": self.metric, "k": min(self.k, nb.size)}
