@@ -88,3 +88,90 @@ def test_argument_errors():
         px.combine([m, m], size=3, weights=[0, 0])
     with pytest.raises(ValueError, match="diversity"):
         px.combine([m], size=3, diversity="kmeans")
+
+
+# -- diversity against the labeled set ------------------------------------------------------
+
+
+def labeled_and_gaps(rng, n_near=30, n_far=20, d=4):
+    """A labeled set, pool rows just beside it (known ground) and pool rows spread far
+    from it (gaps); every row equally confusing, so all are nominated."""
+    labeled = rng.normal(size=(n_near, d))
+    near = labeled + 0.01 * rng.normal(size=(n_near, d))
+    far = rng.normal(size=(n_far, d)) * 10 + 30
+    emb = np.vstack([near, far])
+    pool = {"logits": np.zeros((n_near + n_far, 3)), "embeddings": emb}
+    return pool, labeled, n_near
+
+
+def test_nominees_near_the_reference_are_picked_last(rng):
+    pool, labeled, n_near = labeled_and_gaps(rng)
+    n = len(pool["embeddings"])
+    miner = px.combine([px.EntropyMiner(1)], size=n, diversity="coreset", candidates=n, reference=labeled)
+    sel = miner.mine(pool)
+    assert sel.info["candidates"] == n and sel.info["reference"] == n_near
+    assert sel.info["metric"] == "l2" and sel.info["search"] == "exact"
+    ids = sel.ids.tolist()
+    assert sorted(ids) == list(range(n))
+    assert all(i >= n_near for i in ids[: n - n_near])  # the gaps first
+    assert all(i < n_near for i in ids[n - n_near :])  # the known ground last
+    # without the reference the first pick is the row farthest from the nominees' mean,
+    # and the rows beside the labeled set are as new as any: they come early
+    plain = px.combine([px.EntropyMiner(1)], size=n, diversity="coreset", candidates=n).mine(pool)
+    assert any(i < n_near for i in plain.ids.tolist()[: n - n_near])
+    assert "reference" not in plain.info
+
+
+def test_reference_as_coreset_miner_counts_it(rng):
+    # every row a nominee: combine's greedy over them is CoresetMiner's over the pool
+    pool = {"logits": rng.normal(size=(120, 3)), "embeddings": rng.normal(size=(120, 6))}
+    labeled = rng.normal(size=(40, 6))
+    for reference, metric in [(labeled, "l2"), (px.ReferenceIndex(labeled, metric="cosine"), "cosine")]:
+        sel = px.combine([px.EntropyMiner(1)], size=15, diversity="coreset", candidates=120,
+                         reference=reference).mine(pool)
+        want = px.CoresetMiner(15, reference=reference, metric=metric).mine(pool)
+        np.testing.assert_array_equal(sel.ids, want.ids)
+        assert sel.info["metric"] == metric
+
+
+@pytest.mark.parametrize("kind", ["pandas", "arrow", "parquet", "folder"])
+def test_reference_on_every_kind_of_pool(rng, tmp_path, monkeypatch, kind):
+    from pickaxe import engine
+    from test_pools import make_pool
+
+    monkeypatch.setattr(engine, "BATCH_ROWS", 64)
+    r = np.random.default_rng(7)
+    n = 500
+    data = {  # the columns make_pool writes
+        "logits": r.normal(size=(n, 5)).astype(np.float32),
+        "embeddings": r.normal(size=(n, 8)).astype(np.float32),
+        "query_by_committee": r.dirichlet(np.ones(4), size=(n, 3)),
+        "split": np.where(r.random(n) < 0.6, "unlabeled", "train").astype(object),
+        "score": r.random(n),
+    }
+    labeled = rng.normal(size=(50, 8)).astype(np.float32)
+    miner = px.combine([px.EntropyMiner(1), px.MarginMiner(1)], size=12, diversity="coreset",
+                       reference=labeled, query="split = 'unlabeled'")
+    want = miner.mine(make_pool("mapping", data, tmp_path))
+    got = miner.mine(make_pool(kind, data, tmp_path))
+    np.testing.assert_array_equal(got.ids, want.ids)
+    assert got.miners.tolist() == want.miners.tolist() and got.info == want.info
+
+
+def test_reference_errors(rng):
+    m = px.EntropyMiner(1)
+    labeled = rng.normal(size=(10, 4))
+    with pytest.raises(ValueError, match='reference is only used with diversity="coreset"'):
+        px.combine([m], size=3, reference=labeled)
+    pool = {"logits": rng.normal(size=(20, 3)), "embeddings": rng.normal(size=(20, 5))}
+    with pytest.raises(ValueError, match="embeddings have 5 dimensions; reference has 4"):
+        px.combine([m], size=3, diversity="coreset", reference=labeled).mine(pool)
+    with pytest.raises(ValueError, match="reference is empty"):
+        px.combine([m], size=3, diversity="coreset", reference=np.empty((0, 4)))
+    bad = labeled.copy()
+    bad[7, 2] = np.nan
+    with pytest.raises(px.errors.InvalidInputError) as info:
+        px.combine([m], size=3, diversity="coreset", reference=bad)
+    assert info.value.field == "reference" and info.value.row == 7
+    with pytest.raises(ValueError, match="l2 or cosine distance; the reference's metric is 'ip'"):
+        px.combine([m], size=3, diversity="coreset", reference=px.ReferenceIndex(labeled, metric="ip"))
