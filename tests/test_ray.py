@@ -451,6 +451,15 @@ def test_combine_with_embedding_miners_finishes(cluster, data, reference, parque
     same(mine(ray.data.read_parquet(parquet_with_id), miner), miner.mine(data))
 
 
+def test_similarity_and_labeled_coreset_equal_in_memory(cluster, dataset, parquet_path, data, reference):
+    # issue #16: rows like given examples (an actor pool holds them), and combine's
+    # coreset counting the labeled rows as covered (the driver's greedy over fetched rows)
+    miner = px.SimilarityMiner(15, data["embeddings"][[4, 900]] + np.float32(0.01), k=2)
+    same(mine(dataset, miner, batch_rows=N // BLOCKS), miner.mine(data))
+    both = px.combine([px.EntropyMiner(1), px.MarginMiner(1)], 12, diversity="coreset", reference=reference)
+    same(mine(parquet_path, both), both.mine(parquet_path))
+
+
 # -- ids keep their type (issue #13, point 3) ---------------------------------------------
 
 ID_ROWS = 240
