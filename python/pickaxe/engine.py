@@ -48,31 +48,9 @@ __all__ = ["Backend", "LocalBackend", "mine", "rank", "batch_top", "best_order",
 Ranked = tuple[np.ndarray, np.ndarray, dict[str, Any]]
 
 
-def best_order(keys: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` best rows: score descending, then key ascending (the order
-    `top_k` gives over a whole pool, whose keys are its row numbers)."""
-    if keys.dtype.kind in "iuf":
-        order = np.lexsort((keys, -values))
-    else:  # object keys (string ids): a stable sort by key, then by score
-        by_key = np.argsort(keys, kind="stable")
-        order = by_key[np.argsort(-values[by_key], kind="stable")]
-    return order[:k]
-
-
-def batch_top(
-    miner: "Miner", batch: "Pool", field: Optional[str], k: int, locate: Callable[[InvalidInputError], InvalidInputError]
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One batch's ``k`` best rows: their positions in the batch, their scores (float64)
-    and the miner's ``info``. An error naming a row of the batch is re-based by `locate`
-    to name the pool's row."""
-    if batch.n_rows == 0:
-        return np.empty(0, np.int64), np.empty(0), {}
-    try:
-        values, info = miner.score(batch, field)
-    except InvalidInputError as e:
-        raise locate(e) from None
-    best = top_k(values, k)
-    return best, np.asarray(values[best], dtype=np.float64), info
+# The per-row selection (a batch's kept rows, their merge, the final pick under the batch
+# controls: quotas by group, weighted draws) is `pickaxe.per_row`'s, shared by every backend.
+from .per_row import Tops, batch_top, best_order, empty_tops, merge_tops  # noqa: E402
 
 
 def pool_error(e: InvalidInputError, batch: Pool) -> InvalidInputError:
@@ -135,8 +113,30 @@ class Backend(ABC):
     who: str
 
     @abstractmethod
+    def tops(self, miner: "Miner", k: Optional[int], field: Optional[str], column: Optional[str]) -> Tops:
+        """The rows kept over the pool's batches, each batch reduced by `batch_top` and
+        the batches merged by `merge_tops`: the ``k`` best (by score or draw key), per
+        group of `column` when it is given; every row scoring a number when ``k`` is None."""
+
     def top(self, miner: "Miner", k: int, field: Optional[str]) -> Ranked:
-        """The ``k`` best rows by ``miner.score``: keys, scores (best first) and info."""
+        """The ``k`` rows `miner` picks by its per-row score under its batch controls
+        (``miner.controls``: the top rows, a draw, quotas by group): keys, scores (best
+        first, or in draw order) and info; a stratified run's groups ride in
+        ``info[GROUPS]`` (`mine` moves them to the selection)."""
+        from .per_row import drawn, pick
+
+        c = miner.controls
+        column = stratify_column(miner, self, field)
+        tops = self.tops(miner, None if c.sampling == "rank" else k, field, column)
+        if c.plain:
+            return tops.keys, tops.values, tops.info
+        classes = None
+        if c.stratify == "predicted" and column is not None:
+            classes = self.source.shapes[column][1]
+        keys, values, info, groups = pick(drawn(tops, c, key_numbers), c, k, self.who, classes)
+        if groups is not None:
+            info[GROUPS] = groups
+        return keys, values, info
 
     @abstractmethod
     def gather(self, columns: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -167,18 +167,18 @@ class LocalBackend(Backend):
         self.source = source
         self.who = source.who
 
-    def top(self, miner: "Miner", k: int, field: Optional[str]) -> Ranked:
-        keys = np.empty(0, dtype=np.int64)
-        values = np.empty(0, dtype=np.float64)
-        info: dict[str, Any] = {}
-        for batch in self.source.batches(miner.columns_for(field), BATCH_ROWS, progress=True):
-            best, best_values, batch_info = batch_top(miner, batch, field, k, lambda e: pool_error(e, batch))
-            info = batch_info or info
-            keys = np.concatenate([keys, batch.source_rows(best)])
-            values = np.concatenate([values, best_values])
-            order = best_order(keys, values, k)
-            keys, values = keys[order], values[order]
-        return keys, values, info
+    def tops(self, miner: "Miner", k: Optional[int], field: Optional[str], column: Optional[str]) -> Tops:
+        kept = empty_tops(np.empty(0, dtype=np.int64), column is not None)
+        parts = [kept]  # k None: every row, merged once at the end
+        columns = list(miner.columns_for(field)) + ([column] if column else [])
+        for batch in self.source.batches(columns, BATCH_ROWS, progress=True):
+            b = batch_top(miner, batch, field, k, lambda e: pool_error(e, batch), column)
+            part = Tops(batch.source_rows(b.rows), b.values, b.order, b.groups, b.counts, b.info)
+            if k is None:
+                parts.append(part)
+            else:
+                kept = merge_tops([kept, part], k)
+        return merge_tops(parts, None) if k is None else kept
 
     def gather(self, columns: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         pool = self.source.read(columns)
@@ -210,8 +210,30 @@ def mine(miner: "Miner", backend: Backend) -> Selection:
     if isinstance(miner, Combined):
         return _combined(miner, backend)
     field = miner.resolve_field(backend.source)
+    stratify_column(miner, backend, field)  # checked before any work
     keys, values, info = rank(miner, backend, miner.size, field)
-    return backend.selection(keys, values, miner.name, info)
+    return with_groups(backend.selection(keys, values, miner.name, info))
+
+
+#: The ``info`` entry that carries a stratified run's groups to its `Selection`.
+GROUPS = "__groups__"
+
+
+def with_groups(selection: Selection) -> Selection:
+    """The selection with its rows' groups (``Selection.groups``) taken out of ``info``."""
+    groups = selection.info.pop(GROUPS, None)
+    if groups is not None:
+        selection.groups = np.asarray(groups, dtype=object)
+    return selection
+
+
+def stratify_column(miner: "Miner", backend: Backend, field: Optional[str]) -> Optional[str]:
+    """The column a stratified miner reads its groups from (`pickaxe.batch_controls`),
+    checked against the pool; None when it is not stratified."""
+    from .batch_controls import group_column
+
+    src = backend.source
+    return group_column(miner.controls, f"{type(miner).__name__}()", src.column_names, src.describe(), field)
 
 
 def rank(miner: "Miner", backend: Backend, k: int, field: Optional[str]) -> Ranked:
@@ -246,6 +268,10 @@ def _combined(combined: Any, backend: Backend) -> Selection:
     fields = [m.resolve_field(backend.source) for m in combined.miners]  # all checked before any work
     if combined.diversity == "coreset":
         return _diverse(combined, fields, backend)
+    if combined.controls.stratified:
+        from .per_row import combined_groups
+
+        return with_groups(combined_groups(combined, fields, backend))
     quotas = combined.quotas()
     taken: set = set()
     keys: list = []
@@ -269,7 +295,7 @@ def _combined(combined: Any, backend: Backend) -> Selection:
             names.append(miner.name)
             got += 1
         carry = want - got
-    info = {"quotas": combined.quota_info(quotas)}
+    info = {"quotas": combined.quota_info(quotas), **combined.controls.info()}
     return backend.selection(
         backend.keys(keys), np.asarray(values, dtype=np.float64), np.asarray(names, dtype=object), info
     )

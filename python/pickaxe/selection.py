@@ -23,13 +23,16 @@ class Selection:
         metadata: column name -> (k,) array, the pool's metadata columns for the rows.
         info: how the selection was made (e.g. ``{"search": "exact"}`` for embedding
             miners: whether exact search or the hnswlib index found the neighbours).
+        groups: (k,) object, each row's group when the miner was stratified
+            (``stratify=``, `pickaxe.batch_controls`), else None. Written as a ``group``
+            column (after ``miner``) by `columns` and the writers only when present.
 
     >>> s = Selection(np.array([7, 3]), np.array([0.9, 0.4]), "entropy")
     >>> s.ids.tolist(), s.miners.tolist()
     ([7, 3], ['entropy', 'entropy'])
     """
 
-    __slots__ = ("ids", "scores", "miners", "metadata", "info")
+    __slots__ = ("ids", "scores", "miners", "metadata", "info", "_groups")
 
     def __init__(
         self,
@@ -38,6 +41,7 @@ class Selection:
         miners: "str | np.ndarray",
         metadata: Optional[Mapping[str, np.ndarray]] = None,
         info: Optional[Mapping[str, Any]] = None,
+        groups: Optional[Any] = None,
     ) -> None:
         self.ids = np.asarray(ids)
         self.scores = np.asarray(scores)
@@ -55,6 +59,23 @@ class Selection:
         if self.ids.ndim != 1:
             raise ValueError(f"Selection: ids must be 1-D; got shape {self.ids.shape}")
         check_unique("Selection", self.ids, lambda p: f"position {p}")
+        self._groups: Optional[np.ndarray] = None
+        self.groups = groups
+
+    @property
+    def groups(self) -> Optional[np.ndarray]:
+        return self._groups
+
+    @groups.setter
+    def groups(self, value: Any) -> None:
+        if value is None:
+            self._groups = None
+            return
+        g = np.empty(len(value), dtype=object)
+        g[:] = list(value)
+        if len(g) != len(self.ids):
+            raise ValueError(f"Selection: groups has {len(g)} rows; ids has {len(self.ids)}")
+        self._groups = g
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -72,6 +93,8 @@ class Selection:
             "score": self.scores,
             "miner": self.miners.astype(str),
         }
+        if self._groups is not None:
+            cols["group"] = self._groups
         for name, col in self.metadata.items():
             cols.setdefault(name, col)
         return cols

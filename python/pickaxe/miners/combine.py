@@ -46,9 +46,10 @@ class Combined(Miner):
         candidates: int = 4,
         reference: Optional[Reference] = None,
         query: Optional[str] = None,
+        **controls: Any,
     ) -> None:
         who = "combine()"
-        super().__init__(size, query=query)
+        super().__init__(size, query=query, **controls)
         miners = list(miners) if not isinstance(miners, Miner) else [miners]
         if not miners:
             raise ValueError(f"{who}: give at least one miner")
@@ -81,7 +82,7 @@ class Combined(Miner):
         self.metric, self.cover = cover_reference(who, reference, None)
         if isinstance(candidates, bool) or not isinstance(candidates, numbers.Integral) or candidates < 1:
             raise ValueError(f"{who}: candidates must be an int >= 1; got {candidates!r}")
-        self.miners = miners
+        self.miners = _with_controls(who, miners, self.controls, diversity)
         self.weights = [float(w) for w in weights]
         self.diversity = diversity
         self.candidates = int(candidates)
@@ -112,6 +113,32 @@ class Combined(Miner):
         return out
 
 
+def _with_controls(who: str, miners: list[Miner], controls: Any, diversity: Optional[str]) -> list[Miner]:
+    """The miners `combine` runs: its quotas by group are its own (a miner's are refused);
+    its draw (``sampling``) becomes each miner's, on a copy (a miner's own draw and the
+    combination's cannot both be given)."""
+    import copy
+    import dataclasses
+
+    out = []
+    for m in miners:
+        if m.controls.stratified:
+            raise ValueError(f"{who}: {m!r} has its own stratify=; give stratify= and quota= to combine()")
+        if controls.sampled:
+            if m.controls.sampled:
+                raise ValueError(f"{who}: {m!r} has its own sampling=; give sampling= to combine() or to its miners, not both")
+            if m.whole_pool:
+                raise ValueError(f"{who}: sampling= draws per-row scores; {m!r} ranks the whole pool")
+            m = copy.copy(m)
+            m.controls = dataclasses.replace(m.controls, sampling=controls.sampling, beta=controls.beta, seed=controls.seed)
+        if controls.stratified and (m.whole_pool or m.repick_columns):
+            raise ValueError(f"{who}: stratify= splits per-row scores by group; {m!r} does not rank rows one by one")
+        out.append(m)
+    if controls.stratified and diversity is not None:
+        raise ValueError(f'{who}: stratify= and diversity="coreset" do not combine; give one of them')
+    return out
+
+
 def combine(
     miners: Sequence[Miner],
     size: int,
@@ -121,8 +148,22 @@ def combine(
     candidates: int = 4,
     reference: Optional[Reference] = None,
     query: Optional[str] = None,
+    stratify: Optional[str] = None,
+    quota: Any = "equal",
+    sampling: str = "top",
+    beta: float = 1.0,
+    seed: int = 0,
 ) -> Combined:
     """One labeling budget of ``size`` rows split across ``miners``.
+
+    Batch controls (`pickaxe.batch_controls`): ``stratify`` / ``quota`` split the budget
+    across groups first (``"predicted"``: the argmax class of the pool's ``logits``, else
+    its ``confidences``), then each group's share across the miners as below; picks come
+    group by group and ``selection.groups`` names each row's group. ``sampling`` /
+    ``beta`` / ``seed`` make every miner draw its rows instead of taking its top ones
+    (each miner is copied with the draw; a miner's own ``sampling`` and combine's cannot
+    both be given; with ``diversity="coreset"`` the nominees are drawn). Neither goes
+    with a whole-pool miner, nor ``stratify`` with ``diversity="coreset"``.
 
     The budget is split in proportion to ``weights`` (equal by default) by the largest
     remainder method (`split_budget`). Miners run in order; a row already picked by an
@@ -147,5 +188,6 @@ def combine(
     ['activation', 'entropy']
     """
     return Combined(
-        miners, size, weights, diversity=diversity, candidates=candidates, reference=reference, query=query
+        miners, size, weights, diversity=diversity, candidates=candidates, reference=reference, query=query,
+        stratify=stratify, quota=quota, sampling=sampling, beta=beta, seed=seed,
     )

@@ -8,7 +8,6 @@ the number of its first row from the Parquet metadata); a Dataset's by its id co
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import pickle
@@ -19,12 +18,12 @@ import numpy as np
 
 from .._fields import FIELD_SHAPES
 from ..pools import ParquetSource, Pool, PoolSource, to_pool
-from ..engine import Backend, Ranked, best_order
+from ..engine import Backend, Tops, empty_tops, merge_tops
 from ..errors import InvalidInputError
 from ..miners import Miner
 from ..selection import Selection
 from .dataset import DatasetSource
-from .worker import ERROR, INFO, KEY, SCORE, Scorer, by_id, score_task
+from .worker import ERROR, KEY, Scorer, block_tops, by_id, score_task
 
 #: Retries of a failed batch when ``retry_exceptions`` is given.
 MAX_RETRIES = 3
@@ -133,14 +132,20 @@ class RayBackend(Backend):
 
     # -- the engine's questions ---------------------------------------------------------
 
-    def top(self, miner: Miner, k: int, field: Optional[str]) -> Ranked:
+    def tops(self, miner: Miner, k: Optional[int], field: Optional[str], column: Optional[str]) -> Tops:
+        """Each block keeps its own rows (`batch_top`, in the worker); the driver merges
+        them with `merge_tops`, as `LocalBackend` merges its batches."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         ray = load_ray()
+        none = empty_tops(self.keys([]), column is not None)
         if self.ds is None or k == 0:
-            return self.keys([]), np.empty(0), {}
-        plan = self._plan("top", list(miner.columns_for(field)) + self.carry)
+            return none
+        read = list(miner.columns_for(field)) + ([column] if column else [])
+        plan = self._plan("top", list(dict.fromkeys(read + self.carry)))
         plan["carry"] = self.carry
+        plan["group"] = column
         if miner.ships_state:
             # a reference, a graph, fitted densities: into the object store once, loaded
             # once per actor of the pool
@@ -149,15 +154,12 @@ class RayBackend(Backend):
             # a few numbers: tasks on pooled workers, no actor start-up (seconds) per run
             tables = self._map(self.ds, (miner, field, k, plan))
         if not tables:
-            return self.keys([]), np.empty(0), {}
-        t = pa.concat_tables(tables)
-        keys = t.column(KEY).to_numpy(zero_copy_only=False)
-        values = t.column(SCORE).to_numpy()
-        order = best_order(keys, values, k)
-        info = json.loads(t.column(INFO)[int(order[0])].as_py()) if len(order) else {}
+            return none
+        kept = merge_tops([block_tops(t) for t in tables], k)
         if self.carry:
-            self._carried.append(t.take(pa.array(order)).select([KEY] + self.carry))
-        return keys[order], values[order], info
+            carried = pa.concat_tables([t.select([KEY] + self.carry) for t in tables])
+            self._carried.append(carried.filter(pc.is_in(carried.column(KEY), value_set=self._key_column(kept.keys))))
+        return kept
 
     def gather(self, columns: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Each batch is a Ray task that returns only the keys and `columns`; the driver

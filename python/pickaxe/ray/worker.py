@@ -20,12 +20,16 @@ from ..pools import ROW, Pool, close_file, match_rows, to_pool
 
 from ..errors import InvalidInputError
 from ..engine import batch_top, key_numbers, pool_error
+from ..per_row import Tops, needs_row_numbers
 from ..miners import Miner
 
 #: Column names pickaxe adds to the batches it returns; never a pool's column.
 KEY = "__pickaxe_key__"
 SCORE = "__pickaxe_score__"
 INFO = "__pickaxe_info__"
+ORDER = "__pickaxe_order__"
+GROUP = "__pickaxe_group__"
+COUNTS = "__pickaxe_counts__"
 #: A batch that finds bad input returns one row: the pickled exception (the driver
 #: raises it as such: not a Ray error, not retried), and its first row number.
 ERROR = "__pickaxe_error__"
@@ -156,26 +160,43 @@ class Scorer:
         assert self.miner is not None
         plan = self.plan
         n = table.num_rows
-        columns = list(self.miner.columns_for(self.field))
-        if "id" in table.column_names:
+        column = plan.get("group")
+        columns = list(dict.fromkeys(list(self.miner.columns_for(self.field)) + ([column] if column else [])))
+        if "id" in table.column_names and "id" not in columns:
             columns.append("id")
         if rows is not None:  # a Parquet pool: rows named by number (and id), as in memory
             pool = to_pool(plan["who"], table.select(columns), columns, n, 0, rows)
-            best, values, info = batch_top(self.miner, pool, self.field, self.k, lambda e: pool_error(e, pool))
+            b = batch_top(self.miner, pool, self.field, self.k, lambda e: pool_error(e, pool), column)
         else:  # a Dataset: no row numbers; the id names the row
             pool = to_pool(plan["who"], table.select(columns), columns, n, 0, None, numbered=False)
-            if self.miner.reads_row_numbers:
+            if needs_row_numbers(self.miner):
                 pool = Pool(pool.columns, n, 0, key_numbers(pool.columns["id"]))
             ids = pool.columns["id"]
-            best, values, info = batch_top(self.miner, pool, self.field, self.k, lambda e: by_id(e, ids))
-        keep = pa.array(best)
+            b = batch_top(self.miner, pool, self.field, self.k, lambda e: by_id(e, ids), column)
+        keep = pa.array(b.rows)
         out = {c: table.column(c).take(keep) for c in plan["carry"]}
         # a Dataset's key is its id column as it is: int64 ids near 2**63 or uint64 ones
         # stay exact and ordered (an int64 copy would wrap uint64 ids past 2**63)
-        out[KEY] = pa.array(rows[best]) if rows is not None else table.column("id").take(keep)
-        out[SCORE] = pa.array(values)
-        out[INFO] = pa.array([json.dumps(info, default=str)] * len(best), pa.string())
+        out[KEY] = pa.array(rows[b.rows]) if rows is not None else table.column("id").take(keep)
+        out[SCORE] = pa.array(b.values)
+        out[ORDER] = pa.array(b.order)
+        out[INFO] = pa.array([json.dumps(b.info, default=str)] * len(b.rows), pa.string())
+        if b.groups is not None:  # labels and counts pickled: any label type, exactly
+            out[GROUP] = pa.array([pickle.dumps(g) for g in b.groups.tolist()], pa.binary())
+            out[COUNTS] = pa.array([pickle.dumps(b.counts)] + [None] * (len(b.rows) - 1), pa.binary())
         return pa.table(out)
+
+
+def block_tops(t: Any) -> Tops:
+    """A block's kept rows (`_top`'s table) as the engine's `Tops`, for `merge_tops`."""
+    groups = counts = None
+    if GROUP in t.column_names:
+        groups = np.empty(t.num_rows, dtype=object)
+        groups[:] = [pickle.loads(g) for g in t.column(GROUP).to_pylist()]
+        counts = pickle.loads(t.column(COUNTS)[0].as_py())
+    info = json.loads(t.column(INFO)[0].as_py())
+    keys = t.column(KEY).to_numpy(zero_copy_only=False)
+    return Tops(keys, t.column(SCORE).to_numpy(), t.column(ORDER).to_numpy(), groups, counts, info)
 
 
 def unique_ids(who: str, ids: Any) -> None:

@@ -1,0 +1,301 @@
+"""The per-row part of the mining engine (`pickaxe.engine`): what one batch keeps
+(`batch_top`), how the kept rows of batches merge (`merge_tops`), and a run's final pick
+(`pick`): the top ``k`` rows, or quotas by group, or a weighted draw without replacement
+(the controls of `pickaxe.batch_controls`).
+
+Every backend calls these same functions (`LocalBackend` batch after batch, Ray's workers
+per block and its driver to merge), so a streamed or distributed run picks what one pass
+over the whole pool would. Memory: plain and drawn runs keep ``k`` rows; a stratified run
+keeps ``k`` rows per group, O(groups × k); ``sampling="rank"`` needs each row's rank in the
+whole pool, so it keeps every row's key, score (and group): O(N), 16 to 24 bytes a row,
+then draws from them at the end.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
+
+import numpy as np
+
+from . import batch_controls as bc
+from .errors import InvalidInputError
+from .select import top_k
+
+if TYPE_CHECKING:
+    from .miners import Miner
+    from .pools import Pool
+
+__all__ = ["BatchTop", "Tops", "best_order", "batch_top", "merge_tops", "pick", "ordered_groups", "needs_row_numbers"]
+
+#: Added to the seed for the draw's uniforms, so that a draw and `RandomMiner`'s scores
+#: with one seed are unrelated streams.
+DRAW_STREAM = 0x5851F42D4C957F2D
+
+
+class BatchTop(NamedTuple):
+    """What one batch keeps: positions in the batch, the miner's scores (float64), the
+    order keys the rows are ranked by (the scores, or the draw's keys), each row's group
+    (object labels, or None), rows per group that scored a number (or None), and the
+    miner's ``info``."""
+
+    rows: np.ndarray
+    values: np.ndarray
+    order: np.ndarray
+    groups: Optional[np.ndarray]
+    counts: Optional[dict]
+    info: dict
+
+
+class Tops(NamedTuple):
+    """Kept rows of a run so far, as `BatchTop` but named by key (row number or id)."""
+
+    keys: np.ndarray
+    values: np.ndarray
+    order: np.ndarray
+    groups: Optional[np.ndarray]
+    counts: Optional[dict]
+    info: dict
+
+
+def needs_row_numbers(miner: "Miner") -> bool:
+    """Whether a batch of a pool without row numbers (a Ray Dataset) must number its rows
+    from their ids: the miner's score reads them, or its draw hashes them."""
+    return bool(miner.reads_row_numbers or miner.controls.sampled)
+
+
+def best_order(keys: np.ndarray, values: np.ndarray, k: Optional[int]) -> np.ndarray:
+    """Positions of the ``k`` best rows (all when None): score descending, then key
+    ascending (the order `top_k` gives over a whole pool, whose keys are its row numbers)."""
+    if keys.dtype.kind in "iuf":
+        order = np.lexsort((keys, -values))
+    else:  # object keys (string ids): a stable sort by key, then by score
+        by_key = np.argsort(keys, kind="stable")
+        order = by_key[np.argsort(-values[by_key], kind="stable")]
+    return order if k is None else order[:k]
+
+
+def _best(order: np.ndarray, k: Optional[int]) -> np.ndarray:
+    """Positions of the ``k`` highest (all non-NaN when None), unsorted for None."""
+    return top_k(order, k) if k is not None else np.flatnonzero(~np.isnan(order))
+
+
+def batch_top(
+    miner: "Miner",
+    batch: "Pool",
+    field: Optional[str],
+    k: Optional[int],
+    locate: Callable[[InvalidInputError], InvalidInputError],
+    column: Optional[str] = None,
+) -> BatchTop:
+    """One batch's kept rows under the miner's controls (``miner.controls``): the ``k``
+    best by score, or by the draw's key, overall or per group (read from `column`); all
+    rows scoring a number when ``k`` is None. An error naming a row of the batch is
+    re-based by `locate` to name the pool's row."""
+    c = miner.controls
+    if batch.n_rows == 0:
+        e = np.empty(0)
+        return BatchTop(np.empty(0, np.int64), e, e, None if column is None else np.empty(0, object), None, {})
+    try:
+        values, info = miner.score(batch, field)
+    except InvalidInputError as e:
+        raise locate(e) from None
+    values = np.asarray(values, dtype=np.float64)
+    order = values
+    if c.sampled and c.sampling != "rank":
+        if c.sampling == "power":
+            bad = bc.first_negative(values)
+            if bad is not None:
+                raise locate(InvalidInputError(
+                    kind="row", field=field or miner.name, row=bad,
+                    reason=f'scored {values[bad]!r}; sampling="power" draws with probability ∝ score^beta and '
+                    'needs scores >= 0 (use sampling="softmax" or "rank")',
+                ))
+        u = bc_uniforms(batch.source_rows(np.arange(batch.n_rows)), c.seed)
+        order = bc.gumbel_keys(bc.log_weights(c, values), u)
+    if column is None:
+        rows = _best(order, k)
+        return BatchTop(rows, values[rows], order[rows], None, None, info)
+    uniq, codes = bc.factorize(bc.labels(c, batch.columns[column]))
+    scored = ~np.isnan(values)
+    counts = np.bincount(codes[scored], minlength=len(uniq))
+    sizes = np.bincount(codes, minlength=len(uniq))
+    # one stable sort by group (a counting sort for 16-bit codes), then each group's top
+    by_group = np.argsort(codes.astype(np.uint16) if len(uniq) <= 1 << 16 else codes, kind="stable")
+    parts = []
+    start = 0
+    for g, n in enumerate(sizes.tolist()):
+        seg = by_group[start : start + n]
+        start += n
+        parts.append(seg[_best(order[seg], k)])
+    rows = np.concatenate(parts) if parts else np.empty(0, np.int64)
+    groups = _objects(uniq)[codes[rows]]
+    return BatchTop(rows, values[rows], order[rows], groups, {uniq[g]: int(n) for g, n in enumerate(counts) if n}, info)
+
+
+def bc_uniforms(numbers: np.ndarray, seed: int) -> np.ndarray:
+    """The draw's uniform for each row number (`pickaxe.engine.uniforms`, its own stream)."""
+    from .engine import uniforms
+
+    return uniforms(numbers, seed + DRAW_STREAM)
+
+
+def _objects(values: list) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def merge_tops(parts: list[Tops], k: Optional[int]) -> Tops:
+    """The kept rows of several batches (or of a run so far and a batch): the ``k`` best
+    overall, or per group (all when ``k`` is None); rows per group added up."""
+    parts = [p for p in parts if p is not None]
+    keys = np.concatenate([p.keys for p in parts])
+    values = np.concatenate([p.values for p in parts])
+    order = np.concatenate([p.order for p in parts])
+    info: dict = {}
+    for p in parts:
+        info = p.info or info
+    if parts[0].groups is None:
+        sel = best_order(keys, order, k) if k is not None else np.arange(len(keys))
+        return Tops(keys[sel], values[sel], order[sel], None, None, info)
+    groups = np.concatenate([p.groups for p in parts])
+    counts: dict = {}
+    for p in parts:
+        for g, n in (p.counts or {}).items():
+            counts[g] = counts.get(g, 0) + n
+    if k is not None and len(keys):
+        _, codes = bc.factorize(groups)
+        sel = np.concatenate([idx[best_order(keys[idx], order[idx], k)] for idx in _split(codes)])
+        keys, values, order, groups = keys[sel], values[sel], order[sel], groups[sel]
+    return Tops(keys, values, order, groups, counts, info)
+
+
+def _split(codes: np.ndarray) -> list[np.ndarray]:
+    """Positions of each code, code by code."""
+    by = np.argsort(codes, kind="stable")
+    ends = np.cumsum(np.bincount(codes))
+    return [by[a:b] for a, b in zip(np.concatenate([[0], ends[:-1]]), ends)]
+
+
+def empty_tops(keys: np.ndarray, stratified: bool) -> Tops:
+    e = np.empty(0)
+    return Tops(keys, e, e, np.empty(0, object) if stratified else None, {} if stratified else None, {})
+
+
+def drawn(tops: Tops, c: "bc.Controls", numbers: Callable[[np.ndarray], np.ndarray]) -> Tops:
+    """``sampling="rank"``: every row was kept by score; its rank among them (ties share
+    the best) gives its weight, and its key's uniform (`numbers` turns keys into the
+    numbers the batches hash) its draw key."""
+    if c.sampling != "rank":
+        return tops
+    ranks = bc.competition_ranks(tops.values, -np.sort(-tops.values))
+    order = bc.gumbel_keys(bc.log_weights(c, tops.values, ranks), bc_uniforms(numbers(tops.keys), c.seed))
+    return tops._replace(order=order)
+
+
+def ordered_groups(tops: Tops) -> dict[Any, np.ndarray]:
+    """Positions in `tops` of each group's rows, best first, by group."""
+    assert tops.groups is not None
+    uniq, codes = bc.factorize(tops.groups)
+    return {uniq[i]: idx[best_order(tops.keys[idx], tops.order[idx], None)] for i, idx in enumerate(_split(codes)) if len(idx)}
+
+
+def pick(tops: Tops, c: "bc.Controls", k: int, who: str, classes: Optional[int]) -> tuple[np.ndarray, np.ndarray, dict, Optional[np.ndarray]]:
+    """A run's final rows from what it kept: (keys, the miner's scores, info, groups or
+    None). Without groups, the ``k`` best by order key. With groups, each group's share
+    (`pickaxe.batch_controls.group_shares`) of its best rows; the picks come by order key
+    (score, or draw order), and ``info`` records the controls and the rows per group."""
+    info = dict(tops.info)
+    info.update(c.info())
+    if tops.groups is None:
+        sel = best_order(tops.keys, tops.order, k) if c.sampled else np.arange(min(k, len(tops.keys)))
+        return tops.keys[sel], tops.values[sel], info, None
+    by_group = ordered_groups(tops)
+    counts = tops.counts or {}
+    groups = bc.known_groups(c, list(by_group) + list(counts), classes)
+    shares = bc.group_shares(c, who, k, groups, {g: len(v) for g, v in by_group.items()}, counts)
+    chosen = [by_group[g][: shares[g]] for g in groups if shares[g]]
+    sel = np.concatenate(chosen) if chosen else np.empty(0, np.int64)
+    sel = sel[best_order(tops.keys[sel], tops.order[sel], None)]
+    info["picked"] = {g: shares[g] for g in groups if shares[g]}
+    return tops.keys[sel], tops.values[sel], info, tops.groups[sel]
+
+
+def combined_groups(combined: Any, fields: list, backend: Any) -> Any:
+    """`combine` with quotas by group: each miner keeps its ``size`` best rows per group
+    (one pass each); the budget is split across the groups (`group_shares`, a group's
+    available rows being those any miner can give), and each group's share across the
+    miners by their weights, as an unstratified `combine` splits the whole budget: miners
+    in order, a row an earlier miner took going to this one's next best, a share a miner
+    cannot fill passing on (to the later miners, then round again from the first). Picks
+    come group by group (in `sort_groups` order), each group's in the order they were
+    made; ``info["picked"]`` counts them by group."""
+    from .engine import GROUPS, key_numbers, stratify_column
+    from .miners.combine import split_budget
+
+    c = combined.controls
+    who = "combine()"
+    column = stratify_column(combined, backend, None)
+    per_miner: list[tuple[Tops, dict]] = []
+    for miner, field in zip(combined.miners, fields):
+        miner.prepare(backend.source, field)
+        mc = miner.controls
+        tops = backend.tops(miner, None if mc.sampling == "rank" else combined.size, field, column)
+        tops = drawn(tops, mc, key_numbers)
+        per_miner.append((tops, ordered_groups(tops)))
+    counts: dict = {}
+    available: dict = {}
+    for tops, by_group in per_miner:
+        for g, n in (tops.counts or {}).items():
+            counts[g] = max(counts.get(g, 0), n)
+    for g in {g for _, by_group in per_miner for g in by_group}:
+        union = set()
+        for tops, by_group in per_miner:
+            if g in by_group:
+                union.update(tops.keys[by_group[g][: combined.size]].tolist())
+        available[g] = len(union)
+    classes = backend.source.shapes[column][1] if c.stratify == "predicted" else None
+    groups = bc.known_groups(c, list(available) + list(counts), classes)
+    shares = bc.group_shares(c, who, combined.size, groups, available, counts)
+    taken: set = set()
+    keys: list = []
+    values: list = []
+    names: list = []
+    labels: list = []
+    for g in groups:
+        if not shares[g]:
+            continue
+        queues = []
+        for (tops, by_group), miner in zip(per_miner, combined.miners):
+            at = by_group.get(g, np.empty(0, np.int64))
+            queues.append((miner.name, tops.keys[at].tolist(), tops.values[at].tolist()))
+        carry = 0
+        cursor = [0] * len(queues)
+
+        def take(i: int, want: int) -> int:
+            name, ks, vs = queues[i]
+            got = 0
+            while got < want and cursor[i] < len(ks):
+                r, s = ks[cursor[i]], vs[cursor[i]]
+                cursor[i] += 1
+                if r in taken:
+                    continue
+                taken.add(r)
+                keys.append(r)
+                values.append(s)
+                names.append(name)
+                labels.append(g)
+                got += 1
+            return got
+
+        for i, quota in enumerate(split_budget(shares[g], combined.weights)):
+            carry = quota + carry - take(i, quota + carry)
+        for i in range(len(queues)):  # what the last miners could not fill: round again
+            if carry == 0:
+                break
+            carry -= take(i, carry)
+    info = {"quotas": combined.quota_info(combined.quotas()), **c.info(), "picked": {g: shares[g] for g in groups if shares[g]}}
+    info[GROUPS] = _objects(labels)
+    return backend.selection(
+        backend.keys(keys), np.asarray(values, dtype=np.float64), np.asarray(names, dtype=object), info
+    )
