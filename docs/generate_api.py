@@ -90,6 +90,11 @@ def miners_section() -> list[str]:
              "of column to array, a pandas or polars DataFrame, a pyarrow Table, or a Parquet file "
              "or folder (see [pools.md](pools.md)); `query=` keeps the rows one condition holds for "
              "(see [query.md](query.md)).", "",
+             "Ties are broken by row order everywhere: rows of equal score are picked in "
+             "ascending pool row (or id, on a Ray Dataset), whether the pool is read whole, "
+             "streamed in batches or mined on Ray. Scores with few distinct values tie often: "
+             "`vote_entropy` (one value per way of splitting the members' votes) and "
+             "`variation_ratio` (at most T values).", "",
              "| class | command line | fields | what it finds |", "|---|---|---|---|"]
     for m in cat.MINERS:
         cls = getattr(px, m.cls)

@@ -107,7 +107,7 @@ MINERS: tuple[MinerSpec, ...] = (
     MinerSpec("NoveltyMiner", "novelty", {"reference": "required", "k": "20", "metric": "l2"},
               summary="local outliers against the training data (LOF)"),
     MinerSpec("ActivationMiner", "activation", {"field": "logits if present, else embeddings"},
-              summary="low activation: out of domain (energy of logits, else -||z|| of embeddings)"),
+              summary="low activation: out of domain (energy of logits, else -‖z‖ of embeddings)"),
     MinerSpec("CoresetMiner", "coreset", {"reference": "labeled set", "metric": "l2"},
               summary="k-center greedy cover of what is not yet labeled"),
     MinerSpec("SimilarityMiner", "similarity", {"examples": "required", "k": "1", "metric": "cosine"},

@@ -137,7 +137,20 @@ class _StackMiner(Miner):
 
 class CommitteeMiner(_StackMiner):
     """Rows the committee members disagree on (query by committee). ``measure`` is any
-    committee score of `pickaxe.scores`."""
+    committee score of `pickaxe.scores`; the default ``vote_entropy`` is the entropy of
+    the histogram of the M members' argmax votes, −Σ_c (v_c / M) ln(v_c / M).
+
+    Ties are common: vote entropy takes one value per way of splitting M votes over the
+    classes (M = 5: at most 7 values), so many rows share the score at the edge of the
+    budget. Tied rows are picked in row order (pool row, or id on a Ray Dataset,
+    ascending), the same whether the pool is read whole, streamed in batches or mined on
+    Ray; ``consensus_entropy`` or ``kl_disagreement`` rank by continuous values instead.
+
+    >>> import numpy as np, pickaxe as px
+    >>> votes = np.eye(3)[[[0, 0, 0], [0, 1, 2], [0, 0, 1], [2, 1, 0]]]  # (4 rows, 3 members, 3 classes)
+    >>> px.CommitteeMiner(2).mine({"query_by_committee": votes}).ids.tolist()  # rows 1 and 3 tie
+    [1, 3]
+    """
 
     fields = ("query_by_committee",)
     measures = tuple(_STACK_MEASURES)
@@ -147,7 +160,19 @@ class CommitteeMiner(_StackMiner):
 
 
 class MCDropoutMiner(_StackMiner):
-    """Rows the dropout passes disagree on; ``mutual_information`` is BALD."""
+    """Rows the dropout passes disagree on; ``mutual_information`` (the default) is BALD,
+    H(p̄) − mean_t H(p_t) over the T passes' probabilities (N, T, C).
+
+    ``variation_ratio``, 1 − (passes voting for the modal class) / T, takes at most T
+    values, so many rows tie at the edge of the budget: tied rows are picked in row order
+    (pool row, or id on a Ray Dataset, ascending), the same whether the pool is read
+    whole, streamed in batches or mined on Ray.
+
+    >>> import numpy as np, pickaxe as px
+    >>> passes = np.eye(2)[[[0, 0, 0, 0], [0, 1, 0, 1], [1, 1, 0, 1], [1, 0, 1, 0]]]  # (4, 4, 2)
+    >>> px.MCDropoutMiner(2, measure="variation_ratio").mine({"mc_dropout": passes}).ids.tolist()
+    [1, 3]
+    """
 
     fields = ("mc_dropout",)
     measures = DROPOUT_MEASURES
