@@ -141,6 +141,7 @@ OTHER_EXPORTS: dict[str, str] = {
     "combine": "miners.combine",
     "set_query_limits": "pools",
     "Miner": "miners",
+    "simulate": "simulation",
 }
 
 

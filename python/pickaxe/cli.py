@@ -1,4 +1,4 @@
-"""The ``pickaxe`` command: ``mine``, ``fields``, ``demo``.
+"""The ``pickaxe`` command: ``mine``, ``fields``, ``demo``, ``simulate``.
 
 Errors are one line on stderr (``Error: ...``), never a traceback. Exit status 1: the data
 or a file cannot be mined (a bad row, a missing field, a query that is not allowed); 2: the
@@ -269,6 +269,47 @@ def demo(out_dir: str) -> None:
     from .demo import run_demo
 
     run_demo(out_dir, echo=click.echo)
+
+
+@main.command()
+@click.argument("pool", type=click.Path(exists=True, dir_okay=True))
+@click.option("--labels", required=True, help="The pool's label column (rows without a label are not used).")
+@click.option("--strategy", "strategies", multiple=True, type=click.Choice(MINER_NAMES),
+              help="A miner to compare (repeat the option); random is always in. Default: every miner a probe can feed.")
+@click.option("--batch", required=True, type=click.IntRange(min=1), help="Labels per round.")
+@click.option("--rounds", required=True, type=click.IntRange(min=1), help="Labeling rounds.")
+@click.option("--start", type=click.IntRange(min=2), default=20, show_default=True, help="Random labels before the first round.")
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True, help="Repetitions (split, start set, random choices).")
+@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.3, show_default=True,
+              help="Share of the labeled rows held out for testing.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="pickaxe-simulate", show_default=True,
+              help="Folder for table.csv, rounds.csv and learning_curves.png.")
+def simulate(pool: str, labels: str, strategies: tuple[str, ...], batch: int, rounds: int, start: int,
+             seeds: int, test_size: float, out_dir: str) -> None:
+    """Replay labeling rounds on POOL's labeled rows (a linear probe on its embeddings)
+    with each strategy over several seeds, and say which one helps.
+
+    \b
+    Examples:
+      pickaxe simulate labeled.parquet --labels label --batch 100 --rounds 10
+      pickaxe simulate labeled.parquet --labels label --strategy margin \\
+          --strategy coreset --batch 50 --rounds 8 --seeds 10 --out sim/
+    """
+    from .simulation import simulate as run_simulation
+
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise BadArgument(f"--out {out_dir}: cannot create the folder ({e.strerror})") from None
+    report = run_simulation(pool, labels, list(strategies) or None, batch=batch, rounds=rounds, start=start,
+                            seeds=seeds, test_size=test_size)
+    paths = [os.path.join(out_dir, name) for name in ("table.csv", "rounds.csv", "learning_curves.png")]
+    report.to_csv(paths[0], table=True)
+    report.to_csv(paths[1])
+    report.plot(paths[2])
+    click.echo(report.summary())
+    click.echo("")
+    click.echo("wrote " + ", ".join(paths))
 
 
 if __name__ == "__main__":  # pragma: no cover
