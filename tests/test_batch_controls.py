@@ -232,6 +232,8 @@ def test_combine_takes_quotas_and_draws(data):
         assert (sel.groups == g).sum() == n
         assert set(data["camera"][sel.ids[sel.groups == g]].tolist()) == {g}
     assert set(sel.miners.tolist()) == {"margin", "entropy"}
+    by_class = px.combine([px.MarginMiner(1), px.ActivationMiner(1, field="logits")], 12, stratify="predicted").mine(data)
+    assert by_class.groups.tolist() == np.argmax(data["logits"], axis=1)[by_class.ids].tolist()
     drawn = px.combine([px.MarginMiner(1), px.EntropyMiner(1)], 20, sampling="softmax", beta=2, seed=1).mine(data)
     assert drawn.info["sampling"] == "softmax" and len(set(drawn.ids.tolist())) == 20
     assert drawn.groups is None

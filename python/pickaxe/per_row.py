@@ -128,7 +128,7 @@ def batch_top(
         start += n
         parts.append(seg[_best(order[seg], k)])
     rows = np.concatenate(parts) if parts else np.empty(0, np.int64)
-    groups = _objects(uniq)[codes[rows]]
+    groups = _labels(uniq)[codes[rows]]
     return BatchTop(rows, values[rows], order[rows], groups, {uniq[g]: int(n) for g, n in enumerate(counts) if n}, info)
 
 
@@ -137,6 +137,15 @@ def bc_uniforms(numbers: np.ndarray, seed: int) -> np.ndarray:
     from .engine import uniforms
 
     return uniforms(numbers, seed + DRAW_STREAM)
+
+
+def _labels(uniq: list) -> np.ndarray:
+    """Group labels as a typed array when they share one type (int, str, float, bool):
+    merging batches then factorizes them by counting or a typed sort, not object by
+    object; mixed labels (None among strings) stay objects."""
+    if uniq and len({type(u) for u in uniq}) == 1 and isinstance(uniq[0], (int, str, float, bool)):
+        return np.asarray(uniq)
+    return _objects(uniq)
 
 
 def _objects(values: list) -> np.ndarray:
@@ -148,7 +157,8 @@ def _objects(values: list) -> np.ndarray:
 def merge_tops(parts: list[Tops], k: Optional[int]) -> Tops:
     """The kept rows of several batches (or of a run so far and a batch): the ``k`` best
     overall, or per group (all when ``k`` is None); rows per group added up."""
-    parts = [p for p in parts if p is not None]
+    # empty parts left out: their placeholder dtypes (object) would untype the labels
+    parts = [p for p in parts if len(p.keys)] or parts[:1]
     keys = np.concatenate([p.keys for p in parts])
     values = np.concatenate([p.values for p in parts])
     order = np.concatenate([p.order for p in parts])

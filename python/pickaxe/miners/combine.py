@@ -131,8 +131,11 @@ def _with_controls(who: str, miners: list[Miner], controls: Any, diversity: Opti
                 raise ValueError(f"{who}: sampling= draws per-row scores; {m!r} ranks the whole pool")
             m = copy.copy(m)
             m.controls = dataclasses.replace(m.controls, sampling=controls.sampling, beta=controls.beta, seed=controls.seed)
-        if controls.stratified and (m.whole_pool or m.repick_columns):
-            raise ValueError(f"{who}: stratify= splits per-row scores by group; {m!r} does not rank rows one by one")
+        if controls.stratified:
+            if m.whole_pool or m.repick_columns:
+                raise ValueError(f"{who}: stratify= splits per-row scores by group; {m!r} does not rank rows one by one")
+            m = copy.copy(m)  # each miner's batches group their rows as combine's do
+            m.controls = dataclasses.replace(m.controls, stratify=controls.stratify, quota=controls.quota)
         out.append(m)
     if controls.stratified and diversity is not None:
         raise ValueError(f'{who}: stratify= and diversity="coreset" do not combine; give one of them')
