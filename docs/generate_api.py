@@ -112,7 +112,7 @@ def miners_section() -> list[str]:
 
 def other_section() -> list[str]:
     lines = []
-    for name in ("Selection", "ReferenceIndex", "set_query_limits", "build_info", "set_num_threads"):
+    for name in ("Selection", "ReferenceIndex", "simulate", "set_query_limits", "build_info", "set_num_threads"):
         obj = getattr(px, name)
         lines += [f"### `pickaxe.{signature(name, obj)}`", "", summary(obj), ""]
         if inspect.isclass(obj):

@@ -249,3 +249,12 @@ def test_cli_end_to_end(tmp_path):
     assert len(missing.stderr.strip().splitlines()) == 1
     unknown = CliRunner().invoke(main, [*args[:5], "no_such", *args[6:]])
     assert unknown.exit_code == 2
+
+
+@pytest.mark.parametrize("module", [simulation, pytest.importorskip("pickaxe.simulation_report")],
+                         ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    import doctest
+
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -168,16 +168,19 @@ class SimulationReport:
         except ImportError:
             raise ImportError("SimulationReport.plot() needs matplotlib: pip install matplotlib") from None
         fig, ax = plt.subplots(figsize=(7.5, 4.8))
-        for name in self.table["strategy"]:
+        names = list(self.table["strategy"])
+        colors = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors
+        for i, name in enumerate(names):
             mine = self.rounds[self.rounds["strategy"] == name]
             g = mine.groupby("round")
             x = g["labeled"].mean().to_numpy()
             mean = g["accuracy"].mean().to_numpy()
             n = g["accuracy"].count().to_numpy()
             se = np.nan_to_num(g["accuracy"].std(ddof=1).to_numpy() / np.sqrt(n))
-            line = ax.plot(x, mean, marker="o", markersize=3, label=name,
-                           linestyle="--" if name == "random" else "-")[0]
-            ax.fill_between(x, mean - se, mean + se, color=line.get_color(), alpha=0.15, linewidth=0)
+            color = colors[i % len(colors)]
+            ax.plot(x, mean, marker="o", markersize=3, label=name, color=color,
+                    linestyle="--" if name == "random" else "-", linewidth=2.2 if name == self.recommendation else 1.3)
+            ax.fill_between(x, mean - se, mean + se, color=color, alpha=0.15, linewidth=0)
         s = self.setting
         ax.set_xlabel("labeled rows")
         ax.set_ylabel("held-out accuracy")
