@@ -519,3 +519,21 @@ def test_random_miner_on_string_ids_is_the_same_whatever_the_blocks(cluster):
     assert one.ids.dtype == object and len(set(one.ids.tolist())) == 12
     assert set(one.ids.tolist()) <= set(table.column("id").to_pylist())
     assert not np.array_equal(one.ids, mine(ray.data.from_arrow(table), px.RandomMiner(12, seed=5)).ids)
+
+
+def test_batch_controls_equal_in_process(cluster, parquet_path, data):
+    # quotas by group and draws: each block keeps its rows per group (or by draw key),
+    # the driver merges them as the in-process engine does; a Dataset's draw hashes its
+    # ids (here the row numbers, so the picks match the in-memory pool's)
+    pool = dict(data, id=np.arange(N, dtype=np.int64))
+    t = _table(pool)
+    ds = ray.data.from_arrow([t.slice(i * N // BLOCKS, N // BLOCKS) for i in range(BLOCKS)])
+    for miner in [
+        px.MarginMiner(15, stratify="split", quota={"train": 1, "unlabeled": 2}, sampling="power", seed=2),
+        px.EntropyMiner(12, stratify="predicted", sampling="rank"),
+        px.combine([px.MarginMiner(1), px.EntropyMiner(1)], 10, stratify="predicted", quota="proportional"),
+    ]:
+        want = miner.mine(parquet_path)
+        for got in (mine(parquet_path, miner), mine(ds, miner, batch_rows=N // BLOCKS)):
+            same(got, want)
+            assert got.groups.tolist() == want.groups.tolist()

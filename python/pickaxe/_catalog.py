@@ -123,6 +123,17 @@ MINERS: tuple[MinerSpec, ...] = (
               summary="images whose pixels are uncertain"),
 )
 
+#: The batch controls (`pickaxe.batch_controls`) every per-row miner takes, with the
+#: defaults ``pickaxe fields`` shows: quotas by group and stochastic batches.
+BATCH_OPTIONS: dict = {"stratify": None, "quota": "equal", "sampling": "top", "beta": "1.0", "seed": "0"}
+#: Miners that pick a batch as a set (the whole pool at once, or a re-pick of nominees):
+#: they take no batch controls.
+SET_MINERS = ("coreset", "typiclust", "badge", "cluster_margin")
+MINERS = tuple(
+    m if m.cli in SET_MINERS else MinerSpec(m.cls, m.cli, {**m.options, **BATCH_OPTIONS}, m.module, m.summary)
+    for m in MINERS
+)
+
 MINER_CLASSES: tuple[str, ...] = tuple(m.cls for m in MINERS)
 MINER_CLI_NAMES: tuple[str, ...] = tuple(m.cli for m in MINERS)
 

@@ -80,12 +80,36 @@ def reduce_option(value: str) -> Any:
         raise BadArgument(f"--reduce {value}: write top:Q, e.g. top:0.05") from None
 
 
+def clusters_option(value: str) -> Any:
+    """``--clusters``: a number of clusters (typiclust) or the pool's column of cluster
+    labels (cluster_margin)."""
+    return int(value) if value.isdigit() else value
+
+
+def quota_option(value: str) -> Any:
+    """``--quota``: equal, proportional, or a JSON mapping of group to weight, e.g.
+    ``'{"0": 2, "1": 1}'`` (keys match groups by their text: ``"3"`` is class 3)."""
+    import json
+
+    if not value.lstrip().startswith("{"):
+        return value
+    try:
+        mapping = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise BadArgument(f"--quota {value}: not a JSON mapping ({e.msg}); write e.g. '{{\"cat\": 2, \"dog\": 1}}'") from None
+    if not isinstance(mapping, dict):
+        raise BadArgument(f"--quota {value}: give equal, proportional or a JSON mapping of group to weight")
+    return mapping
+
+
 #: How a command-line value becomes a miner's argument, where it is not the value itself.
 CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "reference": load_reference,
     "examples": lambda path: load_reference(path, "examples"),
     "class_axis": int,
     "reduce": reduce_option,
+    "clusters": clusters_option,
+    "quota": quota_option,
 }
 
 #: What an option a miner cannot do without holds, for the error that asks for it.
@@ -188,7 +212,11 @@ def main() -> None:
 @click.option("--field", help="Which field to score when the pool has several.")
 @click.option("--logits", is_flag=True, help="Committee / dropout fields hold logits.")
 @click.option("--nan-policy", type=click.Choice(["raise", "omit"]), default="raise", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random miner.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the miner's randomness (random, --sampling, k-means, graphs).")
+@click.option("--stratify", help="Quotas by group: predicted (argmax class of logits/confidences) or a column name.")
+@click.option("--quota", help="With --stratify: equal (default), proportional, or a JSON mapping of group to weight.")
+@click.option("--sampling", type=click.Choice(["top", "power", "softmax", "rank"]), help="top rows (default), or a draw with probability ∝ score^beta, exp(beta·score), rank^-beta.")
+@click.option("--beta", type=float, help="Sharpness of --sampling (1.0); 0 draws uniformly.")
 @click.option("--reduce", help="Per image: max, mean, sum (detection, localization); mean, max, top:Q (segmentation).")
 @click.option("--objectness", is_flag=True, help="Weight boxes by their objectness (detection, localization).")
 @click.option("--iou-threshold", type=float, help="IoU a committee box needs to match (localization, 0.5).")

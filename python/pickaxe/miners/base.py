@@ -52,13 +52,36 @@ class Miner:
     #: then `repick` chooses among them from these columns, fetched for the nominees alone.
     repick_columns: tuple[str, ...] = ()
 
-    def __init__(self, size: int, field: Optional[str] = None, *, query: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        field: Optional[str] = None,
+        *,
+        query: Optional[str] = None,
+        stratify: Optional[str] = None,
+        quota: Any = "equal",
+        sampling: str = "top",
+        beta: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        """``stratify`` / ``quota`` (quotas by group) and ``sampling`` / ``beta`` /
+        ``seed`` (a weighted draw instead of the top rows) are the batch controls of
+        `pickaxe.batch_controls`, kept in ``controls``; a miner that ranks the whole pool
+        (``whole_pool``) takes neither."""
+        from ..batch_controls import check_controls
+
         who = f"{type(self).__name__}()"
         self.size = checks.integer(who, "size", size, 0)
         if field is not None and field not in self.fields:
             raise ValueError(f"{who}: field must be one of {', '.join(self.fields)}; got {field!r}")
         self.field = field
         self.query = checks.query(who, query)
+        self.controls = check_controls(who, stratify, quota, sampling, beta, seed)
+        if self.whole_pool and not self.controls.plain:
+            raise ValueError(
+                f"{who} ranks the whole pool at once, so it takes neither stratify= nor sampling=; "
+                "give them to a per-row miner, or to combine()"
+            )
 
     @property
     def name(self) -> str:

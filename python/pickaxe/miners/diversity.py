@@ -49,8 +49,9 @@ class EmbeddingDistanceMiner(NeighbourMiner):
         threads: Optional[int] = None,
         seed: int = 0,
         query: Optional[str] = None,
+        **controls: Any,
     ) -> None:
-        super().__init__(size, query=query)
+        super().__init__(size, query=query, seed=seed, **controls)
         if aggregate not in ("mean", "kth"):
             raise ValueError(
                 f'{type(self).__name__}(): aggregate must be "mean" or "kth"; got {aggregate!r}'
@@ -101,8 +102,9 @@ class SimilarityMiner(NeighbourMiner):
         threads: Optional[int] = None,
         seed: int = 0,
         query: Optional[str] = None,
+        **controls: Any,
     ) -> None:
-        super().__init__(size, query=query)
+        super().__init__(size, query=query, seed=seed, **controls)
         self._init_neighbours(examples, k, metric, search, threads, seed, name="examples")
 
     def __repr__(self) -> str:
@@ -151,8 +153,9 @@ class NoveltyMiner(NeighbourMiner):
         threads: Optional[int] = None,
         seed: int = 0,
         query: Optional[str] = None,
+        **controls: Any,
     ) -> None:
-        super().__init__(size, query=query)
+        super().__init__(size, query=query, seed=seed, **controls)
         self._init_neighbours(reference, k, metric, search, threads, seed)
         if self._neighbours.size < 2:
             raise ValueError(
@@ -253,11 +256,12 @@ class ActivationMiner(Miner):
         clip: Optional[float] = None,
         reference: Optional[ArrayLike] = None,
         query: Optional[str] = None,
+        **controls: Any,
     ) -> None:
         who = f"{type(self).__name__}()"
         if clip is not None and field is None:
             field = "embeddings"
-        super().__init__(size, field, query=query)
+        super().__init__(size, field, query=query, **controls)
         self.clip = clip
         self.clip_value: Optional[float] = None
         if clip is not None:
@@ -303,9 +307,10 @@ class CoresetMiner(Miner):
         threads: Optional[int] = None,
         seed: int = 0,
         query: Optional[str] = None,
+        **controls: Any,
     ) -> None:
         who = f"{type(self).__name__}()"
-        super().__init__(size, query=query)
+        super().__init__(size, query=query, **controls)  # only to refuse them: whole_pool
         if metric not in ("l2", "cosine"):
             raise ValueError(f'{who}: metric must be "l2" or "cosine"; got {metric!r}')
         self.metric, self._neighbours = cover_reference(who, reference, metric, threads, seed)

@@ -36,8 +36,8 @@ class RandomMiner(Miner):
 
     reads_row_numbers = True
 
-    def __init__(self, size: int, seed: int = 0, *, query: Optional[str] = None) -> None:
-        super().__init__(size, query=query)
+    def __init__(self, size: int, seed: int = 0, *, query: Optional[str] = None, **controls: Any) -> None:
+        super().__init__(size, query=query, seed=seed, **controls)  # the draw's seed too
         self.seed = checks.integer("RandomMiner()", "seed", seed)
 
     def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -61,8 +61,9 @@ class _ScoreMiner(Miner):
         field: Optional[str] = None,
         nan_policy: str = "raise",
         query: Optional[str] = None,
+        **controls: Any,
     ) -> None:
-        super().__init__(size, field, query=query)
+        super().__init__(size, field, query=query, **controls)
         self.nan_policy = check_nan_policy(type(self).__name__, nan_policy)
 
     def options(self) -> dict[str, Any]:
@@ -117,8 +118,9 @@ class _StackMiner(Miner):
         logits: bool = False,
         nan_policy: str = "raise",
         query: Optional[str] = None,
+        **controls: Any,
     ) -> None:
-        super().__init__(size, query=query)
+        super().__init__(size, query=query, **controls)
         if measure not in self.measures:
             raise ValueError(
                 f"{type(self).__name__}(): measure must be one of "

@@ -57,9 +57,10 @@ class DetectionMiner(Miner):
         *,
         nan_policy: str = "raise",
         query: Optional[str] = None,
+        **controls: Any,
     ) -> None:
         who = f"{type(self).__name__}()"
-        super().__init__(size, query=query)
+        super().__init__(size, query=query, **controls)
         self.measure = _check_measure(who, measure, _ROW_MEASURES)
         self.reduce = _check_box_reduce(who, reduce)
         self.objectness = bool(objectness)
@@ -121,9 +122,10 @@ class LocalizationMiner(Miner):
         objectness: bool = False,
         *,
         query: Optional[str] = None,
+        **controls: Any,
     ) -> None:
         who = f"{type(self).__name__}()"
-        super().__init__(size, query=query)
+        super().__init__(size, query=query, **controls)
         if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real) or not 0 < iou_threshold <= 1:
             raise ValueError(f"{who}: iou_threshold must be in (0, 1]; got {iou_threshold!r}")
         self.iou_threshold = float(iou_threshold)
@@ -179,6 +181,7 @@ class SegmentationMiner(Miner):
     >>> x = np.random.default_rng(0).normal(size=(6, 3, 8, 8)).astype(np.float32)
     >>> px.SegmentationMiner(size=2).mine({"pixel_logits": x}).ids.shape
     (2,)
+        **controls: Any,
     """
 
     fields = ("pixel_logits", "pixel_confidences")
@@ -197,7 +200,7 @@ class SegmentationMiner(Miner):
         from ..segmentation import parse_reduce
 
         who = f"{type(self).__name__}()"
-        super().__init__(size, field, query=query)
+        super().__init__(size, field, query=query, **controls)
         self.measure = _check_measure(who, measure, _ROW_MEASURES)
         if reduce is None:
             raise ValueError(f"{who}: a miner ranks images: reduce must be \"mean\", \"max\" or (\"top\", q); got None")
