@@ -258,3 +258,12 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_combine_is_a_strategy_and_its_cover_gets_the_labeled_set():
+    both = px.combine([px.MarginMiner(1), px.CoresetMiner(1)], 1, diversity="coreset")
+    report = px.simulate(blobs(), "label", [both, px.combine([px.EntropyMiner(1), px.MarginMiner(1)], 1)],
+                         batch=10, rounds=2, seeds=2, progress=False)
+    assert sorted(report.table.strategy) == ["entropy+margin", "margin+coreset", "random"]
+    built = simulation._Strategy("x", both).build(10, np.zeros((7, 6)), 0)
+    assert built.size == 10 and built.cover is not None and built.cover.size == 7

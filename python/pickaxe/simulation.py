@@ -75,7 +75,8 @@ def simulate(
         Miners (their ``size`` is replaced by `batch`), `combine` results, or command-line
         names (``"margin"``, ``"coreset"``; built with their default options); a dict
         names them. Miners that take a ``reference`` (the labeled set, per the catalogue)
-        get the labeled rows' embeddings each round; a miner's ``seed`` is offset by the
+        get the labeled rows' embeddings each round, as does ``combine(...,
+        diversity="coreset")``'s cover; a miner's ``seed`` is offset by the
         seed and round. Random (``"random"``) is always included. Default: every catalogued
         miner a probe can feed.
     batch, rounds, start : int
@@ -290,6 +291,11 @@ class _Strategy:
         if self.parts:
             out = copy.copy(self.template)
             out.miners = [p.build(batch, reference, salt) for p in self.parts]
+            if getattr(out, "diversity", None) == "coreset":
+                from .miners.diversity import cover_reference
+
+                # combine's k-center re-pick counts the labeled rows as covered
+                out.metric, out.cover = cover_reference(f"{WHO} {self.name}", reference, out.metric)
         elif self.template is None:
             out = self.cls(batch, **({"reference": reference} if self.takes_reference else {}))
         elif self.takes_reference:
@@ -298,7 +304,8 @@ class _Strategy:
             out = copy.copy(self.template)
         out.size = batch
         if isinstance(getattr(out, "seed", None), numbers.Integral) and not isinstance(out.seed, bool):
-            out.seed = int(out.seed) + salt  # new random choices each seed and round
+            with contextlib.suppress(AttributeError):  # a read-only seed stays
+                out.seed = int(out.seed) + salt  # new random choices each seed and round
         return out
 
 
