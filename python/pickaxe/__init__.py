@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
         SimilarityMiner,
     )
     from .selection import Selection
+    from .simulation import simulate
 
 
 _SUBMODULES = (
