@@ -99,7 +99,7 @@ def miners_section() -> list[str]:
     for m in cat.MINERS:
         cls = getattr(px, m.cls)
         need = " or ".join(f"`{f}`" for f in cls.fields) or "none"
-        for also in getattr(cls, "also_needs", ()):
+        for also in cls.also_reads:
             need += f" and `{also}`"
         lines.append(f"| `{m.cls}` | `{m.cli}` | {need} | {m.summary} |")
     lines.append("")

@@ -37,6 +37,9 @@ def miners(reference):
         px.ActivationMiner(15, field="embeddings"),
         px.ActivationMiner(15, field="logits"),
         px.CoresetMiner(15, reference=reference),
+        px.TypiClustMiner(15, reference=reference),
+        px.BADGEMiner(15, seed=4),
+        px.ClusterMarginMiner(15, "split", candidates=3),
         px.combine([px.EntropyMiner(1), px.EmbeddingDistanceMiner(1, reference, k=5)], 15),
     ]
 

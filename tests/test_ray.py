@@ -153,6 +153,9 @@ def miners(reference, query=None):
         px.CoresetMiner(15, **q),
         px.CoresetMiner(15, reference, **q),
         px.CoresetMiner(15, reference, metric="cosine", **q),
+        px.TypiClustMiner(15, reference, **q),
+        px.BADGEMiner(15, seed=4, **q),
+        px.ClusterMarginMiner(15, "split", candidates=3, **q),
         px.combine([px.EntropyMiner(1), px.MarginMiner(1)], 15, diversity="coreset", candidates=3, **q),
         px.combine([px.EntropyMiner(1), px.CoresetMiner(1, reference)], 15, [2, 1], diversity="coreset", **q),
     ]

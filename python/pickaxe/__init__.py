@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from .index import ReferenceIndex
     from .miners import (
         ActivationMiner,
+        BADGEMiner,
+        ClusterMarginMiner,
         CommitteeMiner,
         CoresetMiner,
         DetectionMiner,
@@ -44,6 +46,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
         RatioMiner,
         SegmentationMiner,
         SimilarityMiner,
+        TypiClustMiner,
     )
     from .selection import Selection
     from .simulation import simulate

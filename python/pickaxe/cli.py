@@ -114,6 +114,7 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 
 #: What an option a miner cannot do without holds, for the error that asks for it.
 REQUIRED: dict[str, str] = {
+    "clusters": "the pool's column of cluster labels, e.g. from px.cluster",
     "reference": "the training set's embeddings",
     "examples": "the embeddings of the rows to find more of",
 }
@@ -221,6 +222,8 @@ def main() -> None:
 @click.option("--objectness", is_flag=True, help="Weight boxes by their objectness (detection, localization).")
 @click.option("--iou-threshold", type=float, help="IoU a committee box needs to match (localization, 0.5).")
 @click.option("--per-class", is_flag=True, help="Match only boxes of the same class (localization).")
+@click.option("--clusters", help="typiclust: number of k-means clusters; cluster_margin: the pool's cluster label column.")
+@click.option("--candidates", type=click.IntRange(min=1), help="cluster_margin: nominees per picked row (10).")
 @click.option("--class-axis", type=click.Choice(["1", "-1"]), help="Segmentation rows are (C, H, W) (1) or (H, W, C) (-1).")
 @click.pass_context
 def mine(ctx: click.Context, pool: str, miner_name: str, size: int, out: Optional[str], **opts: Any) -> None:
@@ -271,7 +274,7 @@ def fields() -> None:
     for name in MINER_NAMES:
         cls = miner_class(name)
         need = " or ".join(f"{f} {FIELD_SHAPES[f]}" for f in cls.fields) or "(none)"
-        for also in getattr(cls, "also_needs", ()):
+        for also in cls.also_reads:
             need += f" and {also} {FIELD_SHAPES[also]}"
         rows.append((name, need, options_text(name)))
     widths = [max(len(r[i]) for r in rows) for i in range(2)]

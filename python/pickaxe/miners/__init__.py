@@ -3,7 +3,8 @@
 Uncertainty miners (`pickaxe.miners.uncertainty`) find confusing in-domain rows from the
 model's predictions; diversity miners (`pickaxe.miners.diversity`) find rows unlike the
 training data from their embeddings (or logits); vision miners
-(`pickaxe.miners.vision`) rank images by their boxes or pixels; `combine` splits one
+(`pickaxe.miners.vision`) rank images by their boxes or pixels; batch-aware miners
+(`pickaxe.miners.batch`) choose the batch as a set; `combine` splits one
 budget across several. Every miner checks the fields it needs before doing any work, and
 returns a `Selection`, highest score first. The mining itself is `pickaxe.engine`'s.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from .._catalog import MINERS
 from .base import Miner
+from .batch import BADGEMiner, ClusterMarginMiner, TypiClustMiner
 from .diversity import ActivationMiner, CoresetMiner, EmbeddingDistanceMiner, NoveltyMiner, SimilarityMiner
 from .uncertainty import (
     CommitteeMiner,

@@ -8,6 +8,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .. import _checks as checks
+from .._catalog import MINERS
 from .._fields import FIELD_NDIM, FIELD_SHAPES
 from ..pools import Pool, PoolSource, open_pool
 from ..selection import Selection
@@ -45,9 +46,10 @@ class Miner:
     #: Its scores read the rows' numbers (`Pool.source_rows`): a pool without row numbers
     #: (a Ray Dataset) gives it numbers made from the ids.
     reads_row_numbers: bool = False
-    #: Fields read besides the one `resolve_field` picks (checked with it, before any
-    #: work): the penultimate layer's embeddings of BADGE.
-    also_reads: tuple[str, ...] = ()
+    #: Fields read besides the one `resolve_field` picks, each with what it holds (checked
+    #: with it, before any work): BADGE's penultimate-layer embeddings, the reference
+    #: boxes of LocalizationMiner.
+    also_reads: dict[str, str] = {}
     #: Columns of a miner that re-picks: its per-row score nominates ``nominees(k)`` rows,
     #: then `repick` chooses among them from these columns, fetched for the nominees alone.
     repick_columns: tuple[str, ...] = ()
@@ -85,10 +87,12 @@ class Miner:
 
     @property
     def name(self) -> str:
-        """The miner's name on the command line: its class name without ``Miner``."""
+        """The miner's name on the command line (its catalogue entry's); a miner of its
+        own class: the class name without ``Miner``, in snake case."""
         cls = type(self).__name__
-        if cls == "MCDropoutMiner":
-            return "mc_dropout"
+        for spec in MINERS:
+            if spec.cls == cls:
+                return spec.cli
         return _snake(cls[: -len("Miner")] if cls.endswith("Miner") else cls)
 
     def __repr__(self) -> str:
@@ -108,7 +112,7 @@ class Miner:
             if name in shapes:
                 self._check_ndim(name, shapes[name])
                 for extra in self.also_reads:
-                    self._check_present(pool, shapes, extra)
+                    self._check_present(pool, shapes, extra, name)
                 return name
         need = " or ".join(f"{f} {FIELD_SHAPES[f]}" for f in wanted)
         rows = pool.n_rows if pool.n_rows is not None else "N"
@@ -117,14 +121,13 @@ class Miner:
             f"{pool.describe()}"
         )
 
-    def _check_present(self, pool: Union[Pool, PoolSource], shapes: dict, name: str) -> None:
-        if name not in shapes:
+    def _check_present(self, pool: Union[Pool, PoolSource], shapes: dict, name: str, field: str) -> None:
+        if name not in shapes or len(shapes[name]) != FIELD_NDIM[name]:
             rows = pool.n_rows if pool.n_rows is not None else "N"
             raise ValueError(
-                f"{type(self).__name__} needs the field {name} {FIELD_SHAPES[name]} too; the pool "
-                f"has {rows} rows of {pool.describe()}"
+                f"{type(self).__name__} needs {self.also_reads[name]} ({name} {FIELD_SHAPES[name]}) "
+                f"next to {field}; the pool has {rows} rows of {pool.describe()}"
             )
-        self._check_ndim(name, shapes[name])
 
     def _check_ndim(self, name: str, shape: tuple) -> None:
         if len(shape) != FIELD_NDIM[name]:

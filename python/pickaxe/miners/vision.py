@@ -4,15 +4,15 @@ on where the objects are, or by their pixels' uncertainty."""
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 
 from .. import _checks as checks
 from .._catalog import ROW_MEASURES
-from .._fields import FIELD_NDIM, FIELD_SHAPES, check_nan_policy
+from .._fields import check_nan_policy
 from ..errors import InvalidInputError
-from ..pools import Pool, PoolSource
+from ..pools import Pool
 from .base import Miner
 
 __all__ = ["DetectionMiner", "LocalizationMiner", "SegmentationMiner"]
@@ -111,7 +111,7 @@ class LocalizationMiner(Miner):
 
     fields = ("member_boxes",)
     #: The reference prediction, read next to the field.
-    also_needs = ("boxes",)
+    also_reads = {"boxes": "the reference prediction's boxes"}
 
     def __init__(
         self,
@@ -136,20 +136,6 @@ class LocalizationMiner(Miner):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(size={self.size}, iou_threshold={self.iou_threshold}, "
                 f"per_class={self.per_class}, reduce={self.reduce!r})")
-
-    def resolve_field(self, pool: Union[Pool, PoolSource]) -> Optional[str]:
-        field = super().resolve_field(pool)
-        shapes = pool.shapes if isinstance(pool, PoolSource) else {k: v.shape for k, v in pool.columns.items()}
-        if "boxes" not in shapes or len(shapes["boxes"]) != FIELD_NDIM["boxes"]:
-            rows = pool.n_rows if pool.n_rows is not None else "N"
-            raise ValueError(
-                f"{type(self).__name__} needs the reference prediction's boxes {FIELD_SHAPES['boxes']} "
-                f"next to member_boxes; the pool has {rows} rows of {pool.describe()}"
-            )
-        return field
-
-    def columns_for(self, field: Optional[str]) -> list[str]:
-        return ["boxes", "member_boxes"]
 
     def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
         from ..detection import localization_disagreement
@@ -181,7 +167,6 @@ class SegmentationMiner(Miner):
     >>> x = np.random.default_rng(0).normal(size=(6, 3, 8, 8)).astype(np.float32)
     >>> px.SegmentationMiner(size=2).mine({"pixel_logits": x}).ids.shape
     (2,)
-        **controls: Any,
     """
 
     fields = ("pixel_logits", "pixel_confidences")
@@ -196,6 +181,7 @@ class SegmentationMiner(Miner):
         field: Optional[str] = None,
         nan_policy: str = "raise",
         query: Optional[str] = None,
+        **controls: Any,
     ) -> None:
         from ..segmentation import parse_reduce
 
