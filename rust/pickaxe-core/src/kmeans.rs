@@ -336,7 +336,8 @@ pub fn kmeans<T: Scalar>(x: ArrayView2<'_, T>, opts: &KMeansOptions, cancel: &Ca
 fn kmeans_on<T: Scalar>(x: ArrayView2<'_, T>, opts: &KMeansOptions, par: bool, cancel: &Cancel) -> Result<KMeansResult<T>, Error> {
     let (n, d) = x.dim();
     let k = opts.clusters;
-    let norms = checked_sq_norms(&x, Field::Embeddings, par, cancel)?;
+    // Validation only: the distances are taken from differences.
+    checked_sq_norms(&x, Field::Embeddings, par, cancel)?;
     let mut rng = SplitMix64::new(opts.seed);
     let fit_n = opts.fit_rows.unwrap_or(n).min(n);
     let init_n = opts.init_rows.unwrap_or(fit_n).min(fit_n);
@@ -351,7 +352,7 @@ fn kmeans_on<T: Scalar>(x: ArrayView2<'_, T>, opts: &KMeansOptions, par: bool, c
     let fit = if fit_n < n { RowSet::Listed(&fit_list) } else { RowSet::All(n) };
     let init = if init_n < n { RowSet::Listed(&init_list) } else { RowSet::All(n) };
     let trials = opts.local_trials.unwrap_or(2 + (k as f64).ln() as usize);
-    let mut centers = plusplus(&x, &norms, init, k, trials, &mut rng, par, cancel)?;
+    let mut centers = plusplus(&x, init, k, trials, &mut rng, par, cancel)?;
     let tol = opts.tol * mean_variance(&x, fit, par);
     let mut labels = filled(fit.len(), 0i64)?;
     let mut prev = filled(fit.len(), -1i64)?;
@@ -459,7 +460,6 @@ pub(crate) fn draw(w: &[f64], sums: &[f64], rows: usize, target: f64) -> usize {
 #[allow(clippy::too_many_arguments)]
 fn plusplus<T: Scalar>(
     x: &ArrayView2<'_, T>,
-    norms: &[f64],
     set: RowSet<'_>,
     k: usize,
     trials: usize,
@@ -478,7 +478,7 @@ fn plusplus<T: Scalar>(
     let mut dist = filled(m * trials, 0.0f64)?;
     // D² to the first centre: one candidate, with no centre before it.
     let first_c = centers.slice(s![0..1, ..]);
-    let mut sums = candidate_pass(x, norms, set, &first_c, None, &mut closest, rows, par, cancel);
+    let mut sums = candidate_pass(x, set, &first_c, None, &mut closest, rows, par, cancel);
     let mut cand = Array2::<T>::zeros((trials, d));
     for c in 1..k {
         cancel.check()?;
@@ -490,7 +490,7 @@ fn plusplus<T: Scalar>(
             ids.push(p);
             cand.row_mut(t).assign(&x.row(set.row(p)));
         }
-        let per = candidate_pass(x, norms, set, &cand.view(), Some(&closest), &mut dist, rows, par, cancel);
+        let per = candidate_pass(x, set, &cand.view(), Some(&closest), &mut dist, rows, par, cancel);
         // per[block * trials + t]: block sums of each candidate's D².
         let pots: Vec<f64> = (0..trials).map(|t| (0..tasks).map(|b| per[b * trials + t]).sum()).collect();
         let best = (0..trials).fold(0, |b, t| if pots[t] < pots[b] { t } else { b });
@@ -504,13 +504,52 @@ fn plusplus<T: Scalar>(
     Ok(centers)
 }
 
+#[inline(always)]
+fn candidate_rows<T: Real, I: Isa>(
+    x: &ArrayView2<'_, T>,
+    set: RowSet<'_>,
+    cand: &ArrayView2<'_, T>,
+    closest: Option<&[f64]>,
+    lo: usize,
+    o: &mut [f64],
+) -> Vec<f64> {
+    let t = cand.nrows();
+    let mut sums = vec![0.0f64; t];
+    let (mut buf, mut cbuf) = (Vec::new(), Vec::new());
+    for (r, orow) in o.chunks_mut(t).enumerate() {
+        let i = lo + r;
+        let xr = row_slice(x, set.row(i), &mut buf);
+        for (j, ov) in orow.iter_mut().enumerate() {
+            let c = row_slice(cand, j, &mut cbuf);
+            let mut v = sq_diff_f64::<I, T>(xr, 1.0, c, 1.0);
+            if let Some(c) = closest {
+                v = v.min(c[i]);
+            }
+            *ov = v;
+            sums[j] += v;
+        }
+    }
+    sums
+}
+
+multiversion! {
+    fn candidate_rows_dispatch<T: Real>(
+        x: &ArrayView2<'_, T>,
+        set: RowSet<'_>,
+        cand: &ArrayView2<'_, T>,
+        closest: Option<&[f64]>,
+        lo: usize,
+        o: &mut [f64],
+    ) -> Vec<f64> => candidate_rows
+}
+
 /// For every row i of `set` and candidate t: min(closest_i, ‖x_i − cand_t‖²) (with no
 /// `closest`, the distance itself) into `out[i * t + t]`; returns each block's sums, block
-/// by block, candidate by candidate. Distances by the expansion (clamped at 0), in f64.
+/// by block, candidate by candidate. Distances from the differences (f64 sums), row by row:
+/// a matrix product would pack (copy) every row for a few candidates' columns.
 #[allow(clippy::too_many_arguments)]
 fn candidate_pass<T: Scalar>(
     x: &ArrayView2<'_, T>,
-    norms: &[f64],
     set: RowSet<'_>,
     cand: &ArrayView2<'_, T>,
     closest: Option<&[f64]>,
@@ -520,30 +559,11 @@ fn candidate_pass<T: Scalar>(
     cancel: &Cancel,
 ) -> Vec<f64> {
     let t = cand.nrows();
-    let cn: Vec<f64> = cand.rows().into_iter().map(|r| r.iter().map(|v| v.to_f64() * v.to_f64()).sum()).collect();
     let one = |(b, o): (usize, &mut [f64])| -> Vec<f64> {
-        let mut sums = vec![0.0f64; t];
         if cancel.is_cancelled() {
-            return sums;
+            return vec![0.0f64; t];
         }
-        let lo = b * rows;
-        let hi = lo + o.len() / t;
-        let (mut xb, mut gb) = (Vec::new(), Vec::new());
-        let block = set_block(x, set, lo, hi, &mut xb);
-        let g = gram(&block, cand, &mut gb);
-        for (r, (grow, orow)) in g.rows().into_iter().zip(o.chunks_mut(t)).enumerate() {
-            let i = lo + r;
-            let xn = norms[set.row(i)];
-            for (j, (&gv, ov)) in grow.iter().zip(orow.iter_mut()).enumerate() {
-                let mut v = (xn + cn[j] - 2.0 * gv.to_f64()).max(0.0);
-                if let Some(c) = closest {
-                    v = v.min(c[i]);
-                }
-                *ov = v;
-                sums[j] += v;
-            }
-        }
-        sums
+        candidate_rows_dispatch(x, set, cand, closest, b * rows, o)
     };
     let out = &mut out[..set.len() * t];
     let per: Vec<Vec<f64>> = if par {
