@@ -135,3 +135,42 @@ def score_boxes(
     kl_reduce: Literal["mean", "max"] = "mean",
 ) -> npt.NDArray[_Float]:
     """Per-box score of stacked (B, C) / (B, M, C) boxes reduced per image over offsets."""
+def kmeans(
+    x: npt.NDArray[_Float],
+    n_clusters: int,
+    *,
+    seed: int = 0,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    init_rows: Optional[int] = None,
+    fit_rows: Optional[int] = None,
+    local_trials: Optional[int] = None,
+    threads: Optional[int] = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[_Float], float, int, bool]:
+    """k-means of the rows of x (N, D), C-contiguous: k-means++ (2 + ⌊ln k⌋ local trials)
+    on ``init_rows`` sampled rows, Lloyd on ``fit_rows`` sampled rows (None: all), every
+    row labelled at the end. Returns (labels (N,), centers (k, D), inertia, iterations,
+    converged). Deterministic for a seed whatever ``threads``."""
+
+def badge_seeds(
+    probabilities: npt.NDArray[_Float],
+    embeddings: npt.NDArray[_Float],
+    k: int,
+    *,
+    seed: int = 0,
+    threads: Optional[int] = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """BADGE's k-means++ seeding over g = (p − e_ŷ) ⊗ h from the factors (both (N, ·),
+    C-contiguous, one dtype): (picks (k,), each pick's D² when picked, +inf first)."""
+
+def typicality(
+    x: npt.NDArray[_Float],
+    labels: npt.NDArray[np.int64],
+    k: int,
+    *,
+    clusters: Optional[npt.NDArray[np.int64]] = None,
+    threads: Optional[int] = None,
+) -> npt.NDArray[np.float64]:
+    """1 / mean euclidean distance to the min(k, m − 1) nearest other rows of the row's
+    cluster (exact); +inf alone or at distance 0; NaN for rows not computed (a negative
+    label, or a cluster not in ``clusters``)."""
