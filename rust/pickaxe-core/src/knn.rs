@@ -33,8 +33,11 @@ pub enum Metric {
     Ip,
 }
 
-impl Metric {
-    pub fn parse(s: &str) -> Result<Metric, Error> {
+impl std::str::FromStr for Metric {
+    type Err = Error;
+
+    /// A metric from its name in `pickaxe.index` ("l2", "cosine" or "ip").
+    fn from_str(s: &str) -> Result<Metric, Error> {
         match s {
             "l2" => Ok(Metric::L2),
             "cosine" => Ok(Metric::Cosine),
@@ -45,7 +48,9 @@ impl Metric {
             )),
         }
     }
+}
 
+impl Metric {
     pub fn name(self) -> &'static str {
         match self {
             Metric::L2 => "l2",
@@ -957,7 +962,7 @@ pub(crate) mod tests {
         assert!(e.to_string().contains("ids[0, 0] = 4"), "{e}");
         let bad = Array2::from_elem((3, 1), 0i64);
         assert!(pair_distances(q.view(), r.view(), bad.view(), Metric::L2, &Cancel::new()).is_err());
-        assert!(Metric::parse("euclid").is_err());
-        assert_eq!(Metric::parse("ip").unwrap(), Metric::Ip);
+        assert!("euclid".parse::<Metric>().is_err());
+        assert_eq!("ip".parse::<Metric>().unwrap(), Metric::Ip);
     }
 }

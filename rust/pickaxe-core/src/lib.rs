@@ -34,7 +34,7 @@ pub use coreset::kcenter_greedy;
 pub use error::{fault_message, Error, Fault, Field, RowFault};
 pub use knn::{knn_update, pair_distances, Metric};
 pub use math::Real;
-pub use rows::RowScore;
+pub use rows::{RowOptions, RowScore};
 pub use select::top_k;
 pub use stack::StackScore;
 pub use seg::{score_pixels, PixelScore, Reduce};
@@ -201,6 +201,20 @@ pub(crate) fn row_kernel<T: Real>(
         weights,
         classes,
     })
+}
+
+/// A per-row score of the (N,) field `confidence`: only `least_confidence` (1 − p) can
+/// be computed from one probability per row.
+pub fn score_confidence<T: Real>(
+    score: &RowScore,
+    x: ArrayView1<'_, T>,
+    policy: NanPolicy,
+    cancel: &Cancel,
+) -> Result<Vec<T>, Error> {
+    if !matches!(score, RowScore::LeastConfidence) {
+        return Err(Error::argument("score", "confidence only supports least_confidence"));
+    }
+    least_confidence_1d(x, policy, cancel)
 }
 
 /// `least_confidence` of the (N,) field `confidence`: 1 − p.

@@ -2,7 +2,7 @@
 //! `confidence` field.
 
 use crate::driver::{Kernel, Scratch};
-use crate::error::{Field, RowFault};
+use crate::error::{Error, Field, RowFault};
 use crate::math::{Isa, Real};
 use crate::passes::{
     diagnose_finite, diagnose_logits, diagnose_probs, exp_sums, norms, prob_stats, top2,
@@ -28,6 +28,66 @@ pub enum RowScore {
     MaxLogit,
     /// −‖z‖_ord of an embedding (ord > 0, or +inf).
     Norm { ord: f64 },
+}
+
+/// The options of the row scores, as `pickaxe.scores` passes them (`Default`: its
+/// defaults). Each score takes the ones it has and ignores the others.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowOptions {
+    /// entropy: divide by ln C.
+    pub normalize: bool,
+    /// entropy: a weight per class.
+    pub class_weights: Option<Vec<f64>>,
+    /// energy: T.
+    pub temperature: f64,
+    /// norm: the order of the norm.
+    pub ord: f64,
+}
+
+impl Default for RowOptions {
+    fn default() -> Self {
+        RowOptions {
+            normalize: false,
+            class_weights: None,
+            temperature: 1.0,
+            ord: 2.0,
+        }
+    }
+}
+
+impl RowScore {
+    /// The score named as in `pickaxe.scores`, with its options. The options' values are
+    /// checked where the score meets its field (`score_rows`).
+    pub fn from_name(name: &str, options: RowOptions) -> Result<RowScore, Error> {
+        let RowOptions {
+            normalize,
+            class_weights,
+            temperature,
+            ord,
+        } = options;
+        Ok(match name {
+            "least_confidence" => RowScore::LeastConfidence,
+            "margin" => RowScore::Margin,
+            "ratio" => RowScore::Ratio,
+            "entropy" => RowScore::Entropy {
+                normalize,
+                class_weights,
+            },
+            "energy" => RowScore::Energy { temperature },
+            "max_logit" => RowScore::MaxLogit,
+            "norm" => RowScore::Norm { ord },
+            other => return Err(Error::argument("score", format!("unknown row score {other:?}"))),
+        })
+    }
+}
+
+impl std::str::FromStr for RowScore {
+    type Err = Error;
+
+    /// The score with its default options (`RowOptions::default`).
+    fn from_str(name: &str) -> Result<RowScore, Error> {
+        RowScore::from_name(name, RowOptions::default())
+    }
 }
 
 pub(crate) struct RowKernel<T: Real> {

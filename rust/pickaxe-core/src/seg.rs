@@ -18,7 +18,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ndarray::{ArrayView3, ArrayView5, ArrayViewD, Axis, Ix5};
+use ndarray::{ArrayD, ArrayView3, ArrayView5, ArrayViewD, Axis, Ix5, IxDyn};
 use rayon::prelude::*;
 
 use crate::cancel::Cancel;
@@ -27,6 +27,7 @@ use crate::error::{Error, Field, RowFault};
 use crate::math::{clamp_low, madd, Isa, Real};
 use crate::passes::diagnose_logits;
 use crate::simd::multiversion;
+use crate::rows::RowOptions;
 use crate::{threads, NanPolicy, RowScore, StackScore};
 
 /// The score computed per pixel.
@@ -47,6 +48,44 @@ pub enum Reduce {
     Top(f64),
     /// No reduction: the (N, H, W) maps, masked pixels NaN.
     Map,
+}
+
+impl PixelScore {
+    /// The per-pixel (or per-box) score named as in `pickaxe.scores` for `field`: a stack
+    /// score of `query_by_committee` / `mc_dropout` (`logits`: their class axis holds
+    /// logits), a row score of the other fields.
+    pub fn from_name(
+        field: Field,
+        name: &str,
+        logits: bool,
+        options: RowOptions,
+        kl_reduce: &str,
+    ) -> Result<PixelScore, Error> {
+        Ok(match field {
+            Field::QueryByCommittee | Field::McDropout => PixelScore::Stack {
+                score: StackScore::from_name(name, kl_reduce)?,
+                logits,
+            },
+            _ => PixelScore::Row(RowScore::from_name(name, options)?),
+        })
+    }
+}
+
+impl Reduce {
+    /// The reduction named as in `pickaxe.segmentation`: "mean", "max", "top" (the mean
+    /// of the top `q` share of pixels) or "none" (the maps).
+    pub fn from_name(name: &str, q: f64) -> Result<Reduce, Error> {
+        match name {
+            "mean" => Ok(Reduce::Mean),
+            "max" => Ok(Reduce::Max),
+            "top" => Ok(Reduce::Top(q)),
+            "none" => Ok(Reduce::Map),
+            other => Err(Error::argument(
+                "reduce",
+                format!("reduce must be \"mean\", \"max\", (\"top\", q) or None; got {other:?}"),
+            )),
+        }
+    }
 }
 
 /// Pixels per tile.
@@ -356,7 +395,7 @@ fn run_images<T: Real, K: Kernel<T>>(kernel: &K, ctx: &Ctx<'_, T>) -> Result<Vec
 
 /// Per-pixel `score` of a (N, C, H, W) / (N, H, W, C) field (`confidences`, `logits`) or a
 /// (N, M, C, H, W) / (N, M, H, W, C) stack (`query_by_committee`, `mc_dropout`), reduced
-/// per image: N scores, or N·H·W (row-major maps) with `Reduce::Map`. `class_axis` counts
+/// per image: (N,) scores, or the (N, H, W) maps with `Reduce::Map`. `class_axis` counts
 /// in `x` (negative from the end) and must be the axis after the image (and member) axes
 /// or the last. `mask` (N, H, W): true where a pixel is ignored. `cancel` is read before
 /// each image and each pixel row (`Error::Interrupted`).
@@ -370,7 +409,7 @@ pub fn score_pixels<T: Real>(
     mask: Option<ArrayView3<'_, bool>>,
     policy: NanPolicy,
     cancel: &Cancel,
-) -> Result<Vec<T>, Error> {
+) -> Result<ArrayD<T>, Error> {
     let stacked = matches!(field, Field::QueryByCommittee | Field::McDropout);
     let ndim = if stacked { 5 } else { 4 };
     if x.ndim() != ndim {
@@ -422,7 +461,7 @@ pub fn score_pixels<T: Real>(
         }
     }
     let raise = policy == NanPolicy::Raise;
-    match score {
+    let out = match score {
         PixelScore::Row(s) => {
             let kernel = crate::row_kernel::<T>(field, s, c)?;
             let fast = match s {
@@ -462,9 +501,10 @@ pub fn score_pixels<T: Real>(
             };
             run_images(&kernel, &ctx)
         }
-    }
+    }?;
+    let shape = if reduce == Reduce::Map { vec![n, h, w] } else { vec![n] };
+    ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| Error::Shape(e.to_string()))
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -492,6 +532,7 @@ mod tests {
         let maps =
             score_pixels(Field::Logits, &s, x.view().into_dyn(), 1, Reduce::Map, None, NanPolicy::Raise, &Cancel::new())
                 .unwrap();
+        assert_eq!(maps.shape(), &[n, h, w]);
         for (a, b) in maps.iter().zip(want.iter()) {
             assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
         }

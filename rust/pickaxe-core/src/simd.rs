@@ -36,6 +36,20 @@ impl SimdLevel {
     }
 }
 
+impl std::str::FromStr for SimdLevel {
+    type Err = Error;
+
+    /// A level by name, as `parse` reads it (`set_simd_level` in Python).
+    fn from_str(name: &str) -> Result<SimdLevel, Error> {
+        SimdLevel::parse(name).ok_or_else(|| {
+            Error::argument(
+                "level",
+                format!("SIMD level must be portable, avx2 or avx512; got {name:?}"),
+            )
+        })
+    }
+}
+
 /// The best level this CPU supports.
 pub fn detected() -> SimdLevel {
     #[cfg(target_arch = "x86_64")]

@@ -9,7 +9,7 @@
 //! before it can compare each member with it.
 
 use crate::driver::{Kernel, Scratch, ScratchLen};
-use crate::error::RowFault;
+use crate::error::{Error, RowFault};
 use crate::lanes;
 use crate::math::{Isa, Real, LANES};
 use crate::passes::{
@@ -36,6 +36,41 @@ pub enum StackScore {
     VariationRatio,
     /// Mean over classes of the variance over members (ddof = 0).
     Variance,
+}
+
+impl StackScore {
+    /// The score named as in `pickaxe.scores`; `kl_reduce` ("mean" or "max") is read only
+    /// for `kl_disagreement`, whose reduction over members it is.
+    pub fn from_name(name: &str, kl_reduce: &str) -> Result<StackScore, Error> {
+        Ok(match name {
+            "vote_entropy" => StackScore::VoteEntropy,
+            "consensus_entropy" => StackScore::ConsensusEntropy,
+            "kl_disagreement" => match kl_reduce {
+                "mean" => StackScore::KlDisagreement { max: false },
+                "max" => StackScore::KlDisagreement { max: true },
+                other => {
+                    return Err(Error::argument(
+                        "reduce",
+                        format!("reduce must be \"mean\" or \"max\"; got {other:?}"),
+                    ))
+                }
+            },
+            "mutual_information" => StackScore::MutualInformation,
+            "predictive_entropy" => StackScore::PredictiveEntropy,
+            "variation_ratio" => StackScore::VariationRatio,
+            "variance" => StackScore::Variance,
+            other => return Err(Error::argument("score", format!("unknown stack score {other:?}"))),
+        })
+    }
+}
+
+impl std::str::FromStr for StackScore {
+    type Err = Error;
+
+    /// The score, `kl_disagreement` with its default mean over members.
+    fn from_str(name: &str) -> Result<StackScore, Error> {
+        StackScore::from_name(name, "mean")
+    }
 }
 
 pub(crate) struct StackKernel {

@@ -8,7 +8,9 @@
 
 use numpy::BorrowError;
 use pickaxe_core::{fault_message, Error, Field};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyImportError, PyKeyboardInterrupt, PyMemoryError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
@@ -58,6 +60,11 @@ pub fn to_pyerr(e: Error) -> PyErr {
         Error::OutOfMemory { .. } => PyMemoryError::new_err(e.to_string()),
         Error::Shape(_) | Error::Argument { .. } => PyValueError::new_err(e.to_string()),
     }
+}
+
+/// A setting read at import (`PICKAXE_SIMD`) that the core refuses: the import fails.
+pub fn import_error(e: Error) -> PyErr {
+    PyImportError::new_err(e.to_string())
 }
 
 fn member_items(kw: &Bound<'_, PyDict>, field: Field, member: Option<usize>) -> PyResult<()> {

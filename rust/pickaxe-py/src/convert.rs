@@ -1,0 +1,87 @@
+//! What every binding does to its arguments: names parsed by the core (`FromStr`), numpy
+//! arrays read in place as ndarray views, the one dispatch on float32 / float64
+//! (`with_float!`), and a kernel run on a view with its result handed back to numpy.
+
+use numpy::{
+    Element, IntoPyArray, PyArray, PyArray2, PyArrayMethods, PyReadonlyArray, PyReadwriteArray,
+};
+use pickaxe_core::{Cancel, Error};
+use pyo3::prelude::*;
+
+use crate::error::{borrow_error, dtype_is_error, to_pyerr};
+use crate::interrupt;
+
+/// Runs `$body` with the type `$t` bound to the float type of `$x` (float32 or float64,
+/// as an array of dimension `$dim`), or returns the dtype error for `$what` ($ndim-D;
+/// by default `$dim`'s). Every float dispatch of the bindings goes through here.
+macro_rules! with_float {
+    ($x:expr, $dim:ty, $what:expr, |$t:ident| $body:expr) => {
+        with_float!($x, $dim, $what, <$dim as ndarray::Dimension>::NDIM.unwrap_or(0), |$t| $body)
+    };
+    ($x:expr, $dim:ty, $what:expr, $ndim:expr, |$t:ident| $body:expr) => {{
+        let x: &pyo3::Bound<'_, pyo3::PyAny> = $x;
+        if x.cast::<numpy::PyArray<f32, $dim>>().is_ok() {
+            type $t = f32;
+            $body
+        } else if x.cast::<numpy::PyArray<f64, $dim>>().is_ok() {
+            type $t = f64;
+            $body
+        } else {
+            Err($crate::error::dtype_error($what, $ndim))
+        }
+    }};
+}
+pub(crate) use with_float;
+
+/// A name the core parses (a field, a policy, a metric, ...), its error mapped.
+pub fn parse<T: std::str::FromStr<Err = Error>>(name: &str) -> PyResult<T> {
+    name.parse().map_err(to_pyerr)
+}
+
+/// `x` read in place as a `D`-dimensional array of `T`; `why` explains a dtype error.
+pub fn readonly<'py, T: Element, D: ndarray::Dimension>(
+    x: &Bound<'py, PyAny>,
+    what: &str,
+    why: &str,
+) -> PyResult<PyReadonlyArray<'py, T, D>> {
+    let ndim = D::NDIM.unwrap_or(0);
+    let a = x
+        .cast::<PyArray<T, D>>()
+        .map_err(|_| dtype_is_error(what, ndim, &dtype_name::<T>(x.py()), why))?;
+    a.try_readonly().map_err(|e| borrow_error(what, e))
+}
+
+/// `x` borrowed for writing in place (numpy refuses read-only or overlapping arrays).
+pub fn readwrite<'py, T: Element>(
+    x: &Bound<'py, PyAny>,
+    what: &str,
+    why: &str,
+) -> PyResult<PyReadwriteArray<'py, T, ndarray::Ix2>> {
+    let a = x
+        .cast::<PyArray2<T>>()
+        .map_err(|_| dtype_is_error(what, 2, &dtype_name::<T>(x.py()), why))?;
+    a.try_readwrite().map_err(|e| borrow_error(what, e))
+}
+
+fn dtype_name<T: Element>(py: Python<'_>) -> String {
+    numpy::dtype::<T>(py).to_string()
+}
+
+/// `kernel` on `x` read in place (GIL released, interruptible when large: `interrupt`),
+/// its result returned as a numpy array that owns the kernel's buffer (no copy).
+pub fn run_on<'py, T, D, R>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    what: &str,
+    kernel: impl FnOnce(ndarray::ArrayView<'_, T, D>, &Cancel) -> Result<R, Error> + Send,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    T: Element + Sync,
+    D: ndarray::Dimension,
+    R: IntoPyArray + Send,
+{
+    let a = readonly::<T, D>(x, what, "")?;
+    let v = a.as_array();
+    let out = interrupt::run(py, v.len(), |cancel| kernel(v, cancel))?;
+    Ok(out.into_pyarray(py).into_any())
+}

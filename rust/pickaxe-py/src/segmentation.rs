@@ -1,0 +1,51 @@
+//! Binding of `pickaxe.segmentation`: per-pixel scores reduced per image, or the maps.
+
+use ndarray::IxDyn;
+use numpy::PyReadonlyArray3;
+use pickaxe_core::{Field, NanPolicy, PixelScore, Reduce, RowOptions};
+use pyo3::prelude::*;
+
+use crate::convert::{parse, run_on, with_float};
+use crate::error::to_pyerr;
+
+/// Segmentation: per-pixel score reduced per image ("mean", "max", "top" with `q`) to
+/// (N,), or the (N, H, W) maps ("none").
+#[pyfunction]
+#[pyo3(signature = (field, score, x, class_axis, reduce, q=1.0, mask=None, logits=false, nan_policy="raise", normalize=false, class_weights=None, temperature=1.0, kl_reduce="mean"))]
+#[allow(clippy::too_many_arguments)]
+fn score_pixels<'py>(
+    py: Python<'py>,
+    field: &str,
+    score: &str,
+    x: &Bound<'py, PyAny>,
+    class_axis: isize,
+    reduce: &str,
+    q: f64,
+    mask: Option<PyReadonlyArray3<'py, bool>>,
+    logits: bool,
+    nan_policy: &str,
+    normalize: bool,
+    class_weights: Option<Vec<f64>>,
+    temperature: f64,
+    kl_reduce: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let field: Field = parse(field)?;
+    let policy: NanPolicy = parse(nan_policy)?;
+    let options = RowOptions {
+        normalize,
+        class_weights,
+        temperature,
+        ..RowOptions::default()
+    };
+    let score = PixelScore::from_name(field, score, logits, options, kl_reduce).map_err(to_pyerr)?;
+    let reduce = Reduce::from_name(reduce, q).map_err(to_pyerr)?;
+    let mask = mask.as_ref().map(|m| m.as_array());
+    let what = field.name();
+    with_float!(x, IxDyn, what, 4, |T| run_on::<T, IxDyn, _>(py, x, what, |v, cancel| {
+        pickaxe_core::score_pixels(field, &score, v, class_axis, reduce, mask, policy, cancel)
+    }))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(score_pixels, m)?)
+}
