@@ -160,7 +160,7 @@ def run(*args):
         (["--miner", "entropy", "--size", 3, "--out", "."], "write .parquet or .csv"),
         (["--miner", "entropy", "--size", 3, "--out", "sub.csv"], "is a folder"),
         (["--miner", "entropy", "--size", 3, "--k", 5], "--k does not apply to --miner entropy"),
-        (["--miner", "entropy", "--size", 3, "--seed", 1], "--seed does not apply"),
+        (["--miner", "coreset", "--size", 3, "--seed", 1], "--seed does not apply to --miner coreset"),
         (["--miner", "random", "--size", 3, "--nan-policy", "omit"], "--nan-policy does not apply to --miner random"),
         (["--miner", "margin", "--size", 3, "--logits"], "--logits does not apply"),
         (["--miner", "novelty", "--size", 3], "needs --reference"),
