@@ -213,9 +213,10 @@ def cluster(
 
     Examples
     --------
-    >>> import numpy as np, pickaxe as px
+    >>> import numpy as np
+    >>> from pickaxe.cluster import cluster
     >>> x = np.array([[0.0, 0.0], [0.0, 0.2], [9.0, 9.0], [9.0, 9.2], [0.1, 0.1]])
-    >>> labels = px.cluster.cluster(x, 2, seed=1)
+    >>> labels = cluster(x, 2, seed=1)
     >>> bool(labels[0] == labels[1] == labels[4] != labels[2] == labels[3])
     True
     """
