@@ -7,6 +7,7 @@ import pickaxe as px
 from pickaxe.miners.combine import split_budget
 
 from reference import top_k as stable_top_k
+from test_pools import data  # noqa: F401  (the pool's columns, a fixture)
 
 
 @pytest.mark.parametrize(
@@ -135,20 +136,11 @@ def test_reference_as_coreset_miner_counts_it(rng):
 
 
 @pytest.mark.parametrize("kind", ["pandas", "arrow", "parquet", "folder"])
-def test_reference_on_every_kind_of_pool(rng, tmp_path, monkeypatch, kind):
+def test_reference_on_every_kind_of_pool(rng, data, tmp_path, monkeypatch, kind):
     from pickaxe import engine
     from test_pools import make_pool
 
     monkeypatch.setattr(engine, "BATCH_ROWS", 64)
-    r = np.random.default_rng(7)
-    n = 500
-    data = {  # the columns make_pool writes
-        "logits": r.normal(size=(n, 5)).astype(np.float32),
-        "embeddings": r.normal(size=(n, 8)).astype(np.float32),
-        "query_by_committee": r.dirichlet(np.ones(4), size=(n, 3)),
-        "split": np.where(r.random(n) < 0.6, "unlabeled", "train").astype(object),
-        "score": r.random(n),
-    }
     labeled = rng.normal(size=(50, 8)).astype(np.float32)
     miner = px.combine([px.EntropyMiner(1), px.MarginMiner(1)], size=12, diversity="coreset",
                        reference=labeled, query="split = 'unlabeled'")

@@ -12,7 +12,7 @@ import pickaxe as px
 from pickaxe import engine
 from pickaxe.cli import main
 
-from test_pools import KINDS, QUERY, make_pool
+from test_pools import KINDS, QUERY, data, make_pool  # noqa: F401  (data: the pool's columns, a fixture)
 
 
 def brute_scores(x, examples, k, metric):
@@ -44,19 +44,6 @@ def check(sel, scores, size, rows=None, tol=1e-5):
     gap = np.sort(s)[::-1]
     if len(gap) > size and gap[size - 1] - gap[size] > 10 * tol:  # a clear boundary: same set
         assert set(np.asarray(sel.ids).tolist()) == set(order.tolist())
-
-
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(7)  # the shape of test_pools' data
-    n = 500
-    return {
-        "logits": rng.normal(size=(n, 5)).astype(np.float32),
-        "embeddings": rng.normal(size=(n, 8)).astype(np.float32),
-        "query_by_committee": rng.dirichlet(np.ones(4), size=(n, 3)),
-        "split": np.where(rng.random(n) < 0.6, "unlabeled", "train").astype(object),
-        "score": rng.random(n),
-    }
 
 
 @pytest.fixture(scope="module")
