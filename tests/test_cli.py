@@ -125,7 +125,8 @@ def test_demo_writes_table_selection_and_plot(tmp_path):
     out = tmp_path / "demo"
     code, stdout, err = run("demo", "--out", out)
     assert code == 0, err
-    assert (out / "results.csv").read_text().startswith("labels,random,entropy")
+    assert (out / "results.csv").read_text().startswith("labels,margin,margin_se,")
+    assert (out / "rounds.csv").read_text().startswith("seed,strategy,round,labeled,accuracy")
     assert (out / "selection.csv").read_text().splitlines()[0].startswith("id,score,miner")
     assert (out / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| labels |" in stdout
+    assert "| labels |" in stdout and "mean ± standard error over 5 seeds" in stdout
