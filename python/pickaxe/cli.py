@@ -194,7 +194,7 @@ def main() -> None:
 
     \b
     Example:
-      pickaxe mine predictions.parquet --miner entropy --size 500 --out picks.csv
+      pickaxe mine predictions.parquet --miner margin --size 500 --out picks.csv
     """
 
 
@@ -230,9 +230,16 @@ def mine(ctx: click.Context, pool: str, miner_name: str, size: int, out: Optiona
     """Mine POOL (a Parquet file or folder) and write the picked rows.
 
     \b
+    Margin measured best, or tied for best, on the data simulated so far; TypiClust (no
+    model needed) for a cold start, BADGE for large batches (benches/RESULTS.md). Check on
+    your own labeled rows with `pickaxe simulate`.
+
+    \b
     Examples:
-      pickaxe mine preds.parquet --miner entropy --size 500 --out picks.parquet
+      pickaxe mine preds.parquet --miner margin --size 500 --out picks.parquet
       pickaxe mine preds/ --miner margin --size 100 --query "split = 'unlabeled'"
+      pickaxe mine preds.parquet --miner typiclust --size 100 --out picks.csv
+      pickaxe mine preds.parquet --miner badge --size 1000 --out picks.parquet
       pickaxe mine preds.parquet --miner embedding_distance --size 200 \\
           --reference train_embeddings.npy --out picks.csv
       pickaxe mine preds.parquet --miner similarity --size 100 --examples failures.npy
@@ -290,8 +297,9 @@ def fields() -> None:
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="pickaxe-demo", show_default=True)
 def demo(out_dir: str) -> None:
-    """Run the whole active-learning loop on scikit-learn's digits; write the table,
-    the last selection and the plot to OUT.
+    """Run the whole active-learning loop on scikit-learn's digits over 5 seeds (by
+    px.simulate); write the learning curves (mean ± standard error), one round's
+    selection and the plot to OUT.
 
     \b
     Example:
