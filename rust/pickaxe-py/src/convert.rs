@@ -5,7 +5,7 @@
 use numpy::{
     Element, IntoPyArray, PyArray, PyArray2, PyArrayMethods, PyReadonlyArray, PyReadwriteArray,
 };
-use pickaxe_core::{Cancel, Error};
+use pickaxe_core::{Cancel, Error, Field, NanPolicy, PixelScore, RowOptions};
 use pyo3::prelude::*;
 
 use crate::error::{borrow_error, dtype_is_error, to_pyerr};
@@ -36,6 +36,31 @@ pub(crate) use with_float;
 /// A name the core parses (a field, a policy, a metric, ...), its error mapped.
 pub fn parse<T: std::str::FromStr<Err = Error>>(name: &str) -> PyResult<T> {
     name.parse().map_err(to_pyerr)
+}
+
+/// The field, NaN policy and per-pixel (or per-box) score of a segmentation or detection
+/// call, from the arguments both take.
+#[allow(clippy::too_many_arguments)]
+pub fn pixel_args(
+    field: &str,
+    nan_policy: &str,
+    score: &str,
+    logits: bool,
+    normalize: bool,
+    class_weights: Option<Vec<f64>>,
+    temperature: f64,
+    kl_reduce: &str,
+) -> PyResult<(Field, NanPolicy, PixelScore)> {
+    let field: Field = parse(field)?;
+    let policy: NanPolicy = parse(nan_policy)?;
+    let options = RowOptions {
+        normalize,
+        class_weights,
+        temperature,
+        ..RowOptions::default()
+    };
+    let score = PixelScore::from_name(field, score, logits, options, kl_reduce).map_err(to_pyerr)?;
+    Ok((field, policy, score))
 }
 
 /// `x` read in place as a `D`-dimensional array of `T`; `why` explains a dtype error.

@@ -3,10 +3,10 @@
 
 use ndarray::{Ix1, Ix2, IxDyn};
 use numpy::{IntoPyArray, PyReadonlyArray1};
-use pickaxe_core::{BoxReduce, BoxSet, Field, LocOptions, NanPolicy, PixelScore, RowOptions};
+use pickaxe_core::{BoxReduce, BoxSet, LocOptions};
 use pyo3::prelude::*;
 
-use crate::convert::{parse, readonly, run_on, with_float};
+use crate::convert::{parse, pixel_args, readonly, run_on, with_float};
 use crate::error::to_pyerr;
 use crate::interrupt;
 
@@ -29,15 +29,16 @@ fn score_boxes<'py>(
     temperature: f64,
     kl_reduce: &str,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let field: Field = parse(field)?;
-    let policy: NanPolicy = parse(nan_policy)?;
-    let options = RowOptions {
+    let (field, policy, score) = pixel_args(
+        field,
+        nan_policy,
+        score,
+        logits,
         normalize,
         class_weights,
         temperature,
-        ..RowOptions::default()
-    };
-    let score = PixelScore::from_name(field, score, logits, options, kl_reduce).map_err(to_pyerr)?;
+        kl_reduce,
+    )?;
     let reduce: BoxReduce = parse(reduce)?;
     let offsets = offsets.as_array();
     let what = field.name();

@@ -2,10 +2,10 @@
 
 use ndarray::IxDyn;
 use numpy::PyReadonlyArray3;
-use pickaxe_core::{Field, NanPolicy, PixelScore, Reduce, RowOptions};
+use pickaxe_core::Reduce;
 use pyo3::prelude::*;
 
-use crate::convert::{parse, run_on, with_float};
+use crate::convert::{pixel_args, run_on, with_float};
 use crate::error::to_pyerr;
 
 /// Segmentation: per-pixel score reduced per image ("mean", "max", "top" with `q`) to
@@ -29,15 +29,16 @@ fn score_pixels<'py>(
     temperature: f64,
     kl_reduce: &str,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let field: Field = parse(field)?;
-    let policy: NanPolicy = parse(nan_policy)?;
-    let options = RowOptions {
+    let (field, policy, score) = pixel_args(
+        field,
+        nan_policy,
+        score,
+        logits,
         normalize,
         class_weights,
         temperature,
-        ..RowOptions::default()
-    };
-    let score = PixelScore::from_name(field, score, logits, options, kl_reduce).map_err(to_pyerr)?;
+        kl_reduce,
+    )?;
     let reduce = Reduce::from_name(reduce, q).map_err(to_pyerr)?;
     let mask = mask.as_ref().map(|m| m.as_array());
     let what = field.name();
