@@ -1,4 +1,4 @@
-"""Benchmark the clustering kernels of pickaxe.cluster (issue #15 points 4 and 7).
+"""Benchmark the clustering kernels of pickaxe.clustering (issue #15 points 4 and 7).
 
 Run::
 
@@ -34,11 +34,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-import importlib
 
 import pickaxe as px
 
-pc = importlib.import_module("pickaxe.cluster")  # the module, whatever px.cluster is
+from pickaxe import clustering as pc
 
 SEED = 20260615
 MIB = 1 << 20

@@ -11,7 +11,6 @@ import pytest
 import pickaxe as px
 from pickaxe import _core, engine
 from pickaxe.cli import main
-from pickaxe.cluster import cluster
 from pickaxe.errors import InvalidInputError
 
 
@@ -168,7 +167,7 @@ def test_cluster_margin_equals_numpy_reference(rng, seed):
 def test_cluster_margin_with_px_cluster_labels_stored_in_parquet(rng, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "BATCH_ROWS", 50)  # streamed in batches; labels fetched for the nominees
     emb = blobs(rng, 6, 50, dim=3).astype(np.float32)
-    labels = cluster(emb, 6, seed=0)
+    labels = px.cluster(emb, 6, seed=0)
     logits = rng.normal(size=(300, 4)).astype(np.float32)
     pool = {"logits": logits, "embeddings": emb, "cluster": labels}
     path = tmp_path / "pool.parquet"
@@ -233,7 +232,7 @@ def test_cli_mines_with_each_batch_miner(rng, tmp_path, miner, extra):
         "id": pa.array(np.arange(n) + 1000),
         "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.ravel()), 3),
         "embeddings": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 3),
-        "cluster": pa.array(cluster(emb, 4)),
+        "cluster": pa.array(px.cluster(emb, 4)),
     })
     path = tmp_path / "pool.parquet"
     pq.write_table(t, path)

@@ -1,4 +1,4 @@
-"""pickaxe.cluster: k-means, BADGE seeding and typicality against plain float64 numpy
+"""pickaxe.clustering: k-means, BADGE seeding and typicality against plain float64 numpy
 references of the same algorithms (same random numbers: SplitMix64 re-implemented here),
 determinism across thread counts, float32 against float64, bad input, Ctrl-C."""
 
@@ -12,12 +12,9 @@ import textwrap
 import numpy as np
 import pytest
 
-import importlib
-
 from pickaxe.errors import InvalidInputError
 
-# By module path: the package may export the function `cluster` under the same name.
-pc = importlib.import_module("pickaxe.cluster")
+from pickaxe import clustering as pc
 
 MASK = (1 << 64) - 1
 
@@ -369,8 +366,7 @@ def test_ctrl_c_stops_kmeans():
         """
         import os, signal, threading, time
         import numpy as np
-        import importlib
-        pc = importlib.import_module("pickaxe.cluster")
+        from pickaxe import clustering as pc
         x = np.random.default_rng(0).standard_normal((200_000, 64), dtype=np.float32)
         t = {}
         def fire():

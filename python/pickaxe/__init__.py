@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from .miners.combine import combine
     from .pools import set_query_limits
     from .index import ReferenceIndex
+    from .clustering import cluster
     from .miners import (
         ActivationMiner,
         BADGEMiner,

@@ -159,6 +159,7 @@ OTHER_EXPORTS: dict[str, str] = {
     "combine": "miners.combine",
     "set_query_limits": "pools",
     "Miner": "miners",
+    "cluster": "clustering",
     "simulate": "simulation",
 }
 

@@ -7,7 +7,7 @@ and unlike each other (and unlike what is labeled), at the pool sizes pickaxe is
 - `BADGEMiner` (Ash et al., ICLR 2020): k-means++ seeding in the space of last-layer
   gradient embeddings, uncertain and diverse at once.
 - `ClusterMarginMiner` (Citovsky et al., NeurIPS 2021): the lowest-margin rows, spread
-  over clusters computed once per pool (`pickaxe.cluster`).
+  over clusters computed once per pool (`pickaxe.clustering`).
 
 TypiClust and BADGE read the whole pool's columns into memory (N x D embeddings as stored,
 plus O(N) state; BADGE also N x C probabilities) and run in the compiled core, parallel
@@ -31,6 +31,7 @@ from numpy.typing import ArrayLike
 
 from .. import _checks as checks
 from .. import _core
+from ..clustering import kmeans
 from ..errors import InvalidInputError
 from ..index import ReferenceIndex, embeddings_array
 from .base import Miner
@@ -48,7 +49,7 @@ class TypiClustMiner(Miner):
     """The most typical row of each of the largest uncovered clusters (TypiClust).
 
     The pool's embeddings (and the labeled ``reference``, if given) are clustered by
-    k-means (k-means++ seeding, Lloyd iterations; `pickaxe.cluster`) into
+    k-means (k-means++ seeding, Lloyd iterations; `pickaxe.clustering`) into
     ``clusters`` = |reference| + ``size`` clusters by default. Clusters that hold a
     reference row are covered; the others are visited from the largest down, and in each
     the row of highest typicality is picked::
@@ -70,7 +71,7 @@ class TypiClustMiner(Miner):
     Memory: the pool's embeddings as stored (N x D, float32 stays float32) plus the
     reference's, and O(N) labels and typicalities; k-means seeds on a sample of rows and
     iterates on at most 256 rows per cluster, then labels every row (see
-    `pickaxe.cluster`). Size larger than the pool is a ValueError.
+    `pickaxe.clustering`). Size larger than the pool is a ValueError.
 
     Parameters
     ----------
@@ -135,8 +136,8 @@ class TypiClustMiner(Miner):
         m = 0 if ref is None else len(ref)
         both = x if ref is None else np.concatenate([x, ref.astype(x.dtype, copy=False)])
         n_clusters = min(self.clusters if self.clusters is not None else m + k, n + m)
-        labels, _, _, iterations, _ = _core.kmeans(both, n_clusters, seed=self.seed, threads=self.threads)
-        labels = np.asarray(labels, dtype=np.int64)
+        fit = kmeans(both, n_clusters, seed=self.seed, threads=self.threads)
+        labels, iterations = fit.labels, fit.iterations
         pool_labels = labels[:n]
         covered = np.zeros(n_clusters, dtype=bool)
         covered[labels[n:]] = True

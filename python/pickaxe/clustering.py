@@ -129,7 +129,7 @@ def kmeans(
     Examples
     --------
     >>> import numpy as np
-    >>> from pickaxe.cluster import kmeans
+    >>> from pickaxe.clustering import kmeans
     >>> x = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
     >>> r = kmeans(x, 2, seed=0)
     >>> bool(r.labels[0] == r.labels[1] != r.labels[2] == r.labels[3])
@@ -213,10 +213,9 @@ def cluster(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from pickaxe.cluster import cluster
+    >>> import numpy as np, pickaxe as px
     >>> x = np.array([[0.0, 0.0], [0.0, 0.2], [9.0, 9.0], [9.0, 9.2], [0.1, 0.1]])
-    >>> labels = cluster(x, 2, seed=1)
+    >>> labels = px.cluster(x, 2, seed=1)
     >>> bool(labels[0] == labels[1] == labels[4] != labels[2] == labels[3])
     True
     """
@@ -299,7 +298,7 @@ def badge_seeds(
     Examples
     --------
     >>> import numpy as np
-    >>> from pickaxe.cluster import badge_seeds
+    >>> from pickaxe.clustering import badge_seeds
     >>> p = np.array([[0.9, 0.1], [0.5, 0.5], [0.6, 0.4], [0.99, 0.01]])
     >>> h = np.array([[1.0, 0.0], [2.0, 1.0], [0.0, 2.0], [1.0, 1.0]])
     >>> picks, d2 = badge_seeds(h, 2, confidences=p, seed=0)
@@ -383,7 +382,7 @@ def typicality(
     Examples
     --------
     >>> import numpy as np
-    >>> from pickaxe.cluster import typicality
+    >>> from pickaxe.clustering import typicality
     >>> x = np.array([[0.0], [1.0], [1.5], [10.0], [11.0]])
     >>> typicality(x, [0, 0, 0, 1, 1], k=2).round(3)
     array([0.8  , 1.333, 1.   , 1.   , 1.   ])
@@ -416,7 +415,7 @@ def most_typical(
     `typicality` for the formula and costs).
 
     >>> import numpy as np
-    >>> from pickaxe.cluster import most_typical
+    >>> from pickaxe.clustering import most_typical
     >>> x = np.array([[0.0], [1.0], [1.5], [10.0], [11.0]])
     >>> most_typical(x, [0, 0, 0, 1, 1], [1, 0], k=2)
     array([3, 1])
