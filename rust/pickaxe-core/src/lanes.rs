@@ -41,10 +41,16 @@ pub(crate) fn max<T: Real>(a: [T; LANES]) -> T {
     tree(a, |x, y| if y > x { y } else { x })
 }
 
-/// Σ of 16 f64 lanes, pairwise (`sum`): the f64 accumulators' total, once per row.
+/// Σ of 16 f64 lanes, pairwise, in `sum`'s order: the f64 accumulators' total, once per
+/// row. Written out over the reference (not as `sum(*a)`, which copies the lanes first).
 #[inline(always)]
 pub(crate) fn total(a: &[f64; LANES]) -> f64 {
-    sum(*a)
+    const _: () = assert!(LANES == 16);
+    let mut h8 = [0.0f64; 8];
+    for l in 0..8 {
+        h8[l] = a[l] + a[l + 8];
+    }
+    ((h8[0] + h8[4]) + (h8[2] + h8[6])) + ((h8[1] + h8[5]) + (h8[3] + h8[7]))
 }
 
 /// `total` of each of `K` f64 lane accumulators.
