@@ -290,7 +290,7 @@ def as_fixed_size(arr: Any) -> Any:
         d = int(t.list_size)
         child = arr.values.slice(arr.offset * d, m * d)
     else:
-        offsets = arr.offsets.to_numpy(zero_copy_only=False)
+        offsets = primitive_values(arr.offsets)
         if m == 0:
             return arr
         lengths = np.diff(offsets)

@@ -15,10 +15,11 @@ from typing import Any, Iterable, Iterator, Optional
 import numpy as np
 
 from .._fields import FIELD_SHAPES
-from .arrow import as_arrow, as_fixed_size, schema_text
+from .arrow import as_arrow, as_fixed_size, metadata_to_numpy, schema_text
 from .boxes import BOX_FIELDS
 from .connection import ROW
 from .pool import BATCH_ROWS, Pool, concat
+from .prefetch import prefetched
 from .query import Session
 from .query_check import compile_query
 from .source import PoolSource
@@ -168,7 +169,7 @@ class ParquetSource(PoolSource):
         shorter); a ROW column, when the batches have one, holds the rows' numbers."""
         offset = 0
         for t in rebatch(batches, batch_rows):
-            rn = t.column(ROW).to_numpy().astype(np.int64, copy=False) if ROW in t.column_names else None
+            rn = metadata_to_numpy(t.column(ROW)).astype(np.int64, copy=False) if ROW in t.column_names else None
             yield to_pool(self.who, t, columns, t.num_rows, offset, rn)
             offset += t.num_rows
 
@@ -186,7 +187,8 @@ class ParquetSource(PoolSource):
                 with parquet_file(f, streamed=True) as pf:
                     yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
 
-        yield from self._as_pools(record_batches(), columns, batch_rows)
+        # decoded and converted on a reader thread while the caller scores (`prefetched`)
+        yield from prefetched(self._as_pools(record_batches(), columns, batch_rows))
 
     def _query_batches(self, columns: list[str], batch_rows: int, masks: Optional[list] = None) -> Iterator[Pool]:
         """Two passes per file: DuckDB finds the matching rows (`_match_mask`), then
@@ -195,37 +197,43 @@ class ParquetSource(PoolSource):
         mask, and about one batch of data (DuckDB itself would hold whole row groups)."""
         import pyarrow as pa
 
-        def record_batches() -> Iterator[Any]:
-            con = Session() if masks is None else None
-            try:
-                for i, (f, n, base) in enumerate(zip(self.files, self.counts, self.bases)):
-                    if not n:
-                        continue
-                    mask = masks[i] if masks is not None else self._match_mask(con, i)
-                    if not mask.any():
-                        continue
-                    rg_bases = self._row_group_bases(i)
-                    with parquet_file(f, streamed=True) as pf:
-                        for g in range(len(self.row_groups[i])):
-                            lo, hi = int(rg_bases[g]), int(rg_bases[g + 1])
-                            if not mask[lo:hi].any():  # a row group without matches is not read
-                                continue
-                            start = lo
-                            for b in pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=columns):
-                                sel = mask[start : start + b.num_rows]
-                                rows = np.flatnonzero(sel) + (start + int(base))
-                                start += b.num_rows
-                                if rows.size == 0:
-                                    continue
-                                if rows.size < b.num_rows:
-                                    b = _filter(b, sel)
-                                arrays = [b.column(j) for j in range(b.num_columns)] + [as_arrow(rows)]
-                                yield pa.RecordBatch.from_arrays(arrays, names=list(b.schema.names) + [ROW])
-            finally:
-                if con is not None:
-                    con.close()
+        con = Session() if masks is None else None
 
-        yield from self._as_pools(record_batches(), columns, batch_rows)
+        def record_batches() -> Iterator[Any]:
+            for i, (f, n, base) in enumerate(zip(self.files, self.counts, self.bases)):
+                if not n:
+                    continue
+                mask = masks[i] if masks is not None else self._match_mask(con, i)
+                if not mask.any():
+                    continue
+                rg_bases = self._row_group_bases(i)
+                with parquet_file(f, streamed=True) as pf:
+                    for g in range(len(self.row_groups[i])):
+                        lo, hi = int(rg_bases[g]), int(rg_bases[g + 1])
+                        if not mask[lo:hi].any():  # a row group without matches is not read
+                            continue
+                        start = lo
+                        for b in pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=columns):
+                            sel = mask[start : start + b.num_rows]
+                            rows = np.flatnonzero(sel) + (start + int(base))
+                            start += b.num_rows
+                            if rows.size == 0:
+                                continue
+                            if rows.size < b.num_rows:
+                                b = _filter(b, sel)
+                            arrays = [b.column(j) for j in range(b.num_columns)] + [as_arrow(rows)]
+                            yield pa.RecordBatch.from_arrays(arrays, names=list(b.schema.names) + [ROW])
+
+        # both passes run on a reader thread (`prefetched`); stopping early interrupts
+        # a DuckDB pass it may be waiting on
+        try:
+            yield from prefetched(
+                self._as_pools(record_batches(), columns, batch_rows),
+                None if con is None else con.interrupt,
+            )
+        finally:
+            if con is not None:
+                con.close()
 
     def read(self, columns: Optional[Iterable[str]] = None) -> Pool:
         if self.query is None:

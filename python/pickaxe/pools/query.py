@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from .arrow import primitive_values
 from .connection import ROW, TABLE, clean_message, connect, load_duckdb, query_error, shown
 from .query_check import Condition, compile_query
 
@@ -224,6 +225,12 @@ class Session:
             self._con.close()
             self._con = None
 
+    def interrupt(self) -> None:
+        """Interrupt the query running now, if any (from another thread: the one that
+        started it is waiting on it)."""
+        if self._con is not None and self._running is not None and not self._running.is_set():
+            self._con.interrupt()
+
     def __enter__(self) -> "Session":
         return self
 
@@ -239,7 +246,8 @@ class Session:
             def work() -> None:
                 reader = con.sql(cond.sql).to_arrow_reader(1 << 16)
                 for b in reader:
-                    consume(b.column(0).to_numpy(zero_copy_only=False))
+                    # not Array.to_numpy, which imports pandas (about 1 s the first time)
+                    consume(primitive_values(b.column(0)))
 
             error = self._bounded(work, cond, who)
         finally:

@@ -370,5 +370,6 @@ def _empty(schema: Any, columns: Any) -> Any:
     import pyarrow as pa
 
     fields = [schema.field(c) for c in columns] + [pa.field(ROW, pa.int64())]
-    return pa.schema(fields).empty_table()
+    # not Schema.empty_table, which imports pandas (about 1 s the first time)
+    return pa.Table.from_batches([], schema=pa.schema(fields))
 
