@@ -228,8 +228,9 @@ class Session:
     def interrupt(self) -> None:
         """Interrupt the query running now, if any (from another thread: the one that
         started it is waiting on it)."""
-        if self._con is not None and self._running is not None and not self._running.is_set():
-            self._con.interrupt()
+        con = self._con
+        if con is not None and self._running is not None and not self._running.is_set():
+            con.interrupt()
 
     def __enter__(self) -> "Session":
         return self
@@ -240,21 +241,23 @@ class Session:
     def run(self, cond: Condition, who: str, data: Any, consume: Callable[[np.ndarray], None]) -> None:
         import duckdb
 
-        con = self.con
-        con.register(TABLE, data)
-        try:
-            def work() -> None:
+        def work() -> None:
+            # every DuckDB call on the worker thread, whose DuckDB state exists once
+            # (see `_Worker`): the caller may be a reader thread of its own
+            con = self.con
+            con.register(TABLE, data)
+            try:
                 reader = con.sql(cond.sql).to_arrow_reader(1 << 16)
                 for b in reader:
                     # not Array.to_numpy, which imports pandas (about 1 s the first time)
                     consume(primitive_values(b.column(0)))
+            finally:
+                try:
+                    con.unregister(TABLE)
+                except Exception:
+                    pass
 
-            error = self._bounded(work, cond, who)
-        finally:
-            try:
-                con.unregister(TABLE)
-            except Exception:
-                pass
+        error = self._bounded(work, cond, who)
         if error is not None:
             if isinstance(error, duckdb.OutOfMemoryException):
                 raise MemoryError(
@@ -303,7 +306,9 @@ class Session:
         # interrupt until the worker is gone: an interrupt that lands before DuckDB
         # has started the query is lost, so it is repeated
         while not done.is_set():
-            self._con.interrupt()
+            con = self._con  # None until the worker has connected
+            if con is not None:
+                con.interrupt()
             done.wait(0.05)
 
     def _timeout_error(self, cond: Condition, who: str) -> TimeoutError:
