@@ -9,6 +9,8 @@ Writes (once, kept at ``--path``) a snappy Parquet pool of float32 logits (a
 "unlabeled"), in row groups of 250,000 rows. Then, interleaved, ``--repeats`` times each:
 
 * **pickaxe**: ``px.EntropyMiner(500).mine(path)`` (reads ``logits`` and ``id``);
+* **pickaxe, no reader thread**: the same with the reader thread off (decoding and
+  scoring one after the other, as before it), to show the overlap;
 * **pickaxe, query**: the same with ``query="split = 'unlabeled'"`` (half the rows);
 * **pyarrow decode**: ``pq.ParquetFile(path).iter_batches(columns=["logits", "id"],
   use_threads=False)`` to the end, one thread: the floor a reader of these columns pays;
@@ -91,8 +93,19 @@ def main(argv=None) -> int:
             rows += b.num_rows
         return rows
 
+    def serial() -> object:  # the reader thread off: decode, then score, on one thread
+        import pickaxe.pools.parquet as parquet_mod
+
+        threaded = parquet_mod.prefetched
+        parquet_mod.prefetched = lambda items, on_stop=None: items
+        try:
+            return px.EntropyMiner(500).mine(args.path)
+        finally:
+            parquet_mod.prefetched = threaded
+
     runs = {
         "pickaxe EntropyMiner(500).mine(path)": lambda: px.EntropyMiner(500).mine(args.path),
+        "pickaxe, no reader thread (decode then score)": serial,
         "pickaxe, query split = 'unlabeled' (half)": lambda: px.EntropyMiner(500, query="split = 'unlabeled'").mine(args.path),
         "pyarrow iter_batches(logits, id), 1 thread": decode,
         "kernel on the in-memory array": lambda: px.EntropyMiner(500).mine({"logits": logits}),
