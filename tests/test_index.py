@@ -90,11 +90,16 @@ def test_k_larger_than_the_reference_and_one_row(rng, monkeypatch, force_graph):
     if force_graph:
         monkeypatch.setattr(index_module, "EXACT_MAX_ROWS", 0)
     ref = rng.normal(size=(7, 4))
-    ids, dist = px.ReferenceIndex(ref, metric="l2").query(rng.normal(size=(3, 4)), k=50)
+    index = px.ReferenceIndex(ref, metric="l2")
+    with pytest.raises(ValueError, match=r"k=50 is more than the 7 rows of the reference; use k <= 7"):
+        index.query(rng.normal(size=(3, 4)), k=50)
+    ids, dist = index.query(rng.normal(size=(3, 4)), k=7)
     assert ids.shape == dist.shape == (3, 7)
     assert sorted(ids[0].tolist()) == list(range(7))
     one = px.ReferenceIndex(ref[:1], metric="cosine")
-    ids, dist = one.query(ref, k=10)
+    with pytest.raises(ValueError, match=r"k=10 is more than the 1 rows"):
+        one.query(ref, k=10)
+    ids, dist = one.query(ref, k=1)
     assert ids.shape == (7, 1) and np.all(ids == 0)
     assert dist[0, 0] == pytest.approx(0.0, abs=1e-6)
 

@@ -84,8 +84,8 @@ def test_miner_names_are_the_command_line_names():
         px.LeastConfidenceMiner(1).name,
         px.CommitteeMiner(1).name,
         px.MCDropoutMiner(1).name,
-        px.EmbeddingDistanceMiner(1, np.eye(2)).name,
-        px.NoveltyMiner(1, np.eye(2)).name,
+        px.EmbeddingDistanceMiner(1, np.eye(2), k=1).name,
+        px.NoveltyMiner(1, np.eye(2), k=1).name,
         px.ActivationMiner(1).name,
         px.CoresetMiner(1).name,
     ]
@@ -175,10 +175,45 @@ def test_auto_search_chooses_by_size():
 
 def test_embedding_distance_small_references(rng):
     x = rng.normal(size=(50, 3))
-    sel = px.EmbeddingDistanceMiner(5, x[:1], k=10, metric="l2").mine({"embeddings": x})
+    sel = px.EmbeddingDistanceMiner(5, x[:1], k=1, metric="l2").mine({"embeddings": x})
     d = np.linalg.norm(x - x[0], axis=1)
     np.testing.assert_allclose(sel.scores, np.sort(d)[::-1][:5])
     assert sel.info["k"] == 1
+    # k = M: every reference row, the mean distance to all of them
+    sel = px.EmbeddingDistanceMiner(5, x[:4], k=4, metric="l2").mine({"embeddings": x[4:]})
+    d = np.linalg.norm(x[4:, None] - x[None, :4], axis=2).mean(axis=1)
+    np.testing.assert_allclose(sel.scores, np.sort(d)[::-1][:5], rtol=1e-12)
+
+
+def test_k_larger_than_the_reference_is_an_error(rng):
+    ref = rng.normal(size=(30, 4))
+    with pytest.raises(ValueError, match=r"k=31 is more than the 30 rows of the reference"):
+        px.EmbeddingDistanceMiner(3, ref, k=31)
+    index = px.ReferenceIndex(ref, metric="l2")
+    with pytest.raises(ValueError, match=r"k=40 is more than the 30 rows"):
+        px.EmbeddingDistanceMiner(3, index, k=40)
+    # LOF leaves each reference row out of its own neighbours: k = M is too many.
+    with pytest.raises(ValueError, match=r"k=30 but the reference has 30 rows; LOF needs k < 30.*itself"):
+        px.NoveltyMiner(3, ref, k=30)
+    with pytest.raises(ValueError, match=r"k=20 but the reference has 1 rows"):
+        px.NoveltyMiner(3, ref[:1])
+    sel = px.NoveltyMiner(3, ref, k=29).mine({"embeddings": rng.normal(size=(10, 4))})
+    assert sel.info["k"] == 29 and np.all(np.isfinite(sel.scores))
+
+
+def test_large_k_matches_brute_force(rng):
+    # k > 32 takes the Rust kernel's batched selection; k = M - 1 and M the extremes.
+    ref = rng.normal(size=(300, 6))
+    x = rng.normal(size=(40, 6))
+    d = np.sort(np.linalg.norm(x[:, None] - ref[None], axis=2), axis=1)
+    for k in (33, 150, 299, 300):
+        sel = px.EmbeddingDistanceMiner(40, ref, k=k, metric="l2", aggregate="mean").mine({"embeddings": x})
+        got = np.empty(40)
+        got[sel.ids] = sel.scores
+        np.testing.assert_allclose(got, d[:, :k].mean(axis=1), rtol=1e-12)
+        sel = px.EmbeddingDistanceMiner(40, ref, k=k, metric="l2", aggregate="kth").mine({"embeddings": x})
+        got[sel.ids] = sel.scores
+        np.testing.assert_allclose(got, d[:, k - 1], rtol=1e-12)
 
 
 def test_embedding_miner_errors(rng):

@@ -67,13 +67,19 @@ def test_every_kind_of_pool_streamed(data, examples, tmp_path, monkeypatch, kind
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2", "ip"])
-@pytest.mark.parametrize("k", [1, 3, 50])  # 50: more than the examples, capped at 6
+@pytest.mark.parametrize("k", [1, 3, 6])  # 6: every example
 def test_metrics_and_k(rng, metric, k):
     x = rng.normal(size=(300, 5))
     ex = rng.normal(size=(6, 5))
     sel = px.SimilarityMiner(25, ex, k=k, metric=metric).mine({"embeddings": x})
     check(sel, brute_scores(x, ex, k, metric), 25, tol=1e-9)
-    assert sel.info["k"] == min(k, 6) and sel.info["metric"] == metric
+    assert sel.info["k"] == k and sel.info["metric"] == metric
+
+
+def test_k_above_the_examples_is_an_error(rng):
+    # No silent cap: k = 50 of 6 examples would score as k = 6.
+    with pytest.raises(ValueError, match=r"k=50 is more than the 6 rows of the examples; use k <= 6"):
+        px.SimilarityMiner(25, rng.normal(size=(6, 5)), k=50)
 
 
 def test_nearest_rows_come_first_and_ties_go_by_row(rng):

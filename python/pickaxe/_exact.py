@@ -15,7 +15,8 @@ Private: the miners (`EmbeddingDistanceMiner`, `NoveltyMiner`, `CoresetMiner`,
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+import sys
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -37,6 +38,29 @@ _MIN_BLOCK_ROWS = 256
 #: Multiply-adds per Gram block at most: Ctrl-C reaches Python between blocks, so a block
 #: must end within a fraction of a second whatever D (a 64 MB block at D = 4096 took 0.6 s).
 _MAX_BLOCK_MACS = 1 << 32
+
+#: Searches of at least this many multiply-adds (n·m·D) show a progress bar on a terminal:
+#: several seconds of BLAS on two cores.
+PROGRESS_MACS = 1 << 35
+
+
+def progress_blocks(n: int, step: int, show: bool, desc: str) -> Iterator[int]:
+    """The starts 0, step, 2·step, ... of the row blocks of n rows; when `show` and stderr
+    is a terminal, a tqdm bar of rows (as the pools show) ticks as each block is done."""
+    from .pools.source import _stderr_is_tty
+
+    if not (show and n > step and _stderr_is_tty()):
+        yield from range(0, n, step)
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=n, unit="rows", unit_scale=True, file=sys.stderr, dynamic_ncols=True, desc=desc, leave=False)
+    try:
+        for start in range(0, n, step):
+            yield start
+            bar.update(min(n, start + step) - start)
+    finally:
+        bar.close()
 
 
 def _check_metric(metric: Any, allowed: tuple[str, ...] = METRICS) -> str:
@@ -171,7 +195,7 @@ def exact_knn(
     budget = min(int(block_bytes), dtype.itemsize * max(1, _MAX_BLOCK_MACS // d))
     rows, cols = _block_shape(n, m, dtype.itemsize, budget)
     buf = np.empty(rows * cols, dtype=dtype)
-    for i0 in range(0, n, rows):
+    for i0 in progress_blocks(n, rows, n * m * d >= PROGRESS_MACS, "neighbours"):
         i1 = min(n, i0 + rows)
         qb = q[i0:i1]
         if not _blasable(qb):

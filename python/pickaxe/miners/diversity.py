@@ -28,7 +28,8 @@ __all__ = ["EmbeddingDistanceMiner", "SimilarityMiner", "NoveltyMiner", "Activat
 class EmbeddingDistanceMiner(NeighbourMiner):
     """Rows far from the training data: the distance from each pool row to its ``k``
     nearest reference rows, their mean (``aggregate="mean"``) or the k-th
-    (``aggregate="kth"``).
+    (``aggregate="kth"``); 1 <= k <= M for a reference of M rows (a larger k is a
+    ValueError, not a silent clamp).
 
     ``metric``: ``"cosine"`` by default (1 − cos on normalised vectors, as in deep
     nearest-neighbour OOD detection, Sun et al. 2022), ``"l2"`` or ``"ip"``. ``reference``
@@ -75,8 +76,8 @@ class SimilarityMiner(NeighbourMiner):
 
         score(x) = −(1/k) Σ_{j ≤ k} d(x, e_(j))      (k = 1: −d to the nearest example)
 
-    so the highest score is the row closest to the examples; k is capped at the number of
-    examples. ``examples``: (M, D) real, finite, the same D as the pool's ``embeddings``
+    so the highest score is the row closest to the examples; k is at most the number of
+    examples (a larger k is a ValueError, not a silent cap). ``examples``: (M, D) real, finite, the same D as the pool's ``embeddings``
     (N, D), or a `ReferenceIndex` built over them (whose metric is then used).
     ``metric``: ``"cosine"`` by default (1 − cos), ``"l2"`` or ``"ip"`` (1 − ⟨x, e⟩).
     Exact search or an hnswlib graph over the examples is chosen by the sizes
@@ -136,6 +137,7 @@ class NoveltyMiner(NeighbourMiner):
     lrd(r) = 1 / (mean_{o ∈ N(r)} max(kd(o), d(r, o)) + 1e-10). A pool row x with
     neighbours N(x) among the reference gets LOF(x) = mean_{o ∈ N(x)} lrd(o) / lrd(x):
     about 1 inside the data, larger for outliers. Distances are euclidean by default.
+    1 <= k < M for a reference of M rows (a larger k is a ValueError).
 
     The fit runs on the first ``mine`` (or ``fit()``) and is kept.
     """
@@ -157,11 +159,6 @@ class NoveltyMiner(NeighbourMiner):
     ) -> None:
         super().__init__(size, query=query, seed=seed, **controls)
         self._init_neighbours(reference, k, metric, search, threads, seed)
-        if self._neighbours.size < 2:
-            raise ValueError(
-                f"{type(self).__name__}(): LOF needs a reference of at least 2 rows; "
-                f"got {self._neighbours.size}"
-            )
         self.k_distance: Optional[np.ndarray] = None
         self.lrd: Optional[np.ndarray] = None
 
@@ -176,7 +173,7 @@ class NoveltyMiner(NeighbourMiner):
         # the rows themselves are the queries: the caller's array when there is one (the
         # graph's copy is float32, normalised for cosine, and slow to fetch)
         ref, ref_norms = nb.exact_reference()
-        k = min(self.k, nb.size - 1)
+        k = self.k
         kd = np.empty(nb.size, dtype=np.float64)
         ids_all = np.empty((nb.size, k), dtype=np.int64)
         d_all = np.empty((nb.size, k), dtype=np.float64)
@@ -194,6 +191,15 @@ class NoveltyMiner(NeighbourMiner):
         self._method = method
         return self
 
+    def _check_k_fits(self, who: str) -> None:
+        size = self._neighbours.size
+        if self.k >= size:
+            raise ValueError(
+                f"{who}: k={self.k} but the reference has {size} rows; LOF needs k < {size}, "
+                f"since each reference row's neighbours exclude the row itself (at most "
+                f"{size - 1} are left)"
+            )
+
     def _graph(self) -> tuple[dict[str, Any], GraphCosts]:
         return dict(NOVELTY_GRAPH, ef=self.k + NOVELTY_EF_MARGIN), NOVELTY_GRAPH_COSTS
 
@@ -206,7 +212,7 @@ class NoveltyMiner(NeighbourMiner):
         assert field is not None and self.lrd is not None and self.k_distance is not None
         nb = self._neighbours
         x, norms = self._embeddings(pool, field)
-        k = min(self.k, nb.size - 1)
+        k = self.k
         ids, dist = nb.search(x, norms, k, self._method)
         reach = np.maximum(self.k_distance[ids], dist).mean(axis=1) + 1e-10
         values = self.lrd[ids].mean(axis=1) * reach

@@ -12,7 +12,7 @@ from numpy.typing import ArrayLike
 
 from .. import _checks as checks
 from ..errors import InvalidInputError
-from ..index import ReferenceIndex, check_k, check_metric, embeddings_array
+from ..index import ReferenceIndex, check_k, check_k_fits, check_metric, embeddings_array
 from ..pools import Pool, PoolSource
 from .base import Miner
 
@@ -143,7 +143,7 @@ class Neighbours:
 
         if method == "exact":
             ref, ref_norms = self.exact_reference()
-            return exact_knn(x, ref, min(k, self.size), self.metric, q_norms=norms, r_norms=ref_norms)
+            return exact_knn(x, ref, k, self.metric, q_norms=norms, r_norms=ref_norms)
         return self.ensure_index()._search(x, k, norms)
 
     def check_dim(self, who: str, field: str, shape: tuple) -> None:
@@ -177,7 +177,12 @@ class NeighbourMiner(Miner):
         self.search = check_search(who, search)
         graph, costs = self._graph()
         self._neighbours = Neighbours(who, reference, self.metric, threads, seed, graph=graph, costs=costs, name=name)
+        self._check_k_fits(who)
         self._method = "exact"
+
+    def _check_k_fits(self, who: str) -> None:
+        """k of the reference's rows must exist: a larger k is a ValueError naming both."""
+        check_k_fits(who, self.k, self._neighbours.size, self._neighbours.name)
 
     def _graph(self) -> tuple[dict[str, Any], GraphCosts]:
         """Build parameters and costs of the graph made when given raw embeddings."""
@@ -211,9 +216,9 @@ class NeighbourMiner(Miner):
             self._neighbours.ensure_index()
 
     def _distances(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
-        """(n, k') distances of a batch's rows to their k' = min(k, M) nearest reference
-        rows, nearest first, and the ``info`` that says how they were found."""
+        """(n, k) distances of a batch's rows to their k nearest reference rows, nearest
+        first, and the ``info`` that says how they were found."""
         nb = self._neighbours
         x, norms = self._embeddings(pool, field)
         _, dist = nb.search(x, norms, self.k, self._method)
-        return dist, {"search": self._method, "metric": self.metric, "k": min(self.k, nb.size)}
+        return dist, {"search": self._method, "metric": self.metric, "k": self.k}
