@@ -24,6 +24,7 @@ mod rows;
 pub mod seg;
 pub mod detect;
 pub mod select;
+pub mod groups;
 pub mod simd;
 mod stack;
 

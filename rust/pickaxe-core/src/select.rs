@@ -13,63 +13,127 @@ use crate::error::Error;
 use crate::math::Real;
 use crate::threads;
 
-/// Score first (descending), then position (ascending): a total order on (score, position)
-/// pairs without NaN, so the result does not depend on how the work was split.
+/// Score first (descending), then tie key (ascending): a total order on kept items
+/// without NaN, so the result does not depend on how the work was split.
 #[inline]
-fn better<T: Real>(a: &(T, usize), b: &(T, usize)) -> Ordering {
+fn better<T: Real>(a: &Item<T>, b: &Item<T>) -> Ordering {
     match b.0.partial_cmp(&a.0) {
         Some(Ordering::Equal) | None => a.1.cmp(&b.1),
         Some(o) => o,
     }
 }
 
-fn keep_best<T: Real>(buf: &mut Vec<(T, usize)>, k: usize) {
-    if buf.len() > k {
+/// A kept row: (score, tie key, position). The tie key is the position itself, or the
+/// caller's key (a row number) when positions do not follow the keys.
+pub(crate) type Item<T> = (T, i64, usize);
+
+pub(crate) fn keep_best<T: Real>(buf: &mut Vec<Item<T>>, k: usize) {
+    if k == 0 {
+        buf.clear();
+    } else if buf.len() > k {
         buf.select_nth_unstable_by(k - 1, better);
         buf.truncate(k);
     }
 }
 
-/// The best k of `x` (positions offset by `start`), unsorted.
-fn block_top<T: Real>(x: ArrayView1<'_, T>, start: usize, k: usize) -> Vec<(T, usize)> {
-    let cap = 2 * k;
-    let mut buf: Vec<(T, usize)> = Vec::with_capacity(cap.min(x.len()));
-    // Nothing below the k-th best seen so far can enter; scanning in ascending position,
-    // an equal score loses to the earlier one, so strictly greater is the test.
-    let mut threshold = T::NEG_INF;
-    let mut full = false;
-    let mut push = |i: usize, v: T, buf: &mut Vec<(T, usize)>| {
-        if v.is_nan() || (full && !(v > threshold)) {
+/// The best `k` items pushed so far, in a buffer of at most 2k behind a rising threshold:
+/// an O(N) scan with rare pushes.
+pub(crate) struct Bounded<T> {
+    buf: Vec<Item<T>>,
+    k: usize,
+    threshold: T,
+    full: bool,
+    /// Items come in ascending tie key (a scan by position): an equal score then loses to
+    /// what is kept, so only a strictly greater one may enter.
+    ascending: bool,
+}
+
+impl<T: Real> Bounded<T> {
+    pub(crate) fn new(k: usize, ascending: bool) -> Self {
+        Bounded { buf: Vec::new(), k, threshold: T::NEG_INF, full: false, ascending }
+    }
+
+    #[inline]
+    pub(crate) fn push(&mut self, v: T, tie: i64, i: usize) {
+        if v.is_nan() || self.k == 0 {
             return;
         }
-        buf.push((v, start + i));
-        if buf.len() == cap {
-            keep_best(buf, k);
-            full = true;
-            threshold = buf
-                .iter()
-                .map(|p| p.0)
-                .fold(T::INF, |a, b| if b < a { b } else { a });
+        if self.full && (v < self.threshold || (self.ascending && !(v > self.threshold))) {
+            return;
         }
-    };
+        self.buf.push((v, tie, i));
+        if self.buf.len() >= 2 * self.k {
+            keep_best(&mut self.buf, self.k);
+            self.full = true;
+            self.threshold = self.buf.iter().map(|p| p.0).fold(T::INF, |a, b| if b < a { b } else { a });
+        }
+    }
+
+    /// The kept items, best first.
+    pub(crate) fn into_sorted(self) -> Vec<Item<T>> {
+        let mut buf = self.buf;
+        keep_best(&mut buf, self.k);
+        buf.sort_unstable_by(better);
+        buf
+    }
+
+    /// Both sets' best `k` (the merge of two blocks' buffers).
+    pub(crate) fn merge(mut self, other: Self) -> Self {
+        self.buf.extend(other.buf);
+        keep_best(&mut self.buf, self.k);
+        self.full = false; // the threshold is recomputed at the next overflow
+        self.threshold = T::NEG_INF;
+        self
+    }
+}
+
+/// The best k of `x` (positions offset by `start`).
+fn block_top<T: Real>(x: ArrayView1<'_, T>, start: usize, k: usize) -> Bounded<T> {
+    let mut best = Bounded::new(k, true);
     match x.as_slice() {
         Some(s) => {
             for (i, &v) in s.iter().enumerate() {
-                push(i, v, &mut buf);
+                best.push(v, (start + i) as i64, start + i);
             }
         }
         None => {
             for (i, &v) in x.iter().enumerate() {
-                push(i, v, &mut buf);
+                best.push(v, (start + i) as i64, start + i);
             }
         }
     }
-    keep_best(&mut buf, k);
-    buf
+    best
+}
+
+/// Blocks of `BLOCK` rows of an `n`-row input, each reduced by `block` and merged by
+/// `merge`, in parallel on the kernels' pool when there is more than one block; `cancel`
+/// is read before each block (block by block on one thread too, so that it is seen in
+/// time).
+pub(crate) fn over_blocks<R: Send>(
+    n: usize,
+    cancel: &Cancel,
+    empty: impl Fn() -> R + Sync + Send,
+    block: impl Fn(usize, usize) -> R + Sync + Send,
+    merge: impl Fn(R, R) -> R + Sync + Send,
+) -> Result<R, Error> {
+    let blocks = n.div_ceil(BLOCK);
+    let one = |b: usize| {
+        if cancel.is_cancelled() {
+            return empty();
+        }
+        let lo = b * BLOCK;
+        block(lo, (lo + BLOCK).min(n))
+    };
+    let all = match (n > BLOCK).then(threads::pool).flatten() {
+        None => (0..blocks).map(one).fold(empty(), &merge),
+        Some(pool) => pool.install(|| (0..blocks).into_par_iter().map(one).reduce(&empty, &merge)),
+    };
+    cancel.check()?;
+    Ok(all)
 }
 
 /// Values per parallel block.
-const BLOCK: usize = 1 << 20;
+pub(crate) const BLOCK: usize = 1 << 20;
 
 /// Positions of the `k` highest `scores`, highest first (ties: ascending position; NaN
 /// never). `cancel` is read before each block of `BLOCK` values (`Error::Interrupted`).
@@ -79,29 +143,14 @@ pub fn top_k<T: Real>(scores: ArrayView1<'_, T>, k: usize, cancel: &Cancel) -> R
     if k == 0 {
         return Ok(Vec::new());
     }
-    let blocks = n.div_ceil(BLOCK);
-    let block = |b: usize| {
-        if cancel.is_cancelled() {
-            return Vec::new();
-        }
-        let lo = b * BLOCK;
-        let hi = (lo + BLOCK).min(n);
-        block_top(scores.slice_axis(Axis(0), (lo..hi).into()), lo, k)
-    };
-    let merge = |mut a: Vec<(T, usize)>, mut b: Vec<(T, usize)>| {
-        a.append(&mut b);
-        keep_best(&mut a, k);
-        a
-    };
-    let mut all = match (n > BLOCK).then(threads::pool).flatten() {
-        // Block by block on one thread too, so that `cancel` is seen in time.
-        None => (0..blocks).map(block).fold(Vec::new(), merge),
-        Some(pool) => pool.install(|| (0..blocks).into_par_iter().map(block).reduce(Vec::new, merge)),
-    };
-    cancel.check()?;
-    keep_best(&mut all, k);
-    all.sort_unstable_by(better);
-    Ok(all.into_iter().map(|(_, i)| i).collect())
+    let best = over_blocks(
+        n,
+        cancel,
+        || Bounded::new(k, true),
+        |lo, hi| block_top(scores.slice_axis(Axis(0), (lo..hi).into()), lo, k),
+        Bounded::merge,
+    )?;
+    Ok(best.into_sorted().into_iter().map(|p| p.2).collect())
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
-//! Binding of `pickaxe.select`: the positions of the k highest scores.
+//! Bindings of `pickaxe.select` (the positions of the k highest scores) and of the batch
+//! controls' kernels (`pickaxe.per_row`: a draw's keys and top k, each group's top k).
 
-use ndarray::Ix1;
-use numpy::{IntoPyArray, PyArray1};
+use ndarray::{ArrayView1, Ix1};
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use pickaxe_core::groups::{self, Draw};
 use pyo3::prelude::*;
 
-use crate::convert::{readonly, with_float};
+use crate::convert::{parse, readonly, with_float};
 use crate::interrupt;
 
 /// Positions of the k highest scores, highest first (ties: ascending position; NaN never).
@@ -23,6 +25,115 @@ fn top_k<'py>(
     })
 }
 
+fn indices(py: Python<'_>, v: Vec<usize>) -> Bound<'_, PyArray1<i64>> {
+    v.into_iter().map(|i| i as i64).collect::<Vec<i64>>().into_pyarray(py)
+}
+
+fn row_numbers<'py>(numbers: &Option<Bound<'py, PyAny>>) -> PyResult<Option<PyReadonlyArray1<'py, i64>>> {
+    numbers.as_ref().map(|n| readonly::<i64, Ix1>(n, "numbers", "row numbers are int64")).transpose()
+}
+
+/// Each row's draw key ln w − ln(−ln u), u hashed from (seed, row number: `numbers[i]`,
+/// or `offset + i` when `numbers` is None).
+#[pyfunction]
+#[pyo3(signature = (scores, numbers, offset, seed, sampling, beta))]
+fn draw_keys<'py>(
+    py: Python<'py>,
+    scores: &Bound<'py, PyAny>,
+    numbers: Option<Bound<'py, PyAny>>,
+    offset: i64,
+    seed: u64,
+    sampling: &str,
+    beta: f64,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let draw: Draw = parse(sampling)?;
+    let nums = row_numbers(&numbers)?;
+    with_float!(scores, Ix1, "scores", |T| {
+        let a = readonly::<T, Ix1>(scores, "scores", "")?;
+        let (v, n) = (a.as_array(), nums.as_ref().map(|n| n.as_array()));
+        let keys = interrupt::run(py, v.len(), |_| groups::draw_keys(v, n, offset, seed, draw, beta))?;
+        Ok(keys.into_pyarray(py))
+    })
+}
+
+/// The `k` rows of highest draw key, best first: (positions, keys).
+#[pyfunction]
+#[pyo3(signature = (scores, numbers, offset, seed, sampling, beta, k))]
+#[allow(clippy::too_many_arguments)]
+fn draw_top_k<'py>(
+    py: Python<'py>,
+    scores: &Bound<'py, PyAny>,
+    numbers: Option<Bound<'py, PyAny>>,
+    offset: i64,
+    seed: u64,
+    sampling: &str,
+    beta: f64,
+    k: usize,
+) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>)> {
+    let draw: Draw = parse(sampling)?;
+    let nums = row_numbers(&numbers)?;
+    with_float!(scores, Ix1, "scores", |T| {
+        let a = readonly::<T, Ix1>(scores, "scores", "")?;
+        let (v, n) = (a.as_array(), nums.as_ref().map(|n| n.as_array()));
+        let (rows, keys) = interrupt::run(py, v.len(), |cancel| {
+            groups::draw_top_k(v, n, offset, seed, draw, beta, k, cancel)
+        })?;
+        Ok((indices(py, rows), keys.into_pyarray(py)))
+    })
+}
+
+type GroupArrays<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+);
+
+/// Each group's `k` best rows (keys descending, then ties or position ascending): (rows
+/// grouped by code, each group's end in them, non-NaN rows per group, rows per group).
+#[pyfunction]
+#[pyo3(signature = (keys, codes, offset, groups, k, ties=None))]
+fn group_top_k<'py>(
+    py: Python<'py>,
+    keys: &Bound<'py, PyAny>,
+    codes: &Bound<'py, PyAny>,
+    offset: i64,
+    groups: usize,
+    k: usize,
+    ties: Option<Bound<'py, PyAny>>,
+) -> PyResult<GroupArrays<'py>> {
+    let ties = ties.as_ref().map(|t| readonly::<i64, Ix1>(t, "ties", "tie keys are int64")).transpose()?;
+    let t = ties.as_ref().map(|t| t.as_array());
+    with_float!(keys, Ix1, "keys", |T| {
+        let a = readonly::<T, Ix1>(keys, "keys", "")?;
+        let v = a.as_array();
+        let out = if codes.cast::<PyArray1<i32>>().is_ok() {
+            let c = readonly::<i32, Ix1>(codes, "codes", "")?;
+            run_groups(py, v, c.as_array(), offset, groups, k, t)?
+        } else {
+            let c = readonly::<i64, Ix1>(codes, "codes", "group codes are int32 or int64")?;
+            run_groups(py, v, c.as_array(), offset, groups, k, t)?
+        };
+        let counts = |x: Vec<u64>| x.into_iter().map(|n| n as i64).collect::<Vec<i64>>().into_pyarray(py);
+        Ok((indices(py, out.rows), indices(py, out.ends), counts(out.scored), counts(out.sizes)))
+    })
+}
+
+fn run_groups<T: pickaxe_core::Real, C: groups::Code>(
+    py: Python<'_>,
+    keys: ArrayView1<'_, T>,
+    codes: ArrayView1<'_, C>,
+    offset: i64,
+    groups: usize,
+    k: usize,
+    ties: Option<ArrayView1<'_, i64>>,
+) -> PyResult<groups::GroupTops> {
+    interrupt::run(py, keys.len(), |cancel| groups::group_top_k(keys, codes, offset, groups, k, ties, cancel))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(top_k, m)?)
+    m.add_function(wrap_pyfunction!(top_k, m)?)?;
+    m.add_function(wrap_pyfunction!(draw_keys, m)?)?;
+    m.add_function(wrap_pyfunction!(draw_top_k, m)?)?;
+    m.add_function(wrap_pyfunction!(group_top_k, m)?)
 }

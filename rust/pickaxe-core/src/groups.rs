@@ -1,0 +1,335 @@
+//! The batch controls' selections (`pickaxe.batch_controls`): a weighted draw without
+//! replacement as the top k of Efraimidis–Spirakis keys, and the best k rows of each
+//! group. Both are one bounded pass (`select::Bounded`), parallel over blocks of rows and
+//! merged under a total order (key descending, then row), so the result does not depend
+//! on the split; memory is O(k) (O(groups · k)), never an N-sized temporary.
+
+use std::str::FromStr;
+
+use ndarray::ArrayView1;
+
+use crate::cancel::Cancel;
+use crate::error::Error;
+use crate::math::Real;
+use crate::select::{over_blocks, Bounded, Item};
+
+/// The weight of a drawn row: score^β (`power`) or exp(β · score) (`softmax`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Draw {
+    Power,
+    Softmax,
+}
+
+impl FromStr for Draw {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Draw, Error> {
+        match name {
+            "power" => Ok(Draw::Power),
+            "softmax" => Ok(Draw::Softmax),
+            other => Err(Error::argument("sampling", format!("a kernel draw is \"power\" or \"softmax\"; got {other:?}"))),
+        }
+    }
+}
+
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The uniform in [0, 1) of row `number` under `seed` (splitmix64, Steele, Lea and Flood
+/// 2014): `pickaxe.engine.uniforms` bit for bit (`seed` is the Python seed mod 2^64).
+#[inline]
+pub fn uniform(number: i64, seed: u64) -> f64 {
+    let mut z = (number as u64).wrapping_add(seed.wrapping_mul(GOLDEN)).wrapping_add(GOLDEN);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// A draw's key of one row, ln w − ln(−ln u) (Gumbel-top-k, Kool et al. 2019), written
+/// as `pickaxe.batch_controls.log_weights` and `gumbel_keys` compute it: u moved to the
+/// middle of its 2^-53 cell, NaN for a NaN score, −inf for weight 0.
+#[inline]
+pub fn draw_key(score: f64, u: f64, draw: Draw, beta: f64) -> f64 {
+    let log_w = match draw {
+        Draw::Softmax => beta * score,
+        Draw::Power if beta == 0.0 => {
+            if score.is_nan() {
+                f64::NAN
+            } else {
+                0.0
+            }
+        }
+        Draw::Power => score.ln() * beta,
+    };
+    -((-(u + 1.0 / (1u64 << 54) as f64).ln()).ln() - log_w)
+}
+
+/// Row `i`'s number: `numbers[i]`, or `offset + i` when the rows are numbered in order.
+#[inline]
+fn number(numbers: Option<&ArrayView1<'_, i64>>, offset: i64, i: usize) -> i64 {
+    match numbers {
+        Some(n) => n[i],
+        None => offset.wrapping_add(i as i64),
+    }
+}
+
+fn check_numbers(n: usize, numbers: Option<&ArrayView1<'_, i64>>) -> Result<(), Error> {
+    match numbers {
+        Some(v) if v.len() != n => Err(Error::Shape(format!(
+            "row numbers: {} for {n} scores; one per score",
+            v.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Each row's draw key (`draw_key` of its score and of the uniform of its number).
+pub fn draw_keys<T: Real>(
+    scores: ArrayView1<'_, T>,
+    numbers: Option<ArrayView1<'_, i64>>,
+    offset: i64,
+    seed: u64,
+    draw: Draw,
+    beta: f64,
+) -> Result<Vec<f64>, Error> {
+    check_numbers(scores.len(), numbers.as_ref())?;
+    let mut out = crate::error::filled(scores.len(), 0.0f64)?;
+    for (i, (o, &s)) in out.iter_mut().zip(scores.iter()).enumerate() {
+        *o = draw_key(s.to_f64(), uniform(number(numbers.as_ref(), offset, i), seed), draw, beta);
+    }
+    Ok(out)
+}
+
+/// The `k` rows with the highest draw keys, best first (ties: ascending position; a NaN
+/// key never): positions and keys. The keys are made row by row and never stored.
+#[allow(clippy::too_many_arguments)]
+pub fn draw_top_k<T: Real>(
+    scores: ArrayView1<'_, T>,
+    numbers: Option<ArrayView1<'_, i64>>,
+    offset: i64,
+    seed: u64,
+    draw: Draw,
+    beta: f64,
+    k: usize,
+    cancel: &Cancel,
+) -> Result<(Vec<usize>, Vec<f64>), Error> {
+    let n = scores.len();
+    check_numbers(n, numbers.as_ref())?;
+    let k = k.min(n);
+    let nums = numbers.as_ref();
+    let best = over_blocks(
+        n,
+        cancel,
+        || Bounded::new(k, true),
+        |lo, hi| {
+            let mut best = Bounded::new(k, true);
+            for i in lo..hi {
+                let key = draw_key(scores[i].to_f64(), uniform(number(nums, offset, i), seed), draw, beta);
+                best.push(key, i as i64, i);
+            }
+            best
+        },
+        Bounded::merge,
+    )?;
+    Ok(best.into_sorted().into_iter().map(|(key, _, i)| (i, key)).unzip())
+}
+
+/// A group code: an integer column's value (or a factorized label).
+pub trait Code: Copy + Send + Sync {
+    fn as_i64(self) -> i64;
+}
+
+impl Code for i32 {
+    fn as_i64(self) -> i64 {
+        self as i64
+    }
+}
+
+impl Code for i64 {
+    fn as_i64(self) -> i64 {
+        self
+    }
+}
+
+/// What `group_top_k` keeps: `rows` grouped by slot (code − offset) ascending, each
+/// group's best first, group g's rows at `rows[ends[g-1]..ends[g]]`; per slot, the rows
+/// whose key is not NaN (`scored`) and all its rows (`sizes`).
+#[derive(Debug, Default, PartialEq)]
+pub struct GroupTops {
+    pub rows: Vec<usize>,
+    pub ends: Vec<usize>,
+    pub scored: Vec<u64>,
+    pub sizes: Vec<u64>,
+}
+
+struct Partial<T> {
+    best: Vec<Bounded<T>>,
+    scored: Vec<u64>,
+    sizes: Vec<u64>,
+}
+
+/// The best `k` rows of each group in one pass: `keys` descending, then `ties` ascending
+/// (each row's key, e.g. its row number; its position when None), NaN never. `codes[i]`
+/// names row i's group, `offset..offset + groups`; a code outside is an error naming the
+/// row. Each group's bounded buffer has its own threshold, so past the first rows of a
+/// group few rows are pushed at all.
+pub fn group_top_k<T: Real, C: Code>(
+    keys: ArrayView1<'_, T>,
+    codes: ArrayView1<'_, C>,
+    offset: i64,
+    groups: usize,
+    k: usize,
+    ties: Option<ArrayView1<'_, i64>>,
+    cancel: &Cancel,
+) -> Result<GroupTops, Error> {
+    let n = keys.len();
+    if codes.len() != n {
+        return Err(Error::Shape(format!("group codes: {} for {n} keys; one per key", codes.len())));
+    }
+    if let Some(t) = &ties {
+        if t.len() != n {
+            return Err(Error::Shape(format!("tie keys: {} for {n} keys; one per key", t.len())));
+        }
+    }
+    let ascending = ties.is_none();
+    let empty = || Partial {
+        best: (0..groups).map(|_| Bounded::new(k, ascending)).collect(),
+        scored: vec![0; groups],
+        sizes: vec![0; groups],
+    };
+    let bad = std::sync::atomic::AtomicUsize::new(usize::MAX);
+    let block = |lo: usize, hi: usize| {
+        let mut p = empty();
+        for i in lo..hi {
+            let g = codes[i].as_i64().wrapping_sub(offset);
+            if g < 0 || g as usize >= groups {
+                bad.fetch_min(i, std::sync::atomic::Ordering::Relaxed);
+                break;
+            }
+            let g = g as usize;
+            let v = keys[i];
+            p.sizes[g] += 1;
+            if !v.is_nan() {
+                p.scored[g] += 1;
+                p.best[g].push(v, ties.as_ref().map_or(i as i64, |t| t[i]), i);
+            }
+        }
+        p
+    };
+    let merge = |mut a: Partial<T>, b: Partial<T>| {
+        a.best = a.best.into_iter().zip(b.best).map(|(x, y)| x.merge(y)).collect();
+        a.scored.iter_mut().zip(&b.scored).for_each(|(x, y)| *x += y);
+        a.sizes.iter_mut().zip(&b.sizes).for_each(|(x, y)| *x += y);
+        a
+    };
+    let all = over_blocks(n, cancel, empty, block, merge)?;
+    let bad = bad.into_inner();
+    if bad != usize::MAX {
+        return Err(Error::argument(
+            "codes",
+            format!(
+                "row {bad} has group code {}, outside {offset}..{}",
+                codes[bad].as_i64(),
+                offset.saturating_add(groups as i64)
+            ),
+        ));
+    }
+    let mut out = GroupTops { scored: all.scored, sizes: all.sizes, ..GroupTops::default() };
+    for b in all.best {
+        let sorted: Vec<Item<T>> = b.into_sorted();
+        out.rows.extend(sorted.into_iter().map(|p| p.2));
+        out.ends.push(out.rows.len());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array1;
+
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn splitmix_matches_reference_values() {
+        // pickaxe.engine.uniforms(np.array([0, 1, -5, 2**62]), 7), computed with numpy
+        let want = [0.771546556331567, 0.5230671798509814, 0.4533640337970338, 0.030891014539195294];
+        for (&x, w) in [0i64, 1, -5, 1 << 62].iter().zip(want) {
+            assert_eq!(uniform(x, 7), w, "number {x}");
+        }
+    }
+
+    #[test]
+    fn group_top_matches_sorting_each_group() {
+        let mut s = 99u64;
+        for &n in &[0usize, 1, 50, 3000, 2 * crate::select::BLOCK + 5] {
+            let groups = 7usize;
+            let keys: Vec<f64> = (0..n)
+                .map(|_| match xorshift(&mut s) % 9 {
+                    0 => f64::NAN,
+                    _ => (xorshift(&mut s) % 20) as f64,
+                })
+                .collect();
+            // group 5 never appears: an empty group
+            let codes: Vec<i64> = (0..n).map(|_| 10 + [0, 1, 2, 3, 4, 6, 6][(xorshift(&mut s) % 7) as usize]).collect();
+            let ties: Vec<i64> = (0..n as i64).map(|i| (i * 7919) % (n as i64).max(1)).collect();
+            for &k in &[0usize, 1, 3, 40, n + 1] {
+                for explicit in [false, true] {
+                    let t = Array1::from(ties.clone());
+                    let got = group_top_k(
+                        Array1::from(keys.clone()).view(),
+                        Array1::from(codes.clone()).view(),
+                        10,
+                        groups,
+                        k,
+                        explicit.then(|| t.view()),
+                        &Cancel::new(),
+                    )
+                    .unwrap();
+                    let mut start = 0;
+                    for g in 0..groups {
+                        let mut idx: Vec<usize> =
+                            (0..n).filter(|&i| codes[i] == 10 + g as i64 && !keys[i].is_nan()).collect();
+                        let tie = |i: usize| if explicit { ties[i] } else { i as i64 };
+                        idx.sort_by(|&a, &b| keys[b].partial_cmp(&keys[a]).unwrap().then(tie(a).cmp(&tie(b))));
+                        assert_eq!(got.scored[g] as usize, idx.len());
+                        idx.truncate(k);
+                        assert_eq!(&got.rows[start..got.ends[g]], &idx[..], "n={n} k={k} g={g} explicit={explicit}");
+                        start = got.ends[g];
+                        assert_eq!(got.sizes[g] as usize, codes.iter().filter(|&&c| c == 10 + g as i64).count());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_code_out_of_range_names_the_row() {
+        let keys = Array1::from(vec![1.0f64, 2.0, 3.0]);
+        let codes = Array1::from(vec![0i32, 3, 1]);
+        let e = group_top_k(keys.view(), codes.view(), 0, 2, 1, None, &Cancel::new()).unwrap_err();
+        assert!(format!("{e}").contains("row 1 has group code 3"), "{e}");
+    }
+
+    #[test]
+    fn draw_top_is_the_top_of_the_keys() {
+        let mut s = 5u64;
+        let n = 2 * crate::select::BLOCK + 3;
+        let scores: Vec<f64> = (0..n)
+            .map(|_| if xorshift(&mut s) % 50 == 0 { f64::NAN } else { (xorshift(&mut s) % 1000) as f64 / 999.0 })
+            .collect();
+        let a = Array1::from(scores);
+        for draw in [Draw::Power, Draw::Softmax] {
+            let keys = Array1::from(draw_keys(a.view(), None, 3, 11, draw, 1.5).unwrap());
+            let want = crate::select::top_k(keys.view(), 300, &Cancel::new()).unwrap();
+            let (rows, got_keys) = draw_top_k(a.view(), None, 3, 11, draw, 1.5, 300, &Cancel::new()).unwrap();
+            assert_eq!(rows, want);
+            assert!(rows.iter().zip(&got_keys).all(|(&i, &g)| keys[i] == g));
+        }
+    }
+}
