@@ -498,6 +498,7 @@ fn pairs_rows<T: Real, I: Isa>(
     reference: &ArrayView2<'_, T>,
     ids: &ArrayView2<'_, i64>,
     metric: Metric,
+    rnorms: Option<&[f64]>,
     lo: usize,
     out_ids: &mut ArrayViewMut2<'_, i64>,
     out_d: &mut ArrayViewMut2<'_, T>,
@@ -506,6 +507,7 @@ fn pairs_rows<T: Real, I: Isa>(
     let mut qbuf = Vec::new();
     let mut rbuf = Vec::new();
     let mut pairs: Vec<(T, u64)> = Vec::with_capacity(k);
+    let mut order: Vec<u64> = Vec::new();
     for r in 0..out_ids.len_of(Axis(0)) {
         let qi = lo + r;
         let q = row_slice(queries, qi, &mut qbuf);
@@ -515,8 +517,16 @@ fn pairs_rows<T: Real, I: Isa>(
             0.0
         };
         pairs.clear();
-        for j in 0..k {
-            let id = ids[[qi, j]];
+        // Many pairs: visit the reference rows in id order, so that they are read as a
+        // stream rather than at random (a k near the reference's size was bound by the
+        // cache misses, not the arithmetic).
+        order.clear();
+        order.extend(ids.index_axis(Axis(0), qi).iter().map(|&i| key(i)));
+        if k >= SORTED_PAIRS_MIN_K {
+            order.sort_unstable();
+        }
+        for &id in &order {
+            let id = id as i64;
             if id < 0 {
                 pairs.push((T::INF, key(id)));
                 continue;
@@ -525,7 +535,13 @@ fn pairs_rows<T: Real, I: Isa>(
             let rv = row_slice(reference, id as usize, &mut rbuf);
             let v = match metric {
                 Metric::L2 => sq_diff_f64::<I, T>(q, 1.0, rv, 1.0).sqrt(),
-                Metric::Cosine => cosine_f64::<I, T>(q, qn, rv, dot_f64::<I, T>(rv, rv).sqrt()),
+                Metric::Cosine => {
+                    let rn = match rnorms {
+                        Some(n) => n[id as usize],
+                        None => dot_f64::<I, T>(rv, rv).sqrt(),
+                    };
+                    cosine_f64::<I, T>(q, qn, rv, rn)
+                }
                 Metric::Ip => 1.0 - dot_f64::<I, T>(q, rv),
             };
             // + 0: a −0 would sort before +0 under total_cmp.
@@ -542,12 +558,31 @@ fn pairs_rows<T: Real, I: Isa>(
     }
 }
 
+/// Pairs per query from which the reference rows are visited in id order.
+const SORTED_PAIRS_MIN_K: usize = 64;
+
+/// ‖r‖₂ of every reference row, as `pairs_rows` computes it per pair (same ISA, same sum).
+#[inline(always)]
+fn ref_norms<T: Real, I: Isa>(reference: &ArrayView2<'_, T>, out: &mut Vec<f64>) {
+    let mut buf = Vec::new();
+    out.clear();
+    for i in 0..reference.len_of(Axis(0)) {
+        let rv = row_slice(reference, i, &mut buf);
+        out.push(dot_f64::<I, T>(rv, rv).sqrt());
+    }
+}
+
+multiversion! {
+    fn ref_norms_dispatch<T: Real>(reference: &ArrayView2<'_, T>, out: &mut Vec<f64>) -> () => ref_norms
+}
+
 multiversion! {
     fn pairs_rows_dispatch<T: Real>(
         queries: &ArrayView2<'_, T>,
         reference: &ArrayView2<'_, T>,
         ids: &ArrayView2<'_, i64>,
         metric: Metric,
+        rnorms: Option<&[f64]>,
         lo: usize,
         out_ids: &mut ArrayViewMut2<'_, i64>,
         out_d: &mut ArrayViewMut2<'_, T>,
@@ -622,10 +657,16 @@ pub fn pair_distances<T: Real>(
     } else {
         None
     };
+    // Cosine needs ‖r‖ of each pair's row: once per row when the pairs outnumber the rows.
+    let mut norms = Vec::new();
+    if metric == Metric::Cosine && nk >= m {
+        ref_norms_dispatch(&reference, &mut norms);
+    }
+    let rnorms = if norms.is_empty() { None } else { Some(&norms[..]) };
     let rows = (TASK_VALUES / (k * dim.max(1))).max(1);
     let one = |(t, (mut i, mut d)): (usize, (ArrayViewMut2<'_, i64>, ArrayViewMut2<'_, T>))| {
         if !cancel.is_cancelled() {
-            pairs_rows_dispatch(&queries, &reference, &ids, metric, t * rows, &mut i, &mut d);
+            pairs_rows_dispatch(&queries, &reference, &ids, metric, rnorms, t * rows, &mut i, &mut d);
         }
     };
     let i = out_ids.axis_chunks_iter_mut(Axis(0), rows);
