@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
+from . import _core
 from . import batch_controls as bc
 from .errors import InvalidInputError
 from .select import top_k
@@ -110,26 +111,46 @@ def batch_top(
                     reason=f'scored {values[bad]!r}; sampling="power" draws with probability ∝ score^beta and '
                     'needs scores >= 0 (use sampling="softmax" or "rank")',
                 ))
-        u = bc_uniforms(batch.source_rows(np.arange(batch.n_rows)), c.seed)
-        order = bc.gumbel_keys(bc.log_weights(c, values), u)
+        draw = _draw_args(batch, c)
+        if column is None and k is not None:  # keys made row by row inside the top k
+            rows, keys = _core.draw_top_k(values, *draw, k)
+            return BatchTop(rows, values[rows], keys, None, None, info)
+        order = _core.draw_keys(values, *draw)
     if column is None:
         rows = _best(order, k)
         return BatchTop(rows, values[rows], order[rows], None, None, info)
-    uniq, codes = bc.factorize(bc.labels(c, batch.columns[column]))
-    scored = ~np.isnan(values)
-    counts = np.bincount(codes[scored], minlength=len(uniq))
-    sizes = np.bincount(codes, minlength=len(uniq))
-    # one stable sort by group (a counting sort for 16-bit codes), then each group's top
-    by_group = np.argsort(codes.astype(np.uint16) if len(uniq) <= 1 << 16 else codes, kind="stable")
-    parts = []
-    start = 0
-    for g, n in enumerate(sizes.tolist()):
-        seg = by_group[start : start + n]
-        start += n
-        parts.append(seg[_best(order[seg], k)])
-    rows = np.concatenate(parts) if parts else np.empty(0, np.int64)
-    groups = _labels(uniq)[codes[rows]]
-    return BatchTop(rows, values[rows], order[rows], groups, {uniq[g]: int(n) for g, n in enumerate(counts) if n}, info)
+    slot_labels, codes, offset, slots = _group_codes(bc.labels(c, batch.columns[column]))
+    # each group's best k in one pass (a bounded top-k per group), grouped by code
+    rows, ends, scored, sizes = _core.group_top_k(order, codes, offset, slots, batch.n_rows if k is None else k)
+    if order is not values:  # a row scoring a number may still draw a NaN key (0 · inf)
+        scored = np.bincount(codes[~np.isnan(values)] - offset, minlength=slots)
+    present = np.flatnonzero(sizes)
+    uniq = [slot_labels(int(s)) for s in present]
+    kept = np.diff(ends, prepend=0)[present]
+    groups = np.repeat(_labels(uniq), kept)
+    counts = {g: int(n) for g, n in zip(uniq, scored[present].tolist()) if n}
+    return BatchTop(rows, values[rows], order[rows], groups, counts, info)
+
+
+def _draw_args(batch: "Pool", c: "bc.Controls") -> tuple:
+    """The kernels' (numbers, offset, seed, sampling, beta) of a batch's draw: each row's
+    number (the batch's row numbers, or ``offset + i``), the seed of the draw's own stream
+    mod 2**64 (`bc_uniforms` bit for bit)."""
+    numbers = None if batch.row_numbers is None else np.asarray(batch.row_numbers, dtype=np.int64)
+    return numbers, int(batch.offset), (c.seed + DRAW_STREAM) % 2**64, c.sampling, float(c.beta)
+
+
+def _group_codes(lab: np.ndarray) -> tuple[Callable[[int], Any], np.ndarray, int, int]:
+    """(label of a slot, codes, offset, slots) for `_core.group_top_k`: an integer column
+    with a small range is its own code (slot = value − min: no factorizing pass); other
+    labels are factorized (`pickaxe.batch_controls.factorize`)."""
+    if len(lab) and (lab.dtype.kind == "i" or (lab.dtype.kind == "u" and lab.dtype.itemsize < 8)):
+        lo, hi = int(lab.min()), int(lab.max())
+        if hi - lo < 1 << 16:
+            codes = lab if lab.dtype in (np.int32, np.int64) else lab.astype(np.int64)
+            return (lambda s: bc._scalar(lab.dtype.type(lo + s))), codes, lo, hi - lo + 1
+    uniq, codes = bc.factorize(lab)
+    return uniq.__getitem__, codes.astype(np.int64, copy=False), 0, len(uniq)
 
 
 def bc_uniforms(numbers: np.ndarray, seed: int) -> np.ndarray:
@@ -174,8 +195,12 @@ def merge_tops(parts: list[Tops], k: Optional[int]) -> Tops:
         for g, n in (p.counts or {}).items():
             counts[g] = counts.get(g, 0) + n
     if k is not None and len(keys):
-        _, codes = bc.factorize(groups)
-        sel = np.concatenate([idx[best_order(keys[idx], order[idx], k)] for idx in _split(codes)])
+        uniq, codes = bc.factorize(groups)
+        if keys.dtype.kind == "i" or (keys.dtype.kind == "u" and keys.dtype.itemsize < 8):
+            ties = keys.astype(np.int64, copy=False)
+            sel = _core.group_top_k(order, codes.astype(np.int64, copy=False), 0, len(uniq), k, ties)[0]
+        else:  # string (or float) ids: by key per group
+            sel = np.concatenate([idx[best_order(keys[idx], order[idx], k)] for idx in _split(codes)])
         keys, values, order, groups = keys[sel], values[sel], order[sel], groups[sel]
     return Tops(keys, values, order, groups, counts, info)
 
