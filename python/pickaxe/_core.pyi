@@ -41,6 +41,31 @@ def score_stack(
     reduce: Literal["mean", "max"] = "mean",
 ) -> npt.NDArray[_Float]: ...
 def top_k(scores: npt.NDArray[_Float], k: int) -> npt.NDArray[np.int64]: ...
+def draw_keys(
+    scores: npt.NDArray[_Float],
+    numbers: Optional[npt.NDArray[np.int64]],
+    offset: int,
+    seed: int,
+    sampling: Literal["power", "softmax"],
+    beta: float,
+) -> npt.NDArray[np.float64]: ...
+def draw_top_k(
+    scores: npt.NDArray[_Float],
+    numbers: Optional[npt.NDArray[np.int64]],
+    offset: int,
+    seed: int,
+    sampling: Literal["power", "softmax"],
+    beta: float,
+    k: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
+def group_top_k(
+    keys: npt.NDArray[_Float],
+    codes: npt.NDArray[np.int32] | npt.NDArray[np.int64],
+    offset: int,
+    groups: int,
+    k: int,
+    ties: Optional[npt.NDArray[np.int64]] = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
 
 _Metric = Literal["l2", "cosine", "ip"]
 
