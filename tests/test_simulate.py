@@ -147,7 +147,7 @@ def test_reference_miners_get_the_labeled_set():
             seen.append(self._neighbours.size)
             return super().score(pool, field)
 
-    px.simulate(blobs(), "label", {"spy": Spy(5, np.zeros((1, 6)), k=3)}, batch=10, rounds=3, seeds=1,
+    px.simulate(blobs(), "label", {"spy": Spy(5, np.zeros((3, 6)), k=3)}, batch=10, rounds=3, seeds=1,
                 progress=False)
     assert seen == [20, 30, 40]
 
