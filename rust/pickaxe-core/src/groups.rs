@@ -50,7 +50,17 @@ pub fn uniform(number: i64, seed: u64) -> f64 {
 /// middle of its 2^-53 cell, NaN for a NaN score, −inf for weight 0.
 #[inline]
 pub fn draw_key(score: f64, u: f64, draw: Draw, beta: f64) -> f64 {
-    let log_w = match draw {
+    -((-(u + HALF_CELL).ln()).ln() - log_weight(score, draw, beta))
+}
+
+/// u's offset to the middle of its 2^-53 cell, so that neither log is infinite.
+const HALF_CELL: f64 = 1.0 / (1u64 << 54) as f64;
+
+/// ln w of a score (`pickaxe.batch_controls.log_weights`): β ln s, or β s; under power
+/// with β = 0, 0 for every score but NaN.
+#[inline]
+fn log_weight(score: f64, draw: Draw, beta: f64) -> f64 {
+    match draw {
         Draw::Softmax => beta * score,
         Draw::Power if beta == 0.0 => {
             if score.is_nan() {
@@ -60,8 +70,7 @@ pub fn draw_key(score: f64, u: f64, draw: Draw, beta: f64) -> f64 {
             }
         }
         Draw::Power => score.ln() * beta,
-    };
-    -((-(u + 1.0 / (1u64 << 54) as f64).ln()).ln() - log_w)
+    }
 }
 
 /// Row `i`'s number: `numbers[i]`, or `offset + i` when the rows are numbered in order.
@@ -122,10 +131,28 @@ pub fn draw_top_k<T: Real>(
         cancel,
         || Bounded::new(k, true),
         |lo, hi| {
+            // key = ln w − ln(−ln u) ≤ ln w_max − ln(−ln u), which is below the buffer's
+            // floor t when u < exp(−exp(ln w_max − t)): such rows are skipped on their
+            // uniform alone, before any logarithm (most rows, once the floor has risen).
+            // The cut is made slightly low so that rounding never skips a row that enters.
+            let top = (lo..hi).map(|i| scores[i].to_f64()).fold(f64::NEG_INFINITY, f64::max);
+            let log_w_max = log_weight(top, draw, beta); // w grows with the score (β >= 0)
             let mut best = Bounded::new(k, true);
+            let (mut floor, mut cut) = (f64::NEG_INFINITY, 0.0f64);
             for i in lo..hi {
-                let key = draw_key(scores[i].to_f64(), uniform(number(nums, offset, i), seed), draw, beta);
+                let u = uniform(number(nums, offset, i), seed);
+                if u < cut {
+                    continue;
+                }
+                let key = draw_key(scores[i].to_f64(), u, draw, beta);
                 best.push(key, i as i64, i);
+                if let Some(t) = best.floor() {
+                    if t != floor {
+                        floor = t;
+                        let margin = 1e-9 * (1.0 + log_w_max.abs() + t.abs());
+                        cut = (-(log_w_max - t - margin).exp()).exp() * (1.0 - 1e-12);
+                    }
+                }
             }
             best
         },

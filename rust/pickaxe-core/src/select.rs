@@ -69,6 +69,13 @@ impl<T: Real> Bounded<T> {
         }
     }
 
+    /// The score an item must exceed to enter, once the buffer has filled (it may enter
+    /// at equality when tie keys do not ascend).
+    #[inline]
+    pub(crate) fn floor(&self) -> Option<T> {
+        self.full.then_some(self.threshold)
+    }
+
     /// The kept items, best first.
     pub(crate) fn into_sorted(self) -> Vec<Item<T>> {
         let mut buf = self.buf;
