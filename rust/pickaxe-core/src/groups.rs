@@ -6,7 +6,7 @@
 
 use std::str::FromStr;
 
-use ndarray::ArrayView1;
+use ndarray::{s, ArrayView1};
 
 use crate::cancel::Cancel;
 use crate::error::Error;
@@ -227,14 +227,15 @@ pub fn group_top_k<T: Real, C: Code>(
     let bad = std::sync::atomic::AtomicUsize::new(usize::MAX);
     let block = |lo: usize, hi: usize| {
         let mut p = empty();
-        for i in lo..hi {
-            let g = codes[i].as_i64().wrapping_sub(offset);
+        let (kv, cv) = (keys.slice(s![lo..hi]), codes.slice(s![lo..hi]));
+        for (j, (&v, &c)) in kv.iter().zip(cv.iter()).enumerate() {
+            let i = lo + j;
+            let g = c.as_i64().wrapping_sub(offset);
             if g < 0 || g as usize >= groups {
                 bad.fetch_min(i, std::sync::atomic::Ordering::Relaxed);
                 break;
             }
             let g = g as usize;
-            let v = keys[i];
             p.sizes[g] += 1;
             if !v.is_nan() {
                 p.scored[g] += 1;
