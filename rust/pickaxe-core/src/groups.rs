@@ -73,59 +73,57 @@ fn log_weight(score: f64, draw: Draw, beta: f64) -> f64 {
     }
 }
 
-/// Row `i`'s number: `numbers[i]`, or `offset + i` when the rows are numbered in order.
-#[inline]
-fn number(numbers: Option<&ArrayView1<'_, i64>>, offset: i64, i: usize) -> i64 {
-    match numbers {
-        Some(n) => n[i],
-        None => offset.wrapping_add(i as i64),
-    }
+/// A draw over a run of rows: row i's number is `numbers[i]`, or `offset + i` when the
+/// rows are numbered in order; `seed` is the draw stream's seed mod 2^64.
+#[derive(Clone, Copy, Debug)]
+pub struct DrawSpec<'a> {
+    pub numbers: Option<ArrayView1<'a, i64>>,
+    pub offset: i64,
+    pub seed: u64,
+    pub draw: Draw,
+    pub beta: f64,
 }
 
-fn check_numbers(n: usize, numbers: Option<&ArrayView1<'_, i64>>) -> Result<(), Error> {
-    match numbers {
-        Some(v) if v.len() != n => Err(Error::Shape(format!(
-            "row numbers: {} for {n} scores; one per score",
-            v.len()
-        ))),
-        _ => Ok(()),
+impl DrawSpec<'_> {
+    #[inline]
+    fn uniform(&self, i: usize) -> f64 {
+        let number = match &self.numbers {
+            Some(n) => n[i],
+            None => self.offset.wrapping_add(i as i64),
+        };
+        uniform(number, self.seed)
+    }
+
+    fn check(&self, n: usize) -> Result<(), Error> {
+        match &self.numbers {
+            Some(v) if v.len() != n => Err(Error::Shape(format!("row numbers: {} for {n} scores; one per score", v.len()))),
+            _ => Ok(()),
+        }
     }
 }
 
 /// Each row's draw key (`draw_key` of its score and of the uniform of its number).
-pub fn draw_keys<T: Real>(
-    scores: ArrayView1<'_, T>,
-    numbers: Option<ArrayView1<'_, i64>>,
-    offset: i64,
-    seed: u64,
-    draw: Draw,
-    beta: f64,
-) -> Result<Vec<f64>, Error> {
-    check_numbers(scores.len(), numbers.as_ref())?;
+pub fn draw_keys<T: Real>(scores: ArrayView1<'_, T>, spec: &DrawSpec<'_>) -> Result<Vec<f64>, Error> {
+    spec.check(scores.len())?;
     let mut out = crate::error::filled(scores.len(), 0.0f64)?;
     for (i, (o, &s)) in out.iter_mut().zip(scores.iter()).enumerate() {
-        *o = draw_key(s.to_f64(), uniform(number(numbers.as_ref(), offset, i), seed), draw, beta);
+        *o = draw_key(s.to_f64(), spec.uniform(i), spec.draw, spec.beta);
     }
     Ok(out)
 }
 
 /// The `k` rows with the highest draw keys, best first (ties: ascending position; a NaN
 /// key never): positions and keys. The keys are made row by row and never stored.
-#[allow(clippy::too_many_arguments)]
 pub fn draw_top_k<T: Real>(
     scores: ArrayView1<'_, T>,
-    numbers: Option<ArrayView1<'_, i64>>,
-    offset: i64,
-    seed: u64,
-    draw: Draw,
-    beta: f64,
+    spec: &DrawSpec<'_>,
     k: usize,
     cancel: &Cancel,
 ) -> Result<(Vec<usize>, Vec<f64>), Error> {
     let n = scores.len();
-    check_numbers(n, numbers.as_ref())?;
+    spec.check(n)?;
     let k = k.min(n);
-    let nums = numbers.as_ref();
+    let (draw, beta) = (spec.draw, spec.beta);
     let best = over_blocks(
         n,
         cancel,
@@ -140,7 +138,7 @@ pub fn draw_top_k<T: Real>(
             let mut best = Bounded::new(k, true);
             let (mut floor, mut cut) = (f64::NEG_INFINITY, 0.0f64);
             for i in lo..hi {
-                let u = uniform(number(nums, offset, i), seed);
+                let u = spec.uniform(i);
                 if u < cut {
                     continue;
                 }
@@ -353,9 +351,10 @@ mod tests {
             .collect();
         let a = Array1::from(scores);
         for draw in [Draw::Power, Draw::Softmax] {
-            let keys = Array1::from(draw_keys(a.view(), None, 3, 11, draw, 1.5).unwrap());
+            let spec = DrawSpec { numbers: None, offset: 3, seed: 11, draw, beta: 1.5 };
+            let keys = Array1::from(draw_keys(a.view(), &spec).unwrap());
             let want = crate::select::top_k(keys.view(), 300, &Cancel::new()).unwrap();
-            let (rows, got_keys) = draw_top_k(a.view(), None, 3, 11, draw, 1.5, 300, &Cancel::new()).unwrap();
+            let (rows, got_keys) = draw_top_k(a.view(), &spec, 300, &Cancel::new()).unwrap();
             assert_eq!(rows, want);
             assert!(rows.iter().zip(&got_keys).all(|(&i, &g)| keys[i] == g));
         }

@@ -3,7 +3,7 @@
 
 use ndarray::{ArrayView1, Ix1};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
-use pickaxe_core::groups::{self, Draw};
+use pickaxe_core::groups::{self, DrawSpec};
 use pyo3::prelude::*;
 
 use crate::convert::{parse, readonly, with_float};
@@ -46,12 +46,12 @@ fn draw_keys<'py>(
     sampling: &str,
     beta: f64,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-    let draw: Draw = parse(sampling)?;
     let nums = row_numbers(&numbers)?;
+    let spec = DrawSpec { numbers: nums.as_ref().map(|n| n.as_array()), offset, seed, draw: parse(sampling)?, beta };
     with_float!(scores, Ix1, "scores", |T| {
         let a = readonly::<T, Ix1>(scores, "scores", "")?;
-        let (v, n) = (a.as_array(), nums.as_ref().map(|n| n.as_array()));
-        let keys = interrupt::run(py, v.len(), |_| groups::draw_keys(v, n, offset, seed, draw, beta))?;
+        let v = a.as_array();
+        let keys = interrupt::run(py, v.len(), |_| groups::draw_keys(v, &spec))?;
         Ok(keys.into_pyarray(py))
     })
 }
@@ -70,14 +70,12 @@ fn draw_top_k<'py>(
     beta: f64,
     k: usize,
 ) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>)> {
-    let draw: Draw = parse(sampling)?;
     let nums = row_numbers(&numbers)?;
+    let spec = DrawSpec { numbers: nums.as_ref().map(|n| n.as_array()), offset, seed, draw: parse(sampling)?, beta };
     with_float!(scores, Ix1, "scores", |T| {
         let a = readonly::<T, Ix1>(scores, "scores", "")?;
-        let (v, n) = (a.as_array(), nums.as_ref().map(|n| n.as_array()));
-        let (rows, keys) = interrupt::run(py, v.len(), |cancel| {
-            groups::draw_top_k(v, n, offset, seed, draw, beta, k, cancel)
-        })?;
+        let v = a.as_array();
+        let (rows, keys) = interrupt::run(py, v.len(), |cancel| groups::draw_top_k(v, &spec, k, cancel))?;
         Ok((indices(py, rows), keys.into_pyarray(py)))
     })
 }
