@@ -9,6 +9,11 @@ over the whole pool would. Memory: plain and drawn runs keep ``k`` rows; a strat
 keeps ``k`` rows per group, O(groups × k); ``sampling="rank"`` needs each row's rank in the
 whole pool, so it keeps every row's key, score (and group): O(N), 16 to 24 bytes a row,
 then draws from them at the end.
+
+The per-batch work runs in the Rust core (`rust/pickaxe-core/src/groups.rs`): a power or
+softmax draw's keys made row by row inside a bounded top-k (`_core.draw_top_k`), and each
+group's best ``k`` in one pass (`_core.group_top_k`, also the merge of kept rows with
+integer keys); ``sampling="rank"`` stays in numpy (its weights need the whole pool's ranks).
 """
 
 from __future__ import annotations
