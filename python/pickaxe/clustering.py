@@ -224,7 +224,7 @@ def cluster(
     ).labels
 
 
-def _probabilities(who: str, confidences: Any, logits: Any, dtype: np.dtype) -> np.ndarray:
+def probabilities(who: str, confidences: Any, logits: Any, dtype: np.dtype) -> np.ndarray:
     """The (N, C) class probabilities from exactly one of ``confidences`` / ``logits``."""
     if (confidences is None) == (logits is None):
         raise TypeError(f"{who} takes exactly one of confidences (N, C) and logits (N, C)")
@@ -314,7 +314,7 @@ def badge_seeds(
     given = confidences if confidences is not None else logits
     given_dtype = getattr(np.asarray(given) if given is not None else None, "dtype", None)
     dtype = np.dtype(np.float32) if h.dtype == np.float32 and given_dtype == np.float32 else np.dtype(np.float64)
-    p = _probabilities(who, confidences, logits, dtype)
+    p = probabilities(who, confidences, logits, dtype)
     if p.shape[0] != n:
         raise ValueError(f"{who}: the class scores have {p.shape[0]} rows but embeddings has {n}")
     picks, d2 = _core.badge_seeds(

@@ -31,7 +31,7 @@ from numpy.typing import ArrayLike
 
 from .. import _checks as checks
 from .. import _core
-from ..clustering import kmeans
+from ..clustering import badge_seeds, kmeans, probabilities
 from ..errors import InvalidInputError
 from ..index import ReferenceIndex, embeddings_array
 from .base import Miner
@@ -177,17 +177,6 @@ def _round_robin(labels: np.ndarray, order: np.ndarray, rank: np.ndarray, k: int
     return np.asarray(picks, dtype=np.int64)
 
 
-def _probabilities(field: str, p: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Class probabilities (N, C) in `dtype` from confidences, or from logits by a
-    softmax."""
-    p = np.asarray(p)
-    if field == "logits":
-        z = p.astype(np.float64)
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        p = z / z.sum(axis=1, keepdims=True)
-    return np.ascontiguousarray(p, dtype=dtype)
-
-
 class BADGEMiner(Miner):
     """Batch Active learning by Diverse Gradient Embeddings (BADGE): k-means++ seeding in
     the space of last-layer gradient embeddings.
@@ -243,12 +232,15 @@ class BADGEMiner(Miner):
         _check_batch(who, k, len(h))
         if k == 0:
             return np.empty(0, np.int64), np.empty(0), {"field": field}
-        p = _probabilities(field, columns[field], h.dtype)
-        picks, d2 = _core.badge_seeds(p, h, k, seed=self.seed, threads=self.threads)
+        scores = {field: columns[field]}
+        picks, d2 = badge_seeds(h, k, **scores, seed=self.seed, threads=self.threads)
         picks = np.asarray(picks, dtype=np.int64)
         d2 = np.asarray(d2, dtype=np.float64)
+        # the first pick's D² is +inf (no pick before it): score it by ‖g‖² = ‖a‖²‖h‖²
         first = int(picks[0])
-        a = p[first].astype(np.float64)
+        row = columns[field][first : first + 1]
+        logits = field == "logits"
+        a = probabilities(who, None if logits else row, row if logits else None, np.dtype(np.float64))[0]
         a[int(np.argmax(a))] -= 1.0
         d2[0] = float(a @ a) * float(h[first].astype(np.float64) @ h[first].astype(np.float64))
         return picks, d2, {"field": field, "seed": self.seed}
