@@ -14,12 +14,14 @@ import stat
 import tempfile
 from typing import IO, Any, Iterator, Optional
 
-#: Suffixes a selection can be written to, by kind.
-SUFFIXES = {"parquet": ("parquet", "pq"), "csv": ("csv",)}
+#: Suffixes a selection can be written to, by kind (json: Label Studio's task import).
+SUFFIXES = {"parquet": ("parquet", "pq"), "csv": ("csv",), "json": ("json",)}
+#: What the kinds are, for messages.
+KINDS_TEXT = ".parquet or .csv, or .json for Label Studio tasks"
 
 
 def output_kind(path: Any) -> Optional[str]:
-    """``"parquet"`` or ``"csv"`` by the path's suffix; None for any other."""
+    """``"parquet"``, ``"csv"`` or ``"json"`` by the path's suffix; None for any other."""
     suffix = os.fspath(path).lower().rsplit(".", 1)[-1] if "." in os.path.basename(os.fspath(path)) else ""
     for kind, names in SUFFIXES.items():
         if suffix in names:
@@ -32,9 +34,9 @@ def check_output(path: Any, who: str) -> str:
     folder that exists and can be written to. ValueError saying which does not hold."""
     path = os.fspath(path)
     if output_kind(path) is None:
-        raise ValueError(f"{who} {path}: write .parquet or .csv")
+        raise ValueError(f"{who} {path}: write {KINDS_TEXT}")
     if os.path.isdir(path):
-        raise ValueError(f"{who} {path}: is a folder; give a file name ending in .parquet or .csv")
+        raise ValueError(f"{who} {path}: is a folder; give a file name ending in .parquet, .csv or .json")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ValueError(f"{who} {path}: the folder {folder} does not exist")

@@ -205,7 +205,7 @@ def main() -> None:
 @click.option("--query", help="One SQL condition over the pool's columns, e.g. \"split = 'unlabeled'\" (DuckDB; no statements, files or settings).")
 @click.option("--query-timeout", type=click.FloatRange(min=0, min_open=True), help="Stop the query after this many seconds (default: no limit).")
 @click.option("--reference", type=click.Path(), help="Training embeddings: .npy, Parquet, or a saved ReferenceIndex.")
-@click.option("--out", "out", help="Write .parquet or .csv (checked before mining); default: CSV on stdout.")
+@click.option("--out", "out", help="Write .parquet, .csv or .json (Label Studio tasks: metadata columns under data; id, score, miner under meta), checked before mining; default: CSV on stdout.")
 @click.option("--examples", type=click.Path(), help="Embeddings to find more rows like (similarity): .npy, Parquet, or a saved ReferenceIndex.")
 @click.option("--k", type=click.IntRange(min=1), help="Neighbours (embedding_distance, novelty, similarity).")
 @click.option("--metric", type=click.Choice(["cosine", "l2", "ip"]), help="Distance (embedding miners).")
@@ -243,6 +243,7 @@ def mine(ctx: click.Context, pool: str, miner_name: str, size: int, out: Optiona
       pickaxe mine preds.parquet --miner embedding_distance --size 200 \\
           --reference train_embeddings.npy --out picks.csv
       pickaxe mine preds.parquet --miner similarity --size 100 --examples failures.npy
+      pickaxe mine preds.parquet --miner margin --size 100 --out tasks.json   # Label Studio import
     """
     _check_applicable(ctx, miner_name)
     timeout = opts.pop("query_timeout", None)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import json
+import math
+import numbers
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
 from .pools.ids import check_unique
-from ._output import atomic_output, output_kind
+from ._output import KINDS_TEXT, atomic_output, output_kind
 
 __all__ = ["Selection"]
 
@@ -137,15 +142,65 @@ class Selection:
                 _write_csv(csv.writer(f), names, rows)
 
     def write(self, path: Any) -> None:
-        """Write to ``.parquet`` or ``.csv``, chosen by the path's suffix (atomically:
-        see `to_parquet`)."""
+        """Write to ``.parquet``, ``.csv`` or ``.json`` (`to_label_studio`'s tasks, every
+        metadata column under ``data``), chosen by the path's suffix (atomically: see
+        `to_parquet`)."""
         kind = output_kind(path)
         if kind == "parquet":
             self.to_parquet(path)
         elif kind == "csv":
             self.to_csv(path)
+        elif kind == "json":
+            self.to_label_studio(path)
         else:
-            raise ValueError(f"Selection.write(): write .parquet or .csv; got {str(path)!r}")
+            raise ValueError(f"Selection.write(): write {KINDS_TEXT}; got {str(path)!r}")
+
+    def to_label_studio(self, path: Any, data: Any = None) -> None:
+        """Write the selection as Label Studio's task import JSON: a list of tasks, one per
+        picked row, highest score first, to import into a project (Data Import, or the
+        API's task import).
+
+        Each task is ``{"data": {...}, "meta": {"id": ..., "score": ..., "miner": ...}}``
+        (and ``"group"`` in ``meta`` when the miner was stratified). ``data`` holds what the
+        labeling configuration's ``$key`` variables read — e.g. ``<Image value="$image"/>``
+        reads ``data["image"]``; ``meta`` is kept with the task, so the picked row's id,
+        score and miner travel with it. The pool's id is not the task's top-level ``"id"``,
+        which Label Studio reserves for its own numbering.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.json`` file, written atomically as `to_parquet` writes.
+        data : None, str, sequence of str, or mapping of str to str
+            Which columns go under ``"data"``: None, every metadata column (the row's id
+            under ``"id"`` when the selection has none); a column name or a list of them,
+            each under its own name; or a mapping of task key to column name
+            (``{"image": "url"}`` puts the ``url`` column under ``"image"``). ``"id"``,
+            ``"score"``, ``"miner"`` and ``"group"`` name the selection's own columns.
+
+        Values become JSON: numbers, text, booleans; NaN, infinities and missing values
+        ``null``; vectors lists; dates and times ISO 8601 text.
+
+        >>> import json, os, tempfile
+        >>> s = Selection(np.array([7, 3]), np.array([0.9, 0.4]), "margin",
+        ...               {"image": np.array(["s3://b/7.png", "s3://b/3.png"])})
+        >>> path = os.path.join(tempfile.mkdtemp(), "tasks.json")
+        >>> s.to_label_studio(path)
+        >>> json.load(open(path))[0]
+        {'data': {'image': 's3://b/7.png'}, 'meta': {'id': 7, 'score': 0.9, 'miner': 'margin'}}
+        """
+        cols = self.columns()
+        chosen = _task_data_columns(data, list(self.metadata), cols)
+        data_cells = {key: _json_cells(name, cols[name]) for key, name in chosen.items()}
+        meta_names = ["id", "score", "miner"] + (["group"] if self._groups is not None else [])
+        meta_cells = {name: _json_cells(name, cols[name]) for name in meta_names}
+        with atomic_output(path, "w", encoding="utf-8") as f:
+            f.write("[")
+            for i in range(len(self)):
+                task = {"data": {k: v[i] for k, v in data_cells.items()},
+                        "meta": {k: v[i] for k, v in meta_cells.items()}}
+                f.write(("\n" if i == 0 else ",\n") + json.dumps(task, ensure_ascii=False, allow_nan=False))
+            f.write("\n]\n")
 
     def to_pandas(self) -> Any:
         """A ``pandas.DataFrame`` with columns id, score, miner and the metadata."""
@@ -165,3 +220,62 @@ def _csv_cells(col: np.ndarray) -> list:
 def _write_csv(writer: Any, names: list[str], rows: Any) -> None:
     writer.writerow(names)
     writer.writerows(rows)
+
+
+def _task_data_columns(data: Any, metadata: list[str], cols: Mapping[str, Any]) -> dict[str, str]:
+    """`to_label_studio`'s ``data=`` as task key -> column name, checked."""
+    who = "Selection.to_label_studio()"
+    if data is None:
+        return {name: name for name in metadata} or {"id": "id"}
+    if isinstance(data, str):
+        chosen = {data: data}
+    elif isinstance(data, Mapping):
+        chosen = dict(data)
+    else:
+        try:
+            chosen = {name: name for name in data}
+        except TypeError:
+            raise TypeError(f"{who}: data must be a column name, a list of them or a mapping of task key "
+                            f"to column name; got {type(data).__name__}") from None
+    if not chosen:
+        raise ValueError(f"{who}: data names no column; a task needs at least one value under \"data\"")
+    for key, name in chosen.items():
+        if not isinstance(key, str) or not isinstance(name, str):
+            raise TypeError(f"{who}: data's keys and column names must be str; got {key!r}: {name!r}")
+        if name not in cols:
+            raise ValueError(f"{who}: data names the column {name!r}, which the selection does not have; "
+                             f"it has {', '.join(cols)}")
+    return chosen
+
+
+def _json_cells(name: str, col: np.ndarray) -> list:
+    """A column as JSON values, one per row."""
+    if col.dtype.kind == "M":  # datetime64: ISO 8601 text; NaT is null
+        text = np.datetime_as_string(col)
+        return [None if t == "NaT" else str(t) for t in text]
+    if col.dtype.kind == "m":
+        return [None if np.isnat(v) else v / np.timedelta64(1, "s") for v in col]
+    return [_json_value(name, v) for v in col.tolist()]
+
+
+def _json_value(name: str, v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, np.generic):
+        return _json_value(name, v.item())
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_json_value(name, x) for x in (v.tolist() if isinstance(v, np.ndarray) else v)]
+    if isinstance(v, Mapping):
+        return {str(k): _json_value(name, x) for k, x in v.items()}
+    if type(v).__name__ in ("NaTType", "NAType"):  # pandas' missing values (NaT is a datetime)
+        return None
+    if isinstance(v, (datetime.date, datetime.time)):
+        return v.isoformat()
+    if isinstance(v, datetime.timedelta):
+        return v.total_seconds()
+    if isinstance(v, (numbers.Real, decimal.Decimal)):  # Fraction, Decimal
+        return _json_value(name, float(v))
+    raise TypeError(f"Selection.to_label_studio(): column {name!r} holds a {type(v).__name__} ({v!r:.60}), "
+                    "which JSON cannot hold; give data= the columns to write, or convert this one to text")
