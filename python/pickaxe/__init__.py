@@ -65,6 +65,7 @@ _SUBMODULES = (
     "cli",
     "demo",
     "ray",
+    "torch",  # pickaxe.torch imports torch only when predict runs
 )
 
 
