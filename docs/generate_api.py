@@ -143,6 +143,19 @@ def ray_section() -> list[str]:
     return section("On Ray", [f"### `pickaxe.ray.{signature('mine', ray_mod.mine)}`", "", summary(ray_mod.mine), ""])
 
 
+def torch_section() -> list[str]:
+    from pickaxe import torch as pt  # imports without torch: torch loads when predict runs
+
+    fn = pt.predict
+    # the docstring's first two paragraphs, then its table of columns as it is written
+    doc = (inspect.getdoc(fn) or "").split("\n\n")
+    return section("From PyTorch", [summary(pt), "", f"### `pickaxe.torch.{signature('predict', fn)}`", "",
+                                    " ".join(doc[0].split()), "", " ".join(doc[1].split()), "",
+                                    "```text", doc[2], "```", "",
+                                    "`help(pickaxe.torch.predict)` says how the passes, embeddings, batches, "
+                                    "ids and Parquet output work.", ""])
+
+
 def cli_section() -> list[str]:
     from pickaxe.cli import main
 
@@ -168,7 +181,7 @@ def render() -> str:
         "",
     ]
     parts = head + fields_section() + scores_section() + miners_section() + other_section()
-    parts += errors_section() + ray_section() + cli_section()
+    parts += errors_section() + ray_section() + torch_section() + cli_section()
     return "\n".join(parts).rstrip() + "\n"
 
 

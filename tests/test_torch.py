@@ -30,6 +30,16 @@ ROOT = Path(__file__).resolve().parents[1]
 D_IN, HIDDEN, C = 6, 16, 4
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: torch's second thread only waits for the first (on a busy 2-core
+    machine two threads ran them several times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def mlp(seed=0, dropout=0.3, classes=C):
     torch.manual_seed(seed)
     net = torch.nn.Sequential(
