@@ -37,12 +37,19 @@ def check_output(path: Any, who: str) -> str:
         raise ValueError(f"{who} {path}: write {KINDS_TEXT}")
     if os.path.isdir(path):
         raise ValueError(f"{who} {path}: is a folder; give a file name ending in .parquet, .csv or .json")
+    check_folder(path, who)
+    return path
+
+
+def check_folder(path: str, who: str) -> str:
+    """The folder `path` would be written in, checked to exist and to be writable
+    (ValueError otherwise)."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ValueError(f"{who} {path}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"{who} {path}: the folder {folder} is not writable")
-    return path
+    return folder
 
 
 @contextlib.contextmanager

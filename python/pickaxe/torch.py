@@ -15,11 +15,12 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _checks as checks
+from ._output import check_folder
 
 if TYPE_CHECKING:  # for type checkers only: torch is imported when predict runs
     import torch as _torch
@@ -556,11 +557,7 @@ class _ParquetSink(_Sink):
         self.folder = os.path.isdir(path) or not path.lower().endswith(FILE_SUFFIXES)
         if os.path.lexists(path) and not overwrite and not (os.path.isdir(path) and not os.listdir(path)):
             raise ValueError(f"{WHO}: out {path} exists; pass overwrite=True to replace it")
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise ValueError(f"{WHO}: out {path}: the folder {parent} does not exist")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ValueError(f"{WHO}: out {path}: the folder {parent} is not writable")
+        parent = check_folder(path, f"{WHO}: out")
         self.path = path
         self.metadata = {b"pickaxe.predict": json.dumps(description).encode()}
         prefix = f".{os.path.basename(os.path.abspath(path))}."
@@ -665,22 +662,12 @@ def _total_rows(data: Any) -> Optional[int]:
     return n
 
 
-@contextlib.contextmanager
-def _progress(total: Optional[int]) -> Iterator[Any]:
-    from .pools.source import _stderr_is_tty
-
-    if not _stderr_is_tty():
-        yield _NoBar()
-        return
+def _progress(total: Optional[int]) -> Any:
+    """A tqdm bar of rows on stderr, as the pools show, when stderr is a terminal (a
+    disabled bar, whose updates do nothing, otherwise)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="rows", unit_scale=True, file=sys.stderr, dynamic_ncols=True, desc="predict")
-    try:
-        yield bar
-    finally:
-        bar.close()
+    from .pools.source import _stderr_is_tty
 
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
+    return tqdm(total=total, unit="rows", unit_scale=True, file=sys.stderr, dynamic_ncols=True, desc="predict",
+                disable=not _stderr_is_tty())
