@@ -2,42 +2,58 @@
 
 A folder's pool is every ``*.parquet`` file below it (names starting with ``.`` or ``_``
 skipped), in sorted order of their relative paths, all with the same schema; its rows are
-numbered file after file. pyarrow reads only the requested columns, a batch at a time;
-with a query, DuckDB first finds each file's matching rows (`ParquetSource._match_mask`).
+numbered file after file. pyarrow reads only the requested columns, a batch at a time,
+row groups on several reader threads at once (`READERS`); with a query, DuckDB first
+finds each file's matching rows (`ParquetSource._match_mask`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
 from .._fields import FIELD_SHAPES
-from .arrow import as_arrow, as_fixed_size, metadata_to_numpy, schema_text
+from .arrow import as_arrow, as_fixed_size, primitive_values, schema_text
 from .boxes import BOX_FIELDS
 from .connection import ROW
 from .pool import BATCH_ROWS, Pool, concat
-from .prefetch import prefetched
+from .prefetch import in_order
 from .query import Session
 from .query_check import compile_query
 from .source import PoolSource
 from .tables import arrow_shapes, check_names, to_pool
 
-__all__ = ["ParquetSource", "parquet_file", "close_file", "rebatch"]
+__all__ = ["ParquetSource", "parquet_file", "close_file", "rebatch", "reader_count", "READERS", "READ_AHEAD_BYTES"]
+
+#: Threads decoding a Parquet pool's row groups: None for the kernels' thread count
+#: (`pickaxe.set_num_threads`, by default the number of cores); 0 to decode on the
+#: caller's thread.
+READERS: Optional[int] = None
+#: Decoded bytes the reader threads may hold ahead of the caller, in all (at least one
+#: batch each).
+READ_AHEAD_BYTES = 256 << 20
+#: A batch of which fewer than one row in this many pass the query is cut down to those
+#: rows as soon as it is read, so that the batches held while a batch of matching rows
+#: fills up stay within a few batches' memory.
+SPARSE = 4
 
 
 class ParquetSource(PoolSource):
     """A Parquet file or folder, read a batch at a time.
 
     pyarrow reads the requested columns batch by batch (``ParquetFile.iter_batches``,
-    pages through a 1 MiB buffer), file after file. With a query, each file is first
+    pages through a 1 MiB buffer), row group after row group, several row groups at once
+    on reader threads while the caller scores (see `_stream`). With a query, each file is first
     streamed through DuckDB's check of the condition: pyarrow reads only the columns the
     query names, a batch at a time, and DuckDB (on a connection that cannot open files
     itself, see `pickaxe.pools.connection`) returns the matching rows' numbers; then the stream
     keeps the matching rows, skipping row groups without any. Batches are cut to exactly
-    `batch_rows` rows (across files and row groups), the last one shorter.
+    `batch_rows` rows (across files and row groups), the last one shorter, each row
+    copied once at most (`_Windows`).
     """
 
     kind = "parquet"
@@ -61,6 +77,7 @@ class ParquetSource(PoolSource):
             raise FileNotFoundError(f"{who}: no Parquet file or folder at {str(path)!r}")
         self.files = files
         counts, schema, row_groups = [], None, []
+        sizes: dict[str, float] = {}  # leaf column path -> decoded bytes per row
         for f in files:
             try:
                 pf = pq.ParquetFile(f)
@@ -70,6 +87,8 @@ class ParquetSource(PoolSource):
                 md = pf.metadata
                 counts.append(md.num_rows)
                 row_groups.append([md.row_group(i).num_rows for i in range(md.num_row_groups)])
+                if not sizes:
+                    sizes = _leaf_bytes_per_row(md)
                 s = pf.schema_arrow
             finally:
                 close_file(pf)
@@ -87,6 +106,12 @@ class ParquetSource(PoolSource):
         self.counts = np.asarray(counts, dtype=np.int64)
         self.bases = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
         self.row_groups = row_groups
+        #: decoded bytes per row of each column, from the first row group's sizes: what a
+        #: batch of it costs to hold (`_depth`)
+        self._row_bytes = {
+            n: sum(b for path, b in sizes.items() if path == n or path.startswith(n + "."))
+            for n in self.column_names
+        }
         if query is not None:
             import pyarrow as pa
 
@@ -156,84 +181,105 @@ class ParquetSource(PoolSource):
         return int(self.bases[-1])
 
     def _batches(self, columns: list[str], batch_rows: int) -> Iterator[Pool]:
-        if self.query is None:
-            return self._plain_batches(columns, batch_rows)
-        return self._query_batches(columns, batch_rows)
+        if not columns and self.query is None:  # nothing to read: the row counts are in the metadata
+            return _counted(int(self.bases[-1]), batch_rows)
+        return self._stream(columns, batch_rows)
 
     def _row_group_bases(self, i: int) -> np.ndarray:
         """The first row of each row group of file i, and its row count last."""
         return np.concatenate([[0], np.cumsum(self.row_groups[i])]).astype(np.int64)
 
-    def _as_pools(self, batches: Iterator[Any], columns: list[str], batch_rows: int) -> Iterator[Pool]:
-        """Record batches regrouped into Pools of exactly `batch_rows` rows (the last
-        shorter); a ROW column, when the batches have one, holds the rows' numbers."""
-        offset = 0
-        for t in rebatch(batches, batch_rows):
-            rn = metadata_to_numpy(t.column(ROW)).astype(np.int64, copy=False) if ROW in t.column_names else None
-            yield to_pool(self.who, t, columns, t.num_rows, offset, rn)
-            offset += t.num_rows
+    def _stream(self, columns: list[str], batch_rows: int, masks: Optional[list] = None) -> Iterator[Pool]:
+        """The pool's rows (that pass the query) in batches of exactly `batch_rows`.
 
-    def _plain_batches(self, columns: list[str], batch_rows: int) -> Iterator[Pool]:
-        if not columns:  # nothing to read: the row counts are in the metadata
-            total = int(self.bases[-1])
-            for start in range(0, total, batch_rows):
-                yield Pool({}, min(batch_rows, total - start), start)
-            return
+        Row groups are decoded on reader threads (`pickaxe.pools.prefetch.in_order`:
+        unit of work ``j`` on thread ``j % readers``), handed over in order, and cut
+        into batches on this thread (`_Windows`), so that batches and picks are those
+        of one reader. With a query, a unit of work
+        before each file's row groups finds its matching rows with DuckDB
+        (`_match_mask`; `masks` when they are known already); a row group without any
+        is not read. Memory: each reader queues a bounded number of decoded batches
+        (`READ_AHEAD_BYTES` in all), plus a byte per row of a file for its matches.
+        """
+        query = self.query is not None
+        session = Session() if query and masks is None else None
+        matches = _Matches(self, session, masks) if query else None
+        units: list[tuple[int, int]] = []  # (file, row group), a group -1 for its matches
+        for i, groups in enumerate(self.row_groups):
+            if query and self.counts[i]:
+                units.append((i, -1))
+            units.extend((i, g) for g, n in enumerate(groups) if n)
+        readers = reader_count()
+        threads = readers < 2  # one reader: pyarrow's threads decode columns in parallel
+        depth = self._depth(columns, batch_rows, readers)
 
-        def record_batches() -> Iterator[Any]:
-            for f, n in zip(self.files, self.counts):
-                if not n:
-                    continue
-                with parquet_file(f, streamed=True) as pf:
-                    yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+        def read(share: list[tuple[int, int]]) -> Iterator[Iterator[Any]]:
+            """On a reader thread: its units in order, each file opened once."""
+            pf, opened = None, -1
+            try:
+                for i, g in share:
+                    if g < 0:
+                        assert matches is not None
+                        matches.find(i)
+                        yield iter(())
+                        continue
+                    if i != opened:
+                        if pf is not None:
+                            close_file(pf)
+                            pf = None
+                        pf = _open_streamed(self.files[i])
+                        opened = i
+                    yield self._row_group(pf, i, g, columns, batch_rows, threads, matches)
+            finally:
+                if pf is not None:
+                    close_file(pf)
 
-        # decoded and converted on a reader thread while the caller scores (`prefetched`)
-        yield from prefetched(self._as_pools(record_batches(), columns, batch_rows))
+        def stop() -> None:  # the caller stopped early: wake readers blocked on a query
+            if session is not None:
+                session.interrupt()
+            if matches is not None:
+                matches.cancel()
 
-    def _query_batches(self, columns: list[str], batch_rows: int, masks: Optional[list] = None) -> Iterator[Pool]:
-        """Two passes per file: DuckDB finds the matching rows (`_match_mask`), then
-        pyarrow streams the requested columns of the row groups holding any, keeping
-        the matching rows of each batch. Memory: a byte per row of the file for the
-        mask, and about one batch of data (DuckDB itself would hold whole row groups)."""
-        import pyarrow as pa
-
-        con = Session() if masks is None else None
-
-        def record_batches() -> Iterator[Any]:
-            for i, (f, n, base) in enumerate(zip(self.files, self.counts, self.bases)):
-                if not n:
-                    continue
-                mask = masks[i] if masks is not None else self._match_mask(con, i)
-                if not mask.any():
-                    continue
-                rg_bases = self._row_group_bases(i)
-                with parquet_file(f, streamed=True) as pf:
-                    for g in range(len(self.row_groups[i])):
-                        lo, hi = int(rg_bases[g]), int(rg_bases[g + 1])
-                        if not mask[lo:hi].any():  # a row group without matches is not read
-                            continue
-                        start = lo
-                        for b in pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=columns):
-                            sel = mask[start : start + b.num_rows]
-                            rows = np.flatnonzero(sel) + (start + int(base))
-                            start += b.num_rows
-                            if rows.size == 0:
-                                continue
-                            if rows.size < b.num_rows:
-                                b = _filter(b, sel)
-                            arrays = [b.column(j) for j in range(b.num_columns)] + [as_arrow(rows)]
-                            yield pa.RecordBatch.from_arrays(arrays, names=list(b.schema.names) + [ROW])
-
-        # both passes run on a reader thread (`prefetched`); stopping early interrupts
-        # a DuckDB pass it may be waiting on
+        pieces = in_order(units, read, readers, depth, stop)
         try:
-            yield from prefetched(
-                self._as_pools(record_batches(), columns, batch_rows),
-                None if con is None else con.interrupt,
-            )
+            yield from _Windows(self, columns, batch_rows, matches).pools(pieces)
         finally:
-            if con is not None:
-                con.close()
+            pieces.close()  # the readers stopped and joined, also when cutting failed here
+            if session is not None:
+                session.close()
+
+    def _row_group(
+        self, pf: Any, i: int, g: int, columns: list[str], batch_rows: int, threads: bool, matches: "Optional[_Matches]"
+    ) -> Iterator[tuple[Any, int, int]]:
+        """Row group g of file i as (record batch, file i, the batch's first row in the
+        file). With a query, a row group without matching rows is not read when its
+        file's matches are known already; when they are not yet, it is read while they
+        are found, and its batches are dropped later (`_Windows`): either way nothing
+        of it is used and none of its faults raised, as if it had never been read."""
+        lo, hi = (int(x) for x in self._row_group_bases(i)[g : g + 2])
+        if matches is not None:
+            known = matches.known(i)
+            if known is not None and not known[lo:hi].any():
+                return
+        start = lo
+        try:
+            for b in pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=columns, use_threads=threads):
+                yield b, i, start
+                start += b.num_rows
+        except Exception:
+            if matches is None or matches.wait(i)[lo:hi].any():
+                raise
+
+    def _depth(self, columns: list[str], batch_rows: int, readers: int) -> int:
+        """Batches each reader may queue: enough to decode a whole row group ahead of
+        the caller while the other readers' groups are taken (every reader busy), within
+        `READ_AHEAD_BYTES` for all of them."""
+        per_row = sum(self._row_bytes.get(c, 0.0) for c in columns)
+        batch = max(1.0, per_row * batch_rows)
+        longest = max((n for groups in self.row_groups for n in groups), default=1)
+        need = -(-longest // batch_rows)  # batches in the largest row group
+        fits = int(READ_AHEAD_BYTES // (batch * max(1, readers))) - 1
+        return max(1, min(need, fits))
 
     def read(self, columns: Optional[Iterable[str]] = None) -> Pool:
         if self.query is None:
@@ -247,7 +293,7 @@ class ParquetSource(PoolSource):
         n = int(sum(int(m.sum()) for m in masks))
         if n == 0:
             return self.empty_pool(cols)
-        checked = self._checked(self._query_batches(cols, BATCH_ROWS, masks))
+        checked = self._checked(self._stream(cols, BATCH_ROWS, masks))
         return concat(checked, cols, n)
 
     def _take(self, rows: np.ndarray, columns: list[str]) -> Pool:
@@ -308,22 +354,224 @@ def _hidden(rel: Path) -> bool:
     return any(part.startswith((".", "_")) for part in rel.parts)
 
 
-def _filter(batch: Any, keep: np.ndarray) -> Any:
-    """The rows of an Arrow record batch where `keep` is True; rectangular variable
-    lists are filtered as fixed-size lists (8x faster than Arrow's list filter)."""
+def reader_count() -> int:
+    """Reader threads for a Parquet pool (`READERS`)."""
+    if READERS is not None:
+        return int(READERS)
+    from .. import _core
+
+    return max(1, int(_core.build_info()["threads"]))
+
+
+def _open_streamed(path: Any) -> Any:
+    """A ParquetFile read as `parquet_file` with ``streamed=True`` reads it (the caller
+    closes it)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
+
+
+def _leaf_bytes_per_row(md: Any) -> dict[str, float]:
+    """Each leaf column's uncompressed bytes per row in the first row group holding
+    rows (empty when none does)."""
+    for r in range(md.num_row_groups):
+        rg = md.row_group(r)
+        if rg.num_rows:
+            out: dict[str, float] = {}
+            for j in range(rg.num_columns):
+                c = rg.column(j)
+                out[c.path_in_schema] = out.get(c.path_in_schema, 0.0) + c.total_uncompressed_size / rg.num_rows
+            return out
+    return {}
+
+
+def _counted(total: int, batch_rows: int) -> Iterator[Pool]:
+    """Batches of no columns: only their row counts."""
+    for start in range(0, total, batch_rows):
+        yield Pool({}, min(batch_rows, total - start), start)
+
+
+class _Stopped(Exception):
+    """The caller stopped reading: a reader waiting on a file's matches gives up."""
+
+
+class _Matches:
+    """Each file's rows that pass the query (a bool per row), found by `find` on a
+    reader thread in a unit of work of its own before the file's row groups; other
+    readers ask whether they are `known`, or `wait` for them. One DuckDB pass runs at a
+    time on the session."""
+
+    def __init__(self, source: "ParquetSource", session: Any, masks: Optional[list]) -> None:
+        self.source = source
+        self.session = session
+        self._masks: dict[int, np.ndarray] = dict(enumerate(masks)) if masks is not None else {}
+        self._failed: set[int] = set()
+        self._cancelled = False
+        self._changed = threading.Condition()
+        self._running = threading.Lock()
+
+    def find(self, i: int) -> None:
+        if i in self._masks:
+            return
+        try:
+            with self._running:
+                if self._cancelled:
+                    raise _Stopped()
+                mask = self.source._match_mask(self.session, i)
+        except BaseException:
+            with self._changed:
+                self._failed.add(i)
+                self._changed.notify_all()
+            raise
+        with self._changed:
+            self._masks[i] = mask
+            self._changed.notify_all()
+
+    def known(self, i: int) -> Optional[np.ndarray]:
+        return self._masks.get(i)
+
+    def wait(self, i: int) -> np.ndarray:
+        """File i's matches once found. When finding them failed, that error is raised
+        by their own unit, which comes first: here `_Stopped` only ends the reader."""
+        with self._changed:
+            while i not in self._masks:
+                if i in self._failed or self._cancelled:
+                    raise _Stopped()
+                self._changed.wait()
+            return self._masks[i]
+
+    def forget_before(self, i: int) -> None:
+        """Drop the matches of files before i (every reader is past them)."""
+        for j in [j for j in self._masks if j < i]:
+            del self._masks[j]
+
+    def cancel(self) -> None:
+        with self._changed:
+            self._cancelled = True
+            self._changed.notify_all()
+
+
+class _Windows:
+    """Decoded record batches cut into Pools of exactly `batch_rows` rows (the last
+    shorter), keeping only the matching rows when there is a query.
+
+    Each kept row is copied once at most: a batch of rows lying in one decoded batch is
+    a slice of it (no copy), and one gathered from several batches, or from the
+    matching rows of a batch, is gathered straight into its own arrays (numpy ``take``
+    for numeric columns and fixed-size lists of numbers without nulls; Arrow's ``take``
+    and a concatenation for other columns). A decoded batch in which few rows match
+    (fewer than one in `SPARSE`) is cut down to them at once, so that memory stays a
+    few batches while a batch of matching rows fills up.
+    """
+
+    def __init__(self, source: "ParquetSource", columns: list[str], batch_rows: int, matches: Optional[_Matches]) -> None:
+        self.source = source
+        self.columns = columns
+        self.batch_rows = batch_rows
+        self.matches = matches
+        self.fields = {c for c in columns if c in FIELD_SHAPES and c not in BOX_FIELDS}
+
+    def pools(self, pieces: Iterator[tuple[Any, int, int]]) -> Iterator[Pool]:
+        window: list[tuple[Any, Optional[np.ndarray], int, int]] = []  # (batch, take, a, b)
+        rows: list[np.ndarray] = []  # the window's rows' numbers, with a query
+        count = offset = 0
+        for b, i, start in pieces:
+            take, numbers = None, None
+            first = int(self.source.bases[i]) + start
+            if self.matches is not None:
+                self.matches.forget_before(i)
+                sel = self.matches.wait(i)[start : start + b.num_rows]
+                picked = np.flatnonzero(sel)
+                if picked.size == 0:
+                    continue
+                numbers = picked + first
+                if picked.size * SPARSE < b.num_rows:
+                    b = b.filter(as_arrow(sel))  # few rows: copied out now, the batch let go
+                elif picked.size < b.num_rows:
+                    take = picked
+            kept = b.num_rows if take is None else len(take)
+            pos = 0
+            while pos < kept:
+                k = min(self.batch_rows - count, kept - pos)
+                window.append((b, take, pos, pos + k))
+                if numbers is not None:
+                    rows.append(numbers[pos : pos + k])
+                count += k
+                pos += k
+                if count == self.batch_rows:
+                    yield self._pool(window, rows, count, offset)
+                    offset += count
+                    window, rows, count = [], [], 0
+        if count:
+            yield self._pool(window, rows, count, offset)
+
+    def _pool(self, window: list, rows: list[np.ndarray], n: int, offset: int) -> Pool:
+        import pyarrow as pa
+
+        names = list(window[0][0].schema.names)
+        arrays = [self._column(name, [(b.column(name), take, a, z) for b, take, a, z in window], n) for name in names]
+        batch = pa.RecordBatch.from_arrays(arrays, names=names) if names else None
+        if batch is None:
+            return Pool({}, n, offset, self._numbers(rows))
+        return to_pool(self.source.who, batch, self.columns, n, offset, self._numbers(rows))
+
+    def _numbers(self, rows: list[np.ndarray]) -> Optional[np.ndarray]:
+        if self.matches is None:
+            return None
+        return rows[0].astype(np.int64) if len(rows) == 1 else np.concatenate(rows).astype(np.int64, copy=False)
+
+    def _column(self, name: str, parts: list[tuple[Any, Optional[np.ndarray], int, int]], n: int) -> Any:
+        import pyarrow as pa
+
+        if len(parts) == 1 and parts[0][1] is None:
+            col, _, a, z = parts[0]
+            return col.slice(a, z - a)
+        views = [_flat_view(col, name in self.fields) for col, _, _, _ in parts]
+        first = views[0]
+        if first is not None and all(v is not None and v.dtype == first.dtype and v.shape[1:] == first.shape[1:] for v in views):
+            out = np.empty((n,) + first.shape[1:], dtype=first.dtype)
+            pos = 0
+            for v, (_, take, a, z) in zip(views, parts):
+                if take is None:
+                    out[pos : pos + z - a] = v[a:z]
+                else:  # mode "clip": the indices are valid, and numpy then writes into `out` directly
+                    np.take(v, take[a:z], axis=0, out=out[pos : pos + z - a], mode="clip")
+                pos += z - a
+            return _nested_arrow(out)
+        pieces = [col.slice(a, z - a) if take is None else col.take(as_arrow(take[a:z])) for col, take, a, z in parts]
+        return pieces[0] if len(pieces) == 1 else pa.concat_arrays(pieces)
+
+
+def _flat_view(col: Any, field: bool) -> Optional[np.ndarray]:
+    """The values of an Arrow column of numbers, or of (nested) fixed-size lists of
+    numbers (a field's rectangular variable lists read as such), as an (n, *dims) numpy
+    view without a copy; None for anything else, or when any level holds a null."""
     import pyarrow as pa
 
-    mask = as_arrow(keep)
-    # Only rectangular fields: a column whose rows may differ in length (box lists,
-    # metadata lists) would become fixed-size in one batch and not in the next, and the
-    # batches could not be put back together.
-    names = list(batch.schema.names)
-    arrays = [
-        (as_fixed_size(batch.column(j)) if names[j] in FIELD_SHAPES and names[j] not in BOX_FIELDS
-         else batch.column(j)).filter(mask)
-        for j in range(batch.num_columns)
-    ]
-    return pa.RecordBatch.from_arrays(arrays, names=list(batch.schema.names))
+    arr = as_fixed_size(col) if field else col
+    n = len(arr)
+    dims: list[int] = []
+    while pa.types.is_fixed_size_list(arr.type):
+        if arr.null_count:
+            return None
+        d = int(arr.type.list_size)
+        arr = arr.values.slice(arr.offset * d, len(arr) * d)
+        dims.append(d)
+    t = arr.type
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t)) or arr.null_count:
+        return None
+    return primitive_values(arr).reshape((n, *dims))
+
+
+def _nested_arrow(x: np.ndarray) -> Any:
+    """An (n, *dims) numpy array as an Arrow array of nested fixed-size lists over its
+    values, without a copy."""
+    import pyarrow as pa
+
+    out = as_arrow(x.reshape(-1))
+    for d in reversed(x.shape[1:]):
+        out = pa.FixedSizeListArray.from_arrays(out, int(d))
+    return out
 
 
 def rebatch(batches: Iterator[Any], batch_rows: int) -> Iterator[Any]:

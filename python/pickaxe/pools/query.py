@@ -288,7 +288,14 @@ class Session:
 
         self._running = done
         start = time.monotonic()
-        _worker.submit(target)
+        try:
+            _worker.submit(target)
+        except RuntimeError as e:  # "can't start new thread": no room for its stack
+            done.set()
+            raise MemoryError(
+                f"{who}: could not start a thread to run the query ({e}): out of memory "
+                "(address space) or past the process's thread limit"
+            ) from None
         try:
             finished = done.wait(left)
         except KeyboardInterrupt:
