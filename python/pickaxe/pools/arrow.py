@@ -263,16 +263,44 @@ def numpy_to_arrow(arr: np.ndarray) -> Any:
     import pyarrow as pa
 
     try:
-        if arr.ndim == 1:
-            return pa.array(arr)
         if arr.ndim == 0 or 0 in arr.shape[1:]:
             return None
-        out = pa.array(np.ascontiguousarray(arr).reshape(-1))
+        out = _flat_to_arrow(np.ascontiguousarray(arr).reshape(-1))
         for d in reversed(arr.shape[1:]):
             out = pa.FixedSizeListArray.from_arrays(out, int(d))
         return out
     except (pa.ArrowException, TypeError, ValueError):
         return None
+
+
+def _flat_to_arrow(x: np.ndarray) -> Any:
+    """A 1-D numpy array as an Arrow array; numbers, booleans and strings without
+    ``pa.array``, which imports pandas (about 1 s the first time)."""
+    import pyarrow as pa
+
+    if x.dtype.kind in "iufb" and x.dtype.isnative:
+        return as_arrow(x)
+    if x.dtype.kind == "U" or (x.dtype == object and all(v is None or type(v) is str for v in x.tolist())):
+        return strings_to_arrow(x.tolist())
+    return pa.array(x)
+
+
+def strings_to_arrow(values: list) -> Any:
+    """A list of str (None for a null) as an Arrow string array, built from its buffers
+    (see `_flat_to_arrow`)."""
+    import pyarrow as pa
+
+    n = len(values)
+    valid = np.fromiter((v is not None for v in values), dtype=bool, count=n)
+    data = [v.encode("utf-8") if v is not None else b"" for v in values]
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, data), dtype=np.int64, count=n), out=offsets[1:])
+    large = offsets[-1] >= 2**31
+    kind = pa.large_string() if large else pa.string()
+    nulls = int(n - valid.sum())
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+    buffers = [bitmap, pa.py_buffer(offsets if large else offsets.astype(np.int32)), pa.py_buffer(b"".join(data))]
+    return pa.Array.from_buffers(kind, n, buffers, null_count=nulls)
 
 
 def as_fixed_size(arr: Any) -> Any:
