@@ -12,7 +12,7 @@
    ones the model gets wrong more often than random rows;
 4. writes the picks as Label Studio tasks (`tasks.json`), ready to import.
 
-About 15 s on two busy cores, torch's import included; everything runs on the CPU.
+About 25 s on two busy cores (20-35 s measured), torch's import included; all on the CPU.
 """
 
 from __future__ import annotations
