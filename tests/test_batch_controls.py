@@ -330,3 +330,20 @@ def test_bad_input_against_the_pool(data):
         px.combine([px.MarginMiner(1, sampling="power")], 3, sampling="softmax")
     with pytest.raises(ValueError, match="does not rank rows one by one"):
         px.combine([px.CoresetMiner(1)], 3, stratify="camera")
+
+
+def test_proportional_quota_counts_rows_of_batches_that_keep_none(monkeypatch):
+    # The first batch holds both groups' best rows; every later batch scores below what
+    # is kept (below the groups' floors), so it keeps no row but still counts its rows:
+    # proportional shares follow the whole pool (a: 10 rows, b: 190), not the first batch.
+    n = 200
+    confidence = np.concatenate([np.full(10, 0.1), np.full(10, 0.2), np.linspace(0.5, 0.9, n - 20)])
+    group = np.array(["a"] * 10 + ["b"] * (n - 10))
+    pool = {"confidence": confidence, "site": group}
+    miner = px.LeastConfidenceMiner(5, stratify="site", quota="proportional")
+    want = miner.mine(pool)
+    monkeypatch.setattr(engine, "BATCH_ROWS", 20)
+    got = miner.mine(pool)
+    assert got.groups.tolist() == want.groups.tolist() == ["b"] * 5
+    assert got.ids.tolist() == want.ids.tolist() == list(range(10, 15))
+    assert got.info == want.info

@@ -95,6 +95,28 @@ def test_group_top_k_matches_a_sort_per_group(n, code_type):
             assert scored.tolist() == want_scored and sizes.tolist() == want_sizes
 
 
+@pytest.mark.parametrize("code_type", [np.int32, np.int64])
+def test_group_top_k_floors_cut_what_the_unfloored_top_keeps(code_type):
+    # A floor per group (a streamed run's k-th best so far): the rows kept are the
+    # unfloored best k of the group that are at or above the floor, counts unchanged.
+    rng = np.random.default_rng(3)
+    n, groups = 40_000, 5
+    keys = np.round(rng.random(n), 3)  # ties at the floors too
+    codes = rng.integers(0, groups, n).astype(code_type)
+    floors = np.array([-np.inf, 0.5, 0.999, 2.0, np.nan])  # NaN floor: nothing kept
+    for k in (1, 30, 3000):
+        rows, ends, scored, sizes = _core.group_top_k(keys, codes, 0, groups, k)
+        frows, fends, fscored, fsizes = _core.group_top_k(keys, codes, 0, groups, k, None, floors)
+        assert fscored.tolist() == scored.tolist() and fsizes.tolist() == sizes.tolist()
+        for g in range(groups):
+            want = [r for r in rows[(ends[g - 1] if g else 0) : ends[g]] if keys[r] >= floors[g]]
+            assert frows[(fends[g - 1] if g else 0) : fends[g]].tolist() == want, (k, g)
+    with pytest.raises(ValueError, match="floors: 2 for 5 groups"):
+        _core.group_top_k(keys, codes, 0, groups, 3, None, floors[:2])
+    with pytest.raises(TypeError, match="floors"):
+        _core.group_top_k(keys, codes, 0, groups, 3, None, floors.astype(np.float32))
+
+
 def test_group_top_k_rejects_a_code_out_of_range():
     with pytest.raises(ValueError, match="row 2 has group code 5"):
         _core.group_top_k(np.ones(4), np.array([0, 1, 5, 0]), 0, 3, 2)

@@ -65,6 +65,7 @@ def group_top_k(
     groups: int,
     k: int,
     ties: Optional[npt.NDArray[np.int64]] = None,
+    floors: Optional[npt.NDArray[_Float]] = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
 
 _Metric = Literal["l2", "cosine", "ip"]

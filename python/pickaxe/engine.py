@@ -50,7 +50,7 @@ Ranked = tuple[np.ndarray, np.ndarray, dict[str, Any]]
 
 # The per-row selection (a batch's kept rows, their merge, the final pick under the batch
 # controls: quotas by group, weighted draws) is `pickaxe.per_row`'s, shared by every backend.
-from .per_row import Tops, batch_top, best_order, empty_tops, merge_tops  # noqa: E402
+from .per_row import Tops, batch_top, best_order, empty_tops, group_floors, merge_tops  # noqa: E402
 
 
 def pool_error(e: InvalidInputError, batch: Pool) -> InvalidInputError:
@@ -170,15 +170,30 @@ class LocalBackend(Backend):
     def tops(self, miner: "Miner", k: Optional[int], field: Optional[str], column: Optional[str]) -> Tops:
         kept = empty_tops(np.empty(0, dtype=np.int64), column is not None)
         parts = [kept]  # k None: every row, merged once at the end
+        # Batches' kept rows wait in `pending` until they number as many as `kept`, then
+        # merge in one call: with quotas the floors (each group's k-th best so far) leave
+        # a batch few rows, and one merge per batch of 5,000 kept rows with a handful of
+        # new ones was most of a stratified run's cost. Stale floors are still floors.
+        pending: list[Tops] = []
+        waiting = 0
+        floors: dict = {}
         columns = list(miner.columns_for(field)) + ([column] if column else [])
         for batch in self.source.batches(columns, BATCH_ROWS, progress=True):
-            b = batch_top(miner, batch, field, k, lambda e: pool_error(e, batch), column)
+            b = batch_top(miner, batch, field, k, lambda e: pool_error(e, batch), column, floors)
             part = Tops(batch.source_rows(b.rows), b.values, b.order, b.groups, b.counts, b.info)
             if k is None:
                 parts.append(part)
-            else:
-                kept = merge_tops([kept, part], k)
-        return merge_tops(parts, None) if k is None else kept
+                continue
+            pending.append(part)
+            waiting += len(part.keys)
+            if waiting >= max(len(kept.keys), k):
+                kept = merge_tops([kept, *pending], k)
+                pending, waiting = [], 0
+                if column is not None:
+                    floors = group_floors(kept, k)
+        if k is None:
+            return merge_tops(parts, None)
+        return merge_tops([kept, *pending], k) if pending else kept
 
     def gather(self, columns: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         pool = self.source.read(columns)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .miners import Miner
     from .pools import Pool
 
-__all__ = ["BatchTop", "Tops", "best_order", "batch_top", "merge_tops", "pick", "ordered_groups", "needs_row_numbers"]
+__all__ = ["BatchTop", "Tops", "best_order", "batch_top", "group_floors", "merge_tops", "pick", "ordered_groups", "needs_row_numbers"]
 
 #: Added to the seed for the draw's uniforms, so that a draw and `RandomMiner`'s scores
 #: with one seed are unrelated streams.
@@ -92,11 +92,14 @@ def batch_top(
     k: Optional[int],
     locate: Callable[[InvalidInputError], InvalidInputError],
     column: Optional[str] = None,
+    floors: Optional[dict] = None,
 ) -> BatchTop:
     """One batch's kept rows under the miner's controls (``miner.controls``): the ``k``
     best by score, or by the draw's key, overall or per group (read from `column`); all
     rows scoring a number when ``k`` is None. An error naming a row of the batch is
-    re-based by `locate` to name the pool's row."""
+    re-based by `locate` to name the pool's row. `floors` (group -> order key, from
+    `group_floors` of the rows a streamed run kept so far): a group's rows below its
+    floor cannot be among its best and are not kept."""
     c = miner.controls
     if batch.n_rows == 0:
         e = np.empty(0)
@@ -125,8 +128,11 @@ def batch_top(
         rows = _best(order, k)
         return BatchTop(rows, values[rows], order[rows], None, None, info)
     slot_labels, codes, offset, slots = _group_codes(bc.labels(c, batch.columns[column]))
+    floor = None
+    if floors and slots <= _FLOOR_SLOTS:
+        floor = np.array([floors.get(slot_labels(s), -np.inf) for s in range(slots)], dtype=order.dtype)
     # each group's best k in one pass (a bounded top-k per group), grouped by code
-    rows, ends, scored, sizes = _core.group_top_k(order, codes, offset, slots, batch.n_rows if k is None else k)
+    rows, ends, scored, sizes = _core.group_top_k(order, codes, offset, slots, batch.n_rows if k is None else k, None, floor)
     if order is not values:  # a row scoring a number may still draw a NaN key (0 · inf)
         scored = np.bincount(codes[~np.isnan(values)] - offset, minlength=slots)
     present = np.flatnonzero(sizes)
@@ -135,6 +141,25 @@ def batch_top(
     groups = np.repeat(_labels(uniq), kept)
     counts = {g: int(n) for g, n in zip(uniq, scored[present].tolist()) if n}
     return BatchTop(rows, values[rows], order[rows], groups, counts, info)
+
+
+#: Above this many group slots in a batch a floor array is not built (a dict lookup per
+#: slot would cost more than the pushes it saves).
+_FLOOR_SLOTS = 4096
+
+
+def group_floors(tops: Tops, k: int) -> dict:
+    """Per group holding ``k`` kept rows, the order key of its ``k``-th best: a later row
+    below it cannot enter the group's best ``k`` (`batch_top`'s `floors`)."""
+    if tops.groups is None or len(tops.keys) < k or k == 0:
+        return {}
+    uniq, codes = bc.factorize(tops.groups)
+    full = np.flatnonzero(np.bincount(codes, minlength=len(uniq)) >= k)
+    if not len(full):
+        return {}
+    lowest = np.full(len(uniq), np.inf)
+    np.minimum.at(lowest, codes, tops.order)
+    return {uniq[g]: float(lowest[g]) for g in full.tolist()}
 
 
 def _draw_args(batch: "Pool", c: "bc.Controls") -> tuple:
@@ -183,8 +208,16 @@ def _objects(values: list) -> np.ndarray:
 def merge_tops(parts: list[Tops], k: Optional[int]) -> Tops:
     """The kept rows of several batches (or of a run so far and a batch): the ``k`` best
     overall, or per group (all when ``k`` is None); rows per group added up."""
+    counts: dict = {}
+    for p in parts:  # every part's, a part that kept no row included
+        for g, n in (p.counts or {}).items():
+            counts[g] = counts.get(g, 0) + n
     # empty parts left out: their placeholder dtypes (object) would untype the labels
     parts = [p for p in parts if len(p.keys)] or parts[:1]
+    if len(parts) == 1 and parts[0].groups is not None:
+        # one part holding rows (a stream's first, or a batch no row of which beat the
+        # floors): already each group's best k; readers of grouped tops re-sort
+        return parts[0]._replace(counts=counts)
     keys = np.concatenate([p.keys for p in parts])
     values = np.concatenate([p.values for p in parts])
     order = np.concatenate([p.order for p in parts])
@@ -195,10 +228,6 @@ def merge_tops(parts: list[Tops], k: Optional[int]) -> Tops:
         sel = best_order(keys, order, k) if k is not None else np.arange(len(keys))
         return Tops(keys[sel], values[sel], order[sel], None, None, info)
     groups = np.concatenate([p.groups for p in parts])
-    counts: dict = {}
-    for p in parts:
-        for g, n in (p.counts or {}).items():
-            counts[g] = counts.get(g, 0) + n
     if k is not None and len(keys):
         uniq, codes = bc.factorize(groups)
         if keys.dtype.kind == "i" or (keys.dtype.kind == "u" and keys.dtype.itemsize < 8):

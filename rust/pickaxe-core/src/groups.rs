@@ -193,20 +193,65 @@ struct Partial<T> {
     sizes: Vec<u64>,
 }
 
-/// The best `k` rows of each group in one pass: `keys` descending, then `ties` ascending
-/// (each row's key, e.g. its row number; its position when None), NaN never. `codes[i]`
-/// names row i's group, `offset..offset + groups`; a code outside is an error naming the
-/// row. Each group's bounded buffer has its own threshold, so past the first rows of a
-/// group few rows are pushed at all.
+/// One block's rows (key, code) into `p`, the first at position `lo`: each row counted in
+/// its group and pushed to the group's buffer when at or above its floor. Returns the
+/// first row whose code is outside the groups (the scan stops there). One function per
+/// iterator type, inlined: a per-row closure call cost three times the instructions.
+#[inline(always)]
+fn scan_block<T: Real, C: Code>(
+    rows: impl Iterator<Item = (T, C)>,
+    lo: usize,
+    offset: i64,
+    floor: &[T],
+    ties: Option<ArrayView1<'_, i64>>,
+    p: &mut Partial<T>,
+) -> Option<usize> {
+    let groups = floor.len();
+    let (sizes, scored) = (&mut p.sizes[..groups], &mut p.scored[..groups]);
+    let best = &mut p.best[..groups];
+    for (j, (v, c)) in rows.enumerate() {
+        let g = c.as_i64().wrapping_sub(offset);
+        if g < 0 || g as usize >= groups {
+            return Some(lo + j);
+        }
+        let g = g as usize;
+        sizes[g] += 1;
+        scored[g] += u64::from(!v.is_nan());
+        if v >= floor[g] {
+            best[g].push(v, ties.as_ref().map_or((lo + j) as i64, |t| t[j]), lo + j);
+        }
+    }
+    None
+}
+
+/// Which groups `group_top_k` reads and what it keeps of each.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupSpec<'a, T> {
+    /// Codes run over `offset..offset + groups` (a slot is code − offset).
+    pub offset: i64,
+    pub groups: usize,
+    /// Rows kept per group.
+    pub k: usize,
+    /// Each row's tie key (e.g. its row number); its position when None.
+    pub ties: Option<ArrayView1<'a, i64>>,
+    /// Per slot, a key below which no row can be among the group's best (the k-th best
+    /// of the rows a streamed run kept so far): such rows are counted but never buffered,
+    /// so after the first batches a batch's rows cost one compare each. A row equal to
+    /// its floor is still kept (its tie key decides). None, or −∞ for a slot: no floor.
+    pub floors: Option<ArrayView1<'a, T>>,
+}
+
+/// The best `spec.k` rows of each group in one pass: `keys` descending, then tie keys
+/// ascending, NaN never. `codes[i]` names row i's group; a code outside
+/// `offset..offset + groups` is an error naming the row. Each group's bounded buffer has
+/// its own threshold, so past the first rows of a group few rows are pushed at all.
 pub fn group_top_k<T: Real, C: Code>(
     keys: ArrayView1<'_, T>,
     codes: ArrayView1<'_, C>,
-    offset: i64,
-    groups: usize,
-    k: usize,
-    ties: Option<ArrayView1<'_, i64>>,
+    spec: &GroupSpec<'_, T>,
     cancel: &Cancel,
 ) -> Result<GroupTops, Error> {
+    let GroupSpec { offset, groups, k, ties, floors } = *spec;
     let n = keys.len();
     if codes.len() != n {
         return Err(Error::Shape(format!("group codes: {} for {n} keys; one per key", codes.len())));
@@ -216,6 +261,11 @@ pub fn group_top_k<T: Real, C: Code>(
             return Err(Error::Shape(format!("tie keys: {} for {n} keys; one per key", t.len())));
         }
     }
+    if let Some(f) = &floors {
+        if f.len() != groups {
+            return Err(Error::Shape(format!("floors: {} for {groups} groups; one per group", f.len())));
+        }
+    }
     let ascending = ties.is_none();
     let empty = || Partial {
         best: (0..groups).map(|_| Bounded::new(k, ascending)).collect(),
@@ -223,22 +273,20 @@ pub fn group_top_k<T: Real, C: Code>(
         sizes: vec![0; groups],
     };
     let bad = std::sync::atomic::AtomicUsize::new(usize::MAX);
+    // No floor is a floor of −∞ (NaN is never at or above a floor): one compare per row.
+    let floor: Vec<T> = floors.map_or_else(|| vec![T::NEG_INF; groups], |f| f.to_vec());
     let block = |lo: usize, hi: usize| {
         let mut p = empty();
         let (kv, cv) = (keys.slice(s![lo..hi]), codes.slice(s![lo..hi]));
-        for (j, (&v, &c)) in kv.iter().zip(cv.iter()).enumerate() {
-            let i = lo + j;
-            let g = c.as_i64().wrapping_sub(offset);
-            if g < 0 || g as usize >= groups {
-                bad.fetch_min(i, std::sync::atomic::Ordering::Relaxed);
-                break;
-            }
-            let g = g as usize;
-            p.sizes[g] += 1;
-            if !v.is_nan() {
-                p.scored[g] += 1;
-                p.best[g].push(v, ties.as_ref().map_or(i as i64, |t| t[i]), i);
-            }
+        let tie = ties.as_ref().map(|t| t.slice(s![lo..hi]));
+        // Contiguous views (numpy's usual case) scan as slices: ndarray's general
+        // iterators cost several times more per row.
+        let first_bad = match (kv.as_slice(), cv.as_slice()) {
+            (Some(ks), Some(cs)) => scan_block(ks.iter().copied().zip(cs.iter().copied()), lo, offset, &floor, tie, &mut p),
+            _ => scan_block(kv.iter().copied().zip(cv.iter().copied()), lo, offset, &floor, tie, &mut p),
+        };
+        if let Some(i) = first_bad {
+            bad.fetch_min(i, std::sync::atomic::Ordering::Relaxed);
         }
         p
     };
@@ -307,16 +355,10 @@ mod tests {
             for &k in &[0usize, 1, 3, 40, n + 1] {
                 for explicit in [false, true] {
                     let t = Array1::from(ties.clone());
-                    let got = group_top_k(
-                        Array1::from(keys.clone()).view(),
-                        Array1::from(codes.clone()).view(),
-                        10,
-                        groups,
-                        k,
-                        explicit.then(|| t.view()),
-                        &Cancel::new(),
-                    )
-                    .unwrap();
+                    let spec = GroupSpec { offset: 10, groups, k, ties: explicit.then(|| t.view()), floors: None };
+                    let got =
+                        group_top_k(Array1::from(keys.clone()).view(), Array1::from(codes.clone()).view(), &spec, &Cancel::new())
+                            .unwrap();
                     let mut start = 0;
                     for g in 0..groups {
                         let mut idx: Vec<usize> =
@@ -335,10 +377,37 @@ mod tests {
     }
 
     #[test]
+    fn floors_keep_what_the_unfloored_top_keeps_above_them() {
+        // The best k of the rows at or above a floor are the best k of all rows, cut at
+        // the floor: what a streamed run relies on when it passes its k-th best as floor.
+        let mut s = 7u64;
+        let n = 5000;
+        let keys: Vec<f64> = (0..n).map(|_| (xorshift(&mut s) % 300) as f64).collect();
+        let codes: Vec<i64> = (0..n).map(|_| (xorshift(&mut s) % 4) as i64).collect();
+        let floors = Array1::from(vec![f64::NEG_INFINITY, 150.0, 290.0, 400.0]);
+        let (kv, cv) = (Array1::from(keys.clone()), Array1::from(codes.clone()));
+        for k in [1usize, 10, 100] {
+            let plain = GroupSpec { offset: 0, groups: 4, k, ties: None, floors: None };
+            let all = group_top_k(kv.view(), cv.view(), &plain, &Cancel::new()).unwrap();
+            let floored = GroupSpec { floors: Some(floors.view()), ..plain };
+            let got = group_top_k(kv.view(), cv.view(), &floored, &Cancel::new()).unwrap();
+            assert_eq!((&got.scored, &got.sizes), (&all.scored, &all.sizes));
+            let (mut a0, mut g0) = (0, 0);
+            for g in 0..4 {
+                let want: Vec<usize> =
+                    all.rows[a0..all.ends[g]].iter().copied().filter(|&i| keys[i] >= floors[g]).collect();
+                assert_eq!(&got.rows[g0..got.ends[g]], &want[..], "k={k} g={g}");
+                (a0, g0) = (all.ends[g], got.ends[g]);
+            }
+        }
+    }
+
+    #[test]
     fn a_code_out_of_range_names_the_row() {
         let keys = Array1::from(vec![1.0f64, 2.0, 3.0]);
         let codes = Array1::from(vec![0i32, 3, 1]);
-        let e = group_top_k(keys.view(), codes.view(), 0, 2, 1, None, &Cancel::new()).unwrap_err();
+        let spec = GroupSpec { offset: 0, groups: 2, k: 1, ties: None, floors: None };
+        let e = group_top_k(keys.view(), codes.view(), &spec, &Cancel::new()).unwrap_err();
         assert!(format!("{e}").contains("row 1 has group code 3"), "{e}");
     }
 

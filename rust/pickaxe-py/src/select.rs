@@ -89,8 +89,11 @@ type GroupArrays<'py> = (
 
 /// Each group's `k` best rows (keys descending, then ties or position ascending): (rows
 /// grouped by code, each group's end in them, non-NaN rows per group, rows per group).
+/// `floors` (one per group, the keys' dtype): rows below their group's floor are counted
+/// but not kept.
 #[pyfunction]
-#[pyo3(signature = (keys, codes, offset, groups, k, ties=None))]
+#[pyo3(signature = (keys, codes, offset, groups, k, ties=None, floors=None))]
+#[allow(clippy::too_many_arguments)] // the Python signature: each argument is one array or number
 fn group_top_k<'py>(
     py: Python<'py>,
     keys: &Bound<'py, PyAny>,
@@ -99,18 +102,26 @@ fn group_top_k<'py>(
     groups: usize,
     k: usize,
     ties: Option<Bound<'py, PyAny>>,
+    floors: Option<Bound<'py, PyAny>>,
 ) -> PyResult<GroupArrays<'py>> {
     let ties = ties.as_ref().map(|t| readonly::<i64, Ix1>(t, "ties", "tie keys are int64")).transpose()?;
-    let t = ties.as_ref().map(|t| t.as_array());
     with_float!(keys, Ix1, "keys", |T| {
         let a = readonly::<T, Ix1>(keys, "keys", "")?;
+        let f = floors.as_ref().map(|f| readonly::<T, Ix1>(f, "floors", "floors have the keys' dtype")).transpose()?;
+        let spec = groups::GroupSpec {
+            offset,
+            groups,
+            k,
+            ties: ties.as_ref().map(|t| t.as_array()),
+            floors: f.as_ref().map(|f| f.as_array()),
+        };
         let v = a.as_array();
         let out = if codes.cast::<PyArray1<i32>>().is_ok() {
             let c = readonly::<i32, Ix1>(codes, "codes", "")?;
-            run_groups(py, v, c.as_array(), offset, groups, k, t)?
+            run_groups(py, v, c.as_array(), &spec)?
         } else {
             let c = readonly::<i64, Ix1>(codes, "codes", "group codes are int32 or int64")?;
-            run_groups(py, v, c.as_array(), offset, groups, k, t)?
+            run_groups(py, v, c.as_array(), &spec)?
         };
         let counts = |x: Vec<u64>| x.into_iter().map(|n| n as i64).collect::<Vec<i64>>().into_pyarray(py);
         Ok((indices(py, out.rows), indices(py, out.ends), counts(out.scored), counts(out.sizes)))
@@ -121,12 +132,9 @@ fn run_groups<T: pickaxe_core::Real, C: groups::Code>(
     py: Python<'_>,
     keys: ArrayView1<'_, T>,
     codes: ArrayView1<'_, C>,
-    offset: i64,
-    groups: usize,
-    k: usize,
-    ties: Option<ArrayView1<'_, i64>>,
+    spec: &groups::GroupSpec<'_, T>,
 ) -> PyResult<groups::GroupTops> {
-    interrupt::run(py, keys.len(), |cancel| groups::group_top_k(keys, codes, offset, groups, k, ties, cancel))
+    interrupt::run(py, keys.len(), |cancel| groups::group_top_k(keys, codes, spec, cancel))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
