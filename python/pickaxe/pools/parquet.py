@@ -10,6 +10,7 @@ finds each file's matching rows (`ParquetSource._match_mask`).
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -36,6 +37,9 @@ READERS: Optional[int] = None
 #: Decoded bytes the reader threads may hold ahead of the caller, in all (at least one
 #: batch each).
 READ_AHEAD_BYTES = 256 << 20
+#: The largest buffer of one column pyarrow decodes at a time (see
+#: `ParquetSource._read_rows`).
+PIECE_BYTES = 8 << 20
 #: A batch of which fewer than one row in this many pass the query is cut down to those
 #: rows as soon as it is read, so that the batches held while a batch of matching rows
 #: fills up stay within a few batches' memory.
@@ -211,11 +215,13 @@ class ParquetSource(PoolSource):
             units.extend((i, g) for g, n in enumerate(groups) if n)
         readers = reader_count()
         threads = readers < 2  # one reader: pyarrow's threads decode columns in parallel
-        depth = self._depth(columns, batch_rows, readers)
+        rows = self._read_rows(columns, batch_rows)
+        depth = self._depth(columns, rows, readers)
 
         def read(share: list[tuple[int, int]]) -> Iterator[Iterator[Any]]:
             """On a reader thread: its units in order, each file opened once."""
             pf, opened = None, -1
+            handed: list = []  # batches handed over, let go here when the caller is done (`_let_go`)
             try:
                 for i, g in share:
                     if g < 0:
@@ -229,8 +235,9 @@ class ParquetSource(PoolSource):
                             pf = None
                         pf = _open_streamed(self.files[i])
                         opened = i
-                    yield self._row_group(pf, i, g, columns, batch_rows, threads, matches)
+                    yield self._row_group(pf, i, g, columns, rows, threads, matches, handed)
             finally:
+                handed.clear()
                 if pf is not None:
                     close_file(pf)
 
@@ -249,10 +256,11 @@ class ParquetSource(PoolSource):
                 session.close()
 
     def _row_group(
-        self, pf: Any, i: int, g: int, columns: list[str], batch_rows: int, threads: bool, matches: "Optional[_Matches]"
+        self, pf: Any, i: int, g: int, columns: list[str], rows: int, threads: bool, matches: "Optional[_Matches]",
+        handed: list,
     ) -> Iterator[tuple[Any, int, int]]:
-        """Row group g of file i as (record batch, file i, the batch's first row in the
-        file). With a query, a row group without matching rows is not read when its
+        """Row group g of file i as record batches of `rows` rows: (batch, file i, the
+        batch's first row in the file). With a query, a row group without matching rows is not read when its
         file's matches are known already; when they are not yet, it is read while they
         are found, and its batches are dropped later (`_Windows`): either way nothing
         of it is used and none of its faults raised, as if it had never been read."""
@@ -263,22 +271,37 @@ class ParquetSource(PoolSource):
                 return
         start = lo
         try:
-            for b in pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=columns, use_threads=threads):
+            for b in pf.iter_batches(batch_size=rows, row_groups=[g], columns=columns, use_threads=threads):
+                handed.append(b)
                 yield b, i, start
                 start += b.num_rows
+                del b
+                _let_go(handed)  # before decoding the next piece, into the memory just freed
         except Exception:
             if matches is None or matches.wait(i)[lo:hi].any():
                 raise
 
-    def _depth(self, columns: list[str], batch_rows: int, readers: int) -> int:
-        """Batches each reader may queue: enough to decode a whole row group ahead of
-        the caller while the other readers' groups are taken (every reader busy), within
-        `READ_AHEAD_BYTES` for all of them."""
+    def _read_rows(self, columns: list[str], batch_rows: int) -> int:
+        """Rows pyarrow decodes at a time: `batch_rows`, or fewer so that no column's
+        buffer passes `PIECE_BYTES`. pyarrow grows a column's buffer as it decodes a
+        batch; past a few MiB each step is memory fresh from the kernel, whose page
+        faults cost (2,000,000 x 100 float32 logits: 0.48 s of system time in batches of
+        65,536 rows, 0.20 s in batches of 16,384, the same user time); the pieces are
+        then gathered into the caller's batches, one copy, in reused memory."""
+        widest = max((self._row_bytes.get(c, 0.0) for c in columns), default=0.0)
+        if widest <= 0:
+            return batch_rows
+        return int(min(batch_rows, max(1024, PIECE_BYTES // widest)))
+
+    def _depth(self, columns: list[str], rows: int, readers: int) -> int:
+        """Pieces of `rows` rows each reader may queue: enough to decode a whole row
+        group ahead of the caller while the other readers' groups are taken (every
+        reader busy), within `READ_AHEAD_BYTES` for all of them."""
         per_row = sum(self._row_bytes.get(c, 0.0) for c in columns)
-        batch = max(1.0, per_row * batch_rows)
+        piece = max(1.0, per_row * rows)
         longest = max((n for groups in self.row_groups for n in groups), default=1)
-        need = -(-longest // batch_rows)  # batches in the largest row group
-        fits = int(READ_AHEAD_BYTES // (batch * max(1, readers))) - 1
+        need = -(-longest // rows)  # pieces in the largest row group
+        fits = int(READ_AHEAD_BYTES // (piece * max(1, readers))) - 1
         return max(1, min(need, fits))
 
     def read(self, columns: Optional[Iterable[str]] = None) -> Pool:
@@ -385,6 +408,28 @@ def _leaf_bytes_per_row(md: Any) -> dict[str, float]:
     return {}
 
 
+def _alone() -> int:
+    """What ``sys.getrefcount`` says, in `_let_go`'s loop, of an object nothing else
+    refers to (it differs between Python versions)."""
+    held = [object()]
+    return next(sys.getrefcount(x) for x in held)
+
+
+_ALONE = _alone()
+
+
+def _let_go(handed: list) -> None:
+    """Drop the batches the caller is done with, so that their memory is freed on the
+    reader thread that allocated it. pyarrow's allocator (mimalloc) reuses at once what
+    a thread frees of its own, but what another thread frees comes back to it late, in
+    the meantime the reader takes fresh memory from the kernel and its page faults: 2
+    readers mining 2,000,000 x 100 logits spent 0.46 s of system time with the caller
+    freeing the batches, 0.25 s with the readers freeing them (wall 1.52 s, 1.26 s).
+    Only where memory is freed depends on this: a batch dropped here while the caller
+    still holds it lives on."""
+    handed[:] = [b for b in handed if sys.getrefcount(b) > _ALONE]
+
+
 def _counted(total: int, batch_rows: int) -> Iterator[Pool]:
     """Batches of no columns: only their row counts."""
     for start in range(0, total, batch_rows):
@@ -442,8 +487,9 @@ class _Matches:
 
     def forget_before(self, i: int) -> None:
         """Drop the matches of files before i (every reader is past them)."""
-        for j in [j for j in self._masks if j < i]:
-            del self._masks[j]
+        with self._changed:  # readers add files' matches meanwhile
+            for j in [j for j in self._masks if j < i]:
+                del self._masks[j]
 
     def cancel(self) -> None:
         with self._changed:
@@ -452,16 +498,17 @@ class _Matches:
 
 
 class _Windows:
-    """Decoded record batches cut into Pools of exactly `batch_rows` rows (the last
-    shorter), keeping only the matching rows when there is a query.
+    """Decoded pieces (record batches of `ParquetSource._read_rows` rows) cut into
+    Pools of exactly `batch_rows` rows (the last shorter), keeping only the matching
+    rows when there is a query.
 
-    Each kept row is copied once at most: a batch of rows lying in one decoded batch is
-    a slice of it (no copy), and one gathered from several batches, or from the
-    matching rows of a batch, is gathered straight into its own arrays (numpy ``take``
-    for numeric columns and fixed-size lists of numbers without nulls; Arrow's ``take``
-    and a concatenation for other columns). A decoded batch in which few rows match
+    Each kept row is copied once at most: a batch of rows lying in one piece is a slice
+    of it (no copy), and one gathered from several pieces, or from the matching rows of
+    a piece, is gathered straight into its own arrays (numpy for numeric columns and
+    fixed-size lists of numbers without nulls, into memory from pyarrow's pool; Arrow's
+    ``take`` and a concatenation for other columns). A piece in which few rows match
     (fewer than one in `SPARSE`) is cut down to them at once, so that memory stays a
-    few batches while a batch of matching rows fills up.
+    few pieces while a batch of matching rows fills up.
     """
 
     def __init__(self, source: "ParquetSource", columns: list[str], batch_rows: int, matches: Optional[_Matches]) -> None:
@@ -529,7 +576,7 @@ class _Windows:
         views = [_flat_view(col, name in self.fields) for col, _, _, _ in parts]
         first = views[0]
         if first is not None and all(v is not None and v.dtype == first.dtype and v.shape[1:] == first.shape[1:] for v in views):
-            out = np.empty((n,) + first.shape[1:], dtype=first.dtype)
+            out = _empty((n,) + first.shape[1:], first.dtype)
             pos = 0
             for v, (_, take, a, z) in zip(views, parts):
                 if take is None:
@@ -561,6 +608,18 @@ def _flat_view(col: Any, field: bool) -> Optional[np.ndarray]:
     if not (pa.types.is_integer(t) or pa.types.is_floating(t)) or arr.null_count:
         return None
     return primitive_values(arr).reshape((n, *dims))
+
+
+def _empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array in pyarrow's memory pool, whose freed blocks (earlier
+    batches') are used again: numpy's own large arrays are fresh pages from the kernel
+    each time (filling 60 arrays of 26 MB took 0.34 s of CPU into numpy's, 0.14 s into
+    pyarrow's)."""
+    import pyarrow as pa
+
+    count = int(np.prod(shape, dtype=np.int64))
+    buf = pa.allocate_buffer(count * dtype.itemsize)
+    return np.frombuffer(buf, dtype=dtype, count=count).reshape(shape)
 
 
 def _nested_arrow(x: np.ndarray) -> Any:

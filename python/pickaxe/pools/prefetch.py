@@ -158,6 +158,7 @@ def in_order(
                 for item in items:
                     if not readers.put(w, _ITEM, item):
                         return
+                    del item  # the caller's alone now: the reader may check what it still uses
                 if not readers.put(w, _END, None):
                     return
         except BaseException as e:  # handed to the caller when it reaches this unit
