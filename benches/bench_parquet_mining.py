@@ -2,30 +2,36 @@
 
 Run::
 
-    python benches/bench_parquet_mining.py [--rows 2000000] [--classes 100] [--path /tmp/px_parquet_2m.parquet] [--repeats 5]
+    python benches/bench_parquet_mining.py [--rows 2000000] [--classes 100] [--path /tmp/px_parquet_2m.parquet] [--repeats 5] [--threads 2]
 
 Writes (once, kept at ``--path``) a snappy Parquet pool of float32 logits (a
 ``fixed_size_list<float>[C]`` column), an ``id`` (int64) and a ``split`` (string, half
 "unlabeled"), in row groups of 250,000 rows. Then, interleaved, ``--repeats`` times each:
 
-* **pickaxe**: ``px.EntropyMiner(500).mine(path)`` (reads ``logits`` and ``id``);
-* **pickaxe, no reader thread**: the same with the reader thread off (decoding and
-  scoring one after the other, as before it), to show the overlap;
-* **pickaxe, query**: the same with ``query="split = 'unlabeled'"`` (half the rows);
+* **pickaxe**: ``px.EntropyMiner(500).mine(path)`` (reads ``logits`` and ``id``), row
+  groups decoded on ``--threads`` reader threads while the caller scores;
+* **pickaxe, one reader**: one reader thread decoding ahead of the scoring;
+* **pickaxe, no reader**: decoding and scoring one after the other on one thread;
+* **pickaxe, query**: ``query="split = 'unlabeled'"`` (half the rows);
 * **pyarrow decode**: ``pq.ParquetFile(path).iter_batches(columns=["logits", "id"],
-  use_threads=False)`` to the end, one thread: the floor a reader of these columns pays;
+  use_threads=False)`` to the end, one thread: the floor one core pays to read these
+  columns;
 * **kernel in memory**: the same miner on ``{"logits": array}`` already in memory.
 
 Each line is the median wall time and the median CPU time of the process during the
 run (CPU / wall is the cores used). The machine may be shared: CPU time is the less noisy
-measure of work, wall time of what a user waits. Kernel threads: ``--threads`` (default 2).
+measure of work, wall time of what a user waits; the load average is printed before and
+after. Kernel threads and reader threads: ``--threads``. Last, a fresh process mines the
+file with and without the query and says whether pandas was imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -80,60 +86,101 @@ def main(argv=None) -> int:
     import pyarrow.parquet as pq
 
     import pickaxe as px
+    import pickaxe.pools.parquet as parquet_mod
     from pickaxe.pools import open_pool
 
     px.set_num_threads(args.threads)
+    query = "split = 'unlabeled'"
     logits = open_pool(args.path).read(["logits"]).columns["logits"]
+    matching = open_pool(args.path, query=query).read(["id"])
+    kept = matching.source_rows(np.arange(matching.n_rows))  # the query's rows, in order
+    kept_logits = logits[kept]
     n = len(logits)
 
-    def decode() -> int:
-        pf = pq.ParquetFile(args.path)
-        rows = 0
-        for b in pf.iter_batches(batch_size=65536, columns=["logits", "id"], use_threads=False):
-            rows += b.num_rows
-        return rows
+    def decode(**options) -> object:
+        def run() -> int:
+            pf = pq.ParquetFile(args.path, **options)
+            rows = 0
+            for b in pf.iter_batches(batch_size=65536, columns=["logits", "id"], use_threads=False):
+                rows += b.num_rows
+            return rows
+        return run
 
-    def serial() -> object:  # the reader thread off: decode, then score, on one thread
-        import pickaxe.pools.parquet as parquet_mod
+    def readers(count) -> object:
+        def run() -> object:
+            parquet_mod.READERS = count
+            try:
+                return px.EntropyMiner(500).mine(args.path)
+            finally:
+                parquet_mod.READERS = None
+        return run
 
-        threaded = parquet_mod.prefetched
-        parquet_mod.prefetched = lambda items, on_stop=None: items
-        try:
-            return px.EntropyMiner(500).mine(args.path)
-        finally:
-            parquet_mod.prefetched = threaded
-
+    main_run = f"pickaxe EntropyMiner(500).mine(path), {args.threads} readers"
+    query_run = f"pickaxe, query {query} (half), {args.threads} readers"
+    decode_run = "pyarrow iter_batches(logits, id), 1 thread"
     runs = {
-        "pickaxe EntropyMiner(500).mine(path)": lambda: px.EntropyMiner(500).mine(args.path),
-        "pickaxe, no reader thread (decode then score)": serial,
-        "pickaxe, query split = 'unlabeled' (half)": lambda: px.EntropyMiner(500, query="split = 'unlabeled'").mine(args.path),
-        "pyarrow iter_batches(logits, id), 1 thread": decode,
+        main_run: lambda: px.EntropyMiner(500).mine(args.path),
+        "pickaxe, one reader thread (decode ahead of scoring)": readers(1),
+        "pickaxe, no reader thread (decode then score)": readers(0),
+        query_run: lambda: px.EntropyMiner(500, query=query).mine(args.path),
+        decode_run: decode(),
+        "pyarrow, the same through a 1 MiB buffer (pickaxe's reads)": decode(buffer_size=1 << 20, pre_buffer=False),
         "kernel on the in-memory array": lambda: px.EntropyMiner(500).mine({"logits": logits}),
+        "kernel on the in-memory array, query's rows": lambda: px.EntropyMiner(500).mine({"logits": kept_logits}),
     }
     times: dict[str, list] = {k: [] for k in runs}
     outs: dict[str, object] = {}
     for name, fn in runs.items():  # warm-up: imports, page cache
         outs[name] = fn()
+    load_before = os.getloadavg()[0]
     for _ in range(args.repeats):
         for name, fn in runs.items():
             wall, cpu, _ = timed(fn)
             times[name].append((wall, cpu))
+    load_after = os.getloadavg()[0]
 
-    same = list(outs["pickaxe EntropyMiner(500).mine(path)"].ids) == list(outs["kernel on the in-memory array"].ids)
-    info = px.build_info() if hasattr(px, "build_info") else {}
-    print(f"pool: {n:,} rows x {args.classes} float32 logits, {args.path}; kernel threads {args.threads}; "
-          f"SIMD {info.get('simd', '?')}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}; "
-          f"medians of {args.repeats}")
-    base = statistics.median(w for w, _ in times["pyarrow iter_batches(logits, id), 1 thread"])
-    base_cpu = statistics.median(c for _, c in times["pyarrow iter_batches(logits, id), 1 thread"])
+    same = all(list(outs[k].ids) == list(outs["kernel on the in-memory array"].ids) for k in list(runs)[:3])
+    same_query = list(outs[query_run].ids) == list(kept[outs["kernel on the in-memory array, query's rows"].ids])
+    info = px.build_info()
+    print(f"pool: {n:,} rows x {args.classes} float32 logits, {args.path}; machine {cpu_name()}, "
+          f"{os.cpu_count()} CPUs; SIMD {info.get('simd', '?')}; kernel and reader threads {args.threads}; "
+          f"load average {load_before:.1f} before, {load_after:.1f} after; medians of {args.repeats}")
+    base = statistics.median(w for w, _ in times[decode_run])
+    base_cpu = statistics.median(c for _, c in times[decode_run])
     print("| run | wall s | CPU s | cores | wall / pyarrow decode | CPU / pyarrow decode |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, ts in times.items():
         wall = statistics.median(w for w, _ in ts)
         cpu = statistics.median(c for _, c in ts)
         print(f"| {name} | {wall:.2f} | {cpu:.2f} | {cpu / wall:.2f} | {wall / base:.2f} | {cpu / base_cpu:.2f} |")
-    print(f"streamed picks equal the in-memory picks: {same}")
+    plain = statistics.median(w for w, _ in times[main_run])
+    queried = statistics.median(w for w, _ in times[query_run])
+    print(f"query / plain (wall, medians): {queried / plain:.2f}")
+    print(f"streamed picks equal the in-memory picks: {same}; with the query: {same_query}")
+    for q in (None, query):
+        print(f"a fresh process mining the file {'with' if q else 'without'} a query imports pandas: {pandas_imported(args.path, q)}")
     return 0
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def pandas_imported(path: str, query) -> bool:
+    code = (
+        "import sys, pickaxe as px\n"
+        f"px.EntropyMiner(5, query={query!r}).mine({path!r})\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
+    return out.stdout.strip() == "True"
 
 
 if __name__ == "__main__":
