@@ -80,6 +80,17 @@ def best_order(keys: np.ndarray, values: np.ndarray, k: Optional[int]) -> np.nda
     return order if k is None else order[:k]
 
 
+def best_k(keys: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
+    """`best_order` of the ``k`` best in O(N) time plus a sort of about ``k``: the rows at
+    or above the ``k``-th value (ties at it included, for the key order to settle them)."""
+    if k < len(values):
+        kth = -np.partition(-values, k - 1)[k - 1] if k > 0 else np.inf
+        if not np.isnan(kth):  # NaN: fewer than k numbers, all rows take part
+            cand = np.flatnonzero(values >= kth)
+            return cand[best_order(keys[cand], values[cand], k)]
+    return best_order(keys, values, k)
+
+
 def _best(order: np.ndarray, k: Optional[int]) -> np.ndarray:
     """Positions of the ``k`` highest (all non-NaN when None), unsorted for None."""
     return top_k(order, k) if k is not None else np.flatnonzero(~np.isnan(order))
@@ -257,7 +268,7 @@ def drawn(tops: Tops, c: "bc.Controls", numbers: Callable[[np.ndarray], np.ndarr
     numbers the batches hash) its draw key."""
     if c.sampling != "rank":
         return tops
-    ranks = bc.competition_ranks(tops.values, -np.sort(-tops.values))
+    ranks = bc.competition_ranks(tops.values)
     order = bc.gumbel_keys(bc.log_weights(c, tops.values, ranks), bc_uniforms(numbers(tops.keys), c.seed))
     return tops._replace(order=order)
 
@@ -277,7 +288,7 @@ def pick(tops: Tops, c: "bc.Controls", k: int, who: str, classes: Optional[int])
     info = dict(tops.info)
     info.update(c.info())
     if tops.groups is None:
-        sel = best_order(tops.keys, tops.order, k) if c.sampled else np.arange(min(k, len(tops.keys)))
+        sel = best_k(tops.keys, tops.order, k) if c.sampled else np.arange(min(k, len(tops.keys)))
         return tops.keys[sel], tops.values[sel], info, None
     by_group = ordered_groups(tops)
     counts = tops.counts or {}
