@@ -368,3 +368,29 @@ def test_mining_does_not_import_pandas(tmp_path, logits, kind, query):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_dictionary_coded_strings_give_the_rows_strings_give(tmp_path):
+    # a low-cardinality column stored dictionary-encoded is read as a dictionary for the
+    # query; a column of unique strings (its dictionary overflows to plain pages) is not
+    n = 120_000
+    rows = np.arange(n)
+    names = np.array([f"name-{i:07d}" for i in rows], dtype=object)
+    split = np.where(rows % 3 == 0, "train", np.where(rows % 3 == 1, "unlabeled", None)).astype(object)
+    table = pa.table({
+        "split": pa.array(split.tolist(), pa.string()),
+        "name": pa.array(names.tolist(), pa.large_string()),
+        "logits": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(n * 2, np.float32)), 2),
+    })
+    path = tmp_path / "d.parquet"
+    pq.write_table(table, path, row_group_size=50_000)
+    assert parquet_mod._coded_strings(path, ["split", "name"]) == ["split"]
+    cases = {
+        "split = 'unlabeled'": rows % 3 == 1,
+        "upper(split) LIKE 'UN%' OR split IS NULL": rows % 3 != 0,
+        "split IS NULL AND name >= 'name-0100000'": (rows % 3 == 2) & (rows >= 100_000),
+        "name LIKE '%7' AND split = 'train'": (rows % 10 == 7) & (rows % 3 == 0),
+    }
+    for query, keep in cases.items():
+        got = open_pool(path, query=query).read(["logits"])
+        assert np.array_equal(got.source_rows(np.arange(got.n_rows)), np.flatnonzero(keep)), query

@@ -136,7 +136,10 @@ class ParquetSource(PoolSource):
         n = int(self.counts[i])
         mask = np.zeros(n, dtype=bool)
         cols = list(cond.columns)
-        schema = pa.schema([self.schema.field(c) for c in cols] + [pa.field(ROW, pa.int64())])
+        coded = _coded_strings(f, [c for c in cols if _is_text(self.schema.field(c).type)]) if cols else []
+        fields = [self.schema.field(c) for c in cols]
+        fields = [fd.with_type(pa.dictionary(pa.int32(), fd.type)) if fd.name in coded else fd for fd in fields]
+        schema = pa.schema(fields + [pa.field(ROW, pa.int64())])
         step = 1 << 16
         failed: list = []
 
@@ -147,7 +150,7 @@ class ParquetSource(PoolSource):
                         rows = as_arrow(np.arange(lo, min(n, lo + step), dtype=np.int64))
                         yield pa.RecordBatch.from_arrays([rows], schema=schema)
                     return
-                with parquet_file(f, streamed=True) as pf:
+                with parquet_file(f, streamed=True, read_dictionary=coded) as pf:
                     lo = 0
                     for b in pf.iter_batches(batch_size=step, columns=cols):
                         rows = as_arrow(np.arange(lo, lo + b.num_rows, dtype=np.int64))
@@ -352,14 +355,17 @@ class ParquetSource(PoolSource):
 
 
 @contextlib.contextmanager
-def parquet_file(path: Any, streamed: bool = False) -> Iterator[Any]:
+def parquet_file(path: Any, streamed: bool = False, read_dictionary: Optional[list] = None) -> Iterator[Any]:
     """A pyarrow ParquetFile, closed on leaving the block. ``streamed``: pages are read
     through a 1 MiB buffer and nothing is pre-buffered, so memory stays about one batch
     (pyarrow's defaults read a whole row group's column chunks at once, the whole file
-    for a 1 GB file)."""
+    for a 1 GB file). `read_dictionary`: columns read as dictionary arrays."""
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False) if streamed else pq.ParquetFile(path)
+    options = {"read_dictionary": read_dictionary} if read_dictionary else {}
+    if streamed:
+        options.update(buffer_size=1 << 20, pre_buffer=False)
+    pf = pq.ParquetFile(path, **options)
     try:
         yield pf
     finally:
@@ -371,6 +377,34 @@ def close_file(pf: Any) -> None:
     close = getattr(pf, "close", None)
     if close is not None:
         close()
+
+
+def _is_text(t: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t))
+
+
+def _coded_strings(path: Any, names: list[str]) -> list[str]:
+    """Those of these string columns that the file stores dictionary-encoded in every
+    row group: read as dictionary arrays, DuckDB checks a condition on each distinct
+    value once (a query on a 2,000,000-row split column: 0.13 s of CPU as strings, 0.06 s
+    as a dictionary). A chunk holds a dictionary page and fewer than 4 bytes a value,
+    which plain strings (a 4-byte length each) cannot: no page fell back to plain."""
+    if not names:
+        return []
+    with parquet_file(path) as pf:
+        md = pf.metadata
+        paths = {md.schema.column(j).path: j for j in range(md.num_columns)}
+        coded = []
+        for name in names:
+            j = paths.get(name)
+            if j is None:
+                continue
+            chunks = [md.row_group(r).column(j) for r in range(md.num_row_groups) if md.row_group(r).num_rows]
+            if chunks and all(c.has_dictionary_page and c.total_uncompressed_size < 4 * c.num_values for c in chunks):
+                coded.append(name)
+    return coded
 
 
 def _hidden(rel: Path) -> bool:
