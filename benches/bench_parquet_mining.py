@@ -6,7 +6,8 @@ Run::
 
 Writes (once, kept at ``--path``) a snappy Parquet pool of float32 logits (a
 ``fixed_size_list<float>[C]`` column), an ``id`` (int64) and a ``split`` (string, half
-"unlabeled"), in row groups of 250,000 rows. Then, interleaved, ``--repeats`` times each:
+"unlabeled"), in row groups of 250,000 rows. Then, interleaved (in a shuffled order each
+round), ``--repeats`` times each:
 
 * **pickaxe**: ``px.EntropyMiner(500).mine(path)`` (reads ``logits`` and ``id``), row
   groups decoded on ``--threads`` reader threads while the caller scores;
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -133,9 +135,11 @@ def main(argv=None) -> int:
     for name, fn in runs.items():  # warm-up: imports, page cache
         outs[name] = fn()
     load_before = os.getloadavg()[0]
-    for _ in range(args.repeats):
-        for name, fn in runs.items():
-            wall, cpu, _ = timed(fn)
+    for r in range(args.repeats):
+        order = list(runs)
+        random.Random(r).shuffle(order)  # each run after others in turn: no fixed neighbour
+        for name in order:
+            wall, cpu, _ = timed(runs[name])
             times[name].append((wall, cpu))
     load_after = os.getloadavg()[0]
 
