@@ -540,3 +540,72 @@ def test_batch_controls_equal_in_process(cluster, parquet_path, data):
         for got in (mine(parquet_path, miner), mine(ds, miner, batch_rows=N // BLOCKS)):
             same(got, want)
             assert got.groups.tolist() == want.groups.tolist()
+
+
+def _shards(pool, field="embeddings", actors=2, batch_rows=None):
+    """`pickaxe.ray.shards.Shards` over a Parquet path or a Dataset (as `mine` makes them)."""
+    from pickaxe.ray.backend import RayBackend, actor_pool
+    from pickaxe.ray.shards import Shards
+
+    backend = RayBackend(pool, None, "test", batch_rows, actor_pool("test", 1, 2), False)
+    return Shards(backend, field, actors=actors)
+
+
+def test_kmeans_on_the_actors_equals_in_process(cluster, tmp_path):
+    # Lloyd on the actors that hold the blocks (uneven row groups, three actors, the fit
+    # and seeding rows sampled, empty clusters re-seeded from duplicates): the labels,
+    # centres, inertia and iterations of pickaxe.clustering.kmeans on the gathered rows,
+    # bit for bit
+    from pickaxe import clustering as pc
+
+    rng = np.random.default_rng(3)
+    dup = (rng.normal(size=(40, 6)) * 4).astype(np.float32)[rng.integers(0, 40, 1500)]
+    x = dup.copy()
+    x[::7] += rng.normal(size=(len(x[::7]), 6)).astype(np.float32)
+    paths = []
+    for name, rows in (("km", x), ("dup", dup)):
+        paths.append(str(tmp_path / f"{name}.parquet"))
+        w = pq.ParquetWriter(paths[-1], _table({"embeddings": rows[:1]}).schema)
+        for a, b in ((0, 100), (100, 700), (700, 733), (733, 1500)):
+            w.write_table(_table({"embeddings": rows[a:b]}))
+        w.close()
+    # (40 distinct rows into 45 clusters: some are empty at every iteration)
+    cases = [(0, dict(n_clusters=12, seed=1, fit_rows=600, init_rows=150)),
+             (0, dict(n_clusters=60, seed=4, method="full")),
+             (0, dict(n_clusters=9, seed=2, max_iter=2, tol=0.0)),
+             (1, dict(n_clusters=45, seed=5, method="full"))]
+
+    def run():
+        out = []
+        for i, path in enumerate(paths):
+            with _shards(path, actors=3) as shards:
+                shards.check("test")
+                out += [shards.kmeans(**c) for p, c in cases if p == i]
+        return out
+
+    for (p, c), got in zip(sorted(cases, key=lambda pc_: pc_[0]), finishes("Shards.kmeans", run)):
+        want = pc.kmeans((x, dup)[p], **c)
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_array_equal(got.centers, want.centers)
+        assert (got.inertia, got.iterations, got.converged) == (want.inertia, want.iterations, want.converged)
+
+
+def test_typiclust_on_the_actors(cluster, data, parquet_path, reference):
+    # TypiClust on Ray: k-means on the actors, the typicality of the picked clusters on the
+    # driver; the in-memory selection with and without a reference, on a Dataset whose
+    # blocks come in reverse id order, and the in-memory error for a bad row
+    t = _table(data)
+    ds = ray.data.from_arrow([t.slice(i * N // BLOCKS, N // BLOCKS) for i in range(BLOCKS)][::-1])
+    for miner in (px.TypiClustMiner(20, seed=3), px.TypiClustMiner(10, reference[:40], clusters=30, seed=1)):
+        same(mine(parquet_path, miner), miner.mine(parquet_path))
+        same(mine(ds, miner, batch_rows=N // BLOCKS), miner.mine(data))
+    bad = {k: v.copy() for k, v in data.items()}
+    bad["embeddings"][777, 3] = np.nan
+    ds = ray.data.from_arrow(_table(bad))
+    with pytest.raises(ValueError) as mem:
+        px.TypiClustMiner(5).mine(bad)
+    with pytest.raises(ValueError) as on_ray:
+        mine(ds, px.TypiClustMiner(5))
+    assert type(on_ray.value) is type(mem.value) is px.errors.InvalidInputError
+    assert (on_ray.value.field, on_ray.value.reason) == (mem.value.field, mem.value.reason)
+    assert (on_ray.value.row, on_ray.value.id) == (None, data["id"][777])

@@ -200,3 +200,69 @@ def typicality(
     """1 / mean euclidean distance to the min(k, m − 1) nearest other rows of the row's
     cluster (exact); +inf alone or at distance 0; NaN for rows not computed (a negative
     label, or a cluster not in ``clusters``)."""
+
+# k-means in pieces (pickaxe.ray.shards); i128 values as (…, 2) int64 (low, high) pairs,
+# exact sums as (n, 67, 2) of them.
+def kmeans_sample(
+    n: int, fit_rows: int, init_rows: int, seed: int
+) -> tuple[Optional[npt.NDArray[np.int64]], Optional[npt.NDArray[np.int64]], int]:
+    """kmeans' fit and seeding rows (ascending; None: all) and the seeding's random state."""
+
+def kmeans_seed(
+    x: npt.NDArray[_Float], k: int, state: int, *, local_trials: Optional[int] = None, threads: Optional[int] = None
+) -> npt.NDArray[_Float]:
+    """k-means++ over every row of x from the random state: (k, D) centres."""
+
+def kmeans_moments(
+    x: npt.NDArray[_Float], mean: Optional[npt.NDArray[np.float64]] = None, *, threads: Optional[int] = None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Per column: largest |value| and exact Σ value (with mean: Σ (value − mean)²)."""
+
+def kmeans_stats(
+    max_abs: npt.NDArray[np.float64], dev: npt.NDArray[np.int64], m: int, tol: float
+) -> tuple[npt.NDArray[np.float64], float]:
+    """(fixed-point scales of the centres' sums, absolute tolerance)."""
+
+def kmeans_step(
+    x: npt.NDArray[_Float],
+    centers: npt.NDArray[_Float],
+    scales: npt.NDArray[np.float64],
+    labels: npt.NDArray[np.int64],
+    *,
+    threads: Optional[int] = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
+    """One Lloyd step (labels updated in place): (counts, fixed-point sums (k, D, 2), changed)."""
+
+def kmeans_farthest(
+    x: npt.NDArray[_Float],
+    centers: npt.NDArray[_Float],
+    labels: npt.NDArray[np.int64],
+    positions: npt.NDArray[np.int64],
+    top: int,
+    *,
+    threads: Optional[int] = None,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[_Float]]:
+    """The top rows farthest from their centres: (squared distances, positions, labels, rows)."""
+
+def kmeans_centers(
+    old: npt.NDArray[_Float],
+    counts: npt.NDArray[np.int64],
+    sums: npt.NDArray[np.int64],
+    scales: npt.NDArray[np.float64],
+    far_mind: npt.NDArray[np.float64],
+    far_positions: npt.NDArray[np.int64],
+    far_labels: npt.NDArray[np.int64],
+    far_rows: npt.NDArray[_Float],
+) -> tuple[npt.NDArray[_Float], float]:
+    """The centres from a step's combined counts and sums, empty clusters re-seeded: (centres, shift)."""
+
+def kmeans_label(
+    x: npt.NDArray[_Float], centers: npt.NDArray[_Float], *, threads: Optional[int] = None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Every row's nearest centre and the exact inertia (1, 67, 2)."""
+
+def int128_sum(parts: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
+    """Element-wise exact sum of (a, b, 2) arrays of i128 (low, high) pairs."""
+
+def exact_values(sums: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """The f64 values of exact sums (n, 67, 2)."""

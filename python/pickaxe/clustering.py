@@ -120,11 +120,17 @@ def kmeans(
     Notes
     -----
     Time: a Lloyd iteration is O(n·k·D) multiply-adds over its n rows, as matrix products
-    of blocks of rows by the centres (‖x‖² + ‖c‖² − 2 x·c; the chosen centre's distance is
-    then recomputed from differences); the seeding reads its m rows 2 + ⌊ln k⌋ times per
-    centre, O(m·k·D·ln k), memory-bound. Memory: the embeddings as given (one C-ordered
-    copy if they are not), plus O(N) (labels, distances) and O(k·D) (centres and their f64
-    sums). Measured on 2 cores (benches/bench_cluster.py): see benches/RESULTS.md.
+    of blocks of rows by the centres (‖x‖² + ‖c‖² − 2 x·c); the seeding reads its m rows
+    2 + ⌊ln k⌋ times per centre, O(m·k·D·ln k), memory-bound. Memory: the embeddings as
+    given (one C-ordered copy if they are not), the fit sample gathered (n·D values when
+    n < N), plus O(N) (labels) and O(k·D) (centres and their integer sums). Measured on
+    2 cores (benches/bench_cluster.py): see benches/RESULTS.md.
+
+    Sums are exact: the column statistics and the inertia are summed exactly, a centre's
+    coordinates as fixed-point integers (each value rounded to 2^-50 of its column's
+    largest |value|, far below a float32's rounding). So the result does not depend on
+    how the rows are split, between threads or between the Ray workers that hold them
+    (`pickaxe.ray`'s TypiClust runs these steps there and gets the same labels).
 
     Examples
     --------
@@ -139,26 +145,8 @@ def kmeans(
     """
     who = "kmeans()"
     x = _rows(who, "embeddings", embeddings)
-    n = x.shape[0]
-    k = checks.integer(who, "n_clusters", n_clusters, 1)
-    if k > n:
-        raise ValueError(f"{who}: n_clusters ({k}) is larger than the number of rows ({n})")
-    seed = _seed(who, seed)
-    max_iter = checks.integer(who, "max_iter", max_iter, 0)
-    tol = checks.real(who, "tol", tol)
-    if not (tol >= 0 and np.isfinite(tol)):
-        raise ValueError(f"{who}: tol must be finite and >= 0; got {tol}")
-    method = checks.choice(who, "method", method, METHODS)
-    if method == "auto":
-        fit = min(n, FIT_ROWS_PER_CLUSTER * k)
-        init = min(fit, max(MIN_INIT_ROWS, INIT_ROWS_PER_CLUSTER * k))
-    else:
-        fit = init = n
-    if fit_rows is not None:
-        fit = min(n, checks.integer(who, "fit_rows", fit_rows, k))
-    if init_rows is not None:
-        init = checks.integer(who, "init_rows", init_rows, k)
-    init = min(init, fit)
+    k, seed, max_iter, tol, method = check_kmeans_arguments(who, x.shape[0], n_clusters, seed, max_iter, tol, method)
+    fit, init = sample_sizes(who, x.shape[0], k, method, init_rows, fit_rows)
     labels, centers, inertia, iterations, converged = _core.kmeans(
         x,
         k,
@@ -170,6 +158,37 @@ def kmeans(
         threads=_threads(who, threads),
     )
     return KMeans(labels, centers, float(inertia), int(iterations), bool(converged))
+
+
+def check_kmeans_arguments(
+    who: str, n: int, n_clusters: Any, seed: Any, max_iter: Any, tol: Any, method: Any
+) -> tuple[int, int, int, float, str]:
+    """`kmeans`' arguments checked for n rows: (k, seed, max_iter, tol, method)."""
+    k = checks.integer(who, "n_clusters", n_clusters, 1)
+    if k > n:
+        raise ValueError(f"{who}: n_clusters ({k}) is larger than the number of rows ({n})")
+    seed = _seed(who, seed)
+    max_iter = checks.integer(who, "max_iter", max_iter, 0)
+    tol = checks.real(who, "tol", tol)
+    if not (tol >= 0 and np.isfinite(tol)):
+        raise ValueError(f"{who}: tol must be finite and >= 0; got {tol}")
+    return k, seed, max_iter, tol, checks.choice(who, "method", method, METHODS)
+
+
+def sample_sizes(
+    who: str, n: int, k: int, method: str, init_rows: Optional[int], fit_rows: Optional[int]
+) -> tuple[int, int]:
+    """How many rows `kmeans` iterates on and seeds from: (fit, init), init ≤ fit ≤ n."""
+    if method == "auto":
+        fit = min(n, FIT_ROWS_PER_CLUSTER * k)
+        init = min(fit, max(MIN_INIT_ROWS, INIT_ROWS_PER_CLUSTER * k))
+    else:
+        fit = init = n
+    if fit_rows is not None:
+        fit = min(n, checks.integer(who, "fit_rows", fit_rows, k))
+    if init_rows is not None:
+        init = checks.integer(who, "init_rows", init_rows, k)
+    return fit, min(init, fit)
 
 
 def cluster(

@@ -138,6 +138,17 @@ class Backend(ABC):
             info[GROUPS] = groups
         return keys, values, info
 
+    def whole(self, miner: "Miner", k: int, field: Optional[str]) -> Ranked:
+        """The ``k`` rows a miner that ranks the whole pool at once picks: its ``select``
+        over the gathered rows. A backend that holds the rows where they are computed on
+        may run a miner's ``select_sharded`` there instead (`pickaxe.ray`)."""
+        keys, columns = self.gather(miner.columns_for(field))
+        try:
+            picks, values, info = miner.select(columns, k, field)
+        except InvalidInputError as e:
+            raise self.locate(e, keys) from None
+        return keys[picks], np.asarray(values, dtype=np.float64), info
+
     @abstractmethod
     def gather(self, columns: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Every row that passes the query, in key order: keys and these columns."""
@@ -267,12 +278,7 @@ def rank(miner: "Miner", backend: Backend, k: int, field: Optional[str]) -> Rank
         return keys[picks], np.asarray(picked_values, dtype=np.float64), {**info, **more}
     if not miner.whole_pool:
         return backend.top(miner, k, field)
-    keys, columns = backend.gather(miner.columns_for(field))
-    try:
-        picks, values, info = miner.select(columns, k, field)
-    except InvalidInputError as e:
-        raise backend.locate(e, keys) from None
-    return keys[picks], np.asarray(values, dtype=np.float64), info
+    return backend.whole(miner, k, field)
 
 
 def _combined(combined: Any, backend: Backend) -> Selection:

@@ -32,6 +32,7 @@ from numpy.typing import ArrayLike
 from .. import _checks as checks
 from .. import _core
 from ..clustering import badge_seeds, kmeans, probabilities
+from .._fields import as_float_array
 from ..errors import InvalidInputError
 from ..index import ReferenceIndex, embeddings_array
 from .base import Miner
@@ -70,8 +71,11 @@ class TypiClustMiner(Miner):
 
     Memory: the pool's embeddings as stored (N x D, float32 stays float32) plus the
     reference's, and O(N) labels and typicalities; k-means seeds on a sample of rows and
-    iterates on at most 256 rows per cluster, then labels every row (see
-    `pickaxe.clustering`). Size larger than the pool is a ValueError.
+    iterates on at most 256 rows per cluster (gathered once: up to 256 x clusters x D more
+    values), then labels every row (see `pickaxe.clustering`). On Ray
+    (`pickaxe.ray.mine`) the k-means iterations run on actors that hold the embeddings and
+    the driver holds the rows of the clusters picked from (all of them without a
+    reference); the selection is the same. Size larger than the pool is a ValueError.
 
     Parameters
     ----------
@@ -128,16 +132,64 @@ class TypiClustMiner(Miner):
         assert field is not None
         who = f"{type(self).__name__}.mine()"
         ref = self.reference
-        x, _ = embeddings_array(who, field, columns[field], None if ref is None else ref.shape[1])
+        # checked here for the dimensions; finiteness is k-means' first pass (the error
+        # names the field and the pool row: the reference rows come after the pool's)
+        x = as_float_array(who.removesuffix("()"), field, columns[field], 2, "(N, D)")
+        if ref is not None and x.shape[1] != ref.shape[1]:
+            embeddings_array(who, field, x[:0], ref.shape[1])
+        if x.shape[1] == 0:
+            raise ValueError(f"{who}: {field} has no dimensions (shape {x.shape})")
         n = len(x)
+        _check_batch(who, k, n)
+        if k == 0:
+            embeddings_array(who, field, x)
+            return np.empty(0, np.int64), np.empty(0), {}
+        m = 0 if ref is None else len(ref)
+        both = x if ref is None else np.concatenate([x, ref.astype(x.dtype, copy=False)])
+        fit = kmeans(both, self._clusters(n, m, k), seed=self.seed, threads=self.threads)
+        x = np.ascontiguousarray(x)
+
+        def typicality(clusters: Optional[np.ndarray], labels: np.ndarray) -> np.ndarray:
+            return _core.typicality(x, labels[:n], self.k, clusters=clusters, threads=self.threads)
+
+        return self._picks(fit, n, k, typicality)
+
+    def select_sharded(self, shards: Any, k: int, field: Optional[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """`select` over a pool held by Ray actors (`pickaxe.ray.shards.Shards`): k-means
+        runs on the actors (the same labels as in process); the typicality on the driver,
+        over the rows of the clusters picked from, fetched from the actors (every row
+        when the picks go round every cluster, as without a reference)."""
+        who = f"{type(self).__name__}.mine()"
+        ref = self.reference
+        shards.check(who, None if ref is None else ref.shape[1])
+        n = shards.n
         _check_batch(who, k, n)
         if k == 0:
             return np.empty(0, np.int64), np.empty(0), {}
         m = 0 if ref is None else len(ref)
-        both = x if ref is None else np.concatenate([x, ref.astype(x.dtype, copy=False)])
-        n_clusters = min(self.clusters if self.clusters is not None else m + k, n + m)
-        fit = kmeans(both, n_clusters, seed=self.seed, threads=self.threads)
-        labels, iterations = fit.labels, fit.iterations
+        if m:
+            shards.append(ref)
+        fit = shards.kmeans(self._clusters(n, m, k), seed=self.seed, threads=self.threads)
+
+        def typicality(clusters: Optional[np.ndarray], labels: np.ndarray) -> np.ndarray:
+            pos, rows = shards.cluster_rows(clusters, n)
+            out = np.full(n, np.nan)
+            if len(pos):
+                got = _core.typicality(rows, labels[pos], self.k, clusters=clusters, threads=self.threads)
+                out[pos] = got
+            return out
+
+        return self._picks(fit, n, k, typicality)
+
+    def _clusters(self, n: int, m: int, k: int) -> int:
+        return min(self.clusters if self.clusters is not None else m + k, n + m)
+
+    def _picks(
+        self, fit: Any, n: int, k: int, typicality: Any
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """The picks from k-means' labels (the pool's n rows first, then the reference's):
+        the most typical row of each of the largest uncovered clusters (see the class)."""
+        labels, n_clusters = fit.labels, len(fit.centers)
         pool_labels = labels[:n]
         covered = np.zeros(n_clusters, dtype=bool)
         covered[labels[n:]] = True
@@ -148,13 +200,13 @@ class TypiClustMiner(Miner):
         # the typicality of the rows of the clusters the picks come from: the first k in
         # order, or every cluster when picks go round the clusters more than once
         wide = len(order) < k or bool(covered[order[:k]].any())
-        typical = _core.typicality(x, pool_labels, self.k, clusters=None if wide else order[:k], threads=self.threads)
+        typical = typicality(None if wide else order[:k], labels)
         picks = _round_robin(pool_labels, order, -typical, k)
         info = {
             "clusters": int(n_clusters),
             "uncovered": int((~covered & (sizes > 0)).sum()),
             "k": self.k,
-            "kmeans_iterations": int(iterations),
+            "kmeans_iterations": int(fit.iterations),
         }
         return picks, typical[picks], info
 

@@ -44,7 +44,19 @@ ids); the driver copies the blocks, in pool order, into one array per column of 
 stored dtype (N x D for the embeddings) and runs the miner's ``select`` on them, then
 fetches the picks' ids and metadata (Ray tasks on the row groups that hold them, or one
 filtering pass over a Dataset). ``combine(..., diversity="coreset")`` runs its miners' nominating
-passes on Ray and fetches only the nominees' embeddings for the greedy.
+passes on Ray and fetches only the nominees' embeddings for the greedy. `BADGEMiner`'s
+k-means++ seeding reads every row at each pick: it runs on the driver over the gathered
+rows, like the coreset greedy.
+
+`TypiClustMiner` runs its k-means where the rows are (`pickaxe.ray.shards`): the
+embeddings of the rows that pass the query are held by a few Ray actors (one per CPU of
+the cluster, each holding a contiguous run of blocks); each Lloyd iteration the driver
+sends the centres and every actor returns per-cluster counts and sums over its rows
+(exact integer sums, so they add up to the in-process result bit for bit); the driver
+updates the centres. The k-means++ seeding runs on the driver over the seeding sample
+(at most max(10,000, 20 k) rows, fetched from the actors), and the typicality too, over
+the rows of the clusters it picks from (every row when it picks from every cluster, as
+without a labeled reference): the selection equals ``miner.mine(pool)``.
 
 A batch that finds bad input (a NaN, a null row, a ragged list) returns the error, and
 the driver raises the in-memory `ValueError` for the pool's first bad batch.
@@ -126,7 +138,9 @@ def mine(
     (N x D, as stored: float32 stays float32) and runs the in-memory greedy; the picks'
     ids and metadata are then fetched. ``combine(..., diversity="coreset")``: the
     miners nominate their candidates on Ray as above, then only the nominees'
-    embeddings are fetched to the driver for the greedy.
+    embeddings are fetched to the driver for the greedy. `TypiClustMiner`: k-means on
+    actors that hold the embeddings (see the module), the typicality on the driver over
+    the rows of the clusters picked from.
 
     Examples
     --------

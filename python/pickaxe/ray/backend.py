@@ -199,6 +199,31 @@ class RayBackend(Backend):
                 raise ValueError(f"{self.who}: the id {v!r} names more than one row; ids must be unique")
         return keys, out
 
+    def gather_refs(self, columns: list[str]) -> list:
+        """`gather`'s Ray tasks, their tables (keys and `columns` of the rows that pass
+        the query, or a bad block's error) left in the object store: their refs, in block
+        order (`pickaxe.ray.shards` hands them to the actors that hold the rows)."""
+        plan = self._plan("gather", columns)
+        plan["gather"] = columns
+        return self._refs(self.ds, (None, None, 0, plan)) if self.ds is not None else []
+
+    def whole(self, miner: Miner, k: int, field: Optional[str]) -> Any:
+        """A miner with a ``select_sharded`` (`TypiClustMiner`) runs it over `Shards`:
+        its column held by Ray actors, k-means on them, only what it picks from fetched
+        to the driver. Any other whole-pool miner: `gather`, then its ``select``."""
+        sharded = getattr(miner, "select_sharded", None)
+        if sharded is None:
+            return super().whole(miner, k, field)
+        from .shards import Shards
+
+        column = miner.columns_for(field)[0]
+        with Shards(self, column, threads=getattr(miner, "threads", None)) as shards:
+            try:
+                picks, values, info = sharded(shards, k, field)
+            except InvalidInputError as e:
+                raise self.locate(e, shards.keys) from None
+            return shards.keys[picks], np.asarray(values, dtype=np.float64), info
+
     def fetch(self, keys: np.ndarray, columns: list[str]) -> Pool:
         t = self._fetch(keys, sorted(set(columns) | set(self.carry), key=self.source.column_names.index))
         if self.carry:
@@ -272,6 +297,17 @@ class RayBackend(Backend):
         """``ds.map_batches`` of the `Scorer` (an actor pool sized by `actors`, or tasks),
         run to the end: the non-empty Arrow tables the batches returned, in block order."""
         ray = load_ray()
+        tables = [t for t in ray.get(self._refs(ds, args, actors)) if t.num_rows]
+        errors = [t for t in tables if ERROR in t.column_names]
+        if errors:  # the first bad row of the pool, as in memory
+            first = min(errors, key=lambda t: t.column(KEY)[0].as_py())
+            raise pickle.loads(first.column(ERROR)[0].as_py())
+        return tables
+
+    def _refs(self, ds: Any, args: tuple, actors: Optional[Actors] = None) -> list:
+        """`_map`'s run: the object refs of the Arrow tables the batches returned (empty
+        ones and errors included), in block order, left where Ray keeps them."""
+        ray = load_ray()
         kwargs: dict[str, Any] = {
             "batch_format": "pyarrow",
             "zero_copy_batch": True,
@@ -294,15 +330,10 @@ class RayBackend(Backend):
                 out = ds.map_batches(Scorer, fn_constructor_args=args, compute=pool, num_cpus=actors.num_cpus, **kwargs)
             else:
                 out = ds.map_batches(score_task, fn_args=args, **remote, **kwargs)
-            tables = [t for t in ray.get(list(out.to_arrow_refs())) if t.num_rows]
+            return list(out.to_arrow_refs())
         finally:
             if saved is not None:
                 ctx.retried_map_errors, ctx.max_map_retries = saved
-        errors = [t for t in tables if ERROR in t.column_names]
-        if errors:  # the first bad row of the pool, as in memory
-            first = min(errors, key=lambda t: t.column(KEY)[0].as_py())
-            raise pickle.loads(first.column(ERROR)[0].as_py())
-        return tables
 
     def _fetch(self, keys: np.ndarray, columns: list[str]) -> Any:
         """An Arrow table of `columns` for the rows named by `keys` (row numbers of a

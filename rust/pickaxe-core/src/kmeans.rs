@@ -6,18 +6,27 @@
 //! Cost. One Lloyd iteration is O(N·k·D): at N = 10⁶, k = 10³, D = 256, 2.6·10¹¹
 //! multiply-adds. The distances come from the expansion ‖x‖² + ‖c‖² − 2 x·c, the x·c of a
 //! block of rows by all centres as one matrix product (`ndarray::linalg::general_mat_mul`,
-//! i.e. the `matrixmultiply` crate's packed SIMD GEMM, AVX-512/AVX2 where the CPU has them,
-//! one product per block of rows, blocks in parallel). Two samples keep big pools in
-//! minutes, both drawn once from one seeded permutation (`init_rows` ⊆ `fit_rows`):
+//! i.e. the `matrixmultiply` crate's packed GEMM, AVX2/FMA where the CPU has them, one
+//! product per block of rows, blocks in parallel). Two samples keep big pools in minutes,
+//! both drawn once from one seeded permutation (`init_rows` ⊆ `fit_rows`):
 //! - k-means++ seeding runs on `init_rows` rows: each of its k picks reads every seeding
 //!   row for 2 + ⌊ln k⌋ candidates, a memory-bound pass that would cost k passes over the
 //!   whole pool;
 //! - Lloyd iterations run on `fit_rows` rows (faiss's rule is at most 256 rows per centre),
-//!   and one last assignment labels every row of the pool against the final centres.
+//!   gathered once into one block, and one last assignment labels every row of the pool
+//!   against the final centres.
 //!
-//! Determinism: the rows are cut into blocks whose size depends on k and D only; every sum
-//! is taken block by block in block order (a centre's sum over its rows in row order), so
-//! the result for a seed does not depend on the number of threads.
+//! Determinism, and the pieces. Every sum over rows is exact, so it does not depend on the
+//! order the rows are added in, hence on the threads or on how the rows are split between
+//! machines: the fit rows' column sums and squared deviations (the tolerance) and the
+//! inertia are `ExactSum`s (integer buckets by binary exponent); a centre's coordinate sum
+//! is a fixed-point integer, each value rounded to a multiple of 2^−s_j with s_j = 50 − e_j
+//! where every |x_ij| of the fit rows is below 2^e_j (at most 2^−50 of the column's largest
+//! value, well under a float32's rounding), summed in i128. A row's label depends on that
+//! row and the centres alone. So the steps can run where the rows are (`pickaxe.ray` runs
+//! them on the workers that hold the blocks) and combine to the in-process result bit for
+//! bit: `sample_rows` and `seed_centers` on the driver, `moments`, `step`, `farthest` and
+//! `label_all` per block of rows, `fit_stats` and `new_centers` on the combined parts.
 
 use std::sync::Arc;
 
@@ -45,6 +54,11 @@ pub struct SplitMix64(u64);
 impl SplitMix64 {
     pub fn new(seed: u64) -> Self {
         SplitMix64(seed)
+    }
+
+    /// The state: `SplitMix64::new(state)` continues the stream from here.
+    pub fn state(&self) -> u64 {
+        self.0
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -96,6 +110,14 @@ pub(crate) fn run_in<R: Send>(pool: &Option<Arc<ThreadPool>>, f: impl FnOnce() -
         Some(p) => p.install(f),
         None => f(),
     }
+}
+
+/// `f(par)` on the pool `workers(threads, work)` gives (`par`: whether there is one): the
+/// pieces of `kmeans` called one by one (pickaxe.ray's workers and driver).
+pub fn on_threads<R: Send>(threads: Option<usize>, work: usize, f: impl FnOnce(bool) -> Result<R, Error> + Send) -> Result<R, Error> {
+    let pool = workers(threads, work)?;
+    let par = pool.is_some();
+    run_in(&pool, || f(par))
 }
 
 /// `f(i)` for i in 0..n, in parallel when `par`, results in index order.
@@ -201,33 +223,13 @@ impl RowSet<'_> {
     }
 }
 
-/// The rows lo..hi of `set` as a matrix: a view of `x` when the set is all rows, else the
-/// rows gathered into `buf`.
-fn set_block<'a, T: Scalar>(
-    x: &'a ArrayView2<'_, T>,
-    set: RowSet<'_>,
-    lo: usize,
-    hi: usize,
-    buf: &'a mut Vec<T>,
-) -> ArrayView2<'a, T> {
-    match set {
-        RowSet::All(_) => x.slice(s![lo..hi, ..]),
-        RowSet::Listed(v) => {
-            buf.clear();
-            for &i in &v[lo..hi] {
-                buf.extend(x.row(i as usize).iter().copied());
-            }
-            ArrayView2::from_shape((hi - lo, x.ncols()), &buf[..]).expect("gathered block shape")
-        }
-    }
-}
-
-/// g = a · bᵀ into `buf` (resized), as an (a rows × b rows) matrix.
+/// g = a · bᵀ into `buf` (resized, reused: the product overwrites every value), as an
+/// (a rows × b rows) matrix.
 pub(crate) fn gram<'a, T: Scalar>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>, buf: &'a mut Vec<T>) -> ArrayViewMut2<'a, T> {
     let (r, c) = (a.nrows(), b.nrows());
-    buf.clear();
+    // general_mat_mul with beta = 0 writes every entry without reading it: no zeroing
     buf.resize(r * c, T::ZERO);
-    let mut g = ArrayViewMut2::from_shape((r, c), &mut buf[..]).expect("gram shape");
+    let mut g = ArrayViewMut2::from_shape((r, c), &mut buf[..r * c]).expect("gram shape");
     ndarray::linalg::general_mat_mul(T::ONE, a, &b.t(), T::ZERO, &mut g);
     g
 }
@@ -334,103 +336,566 @@ pub fn kmeans<T: Scalar>(x: ArrayView2<'_, T>, opts: &KMeansOptions, cancel: &Ca
 }
 
 fn kmeans_on<T: Scalar>(x: ArrayView2<'_, T>, opts: &KMeansOptions, par: bool, cancel: &Cancel) -> Result<KMeansResult<T>, Error> {
-    let (n, d) = x.dim();
-    let k = opts.clusters;
+    let (n, k) = (x.nrows(), opts.clusters);
     // Validation only: the distances are taken from differences.
     checked_sq_norms(&x, Field::Embeddings, par, cancel)?;
-    let mut rng = SplitMix64::new(opts.seed);
     let fit_n = opts.fit_rows.unwrap_or(n).min(n);
     let init_n = opts.init_rows.unwrap_or(fit_n).min(fit_n);
-    let draws = if fit_n < n { fit_n } else { init_n };
-    let drawn = if draws < n { samples(n, draws, &mut rng)? } else { Vec::new() };
-    let sorted = |m: usize| {
-        let mut v = drawn[..m.min(drawn.len())].to_vec();
-        v.sort_unstable();
-        v
+    let plan = sample_rows(n, fit_n, init_n, opts.seed)?;
+    let init = plan.init.as_deref().map_or(RowSet::All(n), RowSet::Listed);
+    let mut rng = SplitMix64::new(plan.state);
+    let mut centers = plusplus(&x, init, k, local_trials(k, opts.local_trials), &mut rng, par, cancel)?;
+    // The fit rows, gathered once: Lloyd reads them at every iteration.
+    let gathered = match &plan.fit {
+        Some(rows) => Some(gather_rows(&x, rows)?),
+        None => None,
     };
-    let (fit_list, init_list) = (sorted(fit_n), sorted(init_n));
-    let fit = if fit_n < n { RowSet::Listed(&fit_list) } else { RowSet::All(n) };
-    let init = if init_n < n { RowSet::Listed(&init_list) } else { RowSet::All(n) };
-    let trials = opts.local_trials.unwrap_or(2 + (k as f64).ln() as usize);
-    let mut centers = plusplus(&x, init, k, trials, &mut rng, par, cancel)?;
-    let tol = opts.tol * mean_variance(&x, fit, par);
-    let mut labels = filled(fit.len(), 0i64)?;
-    let mut prev = filled(fit.len(), -1i64)?;
-    let mut mind = filled(fit.len(), 0.0f64)?;
+    let fit = gathered.as_ref().map_or(x.view(), |g| g.view());
+    let m = fit.nrows();
+    let (max_abs, sums) = moments(&fit, None, par, cancel)?;
+    let mean = means(&sums, m);
+    let (_, dev) = moments(&fit, Some(&mean), par, cancel)?;
+    let (scales, tol) = fit_stats(&max_abs, &dev, m, opts.tol);
+    let mut labels = filled(m, -1i64)?;
+    let position = |i: usize| plan.fit.as_ref().map_or(i as u64, |f| f[i] as u64);
     let mut iterations = 0;
-    let mut strict = false;
     let mut converged = false;
     while iterations < opts.max_iter {
         cancel.check()?;
         iterations += 1;
-        assign(&x, fit, &centers.view(), &mut labels, &mut mind, par, cancel)?;
-        let new = update(&x, fit, &labels, &mind, &centers.view(), par, cancel)?;
-        let shift: f64 = new
-            .rows()
-            .into_iter()
-            .zip(centers.rows())
-            .map(|(a, b)| a.iter().zip(b).map(|(&p, &q)| (p.to_f64() - q.to_f64()).powi(2)).sum::<f64>())
-            .sum();
+        let mut st = step(&fit, &centers.view(), &scales, &mut labels, par, cancel)?;
+        let far = if st.counts.contains(&0) {
+            farthest(&fit, &centers.view(), &labels, &position, k, par, cancel)?
+        } else {
+            Vec::new()
+        };
+        let (new, shift) = new_centers(&mut st.counts, &mut st.sums, &scales, &centers.view(), &far);
         centers = new;
-        if labels == prev {
-            // The update left every centre where it was: the labels fit the centres.
-            strict = true;
+        // No label changed: the update left every centre where it was.
+        if st.changed == 0 || shift <= tol {
             converged = true;
             break;
         }
-        if shift <= tol {
-            converged = true;
-            break;
-        }
-        prev.copy_from_slice(&labels);
     }
-    drop(prev);
-    let (labels, mind) = if fit_n < n {
-        // Every row of the pool against the final centres.
-        let mut labels = filled(n, 0i64)?;
-        let mut mind = filled(n, 0.0f64)?;
-        assign(&x, RowSet::All(n), &centers.view(), &mut labels, &mut mind, par, cancel)?;
-        (labels, mind)
-    } else {
-        if !strict {
-            // The last labels were given against the centres before their update.
-            assign(&x, fit, &centers.view(), &mut labels, &mut mind, par, cancel)?;
-        }
-        (labels, mind)
+    drop(gathered);
+    // Every row of the pool against the final centres (after a strict convergence these
+    // are the last labels again).
+    let (labels, inertia) = label_all(&x, &centers.view(), par, cancel)?;
+    Ok(KMeansResult { labels, centers, inertia: inertia.value(), iterations, converged })
+}
+
+/// Candidates per k-means++ pick: `given`, or 2 + ⌊ln k⌋ (scikit-learn).
+pub fn local_trials(k: usize, given: Option<usize>) -> usize {
+    given.unwrap_or(2 + (k as f64).ln() as usize)
+}
+
+/// Which rows k-means works on, drawn from `seed`: `fit` the Lloyd rows and `init` the
+/// seeding rows (ascending positions in 0..n; None: every row), and the random state
+/// the seeding continues from (`seed_centers`).
+#[derive(Clone, Debug)]
+pub struct RowPlan {
+    pub fit: Option<Vec<u32>>,
+    pub init: Option<Vec<u32>>,
+    pub state: u64,
+}
+
+/// The fit and seeding rows of `kmeans` for `fit_n` and `init_n` ≤ `fit_n` ≤ n rows.
+pub fn sample_rows(n: usize, fit_n: usize, init_n: usize, seed: u64) -> Result<RowPlan, Error> {
+    let mut rng = SplitMix64::new(seed);
+    let draws = if fit_n < n { fit_n } else { init_n };
+    let drawn = if draws < n { samples(n, draws, &mut rng)? } else { Vec::new() };
+    let sorted = |m: usize| {
+        (m < n).then(|| {
+            let mut v = drawn[..m.min(drawn.len())].to_vec();
+            v.sort_unstable();
+            v
+        })
     };
-    let inertia = block_sum(&mind, block_rows(d, k));
-    cancel.check()?;
-    Ok(KMeansResult { labels, centers, inertia, iterations, converged })
+    Ok(RowPlan { fit: sorted(fit_n), init: sorted(init_n), state: rng.0 })
 }
 
-/// Σ of `v` block by block in block order (the sum does not depend on threads).
-fn block_sum(v: &[f64], rows: usize) -> f64 {
-    v.chunks(rows).map(|c| c.iter().sum::<f64>()).sum()
+/// k-means++ seeding (`plusplus`) over every row of `x`, continuing the random state
+/// `state` (`RowPlan::state`): `kmeans`' seeding on its seeding rows gathered in order.
+pub fn seed_centers<T: Scalar>(
+    x: ArrayView2<'_, T>,
+    k: usize,
+    trials: usize,
+    state: u64,
+    threads: Option<usize>,
+    cancel: &Cancel,
+) -> Result<Array2<T>, Error> {
+    let (m, d) = x.dim();
+    if k == 0 || k > m || d == 0 || trials == 0 {
+        return Err(Error::argument("n_clusters", format!("cannot seed {k} centres from {m} rows of {d} dimensions")));
+    }
+    let pool = workers(threads, m.saturating_mul(d))?;
+    let par = pool.is_some();
+    run_in(&pool, || {
+        checked_sq_norms(&x, Field::Embeddings, par, cancel)?;
+        plusplus(&x, RowSet::All(m), k, trials, &mut SplitMix64::new(state), par, cancel)
+    })
 }
 
-/// Mean over dimensions of the variance of the rows in `set` (two passes, f64).
-fn mean_variance<T: Scalar>(x: &ArrayView2<'_, T>, set: RowSet<'_>, par: bool) -> f64 {
-    let (m, d) = (set.len(), x.ncols());
+/// The rows `rows` of `x`, in that order, as one C-ordered block.
+fn gather_rows<T: Scalar>(x: &ArrayView2<'_, T>, rows: &[u32]) -> Result<Array2<T>, Error> {
+    let d = x.ncols();
+    let mut data: Vec<T> = crate::error::with_room(rows.len().saturating_mul(d))?;
+    for &i in rows {
+        data.extend(x.row(i as usize).iter().copied());
+    }
+    Ok(Array2::from_shape_vec((rows.len(), d), data).expect("gathered shape"))
+}
+
+// -- exact sums ---------------------------------------------------------------------------
+
+/// Integer buckets of an `ExactSum`: 64 windows of 32 binary exponents, then the counts of
+/// +inf, −inf and NaN added.
+pub const EXACT_WORDS: usize = 67;
+
+/// The exact sum of f64 values, whatever order they come in: each finite value, an
+/// integer mantissa m times 2^(e − 1075) (e its biased exponent), is added as m·2^(e mod 32)
+/// to the i128 bucket e / 32 (2⁴² values at least before one could overflow). Parts merge
+/// by adding buckets. `value` is the sum rounded to f64 by one fixed procedure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExactSum(pub [i128; EXACT_WORDS]);
+
+impl Default for ExactSum {
+    fn default() -> Self {
+        ExactSum([0; EXACT_WORDS])
+    }
+}
+
+/// 2^p as f64 (0 below the subnormals; p ≤ 1023).
+fn pow2(p: i32) -> f64 {
+    if p >= -1022 {
+        f64::from_bits(((p + 1023) as u64) << 52)
+    } else if p >= -1074 {
+        f64::from_bits(1u64 << (p + 1074))
+    } else {
+        0.0
+    }
+}
+
+impl ExactSum {
+    #[inline]
+    pub fn add(&mut self, v: f64) {
+        let bits = v.to_bits();
+        let exp = ((bits >> 52) & 0x7ff) as usize;
+        if exp == 0x7ff {
+            let slot = if v.is_nan() { 66 } else if v > 0.0 { 64 } else { 65 };
+            self.0[slot] += 1;
+            return;
+        }
+        let frac = (bits & ((1u64 << 52) - 1)) as i128;
+        let (mant, e) = if exp == 0 { (frac, 1) } else { (frac | (1i128 << 52), exp) };
+        let m = mant << (e % 32);
+        if bits >> 63 == 1 {
+            self.0[e / 32] -= m;
+        } else {
+            self.0[e / 32] += m;
+        }
+    }
+
+    pub fn merge(&mut self, other: &ExactSum) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a += b;
+        }
+    }
+
+    /// The sum as f64: ±inf or NaN as IEEE adds them; else the sign taken out and the
+    /// buckets of |sum| carried into [0, 2³²) each, then added from the lowest up.
+    pub fn value(&self) -> f64 {
+        let (pinf, ninf, nan) = (self.0[64], self.0[65], self.0[66]);
+        if nan > 0 || (pinf > 0 && ninf > 0) {
+            return f64::NAN;
+        }
+        if pinf > 0 {
+            return f64::INFINITY;
+        }
+        if ninf > 0 {
+            return f64::NEG_INFINITY;
+        }
+        let carried = |mut b: [i128; EXACT_WORDS]| {
+            for i in 0..63 {
+                let carry = b[i] >> 32;
+                b[i] -= carry << 32;
+                b[i + 1] += carry;
+            }
+            b
+        };
+        let mut b = carried(self.0);
+        // all but the top bucket are now ≥ 0: the top one holds the sign
+        let negative = b[63] < 0;
+        if negative {
+            b = carried(self.0.map(|v| -v));
+        }
+        let v = (0..64).filter(|&i| b[i] != 0).fold(0.0, |s, i| s + b[i] as f64 * pow2(32 * i as i32 - 1075));
+        if negative {
+            -v
+        } else {
+            v
+        }
+    }
+}
+
+// -- the fit rows' statistics -------------------------------------------------------------
+
+/// Per column of `x`: the largest |value| and the exact sum of the values, or with `mean`
+/// the exact sum of (value − mean_j)².
+pub fn moments<T: Scalar>(
+    x: &ArrayView2<'_, T>,
+    mean: Option<&[f64]>,
+    par: bool,
+    cancel: &Cancel,
+) -> Result<(Vec<f64>, Vec<ExactSum>), Error> {
+    let (m, d) = x.dim();
     let rows = block_rows(d, 1);
-    let tasks = m.div_ceil(rows);
-    let add = |acc: Vec<f64>, b: Vec<f64>| acc.iter().zip(&b).map(|(p, q)| p + q).collect::<Vec<f64>>();
-    let column_sums = |f: &(dyn Fn(usize, f64) -> f64 + Sync)| -> Vec<f64> {
-        map_tasks(par, tasks, |t| {
-            let mut s = vec![0.0f64; d];
-            for i in t * rows..((t + 1) * rows).min(m) {
-                for (j, (o, &v)) in s.iter_mut().zip(x.row(set.row(i))).enumerate() {
-                    *o += f(j, v.to_f64());
+    let one = |t: usize| {
+        let mut top = vec![0.0f64; d];
+        let mut sums = vec![ExactSum::default(); d];
+        if cancel.is_cancelled() {
+            return (top, sums);
+        }
+        for i in t * rows..((t + 1) * rows).min(m) {
+            for (j, &v) in x.row(i).iter().enumerate() {
+                let v = v.to_f64();
+                top[j] = top[j].max(v.abs());
+                match mean {
+                    None => sums[j].add(v),
+                    Some(mu) => sums[j].add((v - mu[j]) * (v - mu[j])),
                 }
             }
-            s
-        })
-        .into_iter()
-        .fold(vec![0.0f64; d], add)
+        }
+        (top, sums)
     };
-    let mean: Vec<f64> = column_sums(&|_, v| v).into_iter().map(|s| s / m as f64).collect();
-    let var = column_sums(&|j, v| (v - mean[j]) * (v - mean[j]));
-    var.iter().sum::<f64>() / (m as f64 * d as f64)
+    let merge = |(mut ta, mut sa): (Vec<f64>, Vec<ExactSum>), (tb, sb): (Vec<f64>, Vec<ExactSum>)| {
+        for (a, b) in ta.iter_mut().zip(&tb) {
+            *a = a.max(*b);
+        }
+        for (a, b) in sa.iter_mut().zip(&sb) {
+            a.merge(b);
+        }
+        (ta, sa)
+    };
+    let tasks = m.div_ceil(rows);
+    let empty = || (vec![0.0f64; d], vec![ExactSum::default(); d]);
+    let out = if par {
+        (0..tasks).into_par_iter().map(one).reduce(empty, merge)
+    } else {
+        (0..tasks).map(one).fold(empty(), merge)
+    };
+    cancel.check()?;
+    Ok(out)
 }
+
+/// Column means of m rows from their exact sums.
+pub fn means(sums: &[ExactSum], m: usize) -> Vec<f64> {
+    sums.iter().map(|s| s.value() / m as f64).collect()
+}
+
+/// From the fit rows' column maxima and squared deviations: the fixed-point scales of the
+/// centres' sums (2^s_j, see the module) and the absolute tolerance, `tol` × the mean
+/// over columns of their variance (scikit-learn's rule).
+pub fn fit_stats(max_abs: &[f64], dev: &[ExactSum], m: usize, tol: f64) -> (Vec<f64>, f64) {
+    let scales = max_abs
+        .iter()
+        .map(|&v| {
+            // |x| < 2^e: the biased exponent of v, plus one
+            let e = if v > 0.0 { ((v.to_bits() >> 52) & 0x7ff) as i32 - 1022 } else { 0 };
+            pow2((50 - e).clamp(-1000, 1000))
+        })
+        .collect();
+    let var: f64 = dev.iter().map(|s| s.value() / m as f64).sum();
+    (scales, tol * (var / max_abs.len() as f64))
+}
+
+// -- Lloyd --------------------------------------------------------------------------------
+
+/// 1.5 · 2⁵²: y + MAGIC rounds y (|y| < 2⁵¹) to an integer held in the low mantissa bits.
+const MAGIC: f64 = 6_755_399_441_055_744.0;
+
+/// y rounded to the nearest integer (ties to even), for |y| < 2⁵¹.
+#[inline(always)]
+fn fixed(y: f64) -> i64 {
+    ((y + MAGIC).to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64)
+}
+
+/// One Lloyd step's counts and fixed-point coordinate sums per cluster over some rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// Rows per cluster (k,).
+    pub counts: Vec<i64>,
+    /// (k × D) row-major: Σ over the cluster's rows of round(x_ij · scale_j).
+    pub sums: Vec<i128>,
+    /// Rows whose label changed.
+    pub changed: usize,
+}
+
+/// Labels the rows of `x` with their nearest centre (`labels` holds the previous labels,
+/// −1 for none) and sums them per cluster: the assignment and the sums of one Lloyd
+/// iteration over these rows.
+pub fn step<T: Scalar>(
+    x: &ArrayView2<'_, T>,
+    centers: &ArrayView2<'_, T>,
+    scales: &[f64],
+    labels: &mut [i64],
+    par: bool,
+    cancel: &Cancel,
+) -> Result<Step, Error> {
+    let changed = assign(x, centers, labels, None, par, cancel)?;
+    let (counts, sums) = cluster_sums(x, labels, centers.nrows(), scales, par, cancel)?;
+    Ok(Step { counts, sums, changed })
+}
+
+#[inline(always)]
+fn add_fixed_body<T: Real, I: Isa>(acc: &mut [i64], row: &[T], scales: &[f64]) {
+    for ((a, &v), &s) in acc.iter_mut().zip(row).zip(scales) {
+        *a += fixed(v.to_f64() * s);
+    }
+}
+
+multiversion! {
+    fn add_fixed<T: Real>(acc: &mut [i64], row: &[T], scales: &[f64]) -> () => add_fixed_body
+}
+
+/// Rows per cluster and their fixed-point sums (clusters in parallel, each over its rows:
+/// 4,096 values below 2⁵⁰ in an i64, then into the i128 total).
+fn cluster_sums<T: Scalar>(
+    x: &ArrayView2<'_, T>,
+    labels: &[i64],
+    k: usize,
+    scales: &[f64],
+    par: bool,
+    cancel: &Cancel,
+) -> Result<(Vec<i64>, Vec<i128>), Error> {
+    let (m, d) = x.dim();
+    // Counting sort of the rows by label: `order` lists cluster 0's rows, then 1's, ...
+    let mut counts = vec![0i64; k];
+    for &l in labels {
+        counts[l as usize] += 1;
+    }
+    let mut start = vec![0usize; k + 1];
+    for j in 0..k {
+        start[j + 1] = start[j] + counts[j] as usize;
+    }
+    let mut order: Vec<u32> = filled(m, 0u32)?;
+    let mut fill = start.clone();
+    for (i, &l) in labels.iter().enumerate() {
+        order[fill[l as usize]] = i as u32;
+        fill[l as usize] += 1;
+    }
+    let mut sums = filled(k * d, 0i128)?;
+    let one = |(j, s): (usize, &mut [i128])| {
+        if cancel.is_cancelled() {
+            return;
+        }
+        let mut acc = vec![0i64; d];
+        let mut buf = Vec::new();
+        for chunk in order[start[j]..start[j + 1]].chunks(4096) {
+            for &i in chunk {
+                add_fixed(&mut acc, row_slice(x, i as usize, &mut buf), scales);
+            }
+            for (t, a) in s.iter_mut().zip(acc.iter_mut()) {
+                *t += *a as i128;
+                *a = 0;
+            }
+        }
+    };
+    if par {
+        sums.par_chunks_mut(d).enumerate().for_each(one);
+    } else {
+        sums.chunks_mut(d).enumerate().for_each(one);
+    }
+    cancel.check()?;
+    Ok((counts, sums))
+}
+
+/// A row far from its centre, a candidate to re-seed an empty cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Far<T> {
+    /// ‖x − c_label‖² (differences, f64 sums).
+    pub mind: f64,
+    /// The row's position among all the fit rows (the tie rule: lower first).
+    pub position: u64,
+    pub label: i64,
+    pub row: Vec<T>,
+}
+
+/// The `top` rows of `x` farthest from their centres (`labels` against `centers`),
+/// farthest first, ties by lower `position(i)`.
+pub fn farthest<T: Scalar>(
+    x: &ArrayView2<'_, T>,
+    centers: &ArrayView2<'_, T>,
+    labels: &[i64],
+    position: &(dyn Fn(usize) -> u64 + Sync),
+    top: usize,
+    par: bool,
+    cancel: &Cancel,
+) -> Result<Vec<Far<T>>, Error> {
+    let m = x.nrows();
+    let mut mind = filled(m, 0.0f64)?;
+    let rows = block_rows(x.ncols(), 1);
+    let one = |(b, md): (usize, &mut [f64])| {
+        let mut buf = Vec::new();
+        for (r, o) in md.iter_mut().enumerate() {
+            let i = b * rows + r;
+            *o = exact_sq(row_slice(x, i, &mut buf), centers.row(labels[i] as usize));
+        }
+    };
+    if par {
+        mind.par_chunks_mut(rows).enumerate().for_each(one);
+    } else {
+        mind.chunks_mut(rows).enumerate().for_each(one);
+    }
+    cancel.check()?;
+    let mut idx: Vec<(f64, u64, usize)> = (0..m).map(|i| (mind[i], position(i), i)).collect();
+    let cmp = |a: &(f64, u64, usize), b: &(f64, u64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if top < idx.len() && top > 0 {
+        idx.select_nth_unstable_by(top - 1, cmp);
+    }
+    idx.truncate(top);
+    idx.sort_unstable_by(cmp);
+    Ok(idx
+        .into_iter()
+        .map(|(mind, position, i)| Far { mind, position, label: labels[i], row: x.row(i).to_vec() })
+        .collect())
+}
+
+/// The centres after a Lloyd step from its combined `counts` and `sums`: each the mean of
+/// its rows; an empty cluster takes the farthest row (of `far`, farthest first) whose
+/// cluster keeps a row, which leaves that cluster (scikit-learn's re-seeding); a cluster
+/// left empty keeps its old centre. Returns them and Σ_j ‖c_j − c_j'‖².
+pub fn new_centers<T: Scalar>(
+    counts: &mut [i64],
+    sums: &mut [i128],
+    scales: &[f64],
+    old: &ArrayView2<'_, T>,
+    far: &[Far<T>],
+) -> (Array2<T>, f64) {
+    let (k, d) = old.dim();
+    let empty: Vec<usize> = (0..k).filter(|&j| counts[j] == 0).collect();
+    let mut next = far.iter();
+    for &e in &empty {
+        let Some(f) = next.by_ref().find(|f| counts[f.label as usize] > 1) else { break };
+        let from = f.label as usize;
+        for (q, (&v, &s)) in f.row.iter().zip(scales).enumerate() {
+            let v = fixed(v.to_f64() * s) as i128;
+            sums[from * d + q] -= v;
+            sums[e * d + q] = v;
+        }
+        counts[from] -= 1;
+        counts[e] = 1;
+    }
+    let mut centers = old.to_owned();
+    let mut shift = 0.0f64;
+    for (j, mut c) in centers.axis_iter_mut(Axis(0)).enumerate() {
+        if counts[j] > 0 {
+            let n = counts[j] as f64;
+            for (q, o) in c.iter_mut().enumerate() {
+                *o = T::from_f64(sums[j * d + q] as f64 / scales[q] / n);
+            }
+        }
+        shift += c.iter().zip(old.row(j)).map(|(&p, &q)| (p.to_f64() - q.to_f64()).powi(2)).sum::<f64>();
+    }
+    (centers, shift)
+}
+
+/// Every row's nearest centre and the exact sum of their squared distances (the inertia).
+pub fn label_all<T: Scalar>(
+    x: &ArrayView2<'_, T>,
+    centers: &ArrayView2<'_, T>,
+    par: bool,
+    cancel: &Cancel,
+) -> Result<(Vec<i64>, ExactSum), Error> {
+    let mut labels = filled(x.nrows(), -1i64)?;
+    let mut inertia = ExactSum::default();
+    assign(x, centers, &mut labels, Some(&mut inertia), par, cancel)?;
+    Ok((labels, inertia))
+}
+
+#[inline(always)]
+fn nearest_body<T: Real, I: Isa>(g: &[T], cn: &[T]) -> usize {
+    // the smallest ‖c‖² − 2 x·c, lane-wise minima first (vectorised), then its first index:
+    // the first minimum, as a scan with `<` finds it
+    const L: usize = 16;
+    let mut lanes = [T::INF; L];
+    let (gc, cc) = (g.chunks_exact(L), cn.chunks_exact(L));
+    let (gr, cr) = (gc.remainder(), cc.remainder());
+    for (gs, cs) in gc.zip(cc) {
+        for l in 0..L {
+            let v = cs[l] - (gs[l] + gs[l]);
+            lanes[l] = if v < lanes[l] { v } else { lanes[l] };
+        }
+    }
+    let mut best = lanes.iter().fold(T::INF, |a, &b| if b < a { b } else { a });
+    for (&gv, &c) in gr.iter().zip(cr) {
+        let v = c - (gv + gv);
+        best = if v < best { v } else { best };
+    }
+    if best == T::INF {
+        return 0;
+    }
+    g.iter().zip(cn).position(|(&gv, &c)| c - (gv + gv) == best).unwrap_or(0)
+}
+
+multiversion! {
+    fn nearest<T: Real>(g: &[T], cn: &[T]) -> usize => nearest_body
+}
+
+/// Labels every row of `x` with its nearest centre (ties: the lowest) by the expansion
+/// ‖c‖² − 2 x·c; returns how many labels changed. With `inertia`, adds each row's exact
+/// ‖x − c_label‖² (differences, f64 sums) to it.
+fn assign<T: Scalar>(
+    x: &ArrayView2<'_, T>,
+    centers: &ArrayView2<'_, T>,
+    labels: &mut [i64],
+    inertia: Option<&mut ExactSum>,
+    par: bool,
+    cancel: &Cancel,
+) -> Result<usize, Error> {
+    let (k, d) = centers.dim();
+    let cn: Vec<T> = centers.rows().into_iter().map(|r| T::from_f64(r.iter().map(|v| v.to_f64() * v.to_f64()).sum())).collect();
+    let rows = block_rows(d, k);
+    let want = inertia.is_some();
+    let one = |gb: &mut Vec<T>, (b, lab): (usize, &mut [i64])| -> (usize, Option<ExactSum>) {
+        let mut sum = want.then(ExactSum::default);
+        if cancel.is_cancelled() {
+            return (0, sum);
+        }
+        let lo = b * rows;
+        let block = x.slice(s![lo..lo + lab.len(), ..]);
+        let g = gram(&block, centers, gb);
+        let mut changed = 0;
+        let mut buf = Vec::new();
+        for (r, grow) in g.rows().into_iter().enumerate() {
+            let best = nearest(grow.as_slice().expect("gram rows are contiguous"), &cn) as i64;
+            changed += usize::from(lab[r] != best);
+            lab[r] = best;
+            if let Some(s) = sum.as_mut() {
+                s.add(exact_sq(row_slice(&block, r, &mut buf), centers.row(best as usize)));
+            }
+        }
+        (changed, sum)
+    };
+    let per: Vec<(usize, Option<ExactSum>)> = if par {
+        labels.par_chunks_mut(rows).enumerate().map_init(Vec::new, one).collect()
+    } else {
+        let mut gb = Vec::new();
+        labels.chunks_mut(rows).enumerate().map(|t| one(&mut gb, t)).collect()
+    };
+    cancel.check()?;
+    let mut changed = 0;
+    if let Some(total) = inertia {
+        for (c, s) in per {
+            changed += c;
+            total.merge(&s.expect("a sum per block"));
+        }
+    } else {
+        changed = per.iter().map(|p| p.0).sum();
+    }
+    Ok(changed)
+}
+
 
 /// The first position p of `set` (as an index into `w`) whose running sum of `w` exceeds
 /// `target`, summing block by block (`sums` are the blocks' sums); the last position when
@@ -457,6 +922,11 @@ pub(crate) fn draw(w: &[f64], sums: &[f64], rows: usize, target: f64) -> usize {
 /// `_kmeans_plusplus`): the first centre uniformly at random; then per centre, `trials`
 /// candidates drawn with probability ∝ D² (the squared distance to the nearest centre so
 /// far) and the one that lowers Σ D² most kept (ties: the first drawn).
+///
+/// A row whose nearest centre a is at least twice as far from a candidate as from the
+/// row (‖c_t − c_a‖ ≥ 2 ‖x − c_a‖, with a relative margin far above the rounding) cannot
+/// come nearer to that candidate (triangle inequality): its D² is kept without reading
+/// the row, the value the distance would have given.
 #[allow(clippy::too_many_arguments)]
 fn plusplus<T: Scalar>(
     x: &ArrayView2<'_, T>,
@@ -473,13 +943,17 @@ fn plusplus<T: Scalar>(
     centers.row_mut(0).assign(&x.row(first));
     let rows = block_rows(d, trials);
     let tasks = m.div_ceil(rows);
-    // closest[i]: D² of the set's row i; dist: each row's D² after each candidate (m × t).
+    // closest[i]: D² of the set's row i, nearest[i] the centre it is from; dist: each
+    // row's D² after each candidate (m × t).
     let mut closest = filled(m, 0.0f64)?;
+    let mut nearest = filled(m, 0u32)?;
     let mut dist = filled(m * trials, 0.0f64)?;
     // D² to the first centre: one candidate, with no centre before it.
     let first_c = centers.slice(s![0..1, ..]);
     let mut sums = candidate_pass(x, set, &first_c, None, &mut closest, rows, par, cancel);
     let mut cand = Array2::<T>::zeros((trials, d));
+    // far[t * k + j]: ‖cand_t − c_j‖² for the centres so far
+    let mut far = vec![0.0f64; trials * k];
     for c in 1..k {
         cancel.check()?;
         let pot: f64 = sums.iter().sum();
@@ -489,13 +963,22 @@ fn plusplus<T: Scalar>(
             let p = draw(&closest, &sums, rows, target);
             ids.push(p);
             cand.row_mut(t).assign(&x.row(set.row(p)));
+            let ct = cand.row(t);
+            let ct = ct.as_slice().expect("candidate rows are contiguous");
+            for j in 0..c {
+                far[t * k + j] = exact_sq(ct, centers.row(j));
+            }
         }
-        let per = candidate_pass(x, set, &cand.view(), Some(&closest), &mut dist, rows, par, cancel);
+        let near = Near { nearest: &nearest, far: &far, k };
+        let per = candidate_pass(x, set, &cand.view(), Some((&closest, near)), &mut dist, rows, par, cancel);
         // per[block * trials + t]: block sums of each candidate's D².
         let pots: Vec<f64> = (0..trials).map(|t| (0..tasks).map(|b| per[b * trials + t]).sum()).collect();
         let best = (0..trials).fold(0, |b, t| if pots[t] < pots[b] { t } else { b });
-        for (c, row) in closest.iter_mut().zip(dist.chunks(trials)) {
-            *c = row[best];
+        for ((c_i, n_i), row) in closest.iter_mut().zip(nearest.iter_mut()).zip(dist.chunks(trials)) {
+            if row[best] < *c_i {
+                *n_i = c as u32;
+            }
+            *c_i = row[best];
         }
         sums = (0..tasks).map(|b| per[b * trials + best]).collect();
         centers.row_mut(c).assign(&x.row(set.row(ids[best])));
@@ -504,12 +987,25 @@ fn plusplus<T: Scalar>(
     Ok(centers)
 }
 
+/// What lets `candidate_rows` skip a row: its nearest centre and the candidates' squared
+/// distances to the centres (`far[t * k + j]`).
+#[derive(Clone, Copy)]
+struct Near<'a> {
+    nearest: &'a [u32],
+    far: &'a [f64],
+    k: usize,
+}
+
+/// ‖c_t − c_a‖² ≥ SKIP · ‖x − c_a‖²: 4 (twice the distance), and a relative margin of
+/// 10⁻⁸ over the rounding of the f64 sums (below 10⁻¹³ here).
+const SKIP: f64 = 4.0 * (1.0 + 1e-8);
+
 #[inline(always)]
 fn candidate_rows<T: Real, I: Isa>(
     x: &ArrayView2<'_, T>,
     set: RowSet<'_>,
     cand: &ArrayView2<'_, T>,
-    closest: Option<&[f64]>,
+    closest: Option<(&[f64], Near<'_>)>,
     lo: usize,
     o: &mut [f64],
 ) -> Vec<f64> {
@@ -520,11 +1016,17 @@ fn candidate_rows<T: Real, I: Isa>(
         let i = lo + r;
         let xr = row_slice(x, set.row(i), &mut buf);
         for (j, ov) in orow.iter_mut().enumerate() {
-            let c = row_slice(cand, j, &mut cbuf);
-            let mut v = sq_diff_f64::<I, T>(xr, 1.0, c, 1.0);
-            if let Some(c) = closest {
-                v = v.min(c[i]);
-            }
+            let v = match closest {
+                Some((c, near)) => {
+                    let bound = SKIP * c[i];
+                    if near.far[j * near.k + near.nearest[i] as usize] >= bound {
+                        c[i]
+                    } else {
+                        sq_diff_f64::<I, T>(xr, 1.0, row_slice(cand, j, &mut cbuf), 1.0).min(c[i])
+                    }
+                }
+                None => sq_diff_f64::<I, T>(xr, 1.0, row_slice(cand, j, &mut cbuf), 1.0),
+            };
             *ov = v;
             sums[j] += v;
         }
@@ -537,7 +1039,7 @@ multiversion! {
         x: &ArrayView2<'_, T>,
         set: RowSet<'_>,
         cand: &ArrayView2<'_, T>,
-        closest: Option<&[f64]>,
+        closest: Option<(&[f64], Near<'_>)>,
         lo: usize,
         o: &mut [f64],
     ) -> Vec<f64> => candidate_rows
@@ -552,7 +1054,7 @@ fn candidate_pass<T: Scalar>(
     x: &ArrayView2<'_, T>,
     set: RowSet<'_>,
     cand: &ArrayView2<'_, T>,
-    closest: Option<&[f64]>,
+    closest: Option<(&[f64], Near<'_>)>,
     out: &mut [f64],
     rows: usize,
     par: bool,
@@ -574,62 +1076,6 @@ fn candidate_pass<T: Scalar>(
     per.concat()
 }
 
-/// Labels every row of `set` with its nearest centre (ties: the lowest) by the expansion
-/// ‖c‖² − 2 x·c, and `mind` with the exact ‖x − c_label‖² (differences, f64 sums).
-#[allow(clippy::too_many_arguments)]
-fn assign<T: Scalar>(
-    x: &ArrayView2<'_, T>,
-    set: RowSet<'_>,
-    centers: &ArrayView2<'_, T>,
-    labels: &mut [i64],
-    mind: &mut [f64],
-    par: bool,
-    cancel: &Cancel,
-) -> Result<(), Error> {
-    let (k, d) = centers.dim();
-    let cn: Vec<T> = centers.rows().into_iter().map(|r| T::from_f64(r.iter().map(|v| v.to_f64() * v.to_f64()).sum())).collect();
-    let rows = block_rows(d, k);
-    let one = |(b, (lab, md)): (usize, (&mut [i64], &mut [f64]))| {
-        if cancel.is_cancelled() {
-            return;
-        }
-        let lo = b * rows;
-        let hi = lo + lab.len();
-        let (mut xb, mut gb) = (Vec::new(), Vec::new());
-        let block = set_block(x, set, lo, hi, &mut xb);
-        let g = gram(&block, centers, &mut gb);
-        let mut cbuf = Vec::new();
-        for (r, grow) in g.rows().into_iter().enumerate() {
-            let mut best = 0usize;
-            let mut best_v = T::INF;
-            for (j, (&gv, &c)) in grow.iter().zip(&cn).enumerate() {
-                let v = c - (gv + gv);
-                if v < best_v {
-                    best_v = v;
-                    best = j;
-                }
-            }
-            lab[r] = best as i64;
-            let row = block.row(r);
-            let xr = match row.as_slice() {
-                Some(s) => s,
-                None => {
-                    cbuf.clear();
-                    cbuf.extend(row.iter().copied());
-                    &cbuf[..]
-                }
-            };
-            md[r] = exact_sq(xr, centers.row(best));
-        }
-    };
-    if par {
-        labels.par_chunks_mut(rows).zip(mind.par_chunks_mut(rows)).enumerate().for_each(one);
-    } else {
-        labels.chunks_mut(rows).zip(mind.chunks_mut(rows)).enumerate().for_each(one);
-    }
-    cancel.check()
-}
-
 #[inline(always)]
 fn exact_sq_body<T: Real, I: Isa>(a: &[T], b: &[T]) -> f64 {
     sq_diff_f64::<I, T>(a, 1.0, b, 1.0)
@@ -645,82 +1091,6 @@ pub(crate) fn exact_sq<T: Real>(a: &[T], b: ArrayView1<'_, T>) -> f64 {
         Some(s) => exact_sq_dispatch(a, s),
         None => exact_sq_dispatch(a, &b.to_vec()),
     }
-}
-
-/// New centres: each the mean of its rows (f64 sums over its rows in row order, clusters
-/// in parallel). An empty cluster takes the row farthest from its centre (largest `mind`,
-/// ties: the lowest row), which leaves its old cluster, as scikit-learn re-seeds; rows whose
-/// cluster would be left empty are passed over.
-fn update<T: Scalar>(
-    x: &ArrayView2<'_, T>,
-    set: RowSet<'_>,
-    labels: &[i64],
-    mind: &[f64],
-    old: &ArrayView2<'_, T>,
-    par: bool,
-    cancel: &Cancel,
-) -> Result<Array2<T>, Error> {
-    let (k, d) = old.dim();
-    let m = set.len();
-    // Counting sort of the rows by label: `order` lists cluster 0's rows, then 1's, ...
-    let mut counts = vec![0usize; k];
-    for &l in labels {
-        counts[l as usize] += 1;
-    }
-    let mut start = vec![0usize; k + 1];
-    for j in 0..k {
-        start[j + 1] = start[j] + counts[j];
-    }
-    let mut order: Vec<u32> = filled(m, 0u32)?;
-    let mut fill = start.clone();
-    for (i, &l) in labels.iter().enumerate() {
-        order[fill[l as usize]] = i as u32;
-        fill[l as usize] += 1;
-    }
-    let mut sums = filled(k * d, 0.0f64)?;
-    let one = |(j, s): (usize, &mut [f64])| {
-        if cancel.is_cancelled() {
-            return;
-        }
-        for &i in &order[start[j]..start[j + 1]] {
-            for (o, &v) in s.iter_mut().zip(x.row(set.row(i as usize))) {
-                *o += v.to_f64();
-            }
-        }
-    };
-    if par {
-        sums.par_chunks_mut(d).enumerate().for_each(one);
-    } else {
-        sums.chunks_mut(d).enumerate().for_each(one);
-    }
-    cancel.check()?;
-    let empty: Vec<usize> = (0..k).filter(|&j| counts[j] == 0).collect();
-    if !empty.is_empty() {
-        let mut far: Vec<usize> = (0..m).collect();
-        far.sort_unstable_by(|&a, &b| mind[b].total_cmp(&mind[a]).then(a.cmp(&b)));
-        let mut next = far.into_iter();
-        for &e in &empty {
-            let Some(i) = next.by_ref().find(|&i| counts[labels[i] as usize] > 1) else { break };
-            let from = labels[i] as usize;
-            let row = x.row(set.row(i));
-            for (q, &v) in row.iter().enumerate() {
-                sums[from * d + q] -= v.to_f64();
-                sums[e * d + q] = v.to_f64();
-            }
-            counts[from] -= 1;
-            counts[e] = 1;
-        }
-    }
-    let mut centers = old.to_owned();
-    for (j, mut c) in centers.axis_iter_mut(Axis(0)).enumerate() {
-        if counts[j] > 0 {
-            let inv = 1.0 / counts[j] as f64;
-            for (o, &s) in c.iter_mut().zip(&sums[j * d..(j + 1) * d]) {
-                *o = T::from_f64(s * inv);
-            }
-        }
-    }
-    Ok(centers)
 }
 
 #[cfg(test)]
@@ -809,5 +1179,117 @@ mod tests {
         c.cancel();
         let big = Array2::from_shape_fn((20_000, 8), |(i, j)| ((i * 7 + j) % 13) as f32);
         assert!(matches!(kmeans(big.view(), &KMeansOptions::new(5, 0), &c), Err(Error::Interrupted)));
+    }
+
+    #[test]
+    fn exact_sums_do_not_depend_on_the_order() {
+        let mut rng = SplitMix64::new(11);
+        let v: Vec<f64> = (0..5000)
+            .map(|i| (rng.uniform() - 0.5) * pow2((i % 90) as i32 - 45) * if i % 7 == 0 { 1e12 } else { 1.0 })
+            .collect();
+        let mut a = ExactSum::default();
+        v.iter().for_each(|&x| a.add(x));
+        let mut b = ExactSum::default();
+        v.iter().rev().for_each(|&x| b.add(x));
+        let (mut c, mut c2) = (ExactSum::default(), ExactSum::default());
+        v[..1234].iter().for_each(|&x| c.add(x));
+        v[1234..].iter().for_each(|&x| c2.add(x));
+        c.merge(&c2);
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        // against a compensated sum of the same values
+        let (mut s, mut comp) = (0.0f64, 0.0f64);
+        for &x in &v {
+            let t = s + x;
+            comp += if s.abs() >= x.abs() { (s - t) + x } else { (x - t) + s };
+            s = t;
+        }
+        assert!((a.value() - (s + comp)).abs() <= 1e-15 * v.iter().map(|x| x.abs()).sum::<f64>());
+        let mut e = ExactSum::default();
+        [1.5, -0.25, 1e300, -1e300, 3.0].iter().for_each(|&x| e.add(x));
+        assert_eq!(e.value(), 4.25);
+        e.add(f64::INFINITY);
+        assert_eq!(e.value(), f64::INFINITY);
+        e.add(f64::NEG_INFINITY);
+        assert!(e.value().is_nan());
+    }
+
+    #[test]
+    fn the_steps_on_split_rows_give_the_whole_result() {
+        // k-means run piece by piece, the fit rows split in three uneven parts summed in
+        // another order: the same labels, centres and inertia as `kmeans`.
+        let x = blobs(700, 4).mapv(|v| v as f32);
+        let (n, k) = (x.nrows(), 7);
+        let mut o = KMeansOptions::new(k, 3);
+        o.fit_rows = Some(900);
+        o.init_rows = Some(300);
+        let want = kmeans(x.view(), &o, &Cancel::new()).unwrap();
+        let c = Cancel::new();
+        let plan = sample_rows(n, 900, 300, 3).unwrap();
+        let init = gather_rows(&x.view(), plan.init.as_ref().unwrap()).unwrap();
+        let mut centers = seed_centers(init.view(), k, local_trials(k, None), plan.state, Some(1), &c).unwrap();
+        let fit_rows = plan.fit.unwrap();
+        let cuts = [0, 100, 611, 900];
+        let parts: Vec<Array2<f32>> = (0..3).map(|p| gather_rows(&x.view(), &fit_rows[cuts[p]..cuts[p + 1]]).unwrap()).collect();
+        let mut max_abs = vec![0.0f64; 5];
+        let mut sums = vec![ExactSum::default(); 5];
+        for part in parts.iter().rev() {
+            let (m, s) = moments(&part.view(), None, false, &c).unwrap();
+            max_abs.iter_mut().zip(&m).for_each(|(a, b)| *a = a.max(*b));
+            sums.iter_mut().zip(&s).for_each(|(a, b)| a.merge(b));
+        }
+        let mean = means(&sums, 900);
+        let mut dev = vec![ExactSum::default(); 5];
+        for part in &parts {
+            let (_, s) = moments(&part.view(), Some(&mean), false, &c).unwrap();
+            dev.iter_mut().zip(&s).for_each(|(a, b)| a.merge(b));
+        }
+        let (scales, tol) = fit_stats(&max_abs, &dev, 900, o.tol);
+        let mut labels: Vec<Vec<i64>> = parts.iter().map(|p| vec![-1; p.nrows()]).collect();
+        let mut iterations = 0;
+        loop {
+            iterations += 1;
+            let mut counts = vec![0i64; k];
+            let mut total = vec![0i128; k * 5];
+            let mut changed = 0;
+            let mut far = Vec::new();
+            for (p, part) in parts.iter().enumerate() {
+                let st = step(&part.view(), &centers.view(), &scales, &mut labels[p], p == 1, &c).unwrap();
+                counts.iter_mut().zip(&st.counts).for_each(|(a, b)| *a += b);
+                total.iter_mut().zip(&st.sums).for_each(|(a, b)| *a += b);
+                changed += st.changed;
+                let pos = |i: usize| fit_rows[cuts[p] + i] as u64;
+                far.extend(farthest(&part.view(), &centers.view(), &labels[p], &pos, k, false, &c).unwrap());
+            }
+            far.sort_by(|a, b| b.mind.total_cmp(&a.mind).then(a.position.cmp(&b.position)));
+            far.truncate(k);
+            let (new, shift) = new_centers(&mut counts, &mut total, &scales, &centers.view(), &far);
+            centers = new;
+            if changed == 0 || shift <= tol || iterations == o.max_iter {
+                break;
+            }
+        }
+        assert_eq!(iterations, want.iterations);
+        assert_eq!(centers, want.centers);
+        let (a, ia) = label_all(&x.slice(s![..1500, ..]), &centers.view(), false, &c).unwrap();
+        let (b, mut ib) = label_all(&x.slice(s![1500.., ..]), &centers.view(), true, &c).unwrap();
+        ib.merge(&ia);
+        assert_eq!([a, b].concat(), want.labels);
+        assert_eq!(ib.value(), want.inertia);
+    }
+
+    #[test]
+    fn empty_clusters_are_reseeded_from_the_farthest_rows() {
+        // one far outlier row and k = 3 over two tight groups: the outlier seeds a cluster
+        let mut x = Array2::<f64>::zeros((41, 2));
+        for i in 0..20 {
+            x[[i, 0]] = 0.01 * i as f64;
+            x[[20 + i, 0]] = 5.0 + 0.01 * i as f64;
+        }
+        x[[40, 1]] = 100.0;
+        let r = kmeans(x.view(), &KMeansOptions::new(3, 1), &Cancel::new()).unwrap();
+        let distinct: std::collections::BTreeSet<i64> = r.labels.iter().copied().collect();
+        assert_eq!(distinct.len(), 3);
+        assert_eq!(r.labels.iter().filter(|&&l| l == r.labels[40]).count(), 1);
     }
 }
