@@ -56,6 +56,27 @@ def test_matches_brute_force(rng, metric, dtype):
         assert_knn(exact_knn(q, r, k, metric), q, r, k, metric, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("metric", METRICS)
+def test_large_k_direct_search_matches_brute_force(rng, metric, dtype, monkeypatch):
+    """k near the reference's size goes to the direct search of every pair; in query
+    blocks (the progress loop) it gives what one call gives and what numpy gives."""
+    import pickaxe._exact as ex
+
+    q = rng.standard_normal((37, 9)).astype(dtype)
+    r = rng.standard_normal((60, 9)).astype(dtype)
+    r[7] = r[3]  # a tie, to the lower id
+    for k in (30, 59, 60):
+        assert k + max(ex._MIN_MARGIN, k // 4) >= ex.DIRECT_MIN_FRACTION * 60  # direct for any D
+        whole = exact_knn(q, r, k, metric)
+        assert_knn(whole, q, r, k, metric, dtype)
+        monkeypatch.setattr(ex, "DIRECT_BLOCK_PAIRS", 60 * 4)  # blocks of 4 queries
+        blocks = exact_knn(q, r, k, metric)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(blocks[0], whole[0])
+        np.testing.assert_array_equal(blocks[1], whole[1])
+
+
 @pytest.mark.parametrize("metric", METRICS)
 def test_k_above_m_and_a_single_reference_row(rng, metric):
     q = rng.standard_normal((7, 4))

@@ -98,6 +98,16 @@ def pair_distances(
     row re-sorted by (distance, id): (ids, distances), both (n, k). l2 → ‖q − r‖₂;
     cosine → 1 − cos in [0, 2] (1 for a zero vector); ip → 1 − q·r; id -1 → +inf, last."""
 
+def knn_direct(
+    queries: npt.NDArray[_Float],
+    reference: npt.NDArray[_Float],
+    k: int,
+    metric: _Metric,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[_Float]]:
+    """The k nearest reference rows of every query (k <= reference rows) from the direct
+    distance of every pair, computed as ``pair_distances`` does (the same bits), each row
+    sorted by (distance, id): (ids, distances), both (n, k)."""
+
 def kcenter_greedy(
     points: npt.NDArray[_Float],
     size: int,

@@ -202,9 +202,9 @@ class ReferenceIndex:
         return self._search(arr, k, norms)
 
     def _search(
-        self, arr: np.ndarray, k: int, norms: Optional[np.ndarray] = None
+        self, arr: np.ndarray, k: int, norms: Optional[np.ndarray] = None, ef: Optional[int] = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """`query` on validated input."""
+        """`query` on validated input; ``ef`` (at least k) instead of `ef_for` when given."""
         from ._exact import exact_knn, progress_blocks
 
         k = min(k, self.size)
@@ -214,8 +214,9 @@ class ReferenceIndex:
         ids = np.empty((n, k), dtype=np.int64)
         dists = np.empty((n, k), dtype=np.float32)
         threads = self.threads or default_threads()
-        self._hnsw.set_ef(self.ef_for(k))
-        long = n * self.ef_for(k) * self.dim >= PROGRESS_GRAPH_WORK
+        ef = self.ef_for(k) if ef is None else max(ef, k)
+        self._hnsw.set_ef(ef)
+        long = n * ef * self.dim >= PROGRESS_GRAPH_WORK
         for start in progress_blocks(n, QUERY_BLOCK_ROWS, long, "neighbours"):
             stop = min(start + QUERY_BLOCK_ROWS, n)
             block = np.ascontiguousarray(arr[start:stop], dtype=np.float32)

@@ -126,6 +126,12 @@ class SimilarityMiner(NeighbourMiner):
 #: M = 16, ef_construction = 40, margin 12 gave an AUROC 0.0026 below.
 NOVELTY_GRAPH = {"M": 16, "ef_construction": 60}
 NOVELTY_EF_MARGIN = 16
+#: Search ef of the fit, k + 1 + this: the fit's queries are the reference's own rows,
+#: nodes of the graph, which the search reaches exactly and whose neighbours are their
+#: links' neighbourhood, so a narrow search finds them. On the same two references
+#: ef = k + 1 and ef = k + 16 gave the same Spearman (0.9992 / 0.9996) and AUROC, and the
+#: fit's searches half the time.
+NOVELTY_FIT_EF_MARGIN = 4
 #: Its costs, measured like DEFAULT_GRAPH's (one thread, clustered 20,000 rows, k = 21
 #: queries at ef = 37): 48 and 148 us per row to build at D = 64 and 384, 29 and 89 us per
 #: query.
@@ -179,6 +185,9 @@ class NoveltyMiner(NeighbourMiner):
         # graph's copy is float32, normalised for cosine, and slow to fetch)
         ref, ref_norms = nb.exact_reference()
         k = self.k
+        # The narrow fit search for the miner's own graph only: a ReferenceIndex given by
+        # the caller keeps the ef it was made with.
+        fit_ef = k + 1 + NOVELTY_FIT_EF_MARGIN if nb.array is not None else None
         kd = np.empty(nb.size, dtype=np.float64)
         ids_all = np.empty((nb.size, k), dtype=np.int64)
         d_all = np.empty((nb.size, k), dtype=np.float64)
@@ -186,7 +195,7 @@ class NoveltyMiner(NeighbourMiner):
             stop = min(start + FIT_BLOCK_ROWS, nb.size)
             block = ref[start:stop]
             norms = ref_norms[start:stop] if ref_norms is not None else -_core.score_rows("reference", "norm", block, "raise")
-            ids, dist = nb.search(block, norms, k + 1, method)
+            ids, dist = nb.search(block, norms, k + 1, method, ef=fit_ef)
             ids, dist = _drop_self(ids, dist, np.arange(start, stop))
             ids_all[start:stop] = ids
             d_all[start:stop] = dist

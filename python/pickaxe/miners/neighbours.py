@@ -138,13 +138,17 @@ class Neighbours:
         assert self.index is not None
         return self.index.vectors(), None
 
-    def search(self, x: np.ndarray, norms: np.ndarray, k: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, x: np.ndarray, norms: np.ndarray, k: int, method: str, ef: Optional[int] = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest reference rows of the rows of ``x``; ``ef`` overrides the graph's
+        search ef (ignored by exact search)."""
         from .._exact import exact_knn
 
         if method == "exact":
             ref, ref_norms = self.exact_reference()
             return exact_knn(x, ref, k, self.metric, q_norms=norms, r_norms=ref_norms)
-        return self.ensure_index()._search(x, k, norms)
+        return self.ensure_index()._search(x, k, norms, ef=ef)
 
     def check_dim(self, who: str, field: str, shape: tuple) -> None:
         if len(shape) == 2 and shape[1] is not None and shape[1] != self.dim:

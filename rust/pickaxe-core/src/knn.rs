@@ -119,21 +119,21 @@ fn gram_distance<I: Isa, T: Real, const M: u8>(g: T, rn: T, qn: T, qn2: T) -> T 
     }
 }
 
-/// Merges one Gram row into one state row (`d`, `id`, k ≥ 1 entries, sorted).
+/// Scans one Gram row for the candidates before the running k-th: each (distance, id)
+/// that goes before `thr` (distance, id) is handed to `take`, in id order, which keeps it
+/// and returns the new k-th. The one loop of both merges (`merge_row`, `merge_row_select`).
 #[inline(always)]
-fn merge_row<I: Isa, T: Real, const M: u8>(
+fn scan_row<I: Isa, T: Real, const M: u8>(
     g: &[T],
     rn: &[T],
     qn: T,
     offset: u64,
-    d: &mut [T],
-    id: &mut [u64],
+    thr: (T, u64),
+    mut take: impl FnMut(T, u64) -> (T, u64),
 ) {
-    let k = d.len();
     let qn = qn.abs();
     let qn2 = qn * qn;
-    let mut thr = d[k - 1];
-    let mut thr_id = id[k - 1];
+    let (mut thr, mut thr_id) = thr;
     let (gc, gt) = g.as_chunks::<LANES>();
     let (rc, rt) = rn.as_chunks::<LANES>();
     for (c, (gv, rv)) in gc.iter().zip(rc).enumerate() {
@@ -153,9 +153,7 @@ fn merge_row<I: Isa, T: Real, const M: u8>(
             for (l, &v) in dl.iter().enumerate() {
                 let cid = base + l as u64;
                 if before(v, cid, thr, thr_id) {
-                    insert(d, id, v, cid);
-                    thr = d[k - 1];
-                    thr_id = id[k - 1];
+                    (thr, thr_id) = take(v, cid);
                 }
             }
         }
@@ -165,11 +163,27 @@ fn merge_row<I: Isa, T: Real, const M: u8>(
         let v = gram_distance::<I, T, M>(gv, rv, qn, qn2);
         let cid = base + l as u64;
         if before(v, cid, thr, thr_id) {
-            insert(d, id, v, cid);
-            thr = d[k - 1];
-            thr_id = id[k - 1];
+            (thr, thr_id) = take(v, cid);
         }
     }
+}
+
+/// Merges one Gram row into one state row (`d`, `id`, k ≥ 1 entries, sorted): each
+/// candidate is inserted in place.
+#[inline(always)]
+fn merge_row<I: Isa, T: Real, const M: u8>(
+    g: &[T],
+    rn: &[T],
+    qn: T,
+    offset: u64,
+    d: &mut [T],
+    id: &mut [u64],
+) {
+    let k = d.len();
+    scan_row::<I, T, M>(g, rn, qn, offset, (d[k - 1], id[k - 1]), |v, cid| {
+        insert(d, id, v, cid);
+        (d[k - 1], id[k - 1])
+    });
 }
 
 /// Above this many entries per state row a Gram row's candidates are gathered and cut to
@@ -204,46 +218,18 @@ fn merge_row_select<I: Isa, T: Real, const M: u8>(
     cand: &mut Vec<(T, u64)>,
 ) {
     let k = d.len();
-    let qn = qn.abs();
-    let qn2 = qn * qn;
     cand.clear();
     cand.extend(d.iter().copied().zip(id.iter().copied()));
-    let (mut thr, mut thr_id) = (d[k - 1], id[k - 1]);
-    let mut push = |v: T, cid: u64, thr: &mut T, thr_id: &mut u64| {
+    let mut thr = (d[k - 1], id[k - 1]);
+    scan_row::<I, T, M>(g, rn, qn, offset, thr, |v, cid| {
         cand.push((v, cid));
         if cand.len() >= 2 * k {
             cand.select_nth_unstable_by(k - 1, order);
             cand.truncate(k);
-            (*thr, *thr_id) = cand[k - 1];
+            thr = cand[k - 1];
         }
-    };
-    let (gc, gt) = g.as_chunks::<LANES>();
-    let (rc, rt) = rn.as_chunks::<LANES>();
-    for (c, (gv, rv)) in gc.iter().zip(rc).enumerate() {
-        let mut dl = [T::ZERO; LANES];
-        let mut any = false;
-        for l in 0..LANES {
-            dl[l] = gram_distance::<I, T, M>(gv[l], rv[l], qn, qn2);
-            any |= dl[l] <= thr;
-        }
-        if any {
-            let base = offset + (c * LANES) as u64;
-            for (l, &v) in dl.iter().enumerate() {
-                let cid = base + l as u64;
-                if before(v, cid, thr, thr_id) {
-                    push(v, cid, &mut thr, &mut thr_id);
-                }
-            }
-        }
-    }
-    let base = offset + (gc.len() * LANES) as u64;
-    for (l, (&gv, &rv)) in gt.iter().zip(rt).enumerate() {
-        let v = gram_distance::<I, T, M>(gv, rv, qn, qn2);
-        let cid = base + l as u64;
-        if before(v, cid, thr, thr_id) {
-            push(v, cid, &mut thr, &mut thr_id);
-        }
-    }
+        thr
+    });
     if cand.len() > k {
         cand.select_nth_unstable_by(k - 1, order);
         cand.truncate(k);
@@ -462,17 +448,6 @@ pub(crate) fn dot_f64<I: Isa, T: Real>(a: &[T], b: &[T]) -> f64 {
     lanes::total(&acc)
 }
 
-/// Cosine distance from the unit vectors: 1 − cos = ½‖q/‖q‖ − r/‖r‖‖², which keeps its
-/// digits for near neighbours where 1 − q·r/(‖q‖‖r‖) keeps none. 1 for a zero vector.
-#[inline(always)]
-pub(crate) fn cosine_f64<I: Isa, T: Real>(q: &[T], qn: f64, r: &[T], rn: f64) -> f64 {
-    if !(qn > 0.0 && rn > 0.0) {
-        return 1.0;
-    }
-    let v = 0.5 * sq_diff_f64::<I, T>(q, 1.0 / qn, r, 1.0 / rn);
-    v.clamp(0.0, 2.0)
-}
-
 /// A view's row as a slice: in place when contiguous, else copied into `buf`.
 #[inline(always)]
 pub(crate) fn row_slice<'a, T: Real>(
@@ -491,9 +466,93 @@ pub(crate) fn row_slice<'a, T: Real>(
     }
 }
 
+/// A query row prepared for direct distances: its values in f64 (`out`), times 1/‖q‖ for
+/// cosine. Returns ‖q‖ for cosine, 0 otherwise.
+#[inline(always)]
+fn prepare_query<I: Isa, T: Real>(q: &[T], metric: Metric, out: &mut Vec<f64>) -> f64 {
+    out.clear();
+    if metric == Metric::Cosine {
+        let qn = dot_f64::<I, T>(q, q).sqrt();
+        let s = 1.0 / qn;
+        out.extend(q.iter().map(|&x| x.to_f64() * s));
+        qn
+    } else {
+        out.extend(q.iter().map(|&x| x.to_f64()));
+        0.0
+    }
+}
+
+/// The direct distances of `Q` prepared queries (`prepare_query`: values `qf`, norms `qn`)
+/// to one reference row `r` of norm `rn` (read for cosine only), each summed in its own
+/// f64 lanes in the same order whatever `Q`, so a pair's distance has the same bits
+/// whether it is computed alone or in a tile (the reference row is read once per tile):
+/// - L2: √Σ(q − r)², the differences taken before squaring (no cancellation),
+/// - Cosine: ½‖q/‖q‖ − r/‖r‖‖² = 1 − cos, which keeps its digits for near neighbours
+///   where 1 − q·r/(‖q‖‖r‖) keeps none; clamped to [0, 2], 1 when either vector is zero,
+/// - Ip: 1 − q·r.
+#[inline(always)]
+fn tile_distances<I: Isa, T: Real, const M: u8, const Q: usize>(
+    qf: [&[f64]; Q],
+    qn: [f64; Q],
+    r: &[T],
+    rn: f64,
+) -> [f64; Q] {
+    let sb = if M == M_COS { 1.0 / rn } else { 1.0 };
+    let rval = |x: T| if M == M_COS { x.to_f64() * sb } else { x.to_f64() };
+    let add = |q: f64, r: f64, acc: f64| {
+        if M == M_IP {
+            madd::<I, f64>(q, r, acc)
+        } else {
+            let v = q - r;
+            madd::<I, f64>(v, v, acc)
+        }
+    };
+    let mut acc = [[0.0f64; LANES]; Q];
+    let (rc, rt) = r.as_chunks::<LANES>();
+    let n = rc.len();
+    // Sliced to the reference row's chunks so that the loop has no bounds checks.
+    let qc: [&[[f64; LANES]]; Q] = qf.map(|q| &q.as_chunks::<LANES>().0[..n]);
+    let qt: [&[f64]; Q] = qf.map(|q| &q[n * LANES..n * LANES + rt.len()]);
+    for c in 0..n {
+        // Lane outside, query inside: LLVM then keeps the Q·LANES sums in vector
+        // registers (query outside, it kept them on the stack and did not vectorize).
+        for l in 0..LANES {
+            let rv = rval(rc[c][l]);
+            for j in 0..Q {
+                acc[j][l] = add(qc[j][c][l], rv, acc[j][l]);
+            }
+        }
+    }
+    for (l, &x) in rt.iter().enumerate() {
+        let rv = rval(x);
+        for j in 0..Q {
+            acc[j][l] = add(qt[j][l], rv, acc[j][l]);
+        }
+    }
+    let mut out = [0.0; Q];
+    for j in 0..Q {
+        let t = lanes::total(&acc[j]);
+        out[j] = match M {
+            M_L2 => t.sqrt(),
+            M_COS if !(qn[j] > 0.0 && rn > 0.0) => 1.0,
+            M_COS => (0.5 * t).clamp(0.0, 2.0),
+            _ => 1.0 - t,
+        };
+    }
+    out
+}
+
+/// A pair's direct distance as the results hold it: in `T`, +0 for −0 (which would sort
+/// before +0 under total_cmp).
+#[inline(always)]
+fn stored<T: Real>(v: f64) -> T {
+    T::from_f64(v + 0.0)
+}
+
 /// Exact distances and re-sorted ids of a block of query rows (`lo..` of `queries`).
 #[inline(always)]
-fn pairs_rows<T: Real, I: Isa>(
+#[allow(clippy::too_many_arguments)]
+fn pairs_rows_metric<I: Isa, T: Real, const M: u8>(
     queries: &ArrayView2<'_, T>,
     reference: &ArrayView2<'_, T>,
     ids: &ArrayView2<'_, i64>,
@@ -505,17 +564,13 @@ fn pairs_rows<T: Real, I: Isa>(
 ) {
     let k = ids.len_of(Axis(1));
     let mut qbuf = Vec::new();
+    let mut qf = Vec::new();
     let mut rbuf = Vec::new();
     let mut pairs: Vec<(T, u64)> = Vec::with_capacity(k);
     let mut order: Vec<u64> = Vec::new();
     for r in 0..out_ids.len_of(Axis(0)) {
         let qi = lo + r;
-        let q = row_slice(queries, qi, &mut qbuf);
-        let qn = if metric == Metric::Cosine {
-            dot_f64::<I, T>(q, q).sqrt()
-        } else {
-            0.0
-        };
+        let qn = prepare_query::<I, T>(row_slice(queries, qi, &mut qbuf), metric, &mut qf);
         pairs.clear();
         // Many pairs: visit the reference rows in id order, so that they are read as a
         // stream rather than at random (a k near the reference's size was bound by the
@@ -533,19 +588,13 @@ fn pairs_rows<T: Real, I: Isa>(
             }
             // In range: checked by the caller before any work started.
             let rv = row_slice(reference, id as usize, &mut rbuf);
-            let v = match metric {
-                Metric::L2 => sq_diff_f64::<I, T>(q, 1.0, rv, 1.0).sqrt(),
-                Metric::Cosine => {
-                    let rn = match rnorms {
-                        Some(n) => n[id as usize],
-                        None => dot_f64::<I, T>(rv, rv).sqrt(),
-                    };
-                    cosine_f64::<I, T>(q, qn, rv, rn)
-                }
-                Metric::Ip => 1.0 - dot_f64::<I, T>(q, rv),
+            let rn = match (M, rnorms) {
+                (M_COS, Some(n)) => n[id as usize],
+                (M_COS, None) => dot_f64::<I, T>(rv, rv).sqrt(),
+                _ => 0.0,
             };
-            // + 0: a −0 would sort before +0 under total_cmp.
-            pairs.push((T::from_f64(v + 0.0), key(id)));
+            let [v] = tile_distances::<I, T, M, 1>([&qf], [qn], rv, rn);
+            pairs.push((stored(v), key(id)));
         }
         // total_cmp is a total order even with NaN, so the sort cannot panic.
         pairs.sort_unstable_by(|a, b| a.0.to_f64().total_cmp(&b.0.to_f64()).then(a.1.cmp(&b.1)));
@@ -555,6 +604,28 @@ fn pairs_rows<T: Real, I: Isa>(
             *i = pairs[j].1 as i64;
             *v = pairs[j].0;
         }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pairs_rows<T: Real, I: Isa>(
+    queries: &ArrayView2<'_, T>,
+    reference: &ArrayView2<'_, T>,
+    ids: &ArrayView2<'_, i64>,
+    metric: Metric,
+    rnorms: Option<&[f64]>,
+    lo: usize,
+    out_ids: &mut ArrayViewMut2<'_, i64>,
+    out_d: &mut ArrayViewMut2<'_, T>,
+) {
+    // Direct calls, not a function pointer: each must inline into the caller compiled
+    // for the SIMD level.
+    let (q, r) = (queries, reference);
+    match metric {
+        Metric::L2 => pairs_rows_metric::<I, T, M_L2>(q, r, ids, metric, rnorms, lo, out_ids, out_d),
+        Metric::Cosine => pairs_rows_metric::<I, T, M_COS>(q, r, ids, metric, rnorms, lo, out_ids, out_d),
+        Metric::Ip => pairs_rows_metric::<I, T, M_IP>(q, r, ids, metric, rnorms, lo, out_ids, out_d),
     }
 }
 
@@ -673,6 +744,240 @@ pub fn pair_distances<T: Real>(
     let d = out_d.axis_chunks_iter_mut(Axis(0), rows);
     match pool {
         // Task by task on one thread too, so that `cancel` is seen in time.
+        None => i.zip(d).enumerate().for_each(one),
+        Some(pool) => {
+            pool.install(|| i.into_par_iter().zip(d.into_par_iter()).enumerate().for_each(one))
+        }
+    }
+    cancel.check()?;
+    Ok((out_ids, out_d))
+}
+
+/// A float whose (distance, id) pairs pack into one integer that sorts as
+/// (distance under `total_cmp`, id): selecting and sorting plain integers is several
+/// times faster than comparing pairs.
+pub trait Keyed: Real {
+    type Key: Ord + Copy + Send + Sync;
+    /// Ids above this do not fit a key.
+    const MAX_ID: u64;
+    fn pack(d: Self, id: u64) -> Self::Key;
+    fn unpack(k: Self::Key) -> (Self, u64);
+}
+
+// The IEEE bits of a float made an unsigned integer in total_cmp's order: negative values
+// have every bit flipped, the others only the sign bit.
+impl Keyed for f32 {
+    type Key = u64;
+    const MAX_ID: u64 = u32::MAX as u64;
+    #[inline(always)]
+    fn pack(d: f32, id: u64) -> u64 {
+        let b = d.to_bits();
+        let o = if b >> 31 == 1 { !b } else { b | (1 << 31) };
+        ((o as u64) << 32) | id
+    }
+    #[inline(always)]
+    fn unpack(k: u64) -> (f32, u64) {
+        let o = (k >> 32) as u32;
+        let b = if o >> 31 == 1 { o & !(1 << 31) } else { !o };
+        (f32::from_bits(b), k & u32::MAX as u64)
+    }
+}
+
+impl Keyed for f64 {
+    type Key = u128;
+    const MAX_ID: u64 = u64::MAX;
+    #[inline(always)]
+    fn pack(d: f64, id: u64) -> u128 {
+        let b = d.to_bits();
+        let o = if b >> 63 == 1 { !b } else { b | (1 << 63) };
+        ((o as u128) << 64) | id as u128
+    }
+    #[inline(always)]
+    fn unpack(k: u128) -> (f64, u64) {
+        let o = (k >> 64) as u64;
+        let b = if o >> 63 == 1 { o & !(1 << 63) } else { !o };
+        (f64::from_bits(b), k as u64)
+    }
+}
+
+/// Queries computed together against each reference row in `knn_direct` (the row is read
+/// once per tile); 4 × 16 f64 lanes of sums stay in AVX-512's registers.
+const DIRECT_TILE: usize = 4;
+/// Reference rows per pass of `knn_direct`'s queries: about 256 KiB, so that the rows stay
+/// in the core's L2 cache while every query of a task reads them.
+const DIRECT_CHUNK_BYTES: usize = 256 << 10;
+/// Queries per `knn_direct` task at most, and keys (queries × reference rows) per task at
+/// most: each task holds every distance of its queries before selecting.
+const DIRECT_TASK_ROWS: usize = 32;
+const DIRECT_TASK_KEYS: usize = 1 << 19;
+
+/// The k nearest of the query rows `lo..lo + out_ids.nrows()`: every distance to the
+/// reference (tiles of queries against chunks of reference rows), then per query the k
+/// smallest keys selected and sorted.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn direct_rows_metric<I: Isa, T: Keyed, const M: u8>(
+    queries: &ArrayView2<'_, T>,
+    reference: &ArrayView2<'_, T>,
+    metric: Metric,
+    rnorms: &[f64],
+    lo: usize,
+    out_ids: &mut ArrayViewMut2<'_, i64>,
+    out_d: &mut ArrayViewMut2<'_, T>,
+) {
+    let (rows, k) = out_ids.dim();
+    let (m, dim) = reference.dim();
+    let mut buf = Vec::new();
+    let mut qf = vec![Vec::new(); rows];
+    let mut qn = vec![0.0; rows];
+    for r in 0..rows {
+        qn[r] = prepare_query::<I, T>(row_slice(queries, lo + r, &mut buf), metric, &mut qf[r]);
+    }
+    let rn = |j: usize| if M == M_COS { rnorms[j] } else { 0.0 };
+    let mut keys: Vec<T::Key> = vec![T::pack(T::ZERO, 0); rows * m];
+    let chunk = (DIRECT_CHUNK_BYTES / (dim.max(1) * std::mem::size_of::<T>())).max(1);
+    for c0 in (0..m).step_by(chunk) {
+        let c1 = (c0 + chunk).min(m);
+        let mut r = 0;
+        while r + DIRECT_TILE <= rows {
+            let q: [&[f64]; DIRECT_TILE] = std::array::from_fn(|t| &qf[r + t][..]);
+            let n: [f64; DIRECT_TILE] = std::array::from_fn(|t| qn[r + t]);
+            for j in c0..c1 {
+                let rv = row_slice(reference, j, &mut buf);
+                let v = tile_distances::<I, T, M, DIRECT_TILE>(q, n, rv, rn(j));
+                for t in 0..DIRECT_TILE {
+                    keys[(r + t) * m + j] = T::pack(stored(v[t]), j as u64);
+                }
+            }
+            r += DIRECT_TILE;
+        }
+        for r in r..rows {
+            for j in c0..c1 {
+                let rv = row_slice(reference, j, &mut buf);
+                let [v] = tile_distances::<I, T, M, 1>([&qf[r]], [qn[r]], rv, rn(j));
+                keys[r * m + j] = T::pack(stored(v), j as u64);
+            }
+        }
+    }
+    for (r, row) in keys.chunks_exact_mut(m).enumerate() {
+        if k < m {
+            row.select_nth_unstable(k);
+        }
+        let best = &mut row[..k];
+        best.sort_unstable();
+        let mut irow = out_ids.index_axis_mut(Axis(0), r);
+        let mut drow = out_d.index_axis_mut(Axis(0), r);
+        for ((i, d), &key) in irow.iter_mut().zip(drow.iter_mut()).zip(best.iter()) {
+            let (v, id) = T::unpack(key);
+            *i = id as i64;
+            *d = v;
+        }
+    }
+}
+
+#[inline(always)]
+fn direct_rows<T: Keyed, I: Isa>(
+    queries: &ArrayView2<'_, T>,
+    reference: &ArrayView2<'_, T>,
+    metric: Metric,
+    rnorms: &[f64],
+    lo: usize,
+    out_ids: &mut ArrayViewMut2<'_, i64>,
+    out_d: &mut ArrayViewMut2<'_, T>,
+) {
+    let (q, r) = (queries, reference);
+    match metric {
+        Metric::L2 => direct_rows_metric::<I, T, M_L2>(q, r, metric, rnorms, lo, out_ids, out_d),
+        Metric::Cosine => direct_rows_metric::<I, T, M_COS>(q, r, metric, rnorms, lo, out_ids, out_d),
+        Metric::Ip => direct_rows_metric::<I, T, M_IP>(q, r, metric, rnorms, lo, out_ids, out_d),
+    }
+}
+
+multiversion! {
+    fn direct_rows_dispatch<T: Keyed>(
+        queries: &ArrayView2<'_, T>,
+        reference: &ArrayView2<'_, T>,
+        metric: Metric,
+        rnorms: &[f64],
+        lo: usize,
+        out_ids: &mut ArrayViewMut2<'_, i64>,
+        out_d: &mut ArrayViewMut2<'_, T>,
+    ) -> () => direct_rows
+}
+
+/// The k nearest reference rows of every query by the direct distance of every pair:
+/// exact search for a k near the reference's size, where a Gram stage would select
+/// almost nothing and `pair_distances` would recompute almost every pair anyway.
+///
+/// `queries` (n, D), `reference` (m, D), 0 ≤ k ≤ m. Every (query, reference row) pair's
+/// distance is computed as `pair_distances` computes it (the same bits), tiles of queries
+/// against chunks of reference rows that stay in cache; each query's k smallest
+/// (distance, id) are then selected (`select_nth_unstable`) and sorted: O(m·D + m + k
+/// log k) per query. Returns (ids, distances), both (n, k), each row ascending by
+/// (distance, id), so equal distances come in ascending id order.
+///
+/// `cancel` is read before each task (at most 32 queries, and at most 2¹⁹ pairs).
+pub fn knn_direct<T: Keyed>(
+    queries: ArrayView2<'_, T>,
+    reference: ArrayView2<'_, T>,
+    k: usize,
+    metric: Metric,
+    cancel: &Cancel,
+) -> Result<(Array2<i64>, Array2<T>), Error> {
+    let (n, dim) = queries.dim();
+    let (m, rdim) = reference.dim();
+    if dim != rdim {
+        return Err(Error::Shape(format!(
+            "queries {:?} and reference {:?} have different dimensions",
+            queries.dim(),
+            reference.dim()
+        )));
+    }
+    if k > m {
+        return Err(Error::argument(
+            "k",
+            format!("k = {k} but the reference has {m} rows"),
+        ));
+    }
+    if m as u64 > T::MAX_ID {
+        return Err(Error::argument(
+            "reference",
+            format!("reference has {m} rows; direct search takes at most {}", T::MAX_ID),
+        ));
+    }
+    let nk = n.checked_mul(k).ok_or(Error::OutOfMemory { bytes: usize::MAX })?;
+    let mut out_ids = Array2::from_shape_vec((n, k), crate::error::zeroed_ids(nk)?)
+        .expect("n * k values make an (n, k) array");
+    let mut out_d = Array2::from_shape_vec((n, k), crate::error::zeroed_real::<T>(nk)?)
+        .expect("n * k values make an (n, k) array");
+    if n == 0 || k == 0 {
+        return Ok((out_ids, out_d));
+    }
+    let work = n.saturating_mul(m).saturating_mul(dim.max(1));
+    let pool = if work >= PARALLEL_MIN_VALUES {
+        threads::pool()
+    } else {
+        None
+    };
+    let mut norms = Vec::new();
+    if metric == Metric::Cosine {
+        ref_norms_dispatch(&reference, &mut norms);
+    }
+    // Tasks of up to DIRECT_TASK_ROWS queries, fewer when a task's keys would be many or
+    // when the threads would otherwise have too few tasks to share.
+    let threads = if pool.is_some() { threads::num_threads() } else { 1 };
+    let rows = (DIRECT_TASK_KEYS / m)
+        .min(DIRECT_TASK_ROWS)
+        .min(n.div_ceil(2 * threads))
+        .max(1);
+    let one = |(t, (mut i, mut d)): (usize, (ArrayViewMut2<'_, i64>, ArrayViewMut2<'_, T>))| {
+        if !cancel.is_cancelled() {
+            direct_rows_dispatch(&queries, &reference, metric, &norms, t * rows, &mut i, &mut d);
+        }
+    };
+    let i = out_ids.axis_chunks_iter_mut(Axis(0), rows);
+    let d = out_d.axis_chunks_iter_mut(Axis(0), rows);
+    match pool {
         None => i.zip(d).enumerate().for_each(one),
         Some(pool) => {
             pool.install(|| i.into_par_iter().zip(d.into_par_iter()).enumerate().for_each(one))
@@ -822,6 +1127,100 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn direct_search_is_every_pair_of_pair_distances() {
+        // knn_direct's distances are pair_distances' bits; its ids the exact order.
+        let mut rng = Rng(6);
+        for &(n, m, d) in &[(1usize, 1usize, 1usize), (9, 40, 3), (13, 70, 35), (37, 300, 20)] {
+            let q = random(&mut rng, n, d);
+            let r = random(&mut rng, m, d);
+            for metric in METRICS {
+                let all = Array2::from_shape_fn((n, m), |(_, j)| j as i64);
+                let (want_i, want_d) =
+                    pair_distances(q.view(), r.view(), all.view(), metric, &Cancel::new()).unwrap();
+                for k in [0, 1, 5.min(m), m / 2, m] {
+                    let (ids, dist) = knn_direct(q.view(), r.view(), k, metric, &Cancel::new()).unwrap();
+                    assert_eq!(ids, want_i.slice(s![.., ..k]), "{metric:?} n={n} m={m} k={k}");
+                    assert_eq!(dist, want_d.slice(s![.., ..k]));
+                    assert_eq!(ids, brute(&q, &r, k, metric));
+                }
+                // float32 keys: the same order as pair_distances in float32.
+                let (q32, r32) = (q.mapv(|v| v as f32), r.mapv(|v| v as f32));
+                let (wi, wd) = pair_distances(q32.view(), r32.view(), all.view(), metric, &Cancel::new()).unwrap();
+                let (ids, dist) = knn_direct(q32.view(), r32.view(), m, metric, &Cancel::new()).unwrap();
+                assert_eq!((ids, dist), (wi, wd));
+            }
+        }
+    }
+
+    #[test]
+    fn direct_search_ties_strides_zero_vectors_and_bad_k() {
+        // Small integers: exact ties, to the lower id; duplicate rows interleaved.
+        let mut rng = Rng(7);
+        let base = Array2::from_shape_fn((10, 3), |_| (rng.next() % 3) as f64);
+        let r = Array2::from_shape_fn((30, 3), |(i, j)| base[[i % 10, j]]);
+        let q = Array2::from_shape_fn((11, 3), |_| (rng.next() % 3) as f64);
+        for metric in METRICS {
+            let (ids, d) = knn_direct(q.view(), r.view(), 30, metric, &Cancel::new()).unwrap();
+            for i in 0..11 {
+                for j in 1..30 {
+                    let (a, b) = ((d[[i, j - 1]], ids[[i, j - 1]]), (d[[i, j]], ids[[i, j]]));
+                    assert!(a.0 < b.0 || (a.0 == b.0 && a.1 < b.1), "{metric:?} {a:?} {b:?}");
+                }
+            }
+            // Fortran-ordered queries, a reversed reference: the same pairs.
+            let qf = q.t().as_standard_layout().into_owned().reversed_axes();
+            let rr = r.slice(s![..;-1, ..]);
+            let (fi, fd) = knn_direct(qf.view(), rr, 30, metric, &Cancel::new()).unwrap();
+            let mut flipped: Vec<(u64, i64)> = Vec::new();
+            for i in 0..11 {
+                for j in 0..30 {
+                    assert_eq!(fd[[i, j]], d[[i, j]]);
+                    flipped.push(((fd[[i, j]]).to_bits(), 29 - fi[[i, j]]));
+                }
+            }
+            let mut same: Vec<(u64, i64)> = (0..11)
+                .flat_map(|i| (0..30).map(move |j| (i, j)))
+                .map(|(i, j)| (d[[i, j]].to_bits(), ids[[i, j]]))
+                .collect();
+            flipped.sort_unstable();
+            same.sort_unstable();
+            assert_eq!(flipped, same);
+        }
+        // A zero query is at cosine distance 1 from everything: ids in order.
+        let z = Array2::<f64>::zeros((1, 3));
+        let (ids, d) = knn_direct(z.view(), r.view(), 4, Metric::Cosine, &Cancel::new()).unwrap();
+        assert_eq!(ids.row(0).to_vec(), vec![0, 1, 2, 3]);
+        assert_eq!(d.row(0).to_vec(), vec![1.0; 4]);
+        // Negative distances (ip) sort before positive ones.
+        let (_, d) = knn_direct(q.view(), r.view(), 30, Metric::Ip, &Cancel::new()).unwrap();
+        assert!(d.iter().any(|&v| v < 0.0));
+        assert!(matches!(
+            knn_direct(q.view(), r.view(), 31, Metric::L2, &Cancel::new()),
+            Err(Error::Argument { .. })
+        ));
+        assert!(matches!(
+            knn_direct(q.view(), z.slice(s![.., ..2]), 1, Metric::L2, &Cancel::new()),
+            Err(Error::Shape(_))
+        ));
+        let c = Cancel::new();
+        c.cancel();
+        assert!(matches!(knn_direct(q.view(), r.view(), 3, Metric::L2, &c), Err(Error::Interrupted)));
+    }
+
+    #[test]
+    fn keys_sort_as_total_cmp_then_id() {
+        let vals = [f64::NEG_INFINITY, -2.5, -1e-300, 0.0, 1e-300, 1.0, 3.5, f64::INFINITY];
+        for w in vals.windows(2) {
+            assert!(f64::pack(w[0], 7) < f64::pack(w[1], 0));
+            assert!(f32::pack(w[0] as f32, 7) <= f32::pack(w[1] as f32, 0) || w[0] as f32 == w[1] as f32);
+            assert_eq!(f64::unpack(f64::pack(w[0], 9)), (w[0], 9));
+            assert_eq!(f32::unpack(f32::pack(w[0] as f32, 9)), (w[0] as f32, 9));
+        }
+        assert!(f64::pack(1.0, 2) < f64::pack(1.0, 3));
+        assert!(f32::pack(1.0, u32::MAX as u64 - 1) < f32::pack(1.0, u32::MAX as u64));
     }
 
     #[test]

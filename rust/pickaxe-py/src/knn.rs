@@ -1,5 +1,6 @@
 //! Bindings of exact nearest-neighbour search (`pickaxe.index`, `pickaxe._exact`): the
-//! merge of a Gram block into the running k nearest, and exact distances of given pairs.
+//! merge of a Gram block into the running k nearest, exact distances of given pairs, and
+//! the direct search of every pair for a k near the reference's size.
 
 use ndarray::{Ix1, Ix2};
 use numpy::IntoPyArray;
@@ -65,7 +66,33 @@ fn pair_distances<'py>(
     })
 }
 
+/// The k nearest reference rows of every query from the direct distance of every pair
+/// (as `pair_distances` computes them), each row sorted by (distance, id): returns
+/// (ids, distances), both (n, k), k <= the reference's rows.
+#[pyfunction]
+fn knn_direct<'py>(
+    py: Python<'py>,
+    queries: &Bound<'py, PyAny>,
+    reference: &Bound<'py, PyAny>,
+    k: usize,
+    metric: &str,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let metric: Metric = parse(metric)?;
+    with_float!(queries, Ix2, "queries", |T| {
+        let q = readonly::<T, Ix2>(queries, "queries", "")?;
+        let r = readonly::<T, Ix2>(reference, "reference", "the dtype of queries")?;
+        let (q, r) = (q.as_array(), r.as_array());
+        // Every pair reads a reference row.
+        let work = q.nrows().saturating_mul(r.len());
+        let (ids, d) = interrupt::run(py, work, |cancel| {
+            pickaxe_core::knn::knn_direct(q, r, k, metric, cancel)
+        })?;
+        PyTuple::new(py, [ids.into_pyarray(py).into_any(), d.into_pyarray(py).into_any()])
+    })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(knn_update, m)?)?;
+    m.add_function(wrap_pyfunction!(knn_direct, m)?)?;
     m.add_function(wrap_pyfunction!(pair_distances, m)?)
 }
