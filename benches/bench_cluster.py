@@ -2,7 +2,7 @@
 
 Run::
 
-    python benches/bench_cluster.py [--quick] [--only TEXT] [--skip-reference] [--threads N]
+    python benches/bench_cluster.py [--quick] [--only TEXT] [--skip-reference] [--threads N] [--repeats R]
 
 Cases, each in this one process on the same arrays (float32 unless said, fixed seed);
 time is wall time of one call, peak memory the largest resident-set growth above the
@@ -13,9 +13,14 @@ alike):
   against scikit-activeml's ``Badge`` (which forms the 76,800-value gradient embeddings)
   through a classifier that returns the same probabilities and embeddings; then pickaxe
   alone at 20,000 rows (scikit-activeml needs ~25 GB there).
-* **typiclust kernels**: 50,000 x 128 (50 blobs): ``kmeans`` into 100 clusters and
-  ``most_typical`` (k = 20) in all of them, against scikit-activeml's ``TypiClust(k=20)``
-  with batch 100 on an unlabeled pool (scikit-learn's KMeans + NearestNeighbors).
+* **typiclust**: 50,000 x 128 (50 blobs), batch 100: ``TypiClustMiner(100).mine``, and
+  its kernels (``kmeans`` into 100 clusters, ``most_typical`` with k = 20), against
+  scikit-activeml's ``TypiClust(k=20)`` on an unlabeled pool (scikit-learn's KMeans +
+  NearestNeighbors), alternating in this process (``--repeats`` runs each), medians.
+* **growth** (only with ``--only growth``): the three miners on in-memory pools of D = 256,
+  C = 100 as N grows at batch 1,000 (``--growth-n``) and as the batch grows at N =
+  ``--growth-base`` (``--growth-batch``); Cluster-Margin's time is ``px.cluster`` into
+  ``batch`` clusters (once per pool) plus the mining.
 * **scale**: 1,000,000 x 256 (C = 100, batch 1,000): ``badge_seeds``, ``kmeans`` into
   1,000 clusters (TypiClust's and Cluster-Margin's clustering) and ``most_typical`` in
   all 1,000, each with its time and peak memory against the embeddings' bytes.
@@ -186,24 +191,77 @@ def case_typiclust(args) -> None:
     rng = np.random.default_rng(SEED + 1)
     n, d, batch = 50_000, 128, 100
     z = blobs(rng, n, d, 50)
-    print(f"\nTypiClust kernels, {n:,} x {d}, {batch} clusters\n")
-    print("| run | time | peak memory | notes |\n|---|---|---|---|")
+    runs = args.repeats
+    print(f"\nTypiClust, {n:,} x {d}, batch {batch} (no labeled rows: {batch} clusters)")
+    print(f"pickaxe and scikit-activeml alternate in this process, {runs} runs each; medians\n")
+    print("| run | median time | runs | peak memory | notes |\n|---|---|---|---|---|")
 
-    def run() -> np.ndarray:
+    def kernels() -> np.ndarray:
         labels = pc.cluster(z, batch, seed=0)
         sizes = np.bincount(labels, minlength=batch)
         return pc.most_typical(z, labels, np.argsort(-sizes, kind="stable")[:batch], k=20)
 
-    _, t_px, m_px = measure(run)
-    report("pickaxe cluster + most_typical", t_px, m_px)
-    r, t_km, _ = measure(lambda: pc.kmeans(z, batch, seed=0))
-    report("  of which kmeans", t_km, 0, f"{r.iterations} iterations, converged={r.converged}")
+    miner = px.TypiClustMiner(batch, seed=0)
+    cases = {
+        "pickaxe TypiClustMiner(100).mine": lambda: miner.mine({"embeddings": z}),
+        "pickaxe cluster + most_typical (kernels)": kernels,
+        "  of which kmeans": lambda: pc.kmeans(z, batch, seed=0),
+    }
     if not args.skip_reference:
         try:
-            _, t_sk, m_sk = measure(lambda: skactiveml_typiclust(z, batch, 0))
-            report("scikit-activeml TypiClust(k=20)", t_sk, m_sk, f"pickaxe {t_sk / t_px:.1f}x faster")
+            import skactiveml  # noqa: F401
+
+            cases["scikit-activeml TypiClust(k=20)"] = lambda: skactiveml_typiclust(z, batch, 0)
         except ImportError as e:
             print(f"scikit-activeml not installed: {e}")
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    peaks: dict[str, int] = {name: 0 for name in cases}
+    for _ in range(runs):
+        for name, call in cases.items():
+            _, t, m = measure(call)
+            times[name].append(t)
+            peaks[name] = max(peaks[name], m)
+    med = {name: float(np.median(v)) for name, v in times.items()}
+    ref = med.get("scikit-activeml TypiClust(k=20)")
+    for name in cases:
+        note = f"scikit-activeml / this: {ref / med[name]:.1f}x" if ref and not name.startswith("scikit") else ""
+        runs_s = ", ".join(f"{t:.2f}" for t in times[name])
+        print(f"| {name} | {med[name]:.3g} s | {runs_s} | {peaks[name] / MIB:.0f} MiB | {note} |", flush=True)
+
+
+def case_growth(args) -> None:
+    """Time and peak memory of the three miners as N and the batch grow (issue 15 point 7):
+    D = 256, C = 100, float32; each miner on an in-memory pool, one run each."""
+    d, c = 256, 100
+    sizes = [int(v) for v in args.growth_n.split(",")]
+    batches = [int(v) for v in args.growth_batch.split(",")]
+    base = int(args.growth_base)
+    plan = [(n, 1000) for n in sizes] + [(base, b) for b in batches if b != 1000 or base not in sizes]
+    print(f"\nGrowth, D = {d}, C = {c}, float32 (one run each)\n")
+    print("| miner | N | batch | time | peak memory | notes |\n|---|---|---|---|---|---|")
+    for n, batch in plan:
+        rng = np.random.default_rng(SEED + 3)
+        h = blobs(rng, n, d, 300)
+        p = class_probabilities(rng, n, c)
+        pool = {"embeddings": h, "confidences": p}
+        emb = f"embeddings {h.nbytes / MIB:.0f} MiB"
+        for name in args.growth_miners.split(","):
+            if name == "typiclust":
+                sel, t, m = measure(lambda: px.TypiClustMiner(batch, seed=0).mine({"embeddings": h}))
+                note = f"{sel.info['kmeans_iterations']} Lloyd iterations; {emb}"
+            elif name == "badge":
+                sel, t, m = measure(lambda: px.BADGEMiner(batch, seed=0).mine(pool))
+                note = emb
+            else:
+                k = batch
+                labels, t1, m1 = measure(lambda: pc.cluster(h, k, seed=0))
+                pool["cluster"] = labels
+                sel, t2, m2 = measure(lambda: px.ClusterMarginMiner(batch, "cluster").mine(pool))
+                t, m = t1 + t2, max(m1, m2)
+                note = f"px.cluster({k} clusters) {t1:.3g} s (once per pool) + mine {t2:.3g} s; {emb}"
+                del pool["cluster"]
+            print(f"| {name} | {n:,} | {batch:,} | {t:.3g} s | {m / MIB:.0f} MiB | {note} |", flush=True)
+        del h, p, pool
 
 
 def case_scale(args) -> None:
@@ -228,7 +286,7 @@ def case_scale(args) -> None:
     report(f"most_typical in {batch} clusters (k=20)", t, m, f"largest cluster {sizes.max():,} rows")
 
 
-CASES = {"badge": case_badge, "typiclust": case_typiclust, "scale": case_scale}
+CASES = {"badge": case_badge, "typiclust": case_typiclust, "scale": case_scale, "growth": case_growth}
 
 
 def main() -> None:
@@ -237,6 +295,11 @@ def main() -> None:
     ap.add_argument("--only", default="")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=3, help="typiclust: runs of each, alternating")
+    ap.add_argument("--growth-n", default="100000,300000,1000000", help="growth: N at batch 1,000")
+    ap.add_argument("--growth-batch", default="100,1000,3000", help="growth: batches at N = --growth-base")
+    ap.add_argument("--growth-base", default="300000")
+    ap.add_argument("--growth-miners", default="typiclust,badge,cluster_margin")
     args = ap.parse_args()
     if args.threads:
         px.set_num_threads(args.threads)
@@ -244,7 +307,7 @@ def main() -> None:
         print(line)
     print(f"command: {' '.join(sys.argv)}")
     for name, case in CASES.items():
-        if args.only in name:
+        if args.only in name and (name != "growth" or args.only == "growth"):
             case(args)
 
 

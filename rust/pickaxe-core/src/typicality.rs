@@ -16,7 +16,8 @@
 //! meant for the clusters of k-means over a pool (N / k rows each); a cluster of 10⁵ rows of
 //! D = 256 costs 2.6·10¹² multiply-adds, minutes on two cores.
 
-use std::collections::HashSet;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashSet};
 
 use ndarray::{ArrayView1, ArrayView2};
 
@@ -26,6 +27,25 @@ use crate::kmeans::{checked_sq_norms, exact_sq, gram, map_tasks, run_in, workers
 
 /// Candidates kept beyond k' before the exact recomputation (see `_exact.py`).
 const MIN_MARGIN: usize = 8;
+
+/// A neighbour candidate: (expansion of its squared distance, its row in the cluster),
+/// ordered by distance then row.
+#[derive(Clone, Copy, PartialEq)]
+struct Cand(f64, usize);
+
+impl Eq for Cand {}
+
+impl Ord for Cand {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.0.total_cmp(&o.0).then(self.1.cmp(&o.1))
+    }
+}
+
+impl PartialOrd for Cand {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
 
 /// The typicality of every row of the cluster `rows` (ascending row indices of `x`).
 fn cluster_typicality<T: Scalar>(
@@ -59,25 +79,30 @@ fn cluster_typicality<T: Scalar>(
         }
         let mut gb = Vec::new();
         let g = gram(&xc.slice(ndarray::s![lo..hi, ..]), &xc, &mut gb);
-        let mut cand: Vec<(f64, usize)> = Vec::with_capacity(m);
+        let mut heap: BinaryHeap<Cand> = BinaryHeap::with_capacity(keep + 1);
         let mut exact: Vec<f64> = Vec::with_capacity(keep);
         for (r, grow) in g.rows().into_iter().enumerate() {
             let q = lo + r;
-            cand.clear();
-            cand.extend(
-                grow.iter()
-                    .enumerate()
-                    .filter(|&(j, _)| j != q)
-                    .map(|(j, &v)| ((cn[q] + cn[j] - 2.0 * v.to_f64()).max(0.0), j)),
-            );
-            if keep < cand.len() {
-                cand.select_nth_unstable_by(keep - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                cand.truncate(keep);
+            // the `keep` smallest (expansion, row) pairs: a max-heap of them, most rows
+            // turned away by one comparison with its top
+            heap.clear();
+            for (j, &v) in grow.iter().enumerate() {
+                if j == q {
+                    continue;
+                }
+                let c = Cand((cn[q] + cn[j] - 2.0 * v.to_f64()).max(0.0), j);
+                if heap.len() < keep {
+                    heap.push(c);
+                } else if let Some(mut top) = heap.peek_mut() {
+                    if c < *top {
+                        *top = c;
+                    }
+                }
             }
             let xq = xc.row(q);
             let xq = xq.as_slice().expect("gathered rows are contiguous");
             exact.clear();
-            exact.extend(cand.iter().map(|&(_, j)| exact_sq(xq, xc.row(j)).sqrt()));
+            exact.extend(heap.iter().map(|c| exact_sq(xq, xc.row(c.1)).sqrt()));
             exact.sort_unstable_by(f64::total_cmp);
             let mean = exact[..kk].iter().sum::<f64>() / kk as f64;
             out.push(1.0 / mean);

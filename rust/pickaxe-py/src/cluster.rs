@@ -32,6 +32,20 @@ fn float_error(what: &str) -> PyErr {
     PyTypeError::new_err(format!("{what} must be a 2-D C-contiguous numpy array of float32 or float64"))
 }
 
+/// `$call` with `$a` the 2-D array `$x` as float32 or as float64 (C-contiguous), or the
+/// TypeError naming `$what`.
+macro_rules! by_dtype {
+    ($x:expr, $what:expr, |$a:ident| $call:expr) => {
+        if let Some($a) = array2::<f32>($x, $what)? {
+            $call
+        } else if let Some($a) = array2::<f64>($x, $what)? {
+            $call
+        } else {
+            Err(float_error($what))
+        }
+    };
+}
+
 fn kmeans_of<'py, T: Scalar + Element>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, T>,
@@ -77,13 +91,7 @@ fn kmeans<'py>(
         local_trials,
         threads,
     };
-    if let Some(a) = array2::<f32>(x, "embeddings")? {
-        kmeans_of(py, a, opts)
-    } else if let Some(a) = array2::<f64>(x, "embeddings")? {
-        kmeans_of(py, a, opts)
-    } else {
-        Err(float_error("embeddings"))
-    }
+    by_dtype!(x, "embeddings", |a| kmeans_of(py, a, opts))
 }
 
 fn badge_of<'py, T: Scalar + Element>(
@@ -121,13 +129,7 @@ fn badge_seeds<'py>(
     seed: u64,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    if let Some(p) = array2::<f32>(probabilities, "probabilities")? {
-        badge_of(py, p, embeddings, k, seed, threads)
-    } else if let Some(p) = array2::<f64>(probabilities, "probabilities")? {
-        badge_of(py, p, embeddings, k, seed, threads)
-    } else {
-        Err(float_error("probabilities"))
-    }
+    by_dtype!(probabilities, "probabilities", |p| badge_of(py, p, embeddings, k, seed, threads))
 }
 
 fn typicality_of<'py, T: Scalar + Element>(
@@ -158,13 +160,7 @@ fn typicality<'py>(
     clusters: Option<PyReadonlyArray1<'py, i64>>,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-    if let Some(a) = array2::<f32>(x, "embeddings")? {
-        typicality_of(py, a, labels, k, clusters, threads)
-    } else if let Some(a) = array2::<f64>(x, "embeddings")? {
-        typicality_of(py, a, labels, k, clusters, threads)
-    } else {
-        Err(float_error("embeddings"))
-    }
+    by_dtype!(x, "embeddings", |a| typicality_of(py, a, labels, k, clusters, threads))
 }
 
 // -- k-means in pieces, for the Ray backend (pickaxe.ray.kmeans) ---------------------------
@@ -255,13 +251,7 @@ fn kmeans_seed<'py>(
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let trials = km::local_trials(k, local_trials);
-    if let Some(a) = array2::<f32>(x, "embeddings")? {
-        seed_of(py, a, k, trials, state, threads)
-    } else if let Some(a) = array2::<f64>(x, "embeddings")? {
-        seed_of(py, a, k, trials, state, threads)
-    } else {
-        Err(float_error("embeddings"))
-    }
+    by_dtype!(x, "embeddings", |a| seed_of(py, a, k, trials, state, threads))
 }
 
 fn moments_of<'py, T: Scalar + Element>(
@@ -291,13 +281,7 @@ fn kmeans_moments<'py>(
     mean: Option<PyReadonlyArray1<'py, f64>>,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    if let Some(a) = array2::<f32>(x, "embeddings")? {
-        moments_of(py, a, mean, threads)
-    } else if let Some(a) = array2::<f64>(x, "embeddings")? {
-        moments_of(py, a, mean, threads)
-    } else {
-        Err(float_error("embeddings"))
-    }
+    by_dtype!(x, "embeddings", |a| moments_of(py, a, mean, threads))
 }
 
 /// Element-wise sum of (…, 2) arrays of i128 (lo, hi) pairs, exactly.
@@ -378,13 +362,7 @@ fn kmeans_step<'py>(
     labels: PyReadwriteArray1<'py, i64>,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    if let Some(a) = array2::<f32>(x, "embeddings")? {
-        step_of(py, a, centers, scales, labels, threads)
-    } else if let Some(a) = array2::<f64>(x, "embeddings")? {
-        step_of(py, a, centers, scales, labels, threads)
-    } else {
-        Err(float_error("embeddings"))
-    }
+    by_dtype!(x, "embeddings", |a| step_of(py, a, centers, scales, labels, threads))
 }
 
 fn far_of<'py, T: Scalar + Element>(
@@ -430,13 +408,7 @@ fn kmeans_farthest<'py>(
     top: usize,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    if let Some(a) = array2::<f32>(x, "embeddings")? {
-        far_of(py, a, centers, labels, positions, top, threads)
-    } else if let Some(a) = array2::<f64>(x, "embeddings")? {
-        far_of(py, a, centers, labels, positions, top, threads)
-    } else {
-        Err(float_error("embeddings"))
-    }
+    by_dtype!(x, "embeddings", |a| far_of(py, a, centers, labels, positions, top, threads))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -491,13 +463,7 @@ fn kmeans_centers<'py>(
     far_labels: PyReadonlyArray1<'py, i64>,
     far_rows: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    if let Some(a) = array2::<f32>(old, "centers")? {
-        centers_of(py, a, counts, sums, scales, far_mind, far_positions, far_labels, far_rows)
-    } else if let Some(a) = array2::<f64>(old, "centers")? {
-        centers_of(py, a, counts, sums, scales, far_mind, far_positions, far_labels, far_rows)
-    } else {
-        Err(float_error("centers"))
-    }
+    by_dtype!(old, "centers", |a| centers_of(py, a, counts, sums, scales, far_mind, far_positions, far_labels, far_rows))
 }
 
 fn label_of<'py, T: Scalar + Element>(
@@ -528,13 +494,7 @@ fn kmeans_label<'py>(
     centers: &Bound<'py, PyAny>,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    if let Some(a) = array2::<f32>(x, "embeddings")? {
-        label_of(py, a, centers, threads)
-    } else if let Some(a) = array2::<f64>(x, "embeddings")? {
-        label_of(py, a, centers, threads)
-    } else {
-        Err(float_error("embeddings"))
-    }
+    by_dtype!(x, "embeddings", |a| label_of(py, a, centers, threads))
 }
 
 /// Adds the clustering functions to `pickaxe._core`.
