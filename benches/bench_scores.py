@@ -45,6 +45,21 @@ After the table the targets are printed with PASS/FAIL: entropy from logits at l
 numpy and at most 2x the floor; every other case at least 5x numpy; every pickaxe call's
 peak above input below 5% of the input. The targets are set for the default sizes; the
 ``--quick`` smoke run prints them too, but fixed overheads weigh more on small inputs.
+
+Per SIMD level (``--simd-levels avx512,avx2,portable`` or ``all``; ``--simd-only`` skips
+the numpy comparison)::
+
+    python benches/bench_scores.py --simd-only --simd-levels all
+
+times the logits kernels (``--simd-scores``, default entropy) on float32 and float64 logits
+with C = 10, 100 and 1,000 classes (N·C = 20,000,000 values; 2,000,000 with ``--quick``) at
+each level the CPU has (``pickaxe._core.set_simd_level``, as ``PICKAXE_SIMD`` does), with
+1 and 2 threads. Single-threaded times are the calling thread's CPU time
+(``time.thread_time``: a busy shared machine inflates wall time, not this), two threads'
+the wall time; each is the median of ``R`` rounds in which the levels and the floor
+(``x.sum()``, one single-threaded read of the same array, also CPU time) alternate. The
+table gives ns per value and the ratio to the floor; the target (issue 18) is
+single-threaded entropy on the AVX2 path within 1.6x the floor.
 """
 
 from __future__ import annotations
@@ -622,6 +637,101 @@ def target_lines(rows: list[Row]) -> list[str]:
     return lines
 
 
+# --------------------------------------------------------------------------------------
+# Per SIMD level: the logits kernels' time per value against one read
+
+
+SIMD_LEVELS = ("avx512", "avx2", "portable")
+TARGET_AVX2_ENTROPY_FLOOR = 1.6
+
+
+def _simd_logits(n: int, c: int, dtype) -> np.ndarray:
+    rng = np.random.default_rng(SEED + c)
+    x = rng.standard_normal((n, c), dtype=np.float64) * 2.0
+    x[np.arange(n), rng.integers(0, c, n)] += rng.uniform(0.0, 8.0, n)
+    return x.astype(dtype)
+
+
+def simd_table(levels: list[str], scores: list[str], repeats: int, quick: bool, log) -> list[str]:
+    """The logits kernels per SIMD level and thread count, against one single-threaded read
+    of the same array; returns the report lines (machine, levels and threads included)."""
+    from pickaxe import _core
+
+    detected = px.build_info()["simd_detected"]
+    usable = [lv for lv in levels if SIMD_LEVELS.index(lv) >= SIMD_LEVELS.index(detected)]
+    skipped = [lv for lv in levels if lv not in usable]
+    before_level, before_threads = px.build_info()["simd"], px.build_info()["threads"]
+    total = 2_000_000 if quick else 20_000_000
+    rows = []
+    cpu0 = CpuShare.snapshot()
+    try:
+        for dtype in (np.float32, np.float64):
+            for c in (10, 100, 1000):
+                x = _simd_logits(total // c, c, dtype)
+                x.sum()
+                log(f"# per level: {np.dtype(dtype).name} C={c} ...")
+                for name in scores:
+                    fn = getattr(px.scores, name)
+                    times = {(lv, t): [] for lv in usable for t in (1, 2)}
+                    floor = []
+                    for _ in range(repeats):
+                        t0 = time.thread_time()
+                        x.sum()
+                        floor.append(time.thread_time() - t0)
+                        for lv in usable:
+                            _core.set_simd_level(lv)
+                            for threads in (1, 2):
+                                px.set_num_threads(threads)
+                                fn(logits=x[:64])  # the pool and level in place, untimed
+                                if threads == 1:
+                                    t0 = time.thread_time()
+                                    fn(logits=x)
+                                    times[lv, threads].append(time.thread_time() - t0)
+                                else:
+                                    t0 = time.perf_counter()
+                                    fn(logits=x)
+                                    times[lv, threads].append(time.perf_counter() - t0)
+                    f = statistics.median(floor)
+                    for (lv, threads), ts in times.items():
+                        t = statistics.median(ts)
+                        rows.append((np.dtype(dtype).name, c, name, lv, threads, t / x.size * 1e9, t / f,
+                                     f / x.size * 1e9))
+                del x
+    finally:
+        _core.set_simd_level(before_level)
+        px.set_num_threads(before_threads)
+    machine = machine_lines(CpuShare.since(cpu0))
+    lines = [
+        "## Logits kernels per SIMD level",
+        "",
+        *machine[:2],
+        f"- SIMD levels timed: {', '.join(usable)} (detected: {detected}"
+        + (f"; not on this CPU: {', '.join(skipped)}" if skipped else "")
+        + "); threads: 1 and 2",
+        f"- pickaxe {px.__version__}, numpy {np.__version__}, Python {platform.python_version()}",
+        f"- N·C = {total:,} values per array; median of {repeats} interleaved rounds; 1 thread: "
+        "CPU time of the calling thread, 2 threads: wall time; floor: x.sum() (one read, "
+        "1 thread, CPU time)",
+        "",
+        "| dtype | C | score | SIMD level | threads | ns / value | floor ns / value | "
+        "x one read |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for dt, c, name, lv, threads, ns, ratio, fns in rows:
+        lines.append(f"| {dt} | {c:,} | {name} | {lv} | {threads} | {ns:.3f} | {fns:.3f} | {ratio:.2f} |")
+    lines += ["", "Targets:", ""]
+    for dt, c, name, lv, threads, ns, ratio, fns in rows:
+        if name == "entropy" and lv == "avx2" and threads == 1 and c in (10, 1000):
+            ok = ratio <= TARGET_AVX2_ENTROPY_FLOOR
+            lines.append(
+                f"- {'PASS' if ok else 'FAIL'} entropy (logits) {dt} C={c:,}, AVX2, 1 thread: "
+                f"{ratio:.2f}x one read (target <= {TARGET_AVX2_ENTROPY_FLOOR:g}x)"
+            )
+    if "avx2" not in usable:
+        lines.append("- (the AVX2 target is not measured: this CPU has no AVX2)")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
@@ -638,9 +748,36 @@ def main(argv: list[str] | None = None) -> int:
         metavar="TEXT",
         help="run only the cases whose name contains TEXT (e.g. 'mc_dropout')",
     )
+    ap.add_argument(
+        "--simd-levels",
+        metavar="LEVELS",
+        help="also time the logits kernels at these SIMD levels (comma list of avx512, "
+        "avx2, portable, or 'all'), 1 and 2 threads, against one read",
+    )
+    ap.add_argument(
+        "--simd-scores",
+        default="entropy",
+        metavar="NAMES",
+        help="logits scores for --simd-levels (comma list; default entropy)",
+    )
+    ap.add_argument(
+        "--simd-only", action="store_true", help="only the --simd-levels table (default: all levels)"
+    )
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
+    if args.simd_only and not args.simd_levels:
+        args.simd_levels = "all"
+    simd_levels = []
+    if args.simd_levels:
+        simd_levels = list(SIMD_LEVELS) if args.simd_levels == "all" else args.simd_levels.split(",")
+        bad = [lv for lv in simd_levels if lv not in SIMD_LEVELS]
+        if bad:
+            ap.error(f"--simd-levels: unknown level(s) {bad}; use {', '.join(SIMD_LEVELS)} or all")
+    simd_scores = args.simd_scores.split(",")
+    unknown = [s for s in simd_scores if s not in ("entropy", "least_confidence", "margin", "ratio", "energy", "max_logit")]
+    if unknown:
+        ap.error(f"--simd-scores: {unknown} are not logits scores")
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -648,6 +785,14 @@ def main(argv: list[str] | None = None) -> int:
     # Start pickaxe's thread pool on a tiny input so its one-time setup is not charged to
     # the first measured case.
     px.scores.entropy(logits=np.zeros((64, 8), dtype=np.float32))
+
+    if args.simd_only:
+        text = "\n".join(simd_table(simd_levels, simd_scores, args.repeats, args.quick, log)) + "\n"
+        print(text, end="")
+        if args.markdown_out:
+            with open(args.markdown_out, "w") as f:
+                f.write(text)
+        return 0
 
     groups = build_groups(args.quick)
     if args.only:
@@ -692,6 +837,8 @@ def main(argv: list[str] | None = None) -> int:
     report += ["Targets:", "", *target_lines(rows)]
     if args.quick:
         report += ["", "(targets are set for the default sizes; --quick is a smoke run)"]
+    if simd_levels:
+        report += ["", *simd_table(simd_levels, simd_scores, args.repeats, args.quick, log)]
     text = "\n".join(report) + "\n"
     print(text, end="")
     if args.markdown_out:
