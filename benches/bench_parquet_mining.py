@@ -39,30 +39,14 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from parquet_pools import write_logits_file  # noqa: E402
+
 ROW_GROUP = 250_000
 
 
 def write_pool(path: str, rows: int, classes: int) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(0)
-    schema = pa.schema([("id", pa.int64()), ("split", pa.string()), ("logits", pa.list_(pa.float32(), classes))])
-    with pq.ParquetWriter(path, schema, compression="snappy") as w:
-        for start in range(0, rows, ROW_GROUP):
-            n = min(ROW_GROUP, rows - start)
-            logits = rng.normal(size=(n, classes)).astype(np.float32)
-            logits[np.arange(n), rng.integers(classes, size=n)] += rng.uniform(0, 12, size=n).astype(np.float32)
-            split = np.where(rng.random(n) < 0.5, "unlabeled", "train")
-            table = pa.table(
-                {
-                    "id": pa.array(np.arange(start, start + n)),
-                    "split": pa.array(split),
-                    "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.ravel()), classes),
-                },
-                schema=schema,
-            )
-            w.write_table(table, row_group_size=ROW_GROUP)
+    write_logits_file(path, np.random.default_rng(0), 0, rows, classes, ROW_GROUP, unlabeled=0.5)
 
 
 def timed(fn) -> tuple[float, float, object]:

@@ -27,42 +27,27 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import shutil
 import tempfile
 import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from parquet_pools import write_logits_file  # noqa: E402
+
 ROW_GROUP = 131_072
 CHUNK_ROWS = 262_144
 
 
 def write_pool(folder: str, rows: int, classes: int, files: int) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     rng = np.random.default_rng(0)
-    schema = pa.schema([("id", pa.int64()), ("split", pa.string()), ("logits", pa.list_(pa.float32(), classes))])
     per_file = math.ceil(rows / files)
-    start = 0
-    for f in range(files):
+    for f, start in enumerate(range(0, rows, per_file)):
         stop = min(rows, start + per_file)
-        with pq.ParquetWriter(os.path.join(folder, f"part-{f:04d}.parquet"), schema, compression="snappy") as w:
-            for s in range(start, stop, CHUNK_ROWS):
-                n = min(CHUNK_ROWS, stop - s)
-                logits = rng.normal(size=(n, classes)).astype(np.float32)
-                logits[np.arange(n), rng.integers(classes, size=n)] += rng.uniform(0, 12, size=n).astype(np.float32)
-                split = np.where(rng.random(n) < 0.7, "unlabeled", "train")
-                t = pa.table(
-                    {
-                        "id": pa.array(np.arange(s, s + n)),
-                        "split": pa.array(split),
-                        "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.ravel()), classes),
-                    },
-                    schema=schema,
-                )
-                w.write_table(t, row_group_size=ROW_GROUP)
-        start = stop
+        path = os.path.join(folder, f"part-{f:04d}.parquet")
+        write_logits_file(path, rng, start, stop, classes, CHUNK_ROWS, unlabeled=0.7, row_group=ROW_GROUP)
 
 
 def load() -> str:

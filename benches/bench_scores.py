@@ -354,11 +354,7 @@ def build_groups(quick: bool) -> list[Group]:
         return lambda x: f(np_softmax(x))
 
     logits_cases = [
-        Case(
-            "least_confidence (logits)",
-            lambda x: S.least_confidence(logits=x),
-            from_logits(np_least_confidence),
-        ),
+        Case("least_confidence (logits)", lambda x: S.least_confidence(logits=x), from_logits(np_least_confidence)),
         Case("margin (logits)", lambda x: S.margin(logits=x), from_logits(np_margin)),
         Case("ratio (logits)", lambda x: S.ratio(logits=x), from_logits(np_ratio)),
         Case(
@@ -372,27 +368,15 @@ def build_groups(quick: bool) -> list[Group]:
         Case("max_logit (logits)", lambda x: S.max_logit(logits=x), np_max_logit),
     ]
     conf_cases = [
-        Case(
-            "least_confidence (confidences)",
-            lambda p: S.least_confidence(confidences=p),
-            np_least_confidence,
-        ),
+        Case("least_confidence (confidences)", lambda p: S.least_confidence(confidences=p), np_least_confidence),
         Case("margin (confidences)", lambda p: S.margin(confidences=p), np_margin),
         Case("ratio (confidences)", lambda p: S.ratio(confidences=p), np_ratio),
         Case("entropy (confidences)", lambda p: S.entropy(confidences=p), np_entropy),
     ]
     passes_cases = [
-        Case(
-            "mutual_information (mc_dropout)",
-            lambda q: S.mutual_information(mc_dropout=q),
-            np_mutual_information,
-        ),
+        Case("mutual_information (mc_dropout)", lambda q: S.mutual_information(mc_dropout=q), np_mutual_information),
         Case("variance (mc_dropout)", lambda q: S.variance(mc_dropout=q), np_variance),
-        Case(
-            "vote_entropy (query_by_committee)",
-            lambda q: S.vote_entropy(query_by_committee=q),
-            np_vote_entropy,
-        ),
+        Case("vote_entropy (query_by_committee)", lambda q: S.vote_entropy(query_by_committee=q), np_vote_entropy),
     ]
     topk_cases = [
         Case(

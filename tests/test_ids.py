@@ -15,6 +15,7 @@ pl = pytest.importorskip("polars")
 from click.testing import CliRunner  # noqa: E402
 
 from pickaxe.cli import main  # noqa: E402
+from pool_kinds import table_as
 
 N = 40
 BIG = [2**60 + 1, 2**60 + 3, 2**63 - 1, -(2**62) - 7]  # not exact as float64
@@ -45,23 +46,10 @@ def as_kind(kind, ids, x, tmp_path, arrow_ids=None):
     table = pa.table({"id": a_ids, "logits": fsl(x)})
     if kind == "mapping":
         return {"id": ids, "logits": x}
-    if kind == "table":
-        return table
-    if kind == "pandas":
-        return table.to_pandas()
-    if kind == "polars":
-        return pl.from_arrow(table)
-    if kind == "parquet":
-        path = tmp_path / "pool.parquet"
-        pq.write_table(table, path, row_group_size=16)
-        return str(path)
-    if kind == "folder":
-        folder = tmp_path / "pool"
-        folder.mkdir()
-        pq.write_table(table.slice(0, 25), folder / "a.parquet")
-        pq.write_table(table.slice(25), folder / "b.parquet")
-        return str(folder)
-    raise AssertionError(kind)
+    kind = "arrow" if kind == "table" else kind
+    parts = [("a.parquet", 0, 25, None), ("b.parquet", 25, None, None)]
+    pool = table_as(kind, table, tmp_path / "pool", row_group_size=16, parts=parts)
+    return str(pool) if kind == "folder" else pool
 
 
 KINDS = ["mapping", "table", "pandas", "polars", "parquet", "folder"]

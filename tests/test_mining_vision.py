@@ -18,6 +18,7 @@ import pickaxe as px
 from pickaxe import engine
 from pickaxe.pools.boxes import boxes_from_arrow
 from pickaxe.cli import main
+from pool_kinds import table_as
 
 N, C, M = 57, 3, 3
 
@@ -97,23 +98,8 @@ def make_pool(kind, d, tmp_path, ids=None):
         if ids is not None:
             m["id"] = ids
         return m
-    if kind == "pandas":
-        return table.to_pandas()
-    if kind == "polars":
-        import polars as pl
-
-        return pl.from_arrow(table)
-    if kind == "parquet":
-        path = tmp_path / "vision.parquet"
-        pq.write_table(table, path, row_group_size=11)
-        return str(path)
-    if kind == "folder":
-        root = tmp_path / "vision"
-        root.mkdir()
-        pq.write_table(table.slice(0, 20), root / "a.parquet", row_group_size=6)
-        pq.write_table(table.slice(20), root / "b.parquet", row_group_size=9)
-        return root
-    raise AssertionError(kind)
+    parts = [("a.parquet", 0, 20, 6), ("b.parquet", 20, None, 9)]
+    return table_as(kind, table, tmp_path / "vision", row_group_size=11, parts=parts)
 
 
 def expected(d, miner, rows=None):

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pickaxe.pools import ROW, Pool, as_pool, open_pool, source
+from pool_kinds import table_as
 
 N = 500
 QUERY = "split = 'unlabeled' AND score > 0.5"
@@ -75,25 +76,16 @@ def make_pool(kind, data, tmp_path, ids=None):
         if ids is not None:
             df.insert(0, "id", ids)
         return df
-    if kind == "polars":
-        return pl.from_arrow(table)
-    if kind == "parquet":
-        path = tmp_path / "pool.parquet"
-        pq.write_table(table, path, row_group_size=64)
-        return str(path)
+    # the folder: three files in sorted order a.parquet, part=b/c.parquet, part=b/d.parquet,
+    # an empty file, and files pickaxe skips (starting with _ or hidden)
+    parts = [
+        ("a.parquet", 0, 180, 50), ("part=b/c0.parquet", 180, 180, None), ("part=b/c.parquet", 180, 380, 70),
+        ("part=b/d.parquet", 380, None, 33), ("_tmp.parquet", 0, 3, None), (".hidden.parquet", 0, 3, None),
+    ]
+    pool = table_as(kind, table, tmp_path / "pool", row_group_size=64, parts=parts)
     if kind == "folder":
-        root = tmp_path / "pool"
-        (root / "part=b").mkdir(parents=True)
-        # three files in sorted order a.parquet, part=b/c.parquet, part=b/d.parquet
-        pq.write_table(table.slice(0, 180), root / "a.parquet", row_group_size=50)
-        pq.write_table(table.slice(180, 0), root / "part=b" / "c0.parquet")  # empty file
-        pq.write_table(table.slice(180, 200), root / "part=b" / "c.parquet", row_group_size=70)
-        pq.write_table(table.slice(380), root / "part=b" / "d.parquet", row_group_size=33)
-        (root / "_SUCCESS").write_text("")
-        pq.write_table(table.slice(0, 3), root / "_tmp.parquet")  # skipped: starts with _
-        pq.write_table(table.slice(0, 3), root / ".hidden.parquet")  # skipped: hidden
-        return root
-    raise AssertionError(kind)
+        (pool / "_SUCCESS").write_text("")
+    return pool
 
 
 def check_pool(p: Pool, data, rows, ids=None):

@@ -5,7 +5,9 @@ Ctrl-C (any SIGINT handler that raises) the kernel stops at its next chunk and t
 raises the handler's exception, KeyboardInterrupt by default, within about 50 ms
 (rust/pickaxe-py/src/interrupt.rs)."""
 
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence, TypedDict
+
+from typing_extensions import Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -14,15 +16,23 @@ __version__: str
 
 _Float = np.float32 | np.float64
 
+class _ScoreOptions(TypedDict, total=False):
+    """The keywords of the score bindings (rust/pickaxe-py/src/convert.rs, ScoreKeywords);
+    each applies where its score reads it, an unknown one is a TypeError."""
+
+    normalize: bool  # entropy: divide by ln C (default False)
+    class_weights: Optional[Sequence[float]]  # entropy: a weight per class
+    temperature: float  # energy: T (default 1.0)
+    ord: float  # norm: its order (default 2.0)
+    logits: bool  # score_pixels / score_boxes: the field holds logits (default False)
+    kl_reduce: Literal["mean", "max"]  # committee KL over members (default "mean")
+
 def score_rows(
     field: Literal["confidence", "confidences", "logits", "embeddings", "reference"],
     score: Literal["least_confidence", "margin", "ratio", "entropy", "energy", "max_logit", "norm"],
     x: npt.NDArray[_Float],
     nan_policy: Literal["raise", "omit"] = "raise",
-    normalize: bool = False,
-    class_weights: Optional[Sequence[float]] = None,
-    temperature: float = 1.0,
-    ord: float = 2.0,
+    **options: Unpack[_ScoreOptions],
 ) -> npt.NDArray[_Float]: ...
 def score_stack(
     field: Literal["query_by_committee", "mc_dropout"],
@@ -147,12 +157,8 @@ def score_pixels(
     reduce: Literal["mean", "max", "top", "none"],
     q: float = 1.0,
     mask: Optional[npt.NDArray[np.bool_]] = None,
-    logits: bool = False,
     nan_policy: Literal["raise", "omit"] = "raise",
-    normalize: bool = False,
-    class_weights: Optional[Sequence[float]] = None,
-    temperature: float = 1.0,
-    kl_reduce: Literal["mean", "max"] = "mean",
+    **options: Unpack[_ScoreOptions],
 ) -> npt.NDArray[_Float]:
     """Per-pixel score of (N, C, H, W) / (N, H, W, C) or stacked (N, M, ...) fields,
     reduced per image (N,), or the (N, H, W) maps with reduce "none"."""
@@ -163,12 +169,8 @@ def score_boxes(
     offsets: npt.NDArray[np.int64],
     reduce: Literal["max", "mean", "sum"],
     objectness: Optional[npt.NDArray[_Float]] = None,
-    logits: bool = False,
     nan_policy: Literal["raise", "omit"] = "raise",
-    normalize: bool = False,
-    class_weights: Optional[Sequence[float]] = None,
-    temperature: float = 1.0,
-    kl_reduce: Literal["mean", "max"] = "mean",
+    **options: Unpack[_ScoreOptions],
 ) -> npt.NDArray[_Float]:
     """Per-box score of stacked (B, C) / (B, M, C) boxes reduced per image over offsets."""
 def kmeans(

@@ -10,6 +10,7 @@ pandas loads when a report is made; matplotlib only in `SimulationReport.plot`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -51,6 +52,7 @@ def _mean_se(values: np.ndarray) -> tuple[float, float]:
     return mean, float(np.std(values, ddof=1) / math.sqrt(len(values)))
 
 
+@dataclass(eq=False, repr=False)
 class SimulationReport:
     """What `pickaxe.simulate` measured.
 
@@ -75,13 +77,11 @@ class SimulationReport:
         Rows, test rows, classes, batch, rounds, start, seeds and the probe.
     """
 
-    def __init__(self, table: Any, rounds: Any, recommendation: Optional[str], reason: str,
-                 setting: dict[str, Any]) -> None:
-        self.table = table
-        self.rounds = rounds
-        self.recommendation = recommendation
-        self.reason = reason
-        self.setting = setting
+    table: Any
+    rounds: Any
+    recommendation: Optional[str]
+    reason: str
+    setting: dict[str, Any]
 
     @classmethod
     def from_records(cls, records: list[tuple], strategies: list[str], setting: dict[str, Any]) -> "SimulationReport":

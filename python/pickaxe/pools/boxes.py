@@ -16,6 +16,7 @@ column, the row and the fault.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -26,26 +27,16 @@ from .arrow import RowLabel, array_to_numpy, first_invalid, is_list_type, is_lis
 BOX_FIELDS: dict[str, int] = {"boxes": 1, "member_boxes": 2}
 
 
+@dataclass(eq=False, slots=True)
 class BoxColumn:
     """A box-list column of ``n_rows`` rows (see the module's docstring)."""
 
-    __slots__ = ("bbox", "classes", "kind", "objectness", "offsets", "members")
-
-    def __init__(
-        self,
-        bbox: np.ndarray,
-        classes: np.ndarray,
-        kind: str,
-        objectness: Optional[np.ndarray],
-        offsets: np.ndarray,
-        members: Optional[int] = None,
-    ) -> None:
-        self.bbox = bbox
-        self.classes = classes
-        self.kind = kind
-        self.objectness = objectness
-        self.offsets = offsets
-        self.members = members
+    bbox: np.ndarray
+    classes: np.ndarray
+    kind: str
+    objectness: Optional[np.ndarray]
+    offsets: np.ndarray
+    members: Optional[int] = None
 
     @property
     def n_rows(self) -> int:

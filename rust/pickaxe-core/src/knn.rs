@@ -21,42 +21,17 @@ use crate::math::{madd, Isa, Real, LANES};
 use crate::threads;
 use crate::simd::multiversion;
 
-/// How far apart two vectors are. Every metric is "smaller = nearer".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Metric {
-    /// Euclidean: ‖q − r‖₂ (squared inside `knn_update`, which only ranks).
-    L2,
-    /// 1 − q·r / (‖q‖ ‖r‖), in [0, 2]; exactly 1 when either vector is zero (hnswlib's
-    /// convention).
-    Cosine,
-    /// 1 − q·r (hnswlib's "ip" space): the largest inner product is the nearest.
-    Ip,
-}
-
-impl std::str::FromStr for Metric {
-    type Err = Error;
-
-    /// A metric from its name in `pickaxe.index` ("l2", "cosine" or "ip").
-    fn from_str(s: &str) -> Result<Metric, Error> {
-        match s {
-            "l2" => Ok(Metric::L2),
-            "cosine" => Ok(Metric::Cosine),
-            "ip" => Ok(Metric::Ip),
-            other => Err(Error::argument(
-                "metric",
-                format!("metric must be \"l2\", \"cosine\" or \"ip\"; got {other:?}"),
-            )),
-        }
-    }
-}
-
-impl Metric {
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::L2 => "l2",
-            Metric::Cosine => "cosine",
-            Metric::Ip => "ip",
-        }
+crate::names::named_enum! {
+    /// How far apart two vectors are (named as in `pickaxe.index`). Every metric is
+    /// "smaller = nearer".
+    pub enum Metric("metric") {
+        /// Euclidean: ‖q − r‖₂ (squared inside `knn_update`, which only ranks).
+        L2 = "l2",
+        /// 1 − q·r / (‖q‖ ‖r‖), in [0, 2]; exactly 1 when either vector is zero (hnswlib's
+        /// convention).
+        Cosine = "cosine",
+        /// 1 − q·r (hnswlib's "ip" space): the largest inner product is the nearest.
+        Ip = "ip",
     }
 }
 

@@ -8,6 +8,7 @@
 //! parallel above a size threshold (`threads`).
 
 pub mod cancel;
+mod names;
 pub mod coreset;
 mod driver;
 pub mod error;
@@ -44,27 +45,13 @@ pub use offsets::BoxReduce;
 pub mod localization;
 pub use localization::{localization_disagreement, BoxSet, LocOptions};
 
-/// What to do with an invalid row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NanPolicy {
-    /// Fail on the first invalid row (lowest index).
-    Raise,
-    /// Give invalid rows a NaN score.
-    Omit,
-}
-
-impl std::str::FromStr for NanPolicy {
-    type Err = Error;
-
-    fn from_str(name: &str) -> Result<NanPolicy, Error> {
-        match name {
-            "raise" => Ok(NanPolicy::Raise),
-            "omit" => Ok(NanPolicy::Omit),
-            other => Err(Error::argument(
-                "nan_policy",
-                format!("nan_policy must be \"raise\" or \"omit\"; got {other:?}"),
-            )),
-        }
+names::named_enum! {
+    /// What to do with an invalid row.
+    pub enum NanPolicy("nan_policy") {
+        /// Fail on the first invalid row (lowest index).
+        Raise = "raise",
+        /// Give invalid rows a NaN score.
+        Omit = "omit",
     }
 }
 

@@ -8,31 +8,15 @@ use ndarray::ArrayView1;
 use crate::error::Error;
 use crate::math::Real;
 
-/// How the boxes of one image become one score.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BoxReduce {
-    /// max_b o_b · s_b.
-    Max,
-    /// Σ_b o_b · s_b / Σ_b o_b (the plain mean without objectness).
-    Mean,
-    /// Σ_b o_b · s_b.
-    Sum,
-}
-
-impl std::str::FromStr for BoxReduce {
-    type Err = Error;
-
-    /// A reduction from its name in `pickaxe.detection` ("max", "mean" or "sum").
-    fn from_str(name: &str) -> Result<BoxReduce, Error> {
-        match name {
-            "max" => Ok(BoxReduce::Max),
-            "mean" => Ok(BoxReduce::Mean),
-            "sum" => Ok(BoxReduce::Sum),
-            other => Err(Error::argument(
-                "reduce",
-                format!("reduce must be \"max\", \"mean\" or \"sum\"; got {other:?}"),
-            )),
-        }
+crate::names::named_enum! {
+    /// How the boxes of one image become one score (named as in `pickaxe.detection`).
+    pub enum BoxReduce("reduce") {
+        /// max_b o_b · s_b.
+        Max = "max",
+        /// Σ_b o_b · s_b / Σ_b o_b (the plain mean without objectness).
+        Mean = "mean",
+        /// Σ_b o_b · s_b.
+        Sum = "sum",
     }
 }
 

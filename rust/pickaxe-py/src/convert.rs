@@ -6,7 +6,9 @@ use numpy::{
     Element, IntoPyArray, PyArray, PyArray2, PyArrayMethods, PyReadonlyArray, PyReadwriteArray,
 };
 use pickaxe_core::{Cancel, Error, Field, NanPolicy, PixelScore, RowOptions};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::error::{borrow_error, dtype_is_error, to_pyerr};
 use crate::interrupt;
@@ -38,29 +40,51 @@ pub fn parse<T: std::str::FromStr<Err = Error>>(name: &str) -> PyResult<T> {
     name.parse().map_err(to_pyerr)
 }
 
-/// The field, NaN policy and per-pixel (or per-box) score of a segmentation or detection
-/// call, from the arguments both take.
-#[allow(clippy::too_many_arguments)]
-pub fn pixel_args(
-    field: &str,
-    nan_policy: &str,
-    score: &str,
-    logits: bool,
-    normalize: bool,
-    class_weights: Option<Vec<f64>>,
-    temperature: f64,
-    kl_reduce: &str,
-) -> PyResult<(Field, NanPolicy, PixelScore)> {
-    let field: Field = parse(field)?;
-    let policy: NanPolicy = parse(nan_policy)?;
-    let options = RowOptions {
-        normalize,
-        class_weights,
-        temperature,
-        ..RowOptions::default()
-    };
-    let score = PixelScore::from_name(field, score, logits, options, kl_reduce).map_err(to_pyerr)?;
-    Ok((field, policy, score))
+/// The options of a score binding, given as keywords (`**options` of the Python layer, which
+/// checks their values' kinds and names): the score's `RowOptions`, and for per-pixel and
+/// per-box scores whether the field holds logits and how a committee's KL is reduced.
+pub struct ScoreKeywords {
+    pub options: RowOptions,
+    pub logits: bool,
+    pub kl_reduce: String,
+}
+
+impl ScoreKeywords {
+    /// The keywords of `kwargs` (all optional; an unknown one is a TypeError, as for any
+    /// Python function).
+    pub fn from_kwargs(func: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let mut out = ScoreKeywords {
+            options: RowOptions::default(),
+            logits: false,
+            kl_reduce: "mean".to_owned(),
+        };
+        for (key, value) in kwargs.into_iter().flat_map(|d| d.iter()) {
+            let key: String = key.extract()?;
+            match key.as_str() {
+                "normalize" => out.options.normalize = value.extract()?,
+                "class_weights" => out.options.class_weights = value.extract()?,
+                "temperature" => out.options.temperature = value.extract()?,
+                "ord" => out.options.ord = value.extract()?,
+                "logits" => out.logits = value.extract()?,
+                "kl_reduce" => out.kl_reduce = value.extract()?,
+                _ => {
+                    return Err(PyTypeError::new_err(format!(
+                        "{func}() got an unexpected keyword argument '{key}'"
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The field, NaN policy and per-pixel (or per-box) score of a segmentation or
+    /// detection call.
+    pub fn pixel_score(self, field: &str, nan_policy: &str, score: &str) -> PyResult<(Field, NanPolicy, PixelScore)> {
+        let field: Field = parse(field)?;
+        let policy: NanPolicy = parse(nan_policy)?;
+        let score = PixelScore::from_name(field, score, self.logits, self.options, &self.kl_reduce).map_err(to_pyerr)?;
+        Ok((field, policy, score))
+    }
 }
 
 /// `x` read in place as a `D`-dimensional array of `T`; `why` explains a dtype error.

@@ -5,14 +5,15 @@ use ndarray::{Ix1, Ix2, IxDyn};
 use numpy::{IntoPyArray, PyReadonlyArray1};
 use pickaxe_core::{BoxReduce, BoxSet, LocOptions};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
-use crate::convert::{parse, pixel_args, readonly, run_on, with_float};
+use crate::convert::{parse, readonly, run_on, with_float, ScoreKeywords};
 use crate::error::to_pyerr;
 use crate::interrupt;
 
 /// Detection: per-box score of the stacked boxes, reduced per image over `offsets`.
 #[pyfunction]
-#[pyo3(signature = (field, score, boxes, offsets, reduce, objectness=None, logits=false, nan_policy="raise", normalize=false, class_weights=None, temperature=1.0, kl_reduce="mean"))]
+#[pyo3(signature = (field, score, boxes, offsets, reduce, objectness=None, nan_policy="raise", **options))]
 #[allow(clippy::too_many_arguments)]
 fn score_boxes<'py>(
     py: Python<'py>,
@@ -22,23 +23,10 @@ fn score_boxes<'py>(
     offsets: PyReadonlyArray1<'py, i64>,
     reduce: &str,
     objectness: Option<&Bound<'py, PyAny>>,
-    logits: bool,
     nan_policy: &str,
-    normalize: bool,
-    class_weights: Option<Vec<f64>>,
-    temperature: f64,
-    kl_reduce: &str,
+    options: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (field, policy, score) = pixel_args(
-        field,
-        nan_policy,
-        score,
-        logits,
-        normalize,
-        class_weights,
-        temperature,
-        kl_reduce,
-    )?;
+    let (field, policy, score) = ScoreKeywords::from_kwargs("score_boxes", options)?.pixel_score(field, nan_policy, score)?;
     let reduce: BoxReduce = parse(reduce)?;
     let offsets = offsets.as_array();
     let what = field.name();

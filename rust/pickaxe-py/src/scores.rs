@@ -2,34 +2,26 @@
 //! `confidence`, and committee / dropout scores of a (N, M, C) stack.
 
 use ndarray::{Ix1, Ix2, Ix3};
-use pickaxe_core::{Field, NanPolicy, RowOptions, RowScore, StackScore};
+use pickaxe_core::{Field, NanPolicy, RowScore, StackScore};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
-use crate::convert::{parse, run_on, with_float};
+use crate::convert::{parse, run_on, with_float, ScoreKeywords};
 
 /// Per-row score of a (N, C) field, or least_confidence of the (N,) `confidence` field.
 #[pyfunction]
-#[pyo3(signature = (field, score, x, nan_policy="raise", normalize=false, class_weights=None, temperature=1.0, ord=2.0))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (field, score, x, nan_policy="raise", **options))]
 fn score_rows<'py>(
     py: Python<'py>,
     field: &str,
     score: &str,
     x: &Bound<'py, PyAny>,
     nan_policy: &str,
-    normalize: bool,
-    class_weights: Option<Vec<f64>>,
-    temperature: f64,
-    ord: f64,
+    options: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let field: Field = parse(field)?;
     let policy: NanPolicy = parse(nan_policy)?;
-    let options = RowOptions {
-        normalize,
-        class_weights,
-        temperature,
-        ord,
-    };
+    let options = ScoreKeywords::from_kwargs("score_rows", options)?.options;
     let score = RowScore::from_name(score, options).map_err(crate::error::to_pyerr)?;
     let what = field.name();
     if field == Field::Confidence {

@@ -4,14 +4,15 @@ use ndarray::IxDyn;
 use numpy::PyReadonlyArray3;
 use pickaxe_core::Reduce;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
-use crate::convert::{pixel_args, run_on, with_float};
+use crate::convert::{run_on, with_float, ScoreKeywords};
 use crate::error::to_pyerr;
 
 /// Segmentation: per-pixel score reduced per image ("mean", "max", "top" with `q`) to
 /// (N,), or the (N, H, W) maps ("none").
 #[pyfunction]
-#[pyo3(signature = (field, score, x, class_axis, reduce, q=1.0, mask=None, logits=false, nan_policy="raise", normalize=false, class_weights=None, temperature=1.0, kl_reduce="mean"))]
+#[pyo3(signature = (field, score, x, class_axis, reduce, q=1.0, mask=None, nan_policy="raise", **options))]
 #[allow(clippy::too_many_arguments)]
 fn score_pixels<'py>(
     py: Python<'py>,
@@ -22,23 +23,10 @@ fn score_pixels<'py>(
     reduce: &str,
     q: f64,
     mask: Option<PyReadonlyArray3<'py, bool>>,
-    logits: bool,
     nan_policy: &str,
-    normalize: bool,
-    class_weights: Option<Vec<f64>>,
-    temperature: f64,
-    kl_reduce: &str,
+    options: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (field, policy, score) = pixel_args(
-        field,
-        nan_policy,
-        score,
-        logits,
-        normalize,
-        class_weights,
-        temperature,
-        kl_reduce,
-    )?;
+    let (field, policy, score) = ScoreKeywords::from_kwargs("score_pixels", options)?.pixel_score(field, nan_policy, score)?;
     let reduce = Reduce::from_name(reduce, q).map_err(to_pyerr)?;
     let mask = mask.as_ref().map(|m| m.as_array());
     let what = field.name();
