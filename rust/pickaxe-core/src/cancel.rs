@@ -55,8 +55,8 @@ impl Cancel {
 mod tests {
     use super::*;
     use crate::{
-        localization::{BoxSet, LocOptions},
         knn::Metric,
+        localization::{BoxSet, LocOptions},
         seg::{PixelScore, Reduce},
         BoxReduce, Field, NanPolicy, RowScore, StackScore,
     };
@@ -75,75 +75,28 @@ mod tests {
         let x = Array2::from_shape_fn((4096, 64), |(i, j)| ((i * 7 + j) % 13) as f32 * 0.1);
         let p = Array2::from_elem((4096, 64), 1.0f32 / 64.0);
         let st = Array3::from_elem((2048, 4, 16), 1.0f32 / 16.0);
-        let img =
-            Array4::from_shape_fn((8, 5, 64, 64), |(i, b, y, z)| ((i + b + y + z) % 7) as f32);
-        let ent = RowScore::Entropy {
-            normalize: false,
-            class_weights: None,
-        };
-        let boxes = Array2::from_shape_fn((4096, 4), |(i, j)| {
-            (i % 50) as f64 + if j >= 2 { 2.0 } else { 0.0 }
-        });
+        let img = Array4::from_shape_fn((8, 5, 64, 64), |(i, b, y, z)| ((i + b + y + z) % 7) as f32);
+        let ent = RowScore::Entropy { normalize: false, class_weights: None };
+        let boxes = Array2::from_shape_fn((4096, 4), |(i, j)| (i % 50) as f64 + if j >= 2 { 2.0 } else { 0.0 });
         let cls = Array2::from_elem((4096, 3), 1.0 / 3.0);
         let off = Array1::from_iter((0..=64).map(|i| i as i64 * 64));
         let moff = Array1::from_iter((0..=128).map(|i| i as i64 * 32));
         let (reference, members) = [off.view(), moff.view()]
-            .map(|offsets| BoxSet {
-                bbox: boxes.view(),
-                classes: cls.view(),
-                logits: false,
-                offsets,
-            })
+            .map(|offsets| BoxSet { bbox: boxes.view(), classes: cls.view(), logits: false, offsets })
             .into();
-        let opts = LocOptions {
-            iou_threshold: 0.5,
-            per_class: false,
-            reduce: Some(BoxReduce::Max),
-        };
+        let opts = LocOptions { iou_threshold: 0.5, per_class: false, reduce: Some(BoxReduce::Max) };
         let scores = Array1::from_iter((0..3_000_000).map(|i| (i % 1000) as f64));
         for threads in [1, 2] {
             crate::threads::set_num_threads(threads).unwrap();
             let raise = NanPolicy::Raise;
-            assert!(is_interrupted(crate::score_rows(
-                Field::Logits,
-                &ent,
-                x.view(),
-                raise,
-                &c
-            )));
-            assert!(is_interrupted(crate::score_rows(
-                Field::Confidences,
-                &ent,
-                p.view(),
-                NanPolicy::Omit,
-                &c
-            )));
-            assert!(is_interrupted(crate::least_confidence_1d(
-                x.column(0),
-                raise,
-                &c
-            )));
+            assert!(is_interrupted(crate::score_rows(Field::Logits, &ent, x.view(), raise, &c)));
+            assert!(is_interrupted(crate::score_rows(Field::Confidences, &ent, p.view(), NanPolicy::Omit, &c)));
+            assert!(is_interrupted(crate::least_confidence_1d(x.column(0), raise, &c)));
             let s = StackScore::MutualInformation;
-            assert!(is_interrupted(crate::score_stack(
-                Field::McDropout,
-                s,
-                st.view(),
-                false,
-                raise,
-                &c
-            )));
+            assert!(is_interrupted(crate::score_stack(Field::McDropout, s, st.view(), false, raise, &c)));
             let px = PixelScore::Row(ent.clone());
             for red in [Reduce::Mean, Reduce::Map] {
-                let r = crate::score_pixels(
-                    Field::Logits,
-                    &px,
-                    img.view().into_dyn(),
-                    1,
-                    red,
-                    None,
-                    raise,
-                    &c,
-                );
+                let r = crate::score_pixels(Field::Logits, &px, img.view().into_dyn(), 1, red, None, raise, &c);
                 assert!(is_interrupted(r));
             }
             let r = crate::score_boxes(
@@ -160,20 +113,8 @@ mod tests {
             let r = crate::localization_disagreement(reference, members, 2, opts, None, &c);
             assert!(is_interrupted(r));
             let md = Array1::from_elem(4096, f32::INFINITY);
-            assert!(is_interrupted(crate::kcenter_greedy(
-                x.view(),
-                10,
-                md.clone(),
-                Metric::L2,
-                &c
-            )));
-            assert!(is_interrupted(crate::kcenter_greedy(
-                x.view(),
-                10,
-                md,
-                Metric::Cosine,
-                &c
-            )));
+            assert!(is_interrupted(crate::kcenter_greedy(x.view(), 10, md.clone(), Metric::L2, &c)));
+            assert!(is_interrupted(crate::kcenter_greedy(x.view(), 10, md, Metric::Cosine, &c)));
             let norms = Array1::from_elem(4096, 1.0f32);
             let mut ids = Array2::from_elem((4096, 5), -1i64);
             let mut d = Array2::from_elem((4096, 5), f32::INFINITY);
@@ -190,13 +131,7 @@ mod tests {
             );
             assert!(is_interrupted(r));
             let ids = Array2::from_elem((4096, 5), 0i64);
-            assert!(is_interrupted(crate::pair_distances(
-                x.view(),
-                x.view(),
-                ids.view(),
-                Metric::L2,
-                &c
-            )));
+            assert!(is_interrupted(crate::pair_distances(x.view(), x.view(), ids.view(), Metric::L2, &c)));
             assert!(is_interrupted(crate::top_k(scores.view(), 10, &c)));
         }
     }

@@ -17,8 +17,8 @@ use crate::error::Error;
 use crate::knn::{dot_f64, row_slice, Metric};
 use crate::lanes;
 use crate::math::{madd, Isa, Real, LANES};
-use crate::threads;
 use crate::simd::multiversion;
+use crate::threads;
 
 use crate::threads::{PARALLEL_MIN_VALUES, TASK_VALUES};
 
@@ -47,18 +47,9 @@ fn sq_diff<I: Isa, T: Real, const SCALED: bool>(a: &[T], sa: T, b: &[T]) -> f64 
     // Whole lane arrays in, whole lane arrays out: written this way (no per-element
     // helper taking `&mut`), LLVM keeps the accumulators in vector registers.
     #[inline(always)]
-    fn step<I: Isa, T: Real, const SCALED: bool>(
-        x: &[T; LANES],
-        sa: T,
-        y: &[T; LANES],
-        acc: &mut [T; LANES],
-    ) {
+    fn step<I: Isa, T: Real, const SCALED: bool>(x: &[T; LANES], sa: T, y: &[T; LANES], acc: &mut [T; LANES]) {
         for l in 0..LANES {
-            let v = if SCALED {
-                x[l] * sa - y[l]
-            } else {
-                x[l] - y[l]
-            };
+            let v = if SCALED { x[l] * sa - y[l] } else { x[l] - y[l] };
             acc[l] = madd::<I, T>(v, v, acc[l]);
         }
     }
@@ -95,12 +86,7 @@ fn sq_diff<I: Isa, T: Real, const SCALED: bool>(a: &[T], sa: T, b: &[T]) -> f64 
 /// Returns the block's (largest d_min, lowest row with it), skipping −inf.
 #[inline(always)]
 fn pass<T: Real, I: Isa>(
-    points: &ArrayView2<'_, T>,
-    lo: usize,
-    md: &mut [T],
-    center: &[T],
-    inv: &[T],
-    center_zero: bool,
+    points: &ArrayView2<'_, T>, lo: usize, md: &mut [T], center: &[T], inv: &[T], center_zero: bool,
 ) -> Option<(T, usize)> {
     let cosine = !inv.is_empty();
     let mut buf = Vec::new();
@@ -149,11 +135,7 @@ fn inv_norms<T: Real, I: Isa>(points: &ArrayView2<'_, T>, lo: usize, out: &mut [
     for (r, o) in out.iter_mut().enumerate() {
         let x = row_slice(points, lo + r, &mut buf);
         let n = dot_f64::<I, T>(x, x).sqrt();
-        *o = if n > 0.0 {
-            T::from_f64(1.0 / n)
-        } else {
-            T::ZERO
-        };
+        *o = if n > 0.0 { T::from_f64(1.0 / n) } else { T::ZERO };
     }
 }
 
@@ -165,11 +147,7 @@ multiversion! {
 /// the result does not depend on how rows were split between threads.
 fn better<T: Real>(a: Option<(T, usize)>, b: Option<(T, usize)>) -> Option<(T, usize)> {
     match (a, b) {
-        (Some(x), Some(y)) => Some(if y.0 > x.0 || (y.0 == x.0 && y.1 < x.1) {
-            y
-        } else {
-            x
-        }),
+        (Some(x), Some(y)) => Some(if y.0 > x.0 || (y.0 == x.0 && y.1 < x.1) { y } else { x }),
         (x, y) => x.or(y),
     }
 }
@@ -189,11 +167,7 @@ fn better<T: Real>(a: Option<(T, usize)>, b: Option<(T, usize)>) -> Option<(T, u
 /// +inf while no center covers the pick. `size` > N gives every pickable row.
 /// `cancel` is read before each pick and each task of a pass (`Error::Interrupted`).
 pub fn kcenter_greedy<T: Real>(
-    points: ArrayView2<'_, T>,
-    size: usize,
-    min_dist: Array1<T>,
-    metric: Metric,
-    cancel: &Cancel,
+    points: ArrayView2<'_, T>, size: usize, min_dist: Array1<T>, metric: Metric, cancel: &Cancel,
 ) -> Result<(Vec<usize>, Vec<T>), Error> {
     if metric == Metric::Ip {
         return Err(Error::argument(
@@ -203,16 +177,9 @@ pub fn kcenter_greedy<T: Real>(
     }
     let (n, dim) = points.dim();
     if min_dist.len() != n {
-        return Err(Error::Shape(format!(
-            "min_dist has {} entries but points has {n} rows",
-            min_dist.len()
-        )));
+        return Err(Error::Shape(format!("min_dist has {} entries but points has {n} rows", min_dist.len())));
     }
-    if let Some((i, v)) = min_dist
-        .iter()
-        .enumerate()
-        .find(|(_, &v)| v.is_nan() || (v < T::ZERO && v != T::NEG_INF))
-    {
+    if let Some((i, v)) = min_dist.iter().enumerate().find(|(_, &v)| v.is_nan() || (v < T::ZERO && v != T::NEG_INF)) {
         return Err(Error::argument(
             "min_dist",
             format!(
@@ -228,11 +195,7 @@ pub fn kcenter_greedy<T: Real>(
     if n == 0 || size == 0 {
         return Ok((picks, dists));
     }
-    let pool = if n.saturating_mul(dim.max(1)) >= PARALLEL_MIN_VALUES {
-        threads::pool()
-    } else {
-        None
-    };
+    let pool = if n.saturating_mul(dim.max(1)) >= PARALLEL_MIN_VALUES { threads::pool() } else { None };
     let rows = (TASK_VALUES / dim.max(1)).max(1);
     let cosine = metric == Metric::Cosine;
     // 1 / norm per row for cosine, allocated here so that a failure is an error
@@ -252,11 +215,8 @@ pub fn kcenter_greedy<T: Real>(
             }
         }
         // The first pick: the argmax of the initial distances.
-        let mut best = md
-            .iter()
-            .enumerate()
-            .filter(|(_, &v)| v != T::NEG_INF)
-            .fold(None, |b, (i, &v)| better(b, Some((v, i))));
+        let mut best =
+            md.iter().enumerate().filter(|(_, &v)| v != T::NEG_INF).fold(None, |b, (i, &v)| better(b, Some((v, i))));
         let mut center = vec![T::ZERO; dim];
         let mut buf = Vec::new();
         while picks.len() < size && !cancel.is_cancelled() {
@@ -304,12 +264,7 @@ mod tests {
 
     fn dist(metric: Metric, a: &[f64], b: &[f64]) -> f64 {
         match metric {
-            Metric::L2 => a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (x - y) * (x - y))
-                .sum::<f64>()
-                .sqrt(),
+            Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt(),
             _ => {
                 let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
                 let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -357,8 +312,7 @@ mod tests {
                 for &size in &[1usize, 2, 10, n + 3] {
                     let init = vec![f64::INFINITY; n];
                     let want = brute(&x, size, &init, metric);
-                    let (got, gd) =
-                        kcenter_greedy(x.view(), size, Array1::from(init), metric, &Cancel::new()).unwrap();
+                    let (got, gd) = kcenter_greedy(x.view(), size, Array1::from(init), metric, &Cancel::new()).unwrap();
                     assert_eq!(got, want, "n={n} d={d} {metric:?} size={size}");
                     assert_eq!(got.len(), size.min(n));
                     assert_eq!(gd[0], f64::INFINITY);
@@ -375,22 +329,17 @@ mod tests {
         let init: Vec<f64> = (0..500).map(|i| (i % 17) as f64 * 0.5).collect();
         for metric in [Metric::L2, Metric::Cosine] {
             let want = brute(&x, 30, &init, metric);
-            let (got, gd) =
-                kcenter_greedy(x.view(), 30, Array1::from(init.clone()), metric, &Cancel::new()).unwrap();
+            let (got, gd) = kcenter_greedy(x.view(), 30, Array1::from(init.clone()), metric, &Cancel::new()).unwrap();
             assert_eq!(got, want);
             assert_eq!(gd[0], 8.0);
             // Fortran order and a reversed view read in place give the same picks.
             let f = x.t().as_standard_layout().into_owned().reversed_axes();
-            let got_f = kcenter_greedy(f.view(), 30, Array1::from(init.clone()), metric, &Cancel::new())
-                .unwrap()
-                .0;
+            let got_f = kcenter_greedy(f.view(), 30, Array1::from(init.clone()), metric, &Cancel::new()).unwrap().0;
             assert_eq!(got_f, want);
             let xs = x.slice(ndarray::s![..;-1, ..]);
             let init_r: Vec<f64> = init.iter().rev().copied().collect();
             let want_r = brute(&xs.to_owned(), 30, &init_r, metric);
-            let got_r = kcenter_greedy(xs, 30, Array1::from(init_r), metric, &Cancel::new())
-                .unwrap()
-                .0;
+            let got_r = kcenter_greedy(xs, 30, Array1::from(init_r), metric, &Cancel::new()).unwrap().0;
             assert_eq!(got_r, want_r);
             // float32: the same picks on data with clear gaps.
             let x32 = x.mapv(|v| v as f32);
@@ -407,8 +356,7 @@ mod tests {
         let x = Array2::from_shape_fn((15, 2), |(i, j)| base[i % 3][j]);
         for metric in [Metric::L2, Metric::Cosine] {
             let (p, d) =
-                kcenter_greedy(x.view(), 100, Array1::from_elem(15, f64::INFINITY), metric, &Cancel::new())
-                    .unwrap();
+                kcenter_greedy(x.view(), 100, Array1::from_elem(15, f64::INFINITY), metric, &Cancel::new()).unwrap();
             let mut s = p.clone();
             s.sort();
             assert_eq!(s, (0..15).collect::<Vec<_>>(), "{metric:?}");
@@ -421,14 +369,8 @@ mod tests {
         }
         // Zero vectors under cosine are at distance 1 from everything.
         let z = Array2::<f64>::zeros((4, 3));
-        let (p, d) = kcenter_greedy(
-            z.view(),
-            4,
-            Array1::from_elem(4, f64::INFINITY),
-            Metric::Cosine,
-            &Cancel::new(),
-        )
-        .unwrap();
+        let (p, d) =
+            kcenter_greedy(z.view(), 4, Array1::from_elem(4, f64::INFINITY), Metric::Cosine, &Cancel::new()).unwrap();
         assert_eq!(p, vec![0, 1, 2, 3]);
         assert_eq!(d, vec![f64::INFINITY, 1.0, 1.0, 1.0]);
     }
@@ -454,10 +396,7 @@ mod tests {
     fn bad_arguments_are_errors() {
         let x = Array2::<f64>::zeros((3, 2));
         let inf = || Array1::from_elem(3, f64::INFINITY);
-        assert!(matches!(
-            kcenter_greedy(x.view(), 1, inf(), Metric::Ip, &Cancel::new()),
-            Err(Error::Argument { .. })
-        ));
+        assert!(matches!(kcenter_greedy(x.view(), 1, inf(), Metric::Ip, &Cancel::new()), Err(Error::Argument { .. })));
         assert!(matches!(
             kcenter_greedy(x.view(), 1, Array1::from_elem(2, 1.0), Metric::L2, &Cancel::new()),
             Err(Error::Shape(_))
@@ -473,9 +412,6 @@ mod tests {
             kcenter_greedy(empty.view(), 5, Array1::from(vec![]), Metric::L2, &Cancel::new()).unwrap(),
             (vec![], vec![])
         );
-        assert_eq!(
-            kcenter_greedy(x.view(), 0, inf(), Metric::L2, &Cancel::new()).unwrap(),
-            (vec![], vec![])
-        );
+        assert_eq!(kcenter_greedy(x.view(), 0, inf(), Metric::L2, &Cancel::new()).unwrap(), (vec![], vec![]));
     }
 }

@@ -19,14 +19,8 @@ use crate::NanPolicy;
 /// weights each box. `cancel` stops the scoring early (`Error::Interrupted`).
 #[allow(clippy::too_many_arguments)]
 pub fn score_boxes<T: Real>(
-    field: Field,
-    score: &PixelScore,
-    boxes: ArrayViewD<'_, T>,
-    offsets: ArrayView1<'_, i64>,
-    reduce: BoxReduce,
-    objectness: Option<ArrayView1<'_, T>>,
-    policy: NanPolicy,
-    cancel: &Cancel,
+    field: Field, score: &PixelScore, boxes: ArrayViewD<'_, T>, offsets: ArrayView1<'_, i64>, reduce: BoxReduce,
+    objectness: Option<ArrayView1<'_, T>>, policy: NanPolicy, cancel: &Cancel,
 ) -> Result<Vec<T>, Error> {
     let stacked = matches!(field, Field::QueryByCommittee | Field::McDropout);
     let ndim = if stacked { 3 } else { 2 };
@@ -54,21 +48,9 @@ pub fn score_boxes<T: Real>(
         }
     };
     let scores = scores.map_err(|e| match e {
-        Error::InvalidRow {
-            field,
-            row,
-            member,
-            fault,
-        } => {
+        Error::InvalidRow { field, row, member, fault } => {
             let (image, index) = offsets::locate(&offsets, row);
-            Error::InvalidBox {
-                field,
-                row,
-                image,
-                index,
-                member,
-                fault,
-            }
+            Error::InvalidBox { field, row, image, index, member, fault }
         }
         other => other,
     })?;

@@ -10,8 +10,8 @@ use rayon::prelude::*;
 use crate::cancel::Cancel;
 use crate::error::{Error, RowFault};
 use crate::math::{Isa, Real};
-use crate::threads;
 use crate::simd::multiversion;
+use crate::threads;
 
 /// Per-task working memory of a kernel: a few rows' worth, never the input's size.
 pub(crate) struct Scratch<T> {
@@ -33,18 +33,10 @@ use crate::threads::{PARALLEL_MIN_VALUES, TASK_VALUES};
 /// Scores of rows `start..start + out.len()`; returns the first invalid row of the range.
 #[inline(always)]
 fn rows_generic<T: Real, K: Kernel<T>, I: Isa>(
-    kernel: &K,
-    x: &ArrayView3<'_, T>,
-    start: usize,
-    out: &mut [T],
-    scratch_len: ScratchLen,
-    stop_at: &AtomicUsize,
+    kernel: &K, x: &ArrayView3<'_, T>, start: usize, out: &mut [T], scratch_len: ScratchLen, stop_at: &AtomicUsize,
 ) -> Option<(usize, RowFault)> {
-    let mut scratch = Scratch {
-        f: vec![0.0; scratch_len.0],
-        t: vec![T::ZERO; scratch_len.1],
-        u: vec![0; scratch_len.2],
-    };
+    let mut scratch =
+        Scratch { f: vec![0.0; scratch_len.0], t: vec![T::ZERO; scratch_len.1], u: vec![0; scratch_len.2] };
     // usize::MAX marks nan_policy="omit": invalid rows become NaN and the work goes on.
     let raise = stop_at.load(Ordering::Relaxed) != usize::MAX;
     let mut first = None;
@@ -79,8 +71,7 @@ fn rows_generic<T: Real, K: Kernel<T>, I: Isa>(
                 for b in 0..c {
                     let k = a * c + b;
                     for (r, _) in outs.iter().enumerate() {
-                        let off =
-                            (i0 + r) as isize * st[0] + a as isize * st[1] + b as isize * st[2];
+                        let off = (i0 + r) as isize * st[0] + a as isize * st[1] + b as isize * st[2];
                         // SAFETY: (i0 + r, a, b) is inside the view's shape (i0 + r < N by
                         // the chunking of `out`, a < M, b < C), and a view's pointer plus
                         // index · strides is an element of it.
@@ -150,22 +141,14 @@ pub(crate) type Scored<T> = (Vec<T>, Option<(usize, RowFault)>);
 /// early); otherwise invalid rows are NaN. `Error::Interrupted` once `cancel` is set: it
 /// is read before each task of `TASK_VALUES` values, on one thread as on many.
 pub(crate) fn run<T: Real, K: Kernel<T>>(
-    kernel: &K,
-    x: ArrayView3<'_, T>,
-    scratch_len: ScratchLen,
-    raise: bool,
-    cancel: &Cancel,
+    kernel: &K, x: ArrayView3<'_, T>, scratch_len: ScratchLen, raise: bool, cancel: &Cancel,
 ) -> Result<Scored<T>, Error> {
     let n = x.len_of(Axis(0));
     let width = (x.len_of(Axis(1)) * x.len_of(Axis(2))).max(1);
     let mut out = crate::error::zeroed_real::<T>(n)?;
     // usize::MAX marks "omit": never stop.
     let stop_at = AtomicUsize::new(if raise { n } else { usize::MAX });
-    let pool = if n.saturating_mul(width) >= PARALLEL_MIN_VALUES {
-        threads::pool()
-    } else {
-        None
-    };
+    let pool = if n.saturating_mul(width) >= PARALLEL_MIN_VALUES { threads::pool() } else { None };
     let rows_per_task = (TASK_VALUES / width).max(1);
     let first = match pool {
         None => {
@@ -183,26 +166,24 @@ pub(crate) fn run<T: Real, K: Kernel<T>>(
             }
             first
         }
-        Some(pool) => {
-            pool.install(|| {
-                out.par_chunks_mut(rows_per_task)
-                    .enumerate()
-                    .map(|(t, chunk)| {
-                        let start = t * rows_per_task;
-                        if cancel.is_cancelled() || (raise && start > stop_at.load(Ordering::Relaxed)) {
-                            return None;
-                        }
-                        rows_dispatch(kernel, &x, start, chunk, scratch_len, &stop_at)
-                    })
-                    .reduce(
-                        || None,
-                        |a, b| match (a, b) {
-                            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-                            (a, b) => a.or(b),
-                        },
-                    )
-            })
-        }
+        Some(pool) => pool.install(|| {
+            out.par_chunks_mut(rows_per_task)
+                .enumerate()
+                .map(|(t, chunk)| {
+                    let start = t * rows_per_task;
+                    if cancel.is_cancelled() || (raise && start > stop_at.load(Ordering::Relaxed)) {
+                        return None;
+                    }
+                    rows_dispatch(kernel, &x, start, chunk, scratch_len, &stop_at)
+                })
+                .reduce(
+                    || None,
+                    |a, b| match (a, b) {
+                        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+                        (a, b) => a.or(b),
+                    },
+                )
+        }),
     };
     cancel.check()?;
     Ok((out, first))

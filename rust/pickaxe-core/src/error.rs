@@ -103,12 +103,7 @@ pub struct RowFault {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Error {
     /// Invalid data in a row under `NanPolicy::Raise` (Python: ValueError).
-    InvalidRow {
-        field: Field,
-        row: usize,
-        member: Option<usize>,
-        fault: Fault,
-    },
+    InvalidRow { field: Field, row: usize, member: Option<usize>, fault: Fault },
     /// Invalid data at a pixel of a segmentation field under `NanPolicy::Raise`.
     InvalidPixel {
         field: Field,
@@ -121,14 +116,7 @@ pub enum Error {
     },
     /// Invalid data in a box of a detection field under `NanPolicy::Raise`: `row` counts
     /// in the stacked boxes, `index` within its image.
-    InvalidBox {
-        field: Field,
-        row: usize,
-        image: usize,
-        index: usize,
-        member: Option<usize>,
-        fault: Fault,
-    },
+    InvalidBox { field: Field, row: usize, image: usize, index: usize, member: Option<usize>, fault: Fault },
     /// Invalid data in one box of the localisation inputs (`localization.rs`): `field` names the
     /// array (boxes, logits, member_boxes, ...), `row` counts in it, `index` within its
     /// image (and member), `fault` is the message.
@@ -157,9 +145,7 @@ pub enum Error {
 /// input, so that running out of memory is an exception, never an abort.
 pub(crate) fn filled<T: Clone>(n: usize, value: T) -> Result<Vec<T>, Error> {
     let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
-        bytes: n.saturating_mul(std::mem::size_of::<T>()),
-    })?;
+    v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory { bytes: n.saturating_mul(std::mem::size_of::<T>()) })?;
     v.resize(n, value);
     Ok(v)
 }
@@ -201,18 +187,13 @@ pub(crate) fn zeroed_real<T: crate::math::Real>(n: usize) -> Result<Vec<T>, Erro
 /// An empty vector with room for `n` items, or `Error::OutOfMemory` (see `filled`).
 pub(crate) fn with_room<T>(n: usize) -> Result<Vec<T>, Error> {
     let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
-        bytes: n.saturating_mul(std::mem::size_of::<T>()),
-    })?;
+    v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory { bytes: n.saturating_mul(std::mem::size_of::<T>()) })?;
     Ok(v)
 }
 
 impl Error {
     pub(crate) fn argument(name: &'static str, message: impl Into<String>) -> Self {
-        Error::Argument {
-            name,
-            message: message.into(),
-        }
+        Error::Argument { name, message: message.into() }
     }
 }
 
@@ -241,58 +222,31 @@ fn fault_text(f: &Fault, field: Field) -> String {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidRow {
-                field,
-                row,
-                member,
-                fault,
-            } => {
+            Error::InvalidRow { field, row, member, fault } => {
                 write!(f, "{} row {}", field.name(), row)?;
                 if let Some(m) = member {
                     write!(f, ", {} {}", field.member_word(), m)?;
                 }
                 write!(f, ": {}", fault_text(fault, *field))
             }
-            Error::InvalidPixel {
-                field,
-                image,
-                y,
-                x,
-                member,
-                fault,
-            } => {
+            Error::InvalidPixel { field, image, y, x, member, fault } => {
                 write!(f, "{} image {}, pixel (row {}, column {})", field.name(), image, y, x)?;
                 if let Some(m) = member {
                     write!(f, ", {} {}", field.member_word(), m)?;
                 }
                 write!(f, ": {}", fault_text(fault, *field))
             }
-            Error::InvalidBox {
-                field,
-                row,
-                image,
-                index,
-                member,
-                fault,
-            } => {
+            Error::InvalidBox { field, row, image, index, member, fault } => {
                 write!(f, "{} box {} (image {}, box {} of the image)", field.name(), row, image, index)?;
                 if let Some(m) = member {
                     write!(f, ", {} {}", field.member_word(), m)?;
                 }
                 write!(f, ": {}", fault_text(fault, *field))
             }
-            Error::InvalidDetectionBox {
-                field,
-                row,
-                image,
-                member,
-                index,
-                fault,
-            } => match member {
-                Some(m) => write!(
-                    f,
-                    "{field}[{row}] (image {image}, member {m}, box {index} of the member's): {fault}"
-                ),
+            Error::InvalidDetectionBox { field, row, image, member, index, fault } => match member {
+                Some(m) => {
+                    write!(f, "{field}[{row}] (image {image}, member {m}, box {index} of the member's): {fault}")
+                }
                 None => write!(f, "{field}[{row}] (image {image}, box {index} of the image): {fault}"),
             },
             Error::Shape(msg) => f.write_str(msg),

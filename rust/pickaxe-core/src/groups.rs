@@ -27,7 +27,9 @@ impl FromStr for Draw {
         match name {
             "power" => Ok(Draw::Power),
             "softmax" => Ok(Draw::Softmax),
-            other => Err(Error::argument("sampling", format!("a kernel draw is \"power\" or \"softmax\"; got {other:?}"))),
+            other => {
+                Err(Error::argument("sampling", format!("a kernel draw is \"power\" or \"softmax\"; got {other:?}")))
+            }
         }
     }
 }
@@ -96,7 +98,9 @@ impl DrawSpec<'_> {
 
     fn check(&self, n: usize) -> Result<(), Error> {
         match &self.numbers {
-            Some(v) if v.len() != n => Err(Error::Shape(format!("row numbers: {} for {n} scores; one per score", v.len()))),
+            Some(v) if v.len() != n => {
+                Err(Error::Shape(format!("row numbers: {} for {n} scores; one per score", v.len())))
+            }
             _ => Ok(()),
         }
     }
@@ -115,10 +119,7 @@ pub fn draw_keys<T: Real>(scores: ArrayView1<'_, T>, spec: &DrawSpec<'_>) -> Res
 /// The `k` rows with the highest draw keys, best first (ties: ascending position; a NaN
 /// key never): positions and keys. The keys are made row by row and never stored.
 pub fn draw_top_k<T: Real>(
-    scores: ArrayView1<'_, T>,
-    spec: &DrawSpec<'_>,
-    k: usize,
-    cancel: &Cancel,
+    scores: ArrayView1<'_, T>, spec: &DrawSpec<'_>, k: usize, cancel: &Cancel,
 ) -> Result<(Vec<usize>, Vec<f64>), Error> {
     let n = scores.len();
     spec.check(n)?;
@@ -199,11 +200,7 @@ struct Partial<T> {
 /// iterator type, inlined: a per-row closure call cost three times the instructions.
 #[inline(always)]
 fn scan_block<T: Real, C: Code>(
-    rows: impl Iterator<Item = (T, C)>,
-    lo: usize,
-    offset: i64,
-    floor: &[T],
-    ties: Option<ArrayView1<'_, i64>>,
+    rows: impl Iterator<Item = (T, C)>, lo: usize, offset: i64, floor: &[T], ties: Option<ArrayView1<'_, i64>>,
     p: &mut Partial<T>,
 ) -> Option<usize> {
     let groups = floor.len();
@@ -246,10 +243,7 @@ pub struct GroupSpec<'a, T> {
 /// `offset..offset + groups` is an error naming the row. Each group's bounded buffer has
 /// its own threshold, so past the first rows of a group few rows are pushed at all.
 pub fn group_top_k<T: Real, C: Code>(
-    keys: ArrayView1<'_, T>,
-    codes: ArrayView1<'_, C>,
-    spec: &GroupSpec<'_, T>,
-    cancel: &Cancel,
+    keys: ArrayView1<'_, T>, codes: ArrayView1<'_, C>, spec: &GroupSpec<'_, T>, cancel: &Cancel,
 ) -> Result<GroupTops, Error> {
     let GroupSpec { offset, groups, k, ties, floors } = *spec;
     let n = keys.len();
@@ -282,7 +276,9 @@ pub fn group_top_k<T: Real, C: Code>(
         // Contiguous views (numpy's usual case) scan as slices: ndarray's general
         // iterators cost several times more per row.
         let first_bad = match (kv.as_slice(), cv.as_slice()) {
-            (Some(ks), Some(cs)) => scan_block(ks.iter().copied().zip(cs.iter().copied()), lo, offset, &floor, tie, &mut p),
+            (Some(ks), Some(cs)) => {
+                scan_block(ks.iter().copied().zip(cs.iter().copied()), lo, offset, &floor, tie, &mut p)
+            }
             _ => scan_block(kv.iter().copied().zip(cv.iter().copied()), lo, offset, &floor, tie, &mut p),
         };
         if let Some(i) = first_bad {
@@ -356,9 +352,13 @@ mod tests {
                 for explicit in [false, true] {
                     let t = Array1::from(ties.clone());
                     let spec = GroupSpec { offset: 10, groups, k, ties: explicit.then(|| t.view()), floors: None };
-                    let got =
-                        group_top_k(Array1::from(keys.clone()).view(), Array1::from(codes.clone()).view(), &spec, &Cancel::new())
-                            .unwrap();
+                    let got = group_top_k(
+                        Array1::from(keys.clone()).view(),
+                        Array1::from(codes.clone()).view(),
+                        &spec,
+                        &Cancel::new(),
+                    )
+                    .unwrap();
                     let mut start = 0;
                     for g in 0..groups {
                         let mut idx: Vec<usize> =

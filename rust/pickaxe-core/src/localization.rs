@@ -90,15 +90,8 @@ pub fn iou(a: &[f64; 4], b: &[f64; 4]) -> f64 {
 /// when `per_class`. `out[r]` is (member box, IoU) or None. `taken` is scratch.
 #[allow(clippy::too_many_arguments)]
 pub fn greedy_match(
-    refs: &[[f64; 4]],
-    ref_class: &[usize],
-    order: &[usize],
-    mem: &[[f64; 4]],
-    mem_class: &[usize],
-    threshold: f64,
-    per_class: bool,
-    taken: &mut Vec<bool>,
-    out: &mut [Option<(usize, f64)>],
+    refs: &[[f64; 4]], ref_class: &[usize], order: &[usize], mem: &[[f64; 4]], mem_class: &[usize], threshold: f64,
+    per_class: bool, taken: &mut Vec<bool>, out: &mut [Option<(usize, f64)>],
 ) {
     taken.clear();
     taken.resize(mem.len(), false);
@@ -123,11 +116,7 @@ pub fn greedy_match(
 /// Checks slot boundaries: `slots + 1` positions (`slots_text` words the count), then
 /// `offsets::check`.
 fn check_slots(
-    name: &'static str,
-    offsets: &ArrayView1<'_, i64>,
-    slots: usize,
-    slots_text: &str,
-    boxes: usize,
+    name: &'static str, offsets: &ArrayView1<'_, i64>, slots: usize, slots_text: &str, boxes: usize,
 ) -> Result<(), Error> {
     let len = offsets.len();
     if len != slots + 1 {
@@ -162,16 +151,10 @@ fn coord_fault(v: [f64; 4]) -> Option<String> {
         }
     }
     if v[2] < v[0] {
-        return Some(format!(
-            "x2 = {} < x1 = {}: a box is [x1, y1, x2, y2] with x1 <= x2",
-            v[2], v[0]
-        ));
+        return Some(format!("x2 = {} < x1 = {}: a box is [x1, y1, x2, y2] with x1 <= x2", v[2], v[0]));
     }
     if v[3] < v[1] {
-        return Some(format!(
-            "y2 = {} < y1 = {}: a box is [x1, y1, x2, y2] with y1 <= y2",
-            v[3], v[1]
-        ));
+        return Some(format!("y2 = {} < y1 = {}: a box is [x1, y1, x2, y2] with y1 <= y2", v[3], v[1]));
     }
     let area = (v[2] - v[0]) * (v[3] - v[1]);
     if !area.is_finite() {
@@ -183,14 +166,8 @@ fn coord_fault(v: [f64; 4]) -> Option<String> {
 impl Loaded {
     #[allow(clippy::too_many_arguments)]
     fn load<T: Real>(
-        &mut self,
-        set: &BoxSet<'_, T>,
-        names: &Names,
-        range: Range<usize>,
-        image: usize,
-        member: Option<usize>,
-        k: usize,
-        row: &mut Vec<T>,
+        &mut self, set: &BoxSet<'_, T>, names: &Names, range: Range<usize>, image: usize, member: Option<usize>,
+        k: usize, row: &mut Vec<T>,
     ) -> Result<(), Error> {
         self.bbox.clear();
         self.probs.clear();
@@ -220,11 +197,7 @@ impl Loaded {
                 }
             } else if let Some(f) = diagnose_probs(row, true) {
                 let msg = fault_message(&f, Field::Confidences);
-                let msg = if names.member {
-                    msg.replace("pass logits=", "pass member_logits=")
-                } else {
-                    msg
-                };
+                let msg = if names.member { msg.replace("pass logits=", "pass member_logits=") } else { msg };
                 return Err(bad(names.classes, msg));
             }
             let at = self.probs.len();
@@ -294,12 +267,7 @@ struct Ctx<'a, 'b, T> {
 }
 
 fn ref_names(logits: bool) -> Names {
-    Names {
-        bbox: "boxes",
-        classes: if logits { "logits" } else { "confidences" },
-        offsets: "offsets",
-        member: false,
-    }
+    Names { bbox: "boxes", classes: if logits { "logits" } else { "confidences" }, offsets: "offsets", member: false }
 }
 fn mem_names(logits: bool) -> Names {
     Names {
@@ -401,21 +369,14 @@ fn image_scores<T: Real>(ctx: &Ctx<'_, '_, T>, i: usize, w: &mut Work<T>) -> Res
 /// the image's reference boxes before its members'. `cancel` is read before each image
 /// (`Error::Interrupted`).
 pub fn localization_disagreement<'a, T: Real>(
-    reference: BoxSet<'a, T>,
-    members: BoxSet<'a, T>,
-    m: usize,
-    opts: LocOptions,
-    objectness: Option<ArrayView1<'_, T>>,
-    cancel: &Cancel,
+    reference: BoxSet<'a, T>, members: BoxSet<'a, T>, m: usize, opts: LocOptions,
+    objectness: Option<ArrayView1<'_, T>>, cancel: &Cancel,
 ) -> Result<Vec<T>, Error> {
     let rn = ref_names(reference.logits);
     let mn = mem_names(members.logits);
     let t = opts.iou_threshold;
     if !(t > 0.0 && t <= 1.0) {
-        return Err(Error::argument(
-            "iou_threshold",
-            format!("iou_threshold must be in (0, 1]; got {t}"),
-        ));
+        return Err(Error::argument("iou_threshold", format!("iou_threshold must be in (0, 1]; got {t}")));
     }
     if m == 0 {
         return Err(Error::argument("members", "members must be at least 1; got 0"));
@@ -464,13 +425,7 @@ pub fn localization_disagreement<'a, T: Real>(
     let b = reference.bbox.len_of(Axis(0));
     let n = offsets::check(rn.offsets, &reference.offsets, b)?;
     let nm = n.checked_mul(m).ok_or_else(|| Error::argument("members", "N · members overflows"))?;
-    check_slots(
-        mn.offsets,
-        &members.offsets,
-        nm,
-        &format!("N · members = {n} · {m}"),
-        members.bbox.len_of(Axis(0)),
-    )?;
+    check_slots(mn.offsets, &members.offsets, nm, &format!("N · members = {n} · {m}"), members.bbox.len_of(Axis(0)))?;
     let obj: Option<Vec<f64>> = match &objectness {
         None => None,
         Some(o) => {
@@ -479,13 +434,7 @@ pub fn localization_disagreement<'a, T: Real>(
             Some(v.into_iter().map(|x| x.clamp(0.0, 1.0)).collect())
         }
     };
-    let ctx = Ctx {
-        reference: &reference,
-        members: &members,
-        m,
-        k,
-        opts,
-    };
+    let ctx = Ctx { reference: &reference, members: &members, m, k, opts };
     let work = b + members.bbox.len_of(Axis(0));
     let per_image: Vec<Result<Vec<f64>, Error>> = match threads::pool().filter(|_| n > 1 && work >= 2048) {
         None => {
@@ -589,35 +538,24 @@ mod tests {
         let mc = arr2(&[[0.6, 0.4]]);
         let moff = arr1(&[0i64, 1, 1]);
         fn set<'a>(
-            b: &'a ndarray::Array2<f64>,
-            c: &'a ndarray::Array2<f64>,
-            o: &'a ndarray::Array1<i64>,
+            b: &'a ndarray::Array2<f64>, c: &'a ndarray::Array2<f64>, o: &'a ndarray::Array1<i64>,
         ) -> BoxSet<'a, f64> {
-            BoxSet {
-                bbox: b.view(),
-                classes: c.view(),
-                logits: false,
-                offsets: o.view(),
-            }
+            BoxSet { bbox: b.view(), classes: c.view(), logits: false, offsets: o.view() }
         }
-        let opts = LocOptions {
-            iou_threshold: 0.5,
-            per_class: false,
-            reduce: Some(BoxReduce::Max),
-        };
-        let out = localization_disagreement(set(&bbox, &cls, &off), set(&mb, &mc, &moff), 2, opts, None, &Cancel::new()).unwrap();
+        let opts = LocOptions { iou_threshold: 0.5, per_class: false, reduce: Some(BoxReduce::Max) };
+        let out =
+            localization_disagreement(set(&bbox, &cls, &off), set(&mb, &mc, &moff), 2, opts, None, &Cancel::new())
+                .unwrap();
         // 1 − (1 + 0)/2 + 1/2 + 0 (one distribution)
         assert!((out[0] - 1.0f64).abs() < 1e-12);
         let bad = arr2(&[[0.0, 0.0, 1.0, f64::NAN]]);
         let e = localization_disagreement(set(&bbox, &cls, &off), set(&bad, &mc, &moff), 2, opts, None, &Cancel::new())
             .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "member_boxes[0] (image 0, member 0, box 0 of the member's): y2 is NaN"
-        );
+        assert_eq!(e.to_string(), "member_boxes[0] (image 0, member 0, box 0 of the member's): y2 is NaN");
         let flipped = arr2(&[[2.0, 0.0, 1.0, 1.0]]);
-        let e = localization_disagreement(set(&flipped, &cls, &off), set(&mb, &mc, &moff), 2, opts, None, &Cancel::new())
-            .unwrap_err();
+        let e =
+            localization_disagreement(set(&flipped, &cls, &off), set(&mb, &mc, &moff), 2, opts, None, &Cancel::new())
+                .unwrap_err();
         assert!(e.to_string().starts_with("boxes[0] (image 0, box 0 of the image): x2 = 1 < x1 = 2"));
         let e = localization_disagreement(set(&bbox, &cls, &off), set(&mb, &mc, &moff), 3, opts, None, &Cancel::new())
             .unwrap_err();

@@ -161,11 +161,7 @@ impl Real for f32 {
     fn fast_exp<I: Isa>(self) -> f32 {
         let x = self;
         let xc = if x < Self::EXP_LOW { Self::EXP_LOW } else { x };
-        let xc = if xc > Self::EXP_HIGH {
-            Self::EXP_HIGH
-        } else {
-            xc
-        };
+        let xc = if xc > Self::EXP_HIGH { Self::EXP_HIGH } else { xc };
         let v = exp_f32_in_range::<I>(xc);
         let v = if x < Self::EXP_LOW { 0.0 } else { v };
         if x > Self::EXP_HIGH {
@@ -285,11 +281,7 @@ impl Real for f64 {
     fn fast_exp<I: Isa>(self) -> f64 {
         let x = self;
         let xc = if x < Self::EXP_LOW { Self::EXP_LOW } else { x };
-        let xc = if xc > Self::EXP_HIGH {
-            Self::EXP_HIGH
-        } else {
-            xc
-        };
+        let xc = if xc > Self::EXP_HIGH { Self::EXP_HIGH } else { xc };
         let v = exp_f64_in_range::<I>(xc);
         let v = if x < Self::EXP_LOW { 0.0 } else { v };
         if x > Self::EXP_HIGH {

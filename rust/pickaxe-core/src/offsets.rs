@@ -27,10 +27,7 @@ impl BoxReduce {
         match name {
             "none" => Ok(None),
             other => other.parse().map(Some).map_err(|_| {
-                Error::argument(
-                    "reduce",
-                    format!("reduce must be \"max\", \"mean\", \"sum\" or None; got {other:?}"),
-                )
+                Error::argument("reduce", format!("reduce must be \"max\", \"mean\", \"sum\" or None; got {other:?}"))
             }),
         }
     }
@@ -68,11 +65,7 @@ impl BoxReduce {
 
 /// Checks the positions `name` against `boxes` stacked boxes: at least one position, the
 /// first 0, never decreasing, the last `boxes`. Returns the number of images (or slots).
-pub(crate) fn check(
-    name: &'static str,
-    offsets: &ArrayView1<'_, i64>,
-    boxes: usize,
-) -> Result<usize, Error> {
+pub(crate) fn check(name: &'static str, offsets: &ArrayView1<'_, i64>, boxes: usize) -> Result<usize, Error> {
     let len = offsets.len();
     if len == 0 {
         return Err(Error::argument(
@@ -81,10 +74,7 @@ pub(crate) fn check(
         ));
     }
     if offsets[0] != 0 {
-        return Err(Error::argument(
-            name,
-            format!("{name}[0] must be 0; got {}", offsets[0]),
-        ));
+        return Err(Error::argument(name, format!("{name}[0] must be 0; got {}", offsets[0])));
     }
     for i in 1..len {
         if offsets[i] < offsets[i - 1] {
@@ -102,10 +92,7 @@ pub(crate) fn check(
     if offsets[len - 1] != boxes as i64 {
         return Err(Error::argument(
             name,
-            format!(
-                "{name}[-1] must be the number of boxes, {boxes}; got {}",
-                offsets[len - 1]
-            ),
+            format!("{name}[-1] must be the number of boxes, {boxes}; got {}", offsets[len - 1]),
         ));
     }
     Ok(len - 1)
@@ -126,9 +113,7 @@ pub(crate) fn locate(offsets: &ArrayView1<'_, i64>, row: usize) -> (usize, usize
 /// (1e-6 of slack either side, clamped by the reduction). A bad value is shown as `V`
 /// prints it.
 pub(crate) fn check_objectness<V: Real>(
-    objectness: impl ExactSizeIterator<Item = V>,
-    boxes: usize,
-    per: &str,
+    objectness: impl ExactSizeIterator<Item = V>, boxes: usize, per: &str,
 ) -> Result<(), Error> {
     if objectness.len() != boxes {
         return Err(Error::Shape(format!(

@@ -24,22 +24,14 @@ pub(crate) fn top2<T: Real, const TOP2: bool, const CHECK: bool>(x: &[T]) -> (T,
     let mut m1 = [[T::NEG_INF; LANES]; U];
     let mut m2 = [[T::NEG_INF; LANES]; U];
     #[inline(always)]
-    fn step<T: Real, const TOP2: bool, const CHECK: bool>(
-        c: &[T; LANES],
-        m1: &mut [T; LANES],
-        m2: &mut [T; LANES],
-    ) {
+    fn step<T: Real, const TOP2: bool, const CHECK: bool>(c: &[T; LANES], m1: &mut [T; LANES], m2: &mut [T; LANES]) {
         for l in 0..LANES {
             let v = c[l];
             if TOP2 {
                 let lo = if v > m1[l] { m1[l] } else { v };
                 m2[l] = if lo > m2[l] { lo } else { m2[l] };
             }
-            let take = if CHECK {
-                v > m1[l] || v.is_nan()
-            } else {
-                v > m1[l]
-            };
+            let take = if CHECK { v > m1[l] || v.is_nan() } else { v > m1[l] };
             m1[l] = if take { v } else { m1[l] };
         }
     }
@@ -63,11 +55,7 @@ pub(crate) fn top2<T: Real, const TOP2: bool, const CHECK: bool>(x: &[T]) -> (T,
     for u in 0..U {
         for l in 0..LANES {
             nan |= m1[u][l].is_nan();
-            let pair = if TOP2 {
-                [m1[u][l], m2[u][l]]
-            } else {
-                [m1[u][l], T::NEG_INF]
-            };
+            let pair = if TOP2 { [m1[u][l], m2[u][l]] } else { [m1[u][l], T::NEG_INF] };
             for v in pair {
                 if v > a {
                     b = a;
@@ -114,18 +102,11 @@ impl ExpSums {
 
 #[inline(always)]
 pub(crate) fn exp_sums<I: Isa, T: Real, const SCALE: bool, const EY: bool, const W: bool>(
-    x: &[T],
-    m: T,
-    inv_t: T,
-    w: &[T],
+    x: &[T], m: T, inv_t: T, w: &[T],
 ) -> ExpSums {
     // Accumulators: rest, top, ey, w_rest, w_top, w_ey.
     let (xc, xt) = x.as_chunks::<LANES>();
-    let (wc, wt) = if W {
-        w.as_chunks::<LANES>()
-    } else {
-        (&[][..], &[][..])
-    };
+    let (wc, wt) = if W { w.as_chunks::<LANES>() } else { (&[][..], &[][..]) };
     let body = |c: &[T; LANES], wl: &[T; LANES], acc: &mut [[T; LANES]; 6]| {
         for l in 0..LANES {
             let y = if SCALE { (c[l] - m) * inv_t } else { c[l] - m };
@@ -170,14 +151,7 @@ pub(crate) fn exp_sums<I: Isa, T: Real, const SCALE: bool, const EY: bool, const
         lanes::flush(&acc, &mut wide);
     }
     let tot = lanes::totals(&wide);
-    ExpSums {
-        rest: tot[0],
-        top: tot[1],
-        ey: tot[2],
-        w_rest: tot[3],
-        w_top: tot[4],
-        w_ey: tot[5],
-    }
+    ExpSums { rest: tot[0], top: tot[1], ey: tot[2], w_rest: tot[3], w_top: tot[4], w_ey: tot[5] }
 }
 
 /// exp(xᵢ − m) into `out` (a softmax row kept in scratch, unnormalised); returns the sums.
@@ -233,26 +207,16 @@ impl ProbStats {
     /// [0, 1] beyond the 1e-6 slack, or a sum off 1 by more than 1e-3.
     #[inline(always)]
     pub fn suspect(&self) -> bool {
-        !self.sum.is_finite()
-            || self.lo < -1e-6
-            || self.hi > 1.0 + 1e-6
-            || (self.sum - 1.0).abs() > 1e-3
+        !self.sum.is_finite() || self.lo < -1e-6 || self.hi > 1.0 + 1e-6 || (self.sum - 1.0).abs() > 1e-3
     }
 }
 
 #[inline(always)]
-pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(
-    x: &[T],
-    w: &[T],
-) -> ProbStats {
+pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(x: &[T], w: &[T]) -> ProbStats {
     let mut lo = [T::INF; LANES];
     let mut hi = [T::NEG_INF; LANES];
     let (xc, xt) = x.as_chunks::<LANES>();
-    let (wc, wt) = if W {
-        w.as_chunks::<LANES>()
-    } else {
-        (&[][..], &[][..])
-    };
+    let (wc, wt) = if W { w.as_chunks::<LANES>() } else { (&[][..], &[][..]) };
     // The tail is padded with zeros: nothing to the sums, and `lo` can only drop to 0.
     let mut pad_x = [T::ZERO; LANES];
     pad_x[..xt.len()].copy_from_slice(xt);
@@ -262,11 +226,7 @@ pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(
     }
     #[inline(always)]
     fn step<I: Isa, T: Real, const ENT: bool, const W: bool>(
-        c: &[T; LANES],
-        wl: &[T; LANES],
-        acc: &mut [[T; LANES]; 2],
-        lo: &mut [T; LANES],
-        hi: &mut [T; LANES],
+        c: &[T; LANES], wl: &[T; LANES], acc: &mut [[T; LANES]; 2], lo: &mut [T; LANES], hi: &mut [T; LANES],
     ) {
         for l in 0..LANES {
             let p = c[l];
@@ -306,12 +266,7 @@ pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(
     let tot = lanes::totals(&wide);
     let l0 = lanes::min(lo);
     let h0 = lanes::max(hi);
-    ProbStats {
-        sum: tot[0],
-        lo: l0.to_f64(),
-        hi: h0.to_f64(),
-        plogp: tot[1],
-    }
+    ProbStats { sum: tot[0], lo: l0.to_f64(), hi: h0.to_f64(), plogp: tot[1] }
 }
 
 /// One committee member's probabilities: the validation statistics and, with `ENT`,
@@ -319,10 +274,7 @@ pub(crate) fn prob_stats<I: Isa, T: Real, const ENT: bool, const W: bool>(
 /// `accumulate`).
 #[inline(always)]
 pub(crate) fn prob_member<I: Isa, T: Real, const ENT: bool, const MEAN: bool, const VAR: bool>(
-    x: &[T],
-    p0: &[T],
-    acc1: &mut [f64],
-    acc2: &mut [f64],
+    x: &[T], p0: &[T], acc1: &mut [f64], acc2: &mut [f64],
 ) -> ProbStats {
     let st = prob_stats::<I, T, ENT, false>(x, &[]);
     accumulate::<T, MEAN, VAR>(x, p0, acc1, acc2);
@@ -334,10 +286,7 @@ pub(crate) fn prob_member<I: Isa, T: Real, const ENT: bool, const MEAN: bool, co
 /// over the (cached) member, which vectorise on their own.
 #[inline(always)]
 pub(crate) fn accumulate<T: Real, const MEAN: bool, const VAR: bool>(
-    x: &[T],
-    p0: &[T],
-    acc1: &mut [f64],
-    acc2: &mut [f64],
+    x: &[T], p0: &[T], acc1: &mut [f64], acc2: &mut [f64],
 ) {
     if MEAN {
         for (a, &p) in acc1.iter_mut().zip(x) {
@@ -375,11 +324,7 @@ pub(crate) fn variance_sum<I: Isa, T: Real>(row: &[T], m: usize, c: usize) -> f6
         }
     }
     #[inline(always)]
-    fn chunk<I: Isa, T: Real, const TAIL: bool>(
-        row: &[T],
-        (m, c, k0): (usize, usize, usize),
-        tot: &mut [f64; LANES],
-    ) {
+    fn chunk<I: Isa, T: Real, const TAIL: bool>(row: &[T], (m, c, k0): (usize, usize, usize), tot: &mut [f64; LANES]) {
         let mf = m as f64;
         let p0 = load::<T, TAIL>(row, c, 0, k0);
         let mut s1 = [0.0f64; LANES];
@@ -500,11 +445,7 @@ pub(crate) fn norms<T: Real>(x: &[T]) -> (f64, f64, f64) {
     for l in 0..LANES {
         s += sq[l];
         a += ab[l];
-        m = if mx[l] > m || mx[l].is_nan() {
-            mx[l]
-        } else {
-            m
-        };
+        m = if mx[l] > m || mx[l].is_nan() { mx[l] } else { m };
     }
     (s, a, m)
 }
@@ -547,11 +488,7 @@ pub(crate) fn argmax<T: Real>(x: &[T]) -> usize {
 /// minima `lo` and maxima `hi`, which the caller carries across members and reduces once
 /// per row.
 #[inline(always)]
-pub(crate) fn vote_member<T: Real>(
-    x: &[T],
-    lo_io: &mut [T; LANES],
-    hi_io: &mut [T; LANES],
-) -> (usize, f64) {
+pub(crate) fn vote_member<T: Real>(x: &[T], lo_io: &mut [T; LANES], hi_io: &mut [T; LANES]) -> (usize, f64) {
     let (chunks, _) = x.as_chunks::<LANES>();
     if chunks.is_empty() || x.len() >= 1 << 24 {
         for &v in x {
@@ -706,8 +643,7 @@ mod tests {
             let mut want = 0.0;
             for k in 0..c {
                 let mean = (0..m).map(|j| x[j * c + k] as f64).sum::<f64>() / m as f64;
-                want += (0..m).map(|j| (x[j * c + k] as f64 - mean).powi(2)).sum::<f64>()
-                    / m as f64;
+                want += (0..m).map(|j| (x[j * c + k] as f64 - mean).powi(2)).sum::<f64>() / m as f64;
             }
             let got = variance_sum::<Fma, f32>(&x, m, c);
             assert!((got - want).abs() <= 1e-12 + 1e-10 * want, "{m}x{c}: {got} vs {want}");

@@ -4,9 +4,7 @@
 use crate::driver::{Kernel, Scratch};
 use crate::error::{Error, Field, RowFault};
 use crate::math::{Isa, Real};
-use crate::passes::{
-    diagnose_finite, diagnose_logits, diagnose_probs, exp_sums, norms, prob_stats, top2,
-};
+use crate::passes::{diagnose_finite, diagnose_logits, diagnose_probs, exp_sums, norms, prob_stats, top2};
 
 /// The per-row scores of api.md.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,10 +16,7 @@ pub enum RowScore {
     /// p(2) / p(1).
     Ratio,
     /// −Σ w_c p_c ln p_c (w = 1 without weights), divided by ln C when `normalize`.
-    Entropy {
-        normalize: bool,
-        class_weights: Option<Vec<f64>>,
-    },
+    Entropy { normalize: bool, class_weights: Option<Vec<f64>> },
     /// −T · logsumexp(x / T).
     Energy { temperature: f64 },
     /// −max_c x_c.
@@ -46,12 +41,7 @@ pub struct RowOptions {
 
 impl Default for RowOptions {
     fn default() -> Self {
-        RowOptions {
-            normalize: false,
-            class_weights: None,
-            temperature: 1.0,
-            ord: 2.0,
-        }
+        RowOptions { normalize: false, class_weights: None, temperature: 1.0, ord: 2.0 }
     }
 }
 
@@ -59,20 +49,12 @@ impl RowScore {
     /// The score named as in `pickaxe.scores`, with its options. The options' values are
     /// checked where the score meets its field (`score_rows`).
     pub fn from_name(name: &str, options: RowOptions) -> Result<RowScore, Error> {
-        let RowOptions {
-            normalize,
-            class_weights,
-            temperature,
-            ord,
-        } = options;
+        let RowOptions { normalize, class_weights, temperature, ord } = options;
         Ok(match name {
             "least_confidence" => RowScore::LeastConfidence,
             "margin" => RowScore::Margin,
             "ratio" => RowScore::Ratio,
-            "entropy" => RowScore::Entropy {
-                normalize,
-                class_weights,
-            },
+            "entropy" => RowScore::Entropy { normalize, class_weights },
             "energy" => RowScore::Energy { temperature },
             "max_logit" => RowScore::MaxLogit,
             "norm" => RowScore::Norm { ord },
@@ -102,10 +84,7 @@ pub(crate) struct RowKernel<T: Real> {
 #[inline(always)]
 fn fault(f: Option<crate::error::Fault>) -> Result<(), RowFault> {
     match f {
-        Some(fault) => Err(RowFault {
-            member: None,
-            fault,
-        }),
+        Some(fault) => Err(RowFault { member: None, fault }),
         None => Ok(()),
     }
 }
@@ -167,10 +146,7 @@ impl<T: Real> RowKernel<T> {
                     (s.ln_s() - s.ey / s.s(), s.finite())
                 } else {
                     let s = exp_sums::<I, T, false, true, true>(x, m1, T::ONE, &self.weights);
-                    (
-                        (s.ln_s() * (s.w_top + s.w_rest) - s.w_ey) / s.s(),
-                        s.finite(),
-                    )
+                    ((s.ln_s() * (s.w_top + s.w_rest) - s.w_ey) / s.s(), s.finite())
                 };
                 (self.normalized(h, *normalize), ok0 && ok)
             }
@@ -180,11 +156,7 @@ impl<T: Real> RowKernel<T> {
                 // give 0 · inf for the max logit, nor a huge T -inf · 0 for a -inf logit.
                 let inv_t = T::from_f64(1.0 / temperature);
                 let inv_t = if inv_t < T::MAX { inv_t } else { T::MAX };
-                let inv_t = if inv_t > T::MIN_POSITIVE {
-                    inv_t
-                } else {
-                    T::MIN_POSITIVE
-                };
+                let inv_t = if inv_t > T::MIN_POSITIVE { inv_t } else { T::MIN_POSITIVE };
                 let s = exp_sums::<I, T, true, false, false>(x, m1, inv_t, none);
                 let ok = m1 > T::NEG_INF && m1 < T::INF && s.finite();
                 (-(m1.to_f64() + temperature * s.ln_s()), ok)
@@ -271,10 +243,7 @@ impl<T: Real> RowKernel<T> {
             if let Some(f) = diagnose_finite(x) {
                 fault(Some(f))?;
             }
-            x.iter()
-                .map(|v| v.to_f64().abs().powf(ord))
-                .sum::<f64>()
-                .powf(1.0 / ord)
+            x.iter().map(|v| v.to_f64().abs().powf(ord)).sum::<f64>().powf(1.0 / ord)
         };
         Ok(-v)
     }
@@ -285,9 +254,7 @@ impl<T: Real> Kernel<T> for RowKernel<T> {
     fn score<I: Isa>(&self, row: &[T], _scratch: &mut Scratch<T>) -> Result<f64, RowFault> {
         match (self.field, &self.score) {
             (Field::Logits, _) => self.logits::<I>(row),
-            (Field::Embeddings | Field::Reference, RowScore::Norm { ord }) => {
-                self.embeddings::<I>(row, *ord)
-            }
+            (Field::Embeddings | Field::Reference, RowScore::Norm { ord }) => self.embeddings::<I>(row, *ord),
             (Field::Confidence, _) => self.confidence::<I>(row),
             _ => self.confidences::<I>(row),
         }

@@ -26,8 +26,8 @@ use crate::driver::{Kernel, Scratch, ScratchLen};
 use crate::error::{Error, Field, RowFault};
 use crate::math::{clamp_low, madd, Isa, Real};
 use crate::passes::diagnose_logits;
-use crate::simd::multiversion;
 use crate::rows::RowOptions;
+use crate::simd::multiversion;
 use crate::{threads, NanPolicy, RowScore, StackScore};
 
 /// The score computed per pixel.
@@ -55,17 +55,12 @@ impl PixelScore {
     /// score of `query_by_committee` / `mc_dropout` (`logits`: their class axis holds
     /// logits), a row score of the other fields.
     pub fn from_name(
-        field: Field,
-        name: &str,
-        logits: bool,
-        options: RowOptions,
-        kl_reduce: &str,
+        field: Field, name: &str, logits: bool, options: RowOptions, kl_reduce: &str,
     ) -> Result<PixelScore, Error> {
         Ok(match field {
-            Field::QueryByCommittee | Field::McDropout => PixelScore::Stack {
-                score: StackScore::from_name(name, kl_reduce)?,
-                logits,
-            },
+            Field::QueryByCommittee | Field::McDropout => {
+                PixelScore::Stack { score: StackScore::from_name(name, kl_reduce)?, logits }
+            }
             _ => PixelScore::Row(RowScore::from_name(name, options)?),
         })
     }
@@ -140,9 +135,7 @@ impl Acc<'_> {
             Reduce::Top(q) => {
                 let n = self.vals.len();
                 let k = ((q * n as f64).ceil() as usize).clamp(1, n);
-                let (hi, kth, _) = self
-                    .vals
-                    .select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+                let (hi, kth, _) = self.vals.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
                 (hi.iter().sum::<f64>() + *kth) / k as f64
             }
             Reduce::Map => 0.0,
@@ -154,12 +147,7 @@ impl Acc<'_> {
 /// into `out`; `ok[l]` is false for a pixel with NaN, +inf or only -inf.
 #[inline(always)]
 fn entropy_tile<T: Real, I: Isa>(
-    base: *const T,
-    cstride: isize,
-    c: usize,
-    p: usize,
-    out: &mut [f64; TILE],
-    ok: &mut [bool; TILE],
+    base: *const T, cstride: isize, c: usize, p: usize, out: &mut [f64; TILE], ok: &mut [bool; TILE],
 ) {
     let mut mx = [T::NEG_INF; TILE];
     let row = |b: usize| -> &[T] {
@@ -199,11 +187,7 @@ fn entropy_tile<T: Real, I: Isa>(
 
 #[inline(always)]
 fn image_generic<T: Real, K: Kernel<T>, I: Isa>(
-    kernel: &K,
-    ctx: &Ctx<'_, T>,
-    n: usize,
-    map: &mut [T],
-    vals: &mut Vec<f64>,
+    kernel: &K, ctx: &Ctx<'_, T>, n: usize, map: &mut [T], vals: &mut Vec<f64>,
 ) -> Result<f64, PixelFault> {
     let x = &ctx.x;
     let (m, c, h, w) = (x.len_of(Axis(1)), x.len_of(Axis(2)), x.len_of(Axis(3)), x.len_of(Axis(4)));
@@ -212,26 +196,12 @@ fn image_generic<T: Real, K: Kernel<T>, I: Isa>(
     let base = x.as_ptr();
     let want_map = ctx.reduce == Reduce::Map;
     vals.clear();
-    let mut acc = Acc {
-        reduce: ctx.reduce,
-        sum: 0.0,
-        max: f64::NEG_INFINITY,
-        count: 0,
-        invalid: false,
-        vals,
-    };
-    let mut scratch = Scratch {
-        f: vec![0.0; ctx.scratch_len.0],
-        t: vec![T::ZERO; ctx.scratch_len.1],
-        u: vec![0; ctx.scratch_len.2],
-    };
+    let mut acc = Acc { reduce: ctx.reduce, sum: 0.0, max: f64::NEG_INFINITY, count: 0, invalid: false, vals };
+    let mut scratch =
+        Scratch { f: vec![0.0; ctx.scratch_len.0], t: vec![T::ZERO; ctx.scratch_len.1], u: vec![0; ctx.scratch_len.2] };
     // A pixel's (M, C) block is contiguous: read it in place.
     let contiguous = st[2] == 1 && (m < 2 || st[1] == c as isize);
-    let mut tile = if contiguous || ctx.fast_entropy.is_some() {
-        Vec::new()
-    } else {
-        vec![T::ZERO; TILE * width]
-    };
+    let mut tile = if contiguous || ctx.fast_entropy.is_some() { Vec::new() } else { vec![T::ZERO; TILE * width] };
     let mut fast_out = [0.0f64; TILE];
     let mut fast_ok = [true; TILE];
     let pixel_ptr = |hh: usize, ww: usize| -> *const T {
@@ -369,26 +339,19 @@ fn run_images<T: Real, K: Kernel<T>>(kernel: &K, ctx: &Ctx<'_, T>) -> Result<Vec
         match threads::pool().filter(|_| n > 1 && work >= threads::PARALLEL_MIN_VALUES) {
             None => out.chunks_mut(per).enumerate().find_map(|(i, ch)| one(i, ch)),
             Some(pool) => pool.install(|| {
-                out.par_chunks_mut(per)
-                    .enumerate()
-                    .map(|(i, ch)| one(i, ch))
-                    .reduce(|| None, |a, b| match (a, b) {
+                out.par_chunks_mut(per).enumerate().map(|(i, ch)| one(i, ch)).reduce(
+                    || None,
+                    |a, b| match (a, b) {
                         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
                         (a, b) => a.or(b),
-                    })
+                    },
+                )
             }),
         }
     };
     ctx.cancel.check()?;
     if let Some((image, (y, xx, f))) = first {
-        return Err(Error::InvalidPixel {
-            field: ctx.field,
-            image,
-            y,
-            x: xx,
-            member: f.member,
-            fault: f.fault,
-        });
+        return Err(Error::InvalidPixel { field: ctx.field, image, y, x: xx, member: f.member, fault: f.fault });
     }
     Ok(out)
 }
@@ -401,23 +364,13 @@ fn run_images<T: Real, K: Kernel<T>>(kernel: &K, ctx: &Ctx<'_, T>) -> Result<Vec
 /// each image and each pixel row (`Error::Interrupted`).
 #[allow(clippy::too_many_arguments)]
 pub fn score_pixels<T: Real>(
-    field: Field,
-    score: &PixelScore,
-    x: ArrayViewD<'_, T>,
-    class_axis: isize,
-    reduce: Reduce,
-    mask: Option<ArrayView3<'_, bool>>,
-    policy: NanPolicy,
-    cancel: &Cancel,
+    field: Field, score: &PixelScore, x: ArrayViewD<'_, T>, class_axis: isize, reduce: Reduce,
+    mask: Option<ArrayView3<'_, bool>>, policy: NanPolicy, cancel: &Cancel,
 ) -> Result<ArrayD<T>, Error> {
     let stacked = matches!(field, Field::QueryByCommittee | Field::McDropout);
     let ndim = if stacked { 5 } else { 4 };
     if x.ndim() != ndim {
-        let shape = if stacked {
-            "(N, T, C, H, W) or (N, T, H, W, C)"
-        } else {
-            "(N, C, H, W) or (N, H, W, C)"
-        };
+        let shape = if stacked { "(N, T, C, H, W) or (N, T, H, W, C)" } else { "(N, C, H, W) or (N, H, W, C)" };
         return Err(Error::Shape(format!(
             "{} must be {ndim}-D {shape} for segmentation; got shape {:?}",
             field.name(),
@@ -429,18 +382,12 @@ pub fn score_pixels<T: Real>(
     if ca != first && ca != ndim as isize - 1 {
         return Err(Error::argument(
             "class_axis",
-            format!(
-                "class_axis must be {first} or -1 for {} of {ndim} dimensions; got {class_axis}",
-                field.name()
-            ),
+            format!("class_axis must be {first} or -1 for {} of {ndim} dimensions; got {class_axis}", field.name()),
         ));
     }
     if let Reduce::Top(q) = reduce {
         if !(q > 0.0 && q <= 1.0) {
-            return Err(Error::argument(
-                "reduce",
-                format!("reduce=(\"top\", q) needs 0 < q <= 1; got q = {q}"),
-            ));
+            return Err(Error::argument("reduce", format!("reduce=(\"top\", q) needs 0 < q <= 1; got q = {q}")));
         }
     }
     let mut v = x;
@@ -448,9 +395,7 @@ pub fn score_pixels<T: Real>(
         v.insert_axis_inplace(Axis(1));
     }
     let v = if ca == ndim as isize - 1 { v.permuted_axes(vec![0, 1, 4, 2, 3]) } else { v };
-    let v: ArrayView5<'_, T> = v
-        .into_dimensionality::<Ix5>()
-        .map_err(|e| Error::Shape(e.to_string()))?;
+    let v: ArrayView5<'_, T> = v.into_dimensionality::<Ix5>().map_err(|e| Error::Shape(e.to_string()))?;
     let (n, m, c, h, w) = v.dim();
     if let Some(mk) = &mask {
         if mk.dim() != (n, h, w) {
@@ -465,40 +410,20 @@ pub fn score_pixels<T: Real>(
         PixelScore::Row(s) => {
             let kernel = crate::row_kernel::<T>(field, s, c)?;
             let fast = match s {
-                RowScore::Entropy {
-                    normalize,
-                    class_weights: None,
-                } if field == Field::Logits && c >= 2 && v.stride_of(Axis(4)) == 1 => Some(if *normalize {
-                    (c as f64).ln()
-                } else {
-                    1.0
-                }),
+                RowScore::Entropy { normalize, class_weights: None }
+                    if field == Field::Logits && c >= 2 && v.stride_of(Axis(4)) == 1 =>
+                {
+                    Some(if *normalize { (c as f64).ln() } else { 1.0 })
+                }
                 _ => None,
             };
-            let ctx = Ctx {
-                field,
-                x: v,
-                mask,
-                reduce,
-                scratch_len: (0, 0, 0),
-                raise,
-                fast_entropy: fast,
-                cancel,
-            };
+            let ctx = Ctx { field, x: v, mask, reduce, scratch_len: (0, 0, 0), raise, fast_entropy: fast, cancel };
             run_images(&kernel, &ctx)
         }
         PixelScore::Stack { score, logits } => {
             let kernel = crate::stack_kernel(field, *score, m, c, *logits)?;
-            let ctx = Ctx {
-                field,
-                x: v,
-                mask,
-                reduce,
-                scratch_len: kernel.scratch_len(),
-                raise,
-                fast_entropy: None,
-                cancel,
-            };
+            let ctx =
+                Ctx { field, x: v, mask, reduce, scratch_len: kernel.scratch_len(), raise, fast_entropy: None, cancel };
             run_images(&kernel, &ctx)
         }
     }?;
@@ -516,33 +441,44 @@ mod tests {
     #[test]
     fn pixels_match_rows() {
         let (n, c, h, w) = (2, 5, 3, 70);
-        let x = Array4::from_shape_fn((n, c, h, w), |(i, b, y, z)| {
-            ((i * 31 + b * 7 + y * 3 + z) % 11) as f32 * 0.37 - 1.5
-        });
+        let x =
+            Array4::from_shape_fn((n, c, h, w), |(i, b, y, z)| ((i * 31 + b * 7 + y * 3 + z) % 11) as f32 * 0.37 - 1.5);
         let rows = Array2::from_shape_fn((n * h * w, c), |(r, b)| {
             let (i, rest) = (r / (h * w), r % (h * w));
             x[[i, b, rest / w, rest % w]]
         });
-        let ent = RowScore::Entropy {
-            normalize: false,
-            class_weights: None,
-        };
+        let ent = RowScore::Entropy { normalize: false, class_weights: None };
         let want = crate::score_rows(Field::Logits, &ent, rows.view(), NanPolicy::Raise, &Cancel::new()).unwrap();
         let s = PixelScore::Row(ent.clone());
-        let maps =
-            score_pixels(Field::Logits, &s, x.view().into_dyn(), 1, Reduce::Map, None, NanPolicy::Raise, &Cancel::new())
-                .unwrap();
+        let maps = score_pixels(
+            Field::Logits,
+            &s,
+            x.view().into_dyn(),
+            1,
+            Reduce::Map,
+            None,
+            NanPolicy::Raise,
+            &Cancel::new(),
+        )
+        .unwrap();
         assert_eq!(maps.shape(), &[n, h, w]);
         for (a, b) in maps.iter().zip(want.iter()) {
             assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
         }
         let nhwc = x.view().permuted_axes([0, 2, 3, 1]).to_owned();
-        let means =
-            score_pixels(Field::Logits, &s, nhwc.view().into_dyn(), -1, Reduce::Mean, None, NanPolicy::Raise, &Cancel::new())
-                .unwrap();
+        let means = score_pixels(
+            Field::Logits,
+            &s,
+            nhwc.view().into_dyn(),
+            -1,
+            Reduce::Mean,
+            None,
+            NanPolicy::Raise,
+            &Cancel::new(),
+        )
+        .unwrap();
         for i in 0..n {
-            let m: f64 = want[i * h * w..(i + 1) * h * w].iter().map(|&v| v as f64).sum::<f64>()
-                / (h * w) as f64;
+            let m: f64 = want[i * h * w..(i + 1) * h * w].iter().map(|&v| v as f64).sum::<f64>() / (h * w) as f64;
             assert!((means[i] as f64 - m).abs() < 1e-5);
         }
     }
@@ -552,11 +488,29 @@ mod tests {
         let mut x = Array4::<f64>::zeros((2, 3, 4, 5));
         x[[1, 2, 3, 4]] = f64::NAN;
         let s = PixelScore::Row(RowScore::MaxLogit);
-        let e = score_pixels(Field::Logits, &s, x.view().into_dyn(), 1, Reduce::Max, None, NanPolicy::Raise, &Cancel::new())
-            .unwrap_err();
+        let e = score_pixels(
+            Field::Logits,
+            &s,
+            x.view().into_dyn(),
+            1,
+            Reduce::Max,
+            None,
+            NanPolicy::Raise,
+            &Cancel::new(),
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "logits image 1, pixel (row 3, column 4): NaN at class 2");
-        let e = score_pixels(Field::Logits, &s, x.view().into_dyn(), 2, Reduce::Max, None, NanPolicy::Raise, &Cancel::new())
-            .unwrap_err();
+        let e = score_pixels(
+            Field::Logits,
+            &s,
+            x.view().into_dyn(),
+            2,
+            Reduce::Max,
+            None,
+            NanPolicy::Raise,
+            &Cancel::new(),
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::Argument { name: "class_axis", .. }));
     }
 }

@@ -42,10 +42,7 @@ impl std::str::FromStr for SimdLevel {
     /// A level by name, as `parse` reads it (`set_simd_level` in Python).
     fn from_str(name: &str) -> Result<SimdLevel, Error> {
         SimdLevel::parse(name).ok_or_else(|| {
-            Error::argument(
-                "level",
-                format!("SIMD level must be portable, avx2 or avx512; got {name:?}"),
-            )
+            Error::argument("level", format!("SIMD level must be portable, avx2 or avx512; got {name:?}"))
         })
     }
 }
@@ -63,8 +60,7 @@ pub fn detected() -> SimdLevel {
         {
             return SimdLevel::Avx512;
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             return SimdLevel::Avx2;
         }
     }
@@ -94,11 +90,7 @@ pub fn set_level(want: SimdLevel) -> Result<(), Error> {
     if want > have {
         return Err(Error::argument(
             "simd",
-            format!(
-                "SIMD level {} is not supported by this CPU (best: {})",
-                want.name(),
-                have.name()
-            ),
+            format!("SIMD level {} is not supported by this CPU (best: {})", want.name(), have.name()),
         ));
     }
     LEVEL.store(want as u8, Ordering::Relaxed);
@@ -110,13 +102,9 @@ pub fn configure_from_env() -> Result<(), Error> {
     match std::env::var("PICKAXE_SIMD") {
         Ok(v) if !v.trim().is_empty() => {
             let want = SimdLevel::parse(&v).ok_or_else(|| {
-                Error::argument(
-                    "PICKAXE_SIMD",
-                    format!("PICKAXE_SIMD={v:?} is not one of portable, avx2, avx512"),
-                )
+                Error::argument("PICKAXE_SIMD", format!("PICKAXE_SIMD={v:?} is not one of portable, avx2, avx512"))
             })?;
-            set_level(want)
-                .map_err(|e| Error::argument("PICKAXE_SIMD", format!("PICKAXE_SIMD={v:?}: {e}")))
+            set_level(want).map_err(|e| Error::argument("PICKAXE_SIMD", format!("PICKAXE_SIMD={v:?}: {e}")))
         }
         _ => Ok(()),
     }
@@ -166,16 +154,10 @@ mod tests {
         let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
             return;
         };
-        let flags: Vec<&str> = info
-            .lines()
-            .find(|l| l.starts_with("flags"))
-            .map(|l| l.split_whitespace().collect())
-            .unwrap_or_default();
+        let flags: Vec<&str> =
+            info.lines().find(|l| l.starts_with("flags")).map(|l| l.split_whitespace().collect()).unwrap_or_default();
         let has = |f: &str| flags.contains(&f);
-        let want = if ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma"]
-            .iter()
-            .all(|f| has(f))
-        {
+        let want = if ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma"].iter().all(|f| has(f)) {
             SimdLevel::Avx512
         } else if has("avx2") && has("fma") {
             SimdLevel::Avx2

@@ -13,8 +13,8 @@ use crate::error::{Error, RowFault};
 use crate::lanes;
 use crate::math::{Isa, Real, LANES};
 use crate::passes::{
-    argmax, diagnose_logits, diagnose_probs, exp_store, lane_sum, member_mean, prob_member,
-    prob_stats, top2, variance_sum, vote_member, ProbStats,
+    argmax, diagnose_logits, diagnose_probs, exp_store, lane_sum, member_mean, prob_member, prob_stats, top2,
+    variance_sum, vote_member, ProbStats,
 };
 
 // Every member is first widened to f64 (`member_probs`); `T` appears only there.
@@ -49,10 +49,7 @@ impl StackScore {
                 "mean" => StackScore::KlDisagreement { max: false },
                 "max" => StackScore::KlDisagreement { max: true },
                 other => {
-                    return Err(Error::argument(
-                        "reduce",
-                        format!("reduce must be \"mean\" or \"max\"; got {other:?}"),
-                    ))
+                    return Err(Error::argument("reduce", format!("reduce must be \"mean\" or \"max\"; got {other:?}")))
                 }
             },
             "mutual_information" => StackScore::MutualInformation,
@@ -88,13 +85,7 @@ pub(crate) struct StackKernel {
 }
 
 impl StackKernel {
-    pub(crate) fn new(
-        score: StackScore,
-        logits: bool,
-        members: usize,
-        row_classes: usize,
-        classes: usize,
-    ) -> Self {
+    pub(crate) fn new(score: StackScore, logits: bool, members: usize, row_classes: usize, classes: usize) -> Self {
         let mf = members as f64;
         let vote_terms = if score == StackScore::VoteEntropy {
             (0..=members)
@@ -110,31 +101,18 @@ impl StackKernel {
         } else {
             Vec::new()
         };
-        StackKernel {
-            score,
-            logits,
-            members,
-            row_classes,
-            classes,
-            vote_terms,
-        }
+        StackKernel { score, logits, members, row_classes, classes, vote_terms }
     }
 
     /// Scores computed from the members' argmax votes alone.
     fn votes(&self) -> bool {
-        matches!(
-            self.score,
-            StackScore::VoteEntropy | StackScore::VariationRatio
-        )
+        matches!(self.score, StackScore::VoteEntropy | StackScore::VariationRatio)
     }
 
     /// Scores computed from p̄.
     fn mean(&self) -> bool {
         use StackScore::*;
-        matches!(
-            self.score,
-            ConsensusEntropy | PredictiveEntropy | MutualInformation | KlDisagreement { .. }
-        )
+        matches!(self.score, ConsensusEntropy | PredictiveEntropy | MutualInformation | KlDisagreement { .. })
     }
 
     pub(crate) fn scratch_len(&self) -> ScratchLen {
@@ -149,12 +127,7 @@ impl StackKernel {
     /// variance (`variance_sum`, in `score`) are summed by class chunks down the members.
     /// Returns −Σ p ln p, the members' summed entropies (0 for votes).
     #[inline(always)]
-    fn probs<I: Isa, T: Real>(
-        &self,
-        row: &[T],
-        pbar: &mut [T],
-        counts: &mut [u32],
-    ) -> Result<f64, RowFault> {
+    fn probs<I: Isa, T: Real>(&self, row: &[T], pbar: &mut [T], counts: &mut [u32]) -> Result<f64, RowFault> {
         use StackScore::*;
         let (m, c) = (self.members, self.classes);
         if self.votes() {
@@ -201,16 +174,9 @@ impl StackKernel {
 
     #[cold]
     fn bad<T: Real>(&self, x: &[T], member: usize) -> Result<(), RowFault> {
-        let f = if self.logits {
-            diagnose_logits(x)
-        } else {
-            diagnose_probs(x, true)
-        };
+        let f = if self.logits { diagnose_logits(x) } else { diagnose_probs(x, true) };
         match f {
-            Some(fault) => Err(RowFault {
-                member: Some(member),
-                fault,
-            }),
+            Some(fault) => Err(RowFault { member: Some(member), fault }),
             None => Ok(()),
         }
     }
@@ -242,22 +208,12 @@ fn mean_entropy<I: Isa, T: Real>(pbar: &[T]) -> f64 {
 /// Adds a member's probabilities into p̄ (`acc1`) or the variance's shifted sums, and
 /// returns its validation statistics and Σ p ln p, as far as the score needs them.
 #[inline(always)]
-fn member_pass<I: Isa, T: Real>(
-    score: StackScore,
-    x: &[T],
-    p0: &[T],
-    acc1: &mut [f64],
-    acc2: &mut [f64],
-) -> ProbStats {
+fn member_pass<I: Isa, T: Real>(score: StackScore, x: &[T], p0: &[T], acc1: &mut [f64], acc2: &mut [f64]) -> ProbStats {
     use StackScore::*;
     match score {
         VoteEntropy | VariationRatio => prob_member::<I, T, false, false, false>(x, p0, acc1, acc2),
-        ConsensusEntropy | PredictiveEntropy => {
-            prob_member::<I, T, false, true, false>(x, p0, acc1, acc2)
-        }
-        MutualInformation | KlDisagreement { .. } => {
-            prob_member::<I, T, true, true, false>(x, p0, acc1, acc2)
-        }
+        ConsensusEntropy | PredictiveEntropy => prob_member::<I, T, false, true, false>(x, p0, acc1, acc2),
+        MutualInformation | KlDisagreement { .. } => prob_member::<I, T, true, true, false>(x, p0, acc1, acc2),
         Variance => prob_member::<I, T, false, false, true>(x, p0, acc1, acc2),
     }
 }
@@ -265,13 +221,7 @@ fn member_pass<I: Isa, T: Real>(
 /// Member `j` of a row block as the score sees it: binary logits (one value `x` per
 /// member) become the pair [0, x].
 #[inline(always)]
-fn member<'a, T: Real>(
-    row: &'a [T],
-    j: usize,
-    rc: usize,
-    binary: bool,
-    pair: &'a mut [T; 2],
-) -> &'a [T] {
+fn member<'a, T: Real>(row: &'a [T], j: usize, rc: usize, binary: bool, pair: &'a mut [T; 2]) -> &'a [T] {
     let input = &row[j * rc..(j + 1) * rc];
     if binary {
         pair[1] = input[0];
@@ -352,9 +302,7 @@ impl<T: Real> Kernel<T> for StackKernel {
                 }
                 tot / c as f64
             }
-            StackScore::ConsensusEntropy | StackScore::PredictiveEntropy => {
-                mean_entropy::<I, T>(pbar)
-            }
+            StackScore::ConsensusEntropy | StackScore::PredictiveEntropy => mean_entropy::<I, T>(pbar),
             StackScore::MutualInformation | StackScore::KlDisagreement { max: false } => {
                 // mean_m KL(p_m ‖ p̄) = H(p̄) − mean_m H(p_m): the same quantity as BALD.
                 // ≥ 0 by Jensen; a negative value could only be rounding.
@@ -365,11 +313,7 @@ impl<T: Real> Kernel<T> for StackKernel {
                 // to p̄ has a divergence of exactly 0.
                 for b in pbar.iter_mut() {
                     let p = *b;
-                    *b = if p > T::ZERO {
-                        p.fast_ln::<I>()
-                    } else {
-                        T::ZERO
-                    };
+                    *b = if p > T::ZERO { p.fast_ln::<I>() } else { T::ZERO };
                 }
                 let mut best = f64::NEG_INFINITY;
                 for j in 0..m {

@@ -27,21 +27,14 @@ fn default_threads() -> usize {
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
 fn with_state<R>(f: impl FnOnce(&mut PoolState) -> R) -> R {
     // A poisoned lock only means another thread panicked while holding it; the state
     // itself (a count and an Arc) is always consistent.
     let mut guard = STATE.lock().unwrap_or_else(|e| e.into_inner());
-    let state = guard.get_or_insert_with(|| PoolState {
-        threads: default_threads(),
-        pool: None,
-    });
+    let state = guard.get_or_insert_with(|| PoolState { threads: default_threads(), pool: None });
     f(state)
 }
 
@@ -53,10 +46,7 @@ pub fn num_threads() -> usize {
 /// Bound the kernels' threads; 1 runs everything on the calling thread.
 pub fn set_num_threads(n: usize) -> Result<(), Error> {
     if n == 0 {
-        return Err(Error::argument(
-            "n",
-            "the number of threads must be at least 1; got 0",
-        ));
+        return Err(Error::argument("n", "the number of threads must be at least 1; got 0"));
     }
     with_state(|s| {
         if s.threads != n {
@@ -125,13 +115,11 @@ where
             let slot = Mutex::new(Some(job));
             let take = || slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             std::thread::scope(|s| {
-                let worker = std::thread::Builder::new()
-                    .name("pickaxe-call".into())
-                    .spawn_scoped(s, move || {
-                        if let Some(job) = take() {
-                            job()
-                        }
-                    });
+                let worker = std::thread::Builder::new().name("pickaxe-call".into()).spawn_scoped(s, move || {
+                    if let Some(job) = take() {
+                        job()
+                    }
+                });
                 match worker {
                     Ok(worker) => {
                         let out = watch(rx);
@@ -177,10 +165,9 @@ mod tests {
                 |_rx| (),
             );
             assert!(done.load(Ordering::SeqCst), "threads={threads}");
-            let caught = std::panic::catch_unwind(|| {
-                run_beside(|| -> u8 { panic!("kernel bug") }, |rx| rx.recv().is_err())
-            })
-            .unwrap_err();
+            let caught =
+                std::panic::catch_unwind(|| run_beside(|| -> u8 { panic!("kernel bug") }, |rx| rx.recv().is_err()))
+                    .unwrap_err();
             assert_eq!(caught.downcast_ref::<&str>(), Some(&"kernel bug"));
         }
     }

@@ -2,9 +2,7 @@
 //! arrays read in place as ndarray views, the one dispatch on float32 / float64
 //! (`with_float!`), and a kernel run on a view with its result handed back to numpy.
 
-use numpy::{
-    Element, IntoPyArray, PyArray, PyArray2, PyArrayMethods, PyReadonlyArray, PyReadwriteArray,
-};
+use numpy::{Element, IntoPyArray, PyArray, PyArray2, PyArrayMethods, PyReadonlyArray, PyReadwriteArray};
 use pickaxe_core::{Cancel, Error, Field, NanPolicy, PixelScore, RowOptions};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -53,11 +51,7 @@ impl ScoreKeywords {
     /// The keywords of `kwargs` (all optional; an unknown one is a TypeError, as for any
     /// Python function).
     pub fn from_kwargs(func: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
-        let mut out = ScoreKeywords {
-            options: RowOptions::default(),
-            logits: false,
-            kl_reduce: "mean".to_owned(),
-        };
+        let mut out = ScoreKeywords { options: RowOptions::default(), logits: false, kl_reduce: "mean".to_owned() };
         for (key, value) in kwargs.into_iter().flat_map(|d| d.iter()) {
             let key: String = key.extract()?;
             match key.as_str() {
@@ -67,11 +61,7 @@ impl ScoreKeywords {
                 "ord" => out.options.ord = value.extract()?,
                 "logits" => out.logits = value.extract()?,
                 "kl_reduce" => out.kl_reduce = value.extract()?,
-                _ => {
-                    return Err(PyTypeError::new_err(format!(
-                        "{func}() got an unexpected keyword argument '{key}'"
-                    )))
-                }
+                _ => return Err(PyTypeError::new_err(format!("{func}() got an unexpected keyword argument '{key}'"))),
             }
         }
         Ok(out)
@@ -82,33 +72,26 @@ impl ScoreKeywords {
     pub fn pixel_score(self, field: &str, nan_policy: &str, score: &str) -> PyResult<(Field, NanPolicy, PixelScore)> {
         let field: Field = parse(field)?;
         let policy: NanPolicy = parse(nan_policy)?;
-        let score = PixelScore::from_name(field, score, self.logits, self.options, &self.kl_reduce).map_err(to_pyerr)?;
+        let score =
+            PixelScore::from_name(field, score, self.logits, self.options, &self.kl_reduce).map_err(to_pyerr)?;
         Ok((field, policy, score))
     }
 }
 
 /// `x` read in place as a `D`-dimensional array of `T`; `why` explains a dtype error.
 pub fn readonly<'py, T: Element, D: ndarray::Dimension>(
-    x: &Bound<'py, PyAny>,
-    what: &str,
-    why: &str,
+    x: &Bound<'py, PyAny>, what: &str, why: &str,
 ) -> PyResult<PyReadonlyArray<'py, T, D>> {
     let ndim = D::NDIM.unwrap_or(0);
-    let a = x
-        .cast::<PyArray<T, D>>()
-        .map_err(|_| dtype_is_error(what, ndim, &dtype_name::<T>(x.py()), why))?;
+    let a = x.cast::<PyArray<T, D>>().map_err(|_| dtype_is_error(what, ndim, &dtype_name::<T>(x.py()), why))?;
     a.try_readonly().map_err(|e| borrow_error(what, e))
 }
 
 /// `x` borrowed for writing in place (numpy refuses read-only or overlapping arrays).
 pub fn readwrite<'py, T: Element>(
-    x: &Bound<'py, PyAny>,
-    what: &str,
-    why: &str,
+    x: &Bound<'py, PyAny>, what: &str, why: &str,
 ) -> PyResult<PyReadwriteArray<'py, T, ndarray::Ix2>> {
-    let a = x
-        .cast::<PyArray2<T>>()
-        .map_err(|_| dtype_is_error(what, 2, &dtype_name::<T>(x.py()), why))?;
+    let a = x.cast::<PyArray2<T>>().map_err(|_| dtype_is_error(what, 2, &dtype_name::<T>(x.py()), why))?;
     a.try_readwrite().map_err(|e| borrow_error(what, e))
 }
 
@@ -119,9 +102,7 @@ fn dtype_name<T: Element>(py: Python<'_>) -> String {
 /// `kernel` on `x` read in place (GIL released, interruptible when large: `interrupt`),
 /// its result returned as a numpy array that owns the kernel's buffer (no copy).
 pub fn run_on<'py, T, D, R>(
-    py: Python<'py>,
-    x: &Bound<'py, PyAny>,
-    what: &str,
+    py: Python<'py>, x: &Bound<'py, PyAny>, what: &str,
     kernel: impl FnOnce(ndarray::ArrayView<'_, T, D>, &Cancel) -> Result<R, Error> + Send,
 ) -> PyResult<Bound<'py, PyAny>>
 where

@@ -13,11 +13,7 @@ use crate::interrupt;
 /// picked (s,)). `min_dist` (N,) is copied in: +inf where no center covers a row yet.
 #[pyfunction]
 fn kcenter_greedy<'py>(
-    py: Python<'py>,
-    points: &Bound<'py, PyAny>,
-    size: usize,
-    min_dist: &Bound<'py, PyAny>,
-    metric: &str,
+    py: Python<'py>, points: &Bound<'py, PyAny>, size: usize, min_dist: &Bound<'py, PyAny>, metric: &str,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let metric: Metric = parse(metric)?;
     with_float!(points, Ix2, "points", |T| {
@@ -27,9 +23,8 @@ fn kcenter_greedy<'py>(
         let p = p.as_array();
         // One pass over the points per pick.
         let work = p.len().saturating_mul(size);
-        let (picks, dists) = interrupt::run(py, work, |cancel| {
-            pickaxe_core::kcenter_greedy(p, size, md, metric, cancel)
-        })?;
+        let (picks, dists) =
+            interrupt::run(py, work, |cancel| pickaxe_core::kcenter_greedy(p, size, md, metric, cancel))?;
         let picks: Vec<i64> = picks.into_iter().map(|i| i as i64).collect();
         PyTuple::new(py, [picks.into_pyarray(py).into_any(), dists.into_pyarray(py).into_any()])
     })

@@ -16,24 +16,16 @@ use crate::interrupt;
 #[pyo3(signature = (field, score, boxes, offsets, reduce, objectness=None, nan_policy="raise", **options))]
 #[allow(clippy::too_many_arguments)]
 fn score_boxes<'py>(
-    py: Python<'py>,
-    field: &str,
-    score: &str,
-    boxes: &Bound<'py, PyAny>,
-    offsets: PyReadonlyArray1<'py, i64>,
-    reduce: &str,
-    objectness: Option<&Bound<'py, PyAny>>,
-    nan_policy: &str,
-    options: Option<&Bound<'py, PyDict>>,
+    py: Python<'py>, field: &str, score: &str, boxes: &Bound<'py, PyAny>, offsets: PyReadonlyArray1<'py, i64>,
+    reduce: &str, objectness: Option<&Bound<'py, PyAny>>, nan_policy: &str, options: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (field, policy, score) = ScoreKeywords::from_kwargs("score_boxes", options)?.pixel_score(field, nan_policy, score)?;
+    let (field, policy, score) =
+        ScoreKeywords::from_kwargs("score_boxes", options)?.pixel_score(field, nan_policy, score)?;
     let reduce: BoxReduce = parse(reduce)?;
     let offsets = offsets.as_array();
     let what = field.name();
     with_float!(boxes, IxDyn, what, 2, |T| {
-        let o = objectness
-            .map(|o| readonly::<T, Ix1>(o, "objectness", "the dtype of the boxes"))
-            .transpose()?;
+        let o = objectness.map(|o| readonly::<T, Ix1>(o, "objectness", "the dtype of the boxes")).transpose()?;
         let o = o.as_ref().map(|o| o.as_array());
         run_on::<T, IxDyn, _>(py, boxes, what, |v, cancel| {
             pickaxe_core::score_boxes(field, &score, v, offsets, reduce, o, policy, cancel)
@@ -48,26 +40,12 @@ fn score_boxes<'py>(
 #[pyo3(signature = (boxes, classes, logits, offsets, member_boxes, member_classes, member_logits, member_offsets, members, iou_threshold=0.5, per_class=false, reduce="max", objectness=None))]
 #[allow(clippy::too_many_arguments)]
 fn localization_disagreement<'py>(
-    py: Python<'py>,
-    boxes: &Bound<'py, PyAny>,
-    classes: &Bound<'py, PyAny>,
-    logits: bool,
-    offsets: PyReadonlyArray1<'py, i64>,
-    member_boxes: &Bound<'py, PyAny>,
-    member_classes: &Bound<'py, PyAny>,
-    member_logits: bool,
-    member_offsets: PyReadonlyArray1<'py, i64>,
-    members: usize,
-    iou_threshold: f64,
-    per_class: bool,
-    reduce: &str,
-    objectness: Option<&Bound<'py, PyAny>>,
+    py: Python<'py>, boxes: &Bound<'py, PyAny>, classes: &Bound<'py, PyAny>, logits: bool,
+    offsets: PyReadonlyArray1<'py, i64>, member_boxes: &Bound<'py, PyAny>, member_classes: &Bound<'py, PyAny>,
+    member_logits: bool, member_offsets: PyReadonlyArray1<'py, i64>, members: usize, iou_threshold: f64,
+    per_class: bool, reduce: &str, objectness: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let opts = LocOptions {
-        iou_threshold,
-        per_class,
-        reduce: BoxReduce::parse_optional(reduce).map_err(to_pyerr)?,
-    };
+    let opts = LocOptions { iou_threshold, per_class, reduce: BoxReduce::parse_optional(reduce).map_err(to_pyerr)? };
     let (off, moff) = (offsets.as_array(), member_offsets.as_array());
     with_float!(boxes, Ix2, "boxes", |T| {
         let why = "the dtype of boxes";
@@ -79,18 +57,8 @@ fn localization_disagreement<'py>(
         let mc = readonly::<T, Ix2>(member_classes, mname, why)?;
         let o = objectness.map(|o| readonly::<T, Ix1>(o, "objectness", why)).transpose()?;
         let o = o.as_ref().map(|o| o.as_array());
-        let reference = BoxSet {
-            bbox: b.as_array(),
-            classes: c.as_array(),
-            logits,
-            offsets: off,
-        };
-        let committee = BoxSet {
-            bbox: mb.as_array(),
-            classes: mc.as_array(),
-            logits: member_logits,
-            offsets: moff,
-        };
+        let reference = BoxSet { bbox: b.as_array(), classes: c.as_array(), logits, offsets: off };
+        let committee = BoxSet { bbox: mb.as_array(), classes: mc.as_array(), logits: member_logits, offsets: moff };
         // Every box and class score read, and each reference box of an image against
         // the member boxes of its image (on average).
         let (rb, mbn) = (reference.bbox.nrows(), committee.bbox.nrows());

@@ -8,9 +8,7 @@
 
 use numpy::BorrowError;
 use pickaxe_core::{fault_message, Error, Field};
-use pyo3::exceptions::{
-    PyImportError, PyKeyboardInterrupt, PyMemoryError, PyTypeError, PyValueError,
-};
+use pyo3::exceptions::{PyImportError, PyKeyboardInterrupt, PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
@@ -46,17 +44,15 @@ pub fn to_pyerr(e: Error) -> PyErr {
                 member_items(kw, field, member)
             })
         }),
-        Error::InvalidDetectionBox { field, row, image, member, index, fault } => {
-            Python::attach(|py| {
-                invalid_input(py, "box_array", field, &fault, |kw| {
-                    kw.set_item("row", image)?;
-                    kw.set_item("image", image)?;
-                    kw.set_item("box", row)?;
-                    kw.set_item("box_in_image", index)?;
-                    kw.set_item("member", member)
-                })
+        Error::InvalidDetectionBox { field, row, image, member, index, fault } => Python::attach(|py| {
+            invalid_input(py, "box_array", field, &fault, |kw| {
+                kw.set_item("row", image)?;
+                kw.set_item("image", image)?;
+                kw.set_item("box", row)?;
+                kw.set_item("box_in_image", index)?;
+                kw.set_item("member", member)
             })
-        }
+        }),
         Error::OutOfMemory { .. } => PyMemoryError::new_err(e.to_string()),
         Error::Shape(_) | Error::Argument { .. } => PyValueError::new_err(e.to_string()),
     }
@@ -75,11 +71,7 @@ fn member_items(kw: &Bound<'_, PyDict>, field: Field, member: Option<usize>) -> 
 /// `pickaxe.errors.InvalidInputError(kind=..., field=..., reason=..., **located)`: the
 /// class is looked up once per interpreter.
 fn invalid_input(
-    py: Python<'_>,
-    kind: &str,
-    field: &str,
-    reason: &str,
-    located: impl FnOnce(&Bound<'_, PyDict>) -> PyResult<()>,
+    py: Python<'_>, kind: &str, field: &str, reason: &str, located: impl FnOnce(&Bound<'_, PyDict>) -> PyResult<()>,
 ) -> PyErr {
     static CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     let made = (|| -> PyResult<Bound<'_, PyAny>> {
@@ -100,27 +92,17 @@ fn invalid_input(
 /// An array the bindings cannot read as float32 or float64 (the Python layer converts
 /// every other real dtype first, so this means a caller bypassed it).
 pub fn dtype_error(what: &str, ndim: usize) -> PyErr {
-    PyTypeError::new_err(format!(
-        "{what} must be a {ndim}-D numpy array of float32 or float64"
-    ))
+    PyTypeError::new_err(format!("{what} must be a {ndim}-D numpy array of float32 or float64"))
 }
 
 /// An array that must have one given dtype (`why` says why, e.g. "the dtype of gram").
 pub fn dtype_is_error(what: &str, ndim: usize, dtype: &str, why: &str) -> PyErr {
-    let why = if why.is_empty() {
-        String::new()
-    } else {
-        format!(" ({why})")
-    };
-    PyTypeError::new_err(format!(
-        "{what} must be a {ndim}-D numpy array of {dtype}{why}"
-    ))
+    let why = if why.is_empty() { String::new() } else { format!(" ({why})") };
+    PyTypeError::new_err(format!("{what} must be a {ndim}-D numpy array of {dtype}{why}"))
 }
 
 /// An array numpy's borrow tracking refuses: read-only where it is written to, or
 /// overlapping another argument that is written to.
 pub fn borrow_error(what: &str, e: BorrowError) -> PyErr {
-    PyValueError::new_err(format!(
-        "{what}: {e}; pass writeable arrays that share no memory with the other arguments"
-    ))
+    PyValueError::new_err(format!("{what}: {e}; pass writeable arrays that share no memory with the other arguments"))
 }

@@ -12,11 +12,7 @@ use crate::convert::{parse, run_on, with_float, ScoreKeywords};
 #[pyfunction]
 #[pyo3(signature = (field, score, x, nan_policy="raise", **options))]
 fn score_rows<'py>(
-    py: Python<'py>,
-    field: &str,
-    score: &str,
-    x: &Bound<'py, PyAny>,
-    nan_policy: &str,
+    py: Python<'py>, field: &str, score: &str, x: &Bound<'py, PyAny>, nan_policy: &str,
     options: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let field: Field = parse(field)?;
@@ -38,13 +34,7 @@ fn score_rows<'py>(
 #[pyfunction]
 #[pyo3(signature = (field, score, x, logits=false, nan_policy="raise", reduce="mean"))]
 fn score_stack<'py>(
-    py: Python<'py>,
-    field: &str,
-    score: &str,
-    x: &Bound<'py, PyAny>,
-    logits: bool,
-    nan_policy: &str,
-    reduce: &str,
+    py: Python<'py>, field: &str, score: &str, x: &Bound<'py, PyAny>, logits: bool, nan_policy: &str, reduce: &str,
 ) -> PyResult<Bound<'py, PyAny>> {
     let field: Field = parse(field)?;
     let policy: NanPolicy = parse(nan_policy)?;

@@ -15,18 +15,11 @@ use crate::error::to_pyerr;
 #[pyo3(signature = (field, score, x, class_axis, reduce, q=1.0, mask=None, nan_policy="raise", **options))]
 #[allow(clippy::too_many_arguments)]
 fn score_pixels<'py>(
-    py: Python<'py>,
-    field: &str,
-    score: &str,
-    x: &Bound<'py, PyAny>,
-    class_axis: isize,
-    reduce: &str,
-    q: f64,
-    mask: Option<PyReadonlyArray3<'py, bool>>,
-    nan_policy: &str,
-    options: Option<&Bound<'py, PyDict>>,
+    py: Python<'py>, field: &str, score: &str, x: &Bound<'py, PyAny>, class_axis: isize, reduce: &str, q: f64,
+    mask: Option<PyReadonlyArray3<'py, bool>>, nan_policy: &str, options: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (field, policy, score) = ScoreKeywords::from_kwargs("score_pixels", options)?.pixel_score(field, nan_policy, score)?;
+    let (field, policy, score) =
+        ScoreKeywords::from_kwargs("score_pixels", options)?.pixel_score(field, nan_policy, score)?;
     let reduce = Reduce::from_name(reduce, q).map_err(to_pyerr)?;
     let mask = mask.as_ref().map(|m| m.as_array());
     let what = field.name();
