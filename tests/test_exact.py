@@ -77,6 +77,39 @@ def test_large_k_direct_search_matches_brute_force(rng, metric, dtype, monkeypat
         np.testing.assert_array_equal(blocks[1], whole[1])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("metric", METRICS)
+def test_direct_search_is_pair_distances_at_every_simd_level(rng, metric, dtype):
+    """knn_direct computes register blocks of queries x reference rows (a shape per SIMD
+    level, with remainders) from rows prepared once per chunk, and sorts large k by a
+    radix sort of the distance bits: at each level its distances are pair_distances' bits
+    for the same pairs and its ids the (distance, id) order of every pair."""
+    q = rng.standard_normal((37, 21)).astype(dtype)
+    cases = []
+    for m in (61, 1100):  # one chunk of prepared rows; several (1,024 rows at D = 21)
+        r = rng.standard_normal((m, 21)).astype(dtype)
+        r[9] = r[4]  # exact ties, to the lower id
+        r[30] = 0.0  # a zero row (cosine: 1 from everything)
+        cases.append((r, (3, m // 4 - 1, m // 4, m - 1, m)))  # selection below m/4, radix from it
+    q[5] = cases[0][0][4]
+    levels = ["portable", "avx2", "avx512"]
+    levels = levels[: levels.index(px.build_info()["simd_detected"]) + 1]
+    before = px.build_info()["simd"]
+    try:
+        for lv in levels:
+            _core.set_simd_level(lv)
+            for r, ks in cases:
+                everything = np.tile(np.arange(len(r)), (len(q), 1))
+                want_i, want_d = _core.pair_distances(q, r, everything, metric)
+                for k in ks:
+                    ids, d = _core.knn_direct(q, r, k, metric)
+                    np.testing.assert_array_equal(ids, want_i[:, :k], err_msg=f"{lv} m={len(r)} k={k}")
+                    assert d.dtype == dtype
+                    np.testing.assert_array_equal(d.view(np.uint8), np.ascontiguousarray(want_d[:, :k]).view(np.uint8))
+    finally:
+        _core.set_simd_level(before)
+
+
 @pytest.mark.parametrize("metric", METRICS)
 def test_k_above_m_and_a_single_reference_row(rng, metric):
     q = rng.standard_normal((7, 4))

@@ -506,13 +506,65 @@ fn tile_distances<I: Isa, T: Real, const M: u8, const Q: usize>(
     }
     let mut out = [0.0; Q];
     for j in 0..Q {
-        let t = lanes::total(&acc[j]);
-        out[j] = match M {
-            M_L2 => t.sqrt(),
-            M_COS if !(qn[j] > 0.0 && rn > 0.0) => 1.0,
-            M_COS => (0.5 * t).clamp(0.0, 2.0),
-            _ => 1.0 - t,
+        out[j] = finish::<M>(lanes::total(&acc[j]), qn[j], rn);
+    }
+    out
+}
+
+/// A pair's distance from the total of its lanes (`tile_distances`, `block_distances`).
+#[inline(always)]
+fn finish<const M: u8>(t: f64, qn: f64, rn: f64) -> f64 {
+    match M {
+        M_L2 => t.sqrt(),
+        M_COS if !(qn > 0.0 && rn > 0.0) => 1.0,
+        M_COS => (0.5 * t).clamp(0.0, 2.0),
+        _ => 1.0 - t,
+    }
+}
+
+/// One lane array of a pair into its sums, as `tile_distances` adds each element. Whole
+/// lane arrays in and out (no per-element `&mut` helper): LLVM then keeps every
+/// accumulator of a block in vector registers (`tile_distances`' loop kept them on the
+/// stack, a load and a store per multiply-add, at 4x the arithmetic's time).
+#[inline(always)]
+fn lane_step<I: Isa, const M: u8>(q: &[f64; LANES], r: &[f64; LANES], acc: &mut [f64; LANES]) {
+    for l in 0..LANES {
+        acc[l] = if M == M_IP {
+            madd::<I, f64>(q[l], r[l], acc[l])
+        } else {
+            let v = q[l] - r[l];
+            madd::<I, f64>(v, v, acc[l])
         };
+    }
+}
+
+/// The lane totals of `Q` prepared queries against `R` prepared reference rows, all
+/// padded with zeros to the same multiple of LANES (`prepare_query`, `prepare_rows`).
+/// Each pair's lanes get the same additions in the same order as in `tile_distances`
+/// (zeros add nothing: a sum that starts at +0 never becomes −0), so `finish` of a total
+/// here has `pair_distances`' bits. Q·R lane arrays of sums stay in registers while
+/// each query and reference value is loaded once per block.
+#[inline(always)]
+fn block_totals<I: Isa, const M: u8, const Q: usize, const R: usize>(
+    q: [&[f64]; Q],
+    r: [&[f64]; R],
+) -> [[f64; R]; Q] {
+    let n = r[0].len() / LANES;
+    let qc: [&[[f64; LANES]]; Q] = q.map(|v| &v.as_chunks::<LANES>().0[..n]);
+    let rc: [&[[f64; LANES]]; R] = r.map(|v| &v.as_chunks::<LANES>().0[..n]);
+    let mut acc = [[[0.0f64; LANES]; R]; Q];
+    for c in 0..n {
+        for j in 0..Q {
+            for i in 0..R {
+                lane_step::<I, M>(&qc[j][c], &rc[i][c], &mut acc[j][i]);
+            }
+        }
+    }
+    let mut out = [[0.0; R]; Q];
+    for j in 0..Q {
+        for i in 0..R {
+            out[j][i] = lanes::total(&acc[j][i]);
+        }
     }
     out
 }
@@ -735,8 +787,12 @@ pub trait Keyed: Real {
     type Key: Ord + Copy + Send + Sync;
     /// Ids above this do not fit a key.
     const MAX_ID: u64;
+    /// Bytes of a key's distance part (`order_bits`).
+    const ORDER_BYTES: usize;
     fn pack(d: Self, id: u64) -> Self::Key;
     fn unpack(k: Self::Key) -> (Self, u64);
+    /// The distance part of a key, which orders keys of distinct distances.
+    fn order_bits(k: Self::Key) -> u64;
 }
 
 // The IEEE bits of a float made an unsigned integer in total_cmp's order: negative values
@@ -744,6 +800,11 @@ pub trait Keyed: Real {
 impl Keyed for f32 {
     type Key = u64;
     const MAX_ID: u64 = u32::MAX as u64;
+    const ORDER_BYTES: usize = 4;
+    #[inline(always)]
+    fn order_bits(k: u64) -> u64 {
+        k >> 32
+    }
     #[inline(always)]
     fn pack(d: f32, id: u64) -> u64 {
         let b = d.to_bits();
@@ -761,6 +822,11 @@ impl Keyed for f32 {
 impl Keyed for f64 {
     type Key = u128;
     const MAX_ID: u64 = u64::MAX;
+    const ORDER_BYTES: usize = 8;
+    #[inline(always)]
+    fn order_bits(k: u128) -> u64 {
+        (k >> 64) as u64
+    }
     #[inline(always)]
     fn pack(d: f64, id: u64) -> u128 {
         let b = d.to_bits();
@@ -775,20 +841,153 @@ impl Keyed for f64 {
     }
 }
 
-/// Queries computed together against each reference row in `knn_direct` (the row is read
-/// once per tile); 4 × 16 f64 lanes of sums stay in AVX-512's registers.
-const DIRECT_TILE: usize = 4;
-/// Reference rows per pass of `knn_direct`'s queries: about 256 KiB, so that the rows stay
-/// in the core's L2 cache while every query of a task reads them.
+/// A row of keys sorted whole (`radix_sort_keys`) rather than selected then sorted when
+/// k is at least 1/RADIX_MIN_SHARE of the reference.
+const RADIX_MIN_SHARE: usize = 4;
+
+/// Sorts keys given in id order by their distance bits (`Keyed::order_bits`), stably, a
+/// byte at a time from the lowest (LSD radix sort): equal distances stay in id order, so
+/// the result is the keys' own order. One pass reads every byte's histogram; a byte that
+/// is the same in every key (the sign and most of the exponent, usually) is skipped.
+/// 4 passes for float32 against a comparison sort's log₂ m ≈ 12.
+#[inline(always)]
+fn radix_sort_keys<T: Keyed>(keys: &mut [T::Key], tmp: &mut Vec<T::Key>) {
+    let n = keys.len();
+    let nb = T::ORDER_BYTES;
+    let mut hist = [[0u32; 256]; 8];
+    for &key in keys.iter() {
+        let b = T::order_bits(key);
+        for (p, h) in hist.iter_mut().enumerate().take(nb) {
+            h[((b >> (8 * p)) & 255) as usize] += 1;
+        }
+    }
+    tmp.clear();
+    tmp.extend_from_slice(keys);
+    let mut in_tmp = false;
+    for (p, h) in hist.iter().enumerate().take(nb) {
+        if h.iter().any(|&c| c as usize == n) {
+            continue;
+        }
+        let mut off = [0usize; 256];
+        let mut sum = 0;
+        for (o, &c) in off.iter_mut().zip(h.iter()) {
+            *o = sum;
+            sum += c as usize;
+        }
+        let (src, dst): (&[T::Key], &mut [T::Key]) =
+            if in_tmp { (&tmp[..], &mut keys[..]) } else { (&keys[..], &mut tmp[..]) };
+        for &key in src {
+            let d = ((T::order_bits(key) >> (8 * p)) & 255) as usize;
+            dst[off[d]] = key;
+            off[d] += 1;
+        }
+        in_tmp = !in_tmp;
+    }
+    if in_tmp {
+        keys.copy_from_slice(tmp);
+    }
+}
+
+/// Reference rows per pass of `knn_direct`'s queries, prepared in f64: about 256 KiB, so
+/// that the rows stay in the core's L2 cache while every query of a task reads them.
 const DIRECT_CHUNK_BYTES: usize = 256 << 10;
 /// Queries per `knn_direct` task at most, and keys (queries × reference rows) per task at
 /// most: each task holds every distance of its queries before selecting.
-const DIRECT_TASK_ROWS: usize = 32;
-const DIRECT_TASK_KEYS: usize = 1 << 19;
+const DIRECT_TASK_ROWS: usize = 64;
+const DIRECT_TASK_KEYS: usize = 1 << 20;
+
+/// Reference rows `rows` prepared for `block_totals`: f64, times 1/‖r‖ for cosine (what
+/// `tile_distances` computes per element), each padded with zeros to `dp` values.
+#[inline(always)]
+fn prepare_rows<T: Real, const M: u8>(
+    reference: &ArrayView2<'_, T>,
+    rows: std::ops::Range<usize>,
+    rnorms: &[f64],
+    dp: usize,
+    buf: &mut Vec<T>,
+    out: &mut Vec<f64>,
+) {
+    out.clear();
+    for j in rows {
+        let rv = row_slice(reference, j, buf);
+        if M == M_COS {
+            let sb = 1.0 / rnorms[j];
+            out.extend(rv.iter().map(|&x| x.to_f64() * sb));
+        } else {
+            out.extend(rv.iter().map(|&x| x.to_f64()));
+        }
+        out.resize(out.len() + dp - rv.len(), 0.0);
+    }
+}
+
+/// Keys of the queries `r0..r0 + Q` (of a task) against every prepared reference row of
+/// a chunk, `R` rows at a time: blocks of Q × R pairs.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn direct_tile<I: Isa, T: Keyed, const M: u8, const Q: usize, const R: usize>(
+    qf: &[f64],
+    qn: &[f64],
+    r0: usize,
+    rf: &[f64],
+    rnorms: &[f64],
+    c0: usize,
+    dp: usize,
+    m: usize,
+    keys: &mut [T::Key],
+) {
+    let q: [&[f64]; Q] = std::array::from_fn(|t| &qf[(r0 + t) * dp..(r0 + t + 1) * dp]);
+    let cm = rf.len() / dp;
+    let rn = |j: usize| if M == M_COS { rnorms[j] } else { 0.0 };
+    let mut put = |t: usize, j: usize, total: f64| {
+        let v = finish::<M>(total, qn[r0 + t], rn(j));
+        keys[(r0 + t) * m + j] = T::pack(stored(v), j as u64);
+    };
+    let mut i = 0;
+    while i + R <= cm {
+        let rr: [&[f64]; R] = std::array::from_fn(|u| &rf[(i + u) * dp..(i + u + 1) * dp]);
+        let tot = block_totals::<I, M, Q, R>(q, rr);
+        for t in 0..Q {
+            for u in 0..R {
+                put(t, c0 + i + u, tot[t][u]);
+            }
+        }
+        i += R;
+    }
+    for i in i..cm {
+        let tot = block_totals::<I, M, Q, 1>(q, [&rf[i * dp..(i + 1) * dp]]);
+        for t in 0..Q {
+            put(t, c0 + i, tot[t][0]);
+        }
+    }
+}
+
+/// Every query of a task against one prepared chunk, in Q × R blocks.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn direct_chunk<I: Isa, T: Keyed, const M: u8, const Q: usize, const R: usize>(
+    qf: &[f64],
+    qn: &[f64],
+    rf: &[f64],
+    rnorms: &[f64],
+    c0: usize,
+    dp: usize,
+    m: usize,
+    keys: &mut [T::Key],
+) {
+    let rows = qn.len();
+    let mut r0 = 0;
+    while r0 + Q <= rows {
+        direct_tile::<I, T, M, Q, R>(qf, qn, r0, rf, rnorms, c0, dp, m, keys);
+        r0 += Q;
+    }
+    for r0 in r0..rows {
+        direct_tile::<I, T, M, 1, R>(qf, qn, r0, rf, rnorms, c0, dp, m, keys);
+    }
+}
 
 /// The k nearest of the query rows `lo..lo + out_ids.nrows()`: every distance to the
-/// reference (tiles of queries against chunks of reference rows), then per query the k
-/// smallest keys selected and sorted.
+/// reference (blocks of queries against chunks of reference rows prepared once), then per
+/// query the k smallest keys selected and sorted.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn direct_rows_metric<I: Isa, T: Keyed, const M: u8>(
@@ -802,44 +1001,55 @@ fn direct_rows_metric<I: Isa, T: Keyed, const M: u8>(
 ) {
     let (rows, k) = out_ids.dim();
     let (m, dim) = reference.dim();
+    let dp = dim.div_ceil(LANES).max(1) * LANES;
     let mut buf = Vec::new();
-    let mut qf = vec![Vec::new(); rows];
+    let mut one = Vec::new();
+    let mut qf = Vec::with_capacity(rows * dp);
     let mut qn = vec![0.0; rows];
     for r in 0..rows {
-        qn[r] = prepare_query::<I, T>(row_slice(queries, lo + r, &mut buf), metric, &mut qf[r]);
+        qn[r] = prepare_query::<I, T>(row_slice(queries, lo + r, &mut buf), metric, &mut one);
+        qf.extend_from_slice(&one);
+        qf.resize((r + 1) * dp, 0.0);
     }
-    let rn = |j: usize| if M == M_COS { rnorms[j] } else { 0.0 };
     let mut keys: Vec<T::Key> = vec![T::pack(T::ZERO, 0); rows * m];
-    let chunk = (DIRECT_CHUNK_BYTES / (dim.max(1) * std::mem::size_of::<T>())).max(1);
+    let chunk = (DIRECT_CHUNK_BYTES / (dp * 8)).max(1);
+    // Blocks of queries × reference rows whose sums fill the vector registers without
+    // spilling: 32 zmm hold 4 × 2 pairs of 2 (AVX-512); AVX2's 16 ymm hold fewer, but
+    // 4 × 1 (with some spills) beat 2 × 1 and 2 × 2. Measured (500 × 5,000 × 384,
+    // cosine, one thread, CPU time): AVX-512 4 × 2 0.115 s, 3 × 2 0.112 s, 4 × 1 0.136 s,
+    // 8 × 1 0.161 s; AVX2 4 × 1 0.183 s, 2 × 2 0.190 s, 2 × 1 0.227 s.
+    let level = crate::simd::level();
+    let mut rf = Vec::new();
     for c0 in (0..m).step_by(chunk) {
         let c1 = (c0 + chunk).min(m);
-        let mut r = 0;
-        while r + DIRECT_TILE <= rows {
-            let q: [&[f64]; DIRECT_TILE] = std::array::from_fn(|t| &qf[r + t][..]);
-            let n: [f64; DIRECT_TILE] = std::array::from_fn(|t| qn[r + t]);
-            for j in c0..c1 {
-                let rv = row_slice(reference, j, &mut buf);
-                let v = tile_distances::<I, T, M, DIRECT_TILE>(q, n, rv, rn(j));
-                for t in 0..DIRECT_TILE {
-                    keys[(r + t) * m + j] = T::pack(stored(v[t]), j as u64);
-                }
+        prepare_rows::<T, M>(reference, c0..c1, rnorms, dp, &mut buf, &mut rf);
+        match level {
+            crate::simd::SimdLevel::Avx512 => {
+                direct_chunk::<I, T, M, 4, 2>(&qf, &qn, &rf, rnorms, c0, dp, m, &mut keys)
             }
-            r += DIRECT_TILE;
-        }
-        for r in r..rows {
-            for j in c0..c1 {
-                let rv = row_slice(reference, j, &mut buf);
-                let [v] = tile_distances::<I, T, M, 1>([&qf[r]], [qn[r]], rv, rn(j));
-                keys[r * m + j] = T::pack(stored(v), j as u64);
+            crate::simd::SimdLevel::Avx2 => {
+                direct_chunk::<I, T, M, 4, 1>(&qf, &qn, &rf, rnorms, c0, dp, m, &mut keys)
+            }
+            crate::simd::SimdLevel::Portable => {
+                direct_chunk::<I, T, M, 1, 1>(&qf, &qn, &rf, rnorms, c0, dp, m, &mut keys)
             }
         }
     }
+    let mut tmp = Vec::new();
     for (r, row) in keys.chunks_exact_mut(m).enumerate() {
-        if k < m {
-            row.select_nth_unstable(k);
-        }
-        let best = &mut row[..k];
-        best.sort_unstable();
+        let best = if k >= m / RADIX_MIN_SHARE {
+            // The keys are in id order: a stable sort by the distance bits alone puts
+            // equal distances in id order.
+            radix_sort_keys::<T>(row, &mut tmp);
+            &row[..k]
+        } else {
+            if k < m {
+                row.select_nth_unstable(k);
+            }
+            let best = &mut row[..k];
+            best.sort_unstable();
+            best
+        };
         let mut irow = out_ids.index_axis_mut(Axis(0), r);
         let mut drow = out_d.index_axis_mut(Axis(0), r);
         for ((i, d), &key) in irow.iter_mut().zip(drow.iter_mut()).zip(best.iter()) {
@@ -885,13 +1095,14 @@ multiversion! {
 /// almost nothing and `pair_distances` would recompute almost every pair anyway.
 ///
 /// `queries` (n, D), `reference` (m, D), 0 ≤ k ≤ m. Every (query, reference row) pair's
-/// distance is computed as `pair_distances` computes it (the same bits), tiles of queries
-/// against chunks of reference rows that stay in cache; each query's k smallest
-/// (distance, id) are then selected (`select_nth_unstable`) and sorted: O(m·D + m + k
-/// log k) per query. Returns (ids, distances), both (n, k), each row ascending by
+/// distance is computed as `pair_distances` computes it (the same bits), in register
+/// blocks of queries × reference rows against chunks of reference rows prepared in f64
+/// once per task, that stay in cache; each query's k smallest (distance, id) are then
+/// selected (`select_nth_unstable`) and sorted, or for k ≥ m/4 all m sorted by a radix
+/// sort of the distance bits: O(m·D + m + k log k) per query. Returns (ids, distances), both (n, k), each row ascending by
 /// (distance, id), so equal distances come in ascending id order.
 ///
-/// `cancel` is read before each task (at most 32 queries, and at most 2¹⁹ pairs).
+/// `cancel` is read before each task (at most 64 queries, and at most 2²⁰ pairs).
 pub fn knn_direct<T: Keyed>(
     queries: ArrayView2<'_, T>,
     reference: ArrayView2<'_, T>,
