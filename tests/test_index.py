@@ -117,6 +117,33 @@ def test_duplicate_vectors(rng, monkeypatch, force_graph):
     assert all(len(set(row)) == 150 for row in ids.tolist())
 
 
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_locality_order_gives_every_query_its_own_answer(rng, tmp_path, monkeypatch, metric):
+    """Many queries go to hnswlib grouped by their nearest pivot (and in blocks): each
+    row's answer is the one it gets searched in the caller's order, in float64 and
+    strided input too, and on an index loaded from a file (no pivots yet)."""
+    monkeypatch.setattr(index_module, "EXACT_MAX_ROWS", 0)
+    monkeypatch.setattr(index_module, "LOCALITY_MIN_ROWS", 100)
+    monkeypatch.setattr(index_module, "QUERY_BLOCK_ROWS", 64)
+    ref = clustered(rng, 3000, 16)
+    q = clustered(rng, 700, 16)
+    index = px.ReferenceIndex(ref, metric=metric, threads=1)
+    ordered = index.query(q, 10)
+    assert index._locality_order(q).tolist() != list(range(700))  # the order does change
+    monkeypatch.setattr(index_module, "LOCALITY_MIN_ROWS", 10**9)
+    plain = index.query(q, 10)
+    np.testing.assert_array_equal(ordered[0], plain[0])
+    np.testing.assert_array_equal(ordered[1], plain[1])
+    monkeypatch.setattr(index_module, "LOCALITY_MIN_ROWS", 100)
+    wide = np.zeros((700, 32))
+    wide[:, ::2] = q
+    got = index.query(wide[:, ::2], 10)
+    np.testing.assert_array_equal(got[0], plain[0])
+    index.save(tmp_path / "i.pxi")
+    loaded = px.ReferenceIndex.load(tmp_path / "i.pxi")
+    np.testing.assert_array_equal(loaded.query(q, 10)[0], plain[0])
+
+
 def test_single_threaded_build_is_reproducible(rng, tmp_path, monkeypatch):
     monkeypatch.setattr(index_module, "EXACT_MAX_ROWS", 0)
     ref = clustered(rng, 3000, 16)

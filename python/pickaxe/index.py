@@ -48,6 +48,15 @@ BUILD_BLOCK_ROWS = 2048
 #: Graph searches of at least this many (query, ef, dimension) steps show a progress bar on
 #: a terminal: about 10 s at ef = 100, D = 384 on one core.
 PROGRESS_GRAPH_WORK = 1 << 36
+#: Searches of at least this many queries go to hnswlib in an order that keeps nearby
+#: queries together: each query's nearest of LOCALITY_PIVOTS reference rows (a sample,
+#: one matrix product), queries grouped by it. Consecutive searches then walk the same
+#: part of the graph while it is in cache, and every answer is the same (each query is
+#: searched alone). On benches/bench_diversity.py's 50,000 x 64 references (one thread,
+#: M = 16, ef 25 and 36) the LOF fit's 50,000 searches took 0.62 s instead of 1.1-1.3 s
+#: and 20,000 pool queries 0.38 s instead of 0.68 s; the grouping cost 0.1 s and 0.015 s.
+LOCALITY_MIN_ROWS = 1024
+LOCALITY_PIVOTS = 256
 
 
 def default_threads() -> int:
@@ -217,24 +226,48 @@ class ReferenceIndex:
         ef = self.ef_for(k) if ef is None else max(ef, k)
         self._hnsw.set_ef(ef)
         long = n * ef * self.dim >= PROGRESS_GRAPH_WORK
+        order = self._locality_order(arr) if n >= LOCALITY_MIN_ROWS else None
         for start in progress_blocks(n, QUERY_BLOCK_ROWS, long, "neighbours"):
             stop = min(start + QUERY_BLOCK_ROWS, n)
-            block = np.ascontiguousarray(arr[start:stop], dtype=np.float32)
+            rows: Any = slice(start, stop) if order is None else order[start:stop]
+            block = np.ascontiguousarray(arr[rows], dtype=np.float32)
             try:
                 labels, d = self._hnsw.knn_query(block, k=k, num_threads=threads)
             except RuntimeError:
                 # hnswlib found fewer than k neighbours for some row (a graph cut apart by
                 # duplicates, say): answer this block exactly instead.
                 labels, d = exact_knn(block, self.vectors(), k, self.metric)
-                ids[start:stop] = labels
-                dists[start:stop] = d
+                ids[rows] = labels
+                dists[rows] = d
                 continue
-            ids[start:stop] = labels
+            ids[rows] = labels
             if self.metric == "l2":
                 # hnswlib's "l2" is the squared distance.
                 np.sqrt(np.maximum(d, 0, out=d), out=d)
-            dists[start:stop] = d
+            dists[rows] = d
         return ids, dists
+
+    def _locality_order(self, arr: np.ndarray) -> np.ndarray:
+        """The rows of ``arr`` grouped by their nearest pivot (LOCALITY_PIVOTS reference
+        rows drawn from ``seed``; nearest by the graph's metric, inner product for
+        "ip"), stably: an order in which consecutive graph searches stay in one region."""
+        pivots = getattr(self, "_pivots", None)
+        if pivots is None:
+            rng = np.random.default_rng(self.seed)
+            pick = np.sort(rng.choice(self.size, min(LOCALITY_PIVOTS, self.size), replace=False))
+            # float32, normalised for cosine, as the graph holds them
+            pivots = np.asarray(self._hnsw.get_items(pick, return_type="numpy"), dtype=np.float32)
+            half = 0.5 * np.einsum("ij,ij->i", pivots, pivots) if self.metric == "l2" else None
+            self._pivots = pivots = (np.ascontiguousarray(pivots.T), half)
+        pt, half = pivots
+        label = np.empty(arr.shape[0], dtype=np.int64)
+        step = 4 * QUERY_BLOCK_ROWS  # bounded float32 copies and products
+        for start in range(0, arr.shape[0], step):
+            g = np.asarray(arr[start : start + step], dtype=np.float32) @ pt
+            if half is not None:
+                g -= half  # argmax of q·p − ½‖p‖² is the nearest pivot in l2
+            label[start : start + step] = np.argmax(g, axis=1)
+        return np.argsort(label, kind="stable")
 
     def vectors(self) -> np.ndarray:
         """The reference vectors as the index holds them, (M, D). hnswlib keeps them as
