@@ -44,10 +44,11 @@ _MAX_BLOCK_MACS = 1 << 32
 #: the Gram stage would then select too little to pay for itself. The share is D times
 #: DIRECT_FRACTION_PER_DIM, at most DIRECT_MIN_FRACTION: the direct search costs n·m·D
 #: whatever k, the Gram stage's merge and exact re-computation grow with k. Measured
-#: (500 queries, 5,000 rows, float32, L2, CPU time, 2 threads, AVX-512), direct / Gram:
-#: D = 32: 0.81 at k = 100, 0.27 at k = 600; D = 128: 1.45 at k = 100, 0.77 at k = 300;
-#: D = 384: 2.98 at k = 100, 1.01 at k = 600, 0.76 at k = 1,000.
-DIRECT_MIN_FRACTION = 0.5
+#: (500 queries, 5,000 rows, float32, L2, CPU time, 2 threads, AVX-512, the register-
+#: blocked direct kernel), direct / Gram: D = 32: 0.94 at k = 50, 0.70 at k = 100;
+#: D = 128: 0.94 at k = 100, 0.52 at k = 200; D = 384: 1.00 at k = 100, 0.71 at k = 200,
+#: 0.43 at k = 600.
+DIRECT_MIN_FRACTION = 0.025
 DIRECT_FRACTION_PER_DIM = 1 / 2560
 
 #: Pairs per query block of the direct search: a second or so of work between progress
