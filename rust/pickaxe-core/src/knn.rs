@@ -893,7 +893,7 @@ fn radix_sort_keys<T: Keyed>(keys: &mut [T::Key], tmp: &mut Vec<T::Key>) {
 const DIRECT_CHUNK_BYTES: usize = 256 << 10;
 /// Queries per `knn_direct` task at most, and keys (queries × reference rows) per task at
 /// most: each task holds every distance of its queries before selecting.
-const DIRECT_TASK_ROWS: usize = 64;
+const DIRECT_TASK_ROWS: usize = 128;
 const DIRECT_TASK_KEYS: usize = 1 << 20;
 
 /// Reference rows `rows` prepared for `block_totals`: f64, times 1/‖r‖ for cosine (what
@@ -1102,7 +1102,7 @@ multiversion! {
 /// sort of the distance bits: O(m·D + m + k log k) per query. Returns (ids, distances), both (n, k), each row ascending by
 /// (distance, id), so equal distances come in ascending id order.
 ///
-/// `cancel` is read before each task (at most 64 queries, and at most 2²⁰ pairs).
+/// `cancel` is read before each task (at most 128 queries, and at most 2²⁰ pairs).
 pub fn knn_direct<T: Keyed>(
     queries: ArrayView2<'_, T>,
     reference: ArrayView2<'_, T>,
