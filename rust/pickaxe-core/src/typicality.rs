@@ -17,13 +17,15 @@
 //! D = 256 costs 2.6·10¹² multiply-adds, minutes on two cores.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::HashSet;
 
 use ndarray::{ArrayView1, ArrayView2};
 
 use crate::cancel::Cancel;
 use crate::error::{filled, Error, Field};
 use crate::kmeans::{checked_sq_norms, exact_sq, gram, map_tasks, run_in, workers, Scalar};
+use crate::math::{Isa, Real};
+use crate::simd::multiversion;
 
 /// Candidates kept beyond k' before the exact recomputation (see `_exact.py`).
 const MIN_MARGIN: usize = 8;
@@ -45,6 +47,19 @@ impl PartialOrd for Cand {
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
         Some(self.cmp(o))
     }
+}
+
+/// `out[j]` = max(0, ‖x_q‖² + ‖x_j‖² − 2 x_q·x_j) from the row's Gram values `g` and the
+/// squared norms `cn` (f64 arithmetic on the Gram's values).
+#[inline(always)]
+fn expansions_body<T: Real, I: Isa>(out: &mut [f64], g: &[T], cn: &[f64], cq: f64) {
+    for ((o, &v), &c) in out.iter_mut().zip(g).zip(cn) {
+        *o = (cq + c - 2.0 * v.to_f64()).max(0.0);
+    }
+}
+
+multiversion! {
+    fn expansions<T: Real>(out: &mut [f64], g: &[T], cn: &[f64], cq: f64) -> () => expansions_body
 }
 
 /// The typicality of every row of the cluster `rows` (ascending row indices of `x`).
@@ -79,30 +94,49 @@ fn cluster_typicality<T: Scalar>(
         }
         let mut gb = Vec::new();
         let g = gram(&xc.slice(ndarray::s![lo..hi, ..]), &xc, &mut gb);
-        let mut heap: BinaryHeap<Cand> = BinaryHeap::with_capacity(keep + 1);
+        let mut kept: Vec<Cand> = Vec::with_capacity(2 * keep + 8);
         let mut exact: Vec<f64> = Vec::with_capacity(keep);
+        let mut dist: Vec<f64> = vec![0.0; m];
         for (r, grow) in g.rows().into_iter().enumerate() {
             let q = lo + r;
-            // the `keep` smallest (expansion, row) pairs: a max-heap of them, most rows
-            // turned away by one comparison with its top
-            heap.clear();
-            for (j, &v) in grow.iter().enumerate() {
-                if j == q {
-                    continue;
-                }
-                let c = Cand((cn[q] + cn[j] - 2.0 * v.to_f64()).max(0.0), j);
-                if heap.len() < keep {
-                    heap.push(c);
-                } else if let Some(mut top) = heap.peek_mut() {
-                    if c < *top {
-                        *top = c;
+            let grow = grow.as_slice().expect("gram rows are contiguous");
+            // every row's expansion, in one vectorised pass; the row itself is nobody's
+            // neighbour (+inf, never below a finite threshold)
+            expansions(&mut dist, grow, &cn, cn[q]);
+            dist[q] = f64::INFINITY;
+            // the `keep` smallest (expansion, row) pairs. Rows are scanned in ascending
+            // order and a row is kept while its expansion is below `top`, the keep-th
+            // smallest of those kept so far (on a tie its row is the larger: it cannot be
+            // among the keep smallest); when 2 keep are kept they are cut back to the keep
+            // smallest (one selection) and `top` tightens. Blocks of 8 rows none of which
+            // is below `top` are turned away by one vectorised comparison.
+            kept.clear();
+            let mut top = f64::INFINITY;
+            let mut j = 0;
+            while j < m {
+                let hi = (j + 8).min(m);
+                if dist[j..hi].iter().fold(false, |a, &v| a | (v < top)) {
+                    for (jj, &v) in dist[j..hi].iter().enumerate() {
+                        if v < top {
+                            kept.push(Cand(v, j + jj));
+                        }
+                    }
+                    if kept.len() >= 2 * keep {
+                        kept.select_nth_unstable(keep - 1);
+                        kept.truncate(keep);
+                        top = kept.iter().map(|c| c.0).fold(f64::NEG_INFINITY, f64::max);
                     }
                 }
+                j = hi;
+            }
+            if kept.len() > keep {
+                kept.select_nth_unstable(keep - 1);
+                kept.truncate(keep);
             }
             let xq = xc.row(q);
             let xq = xq.as_slice().expect("gathered rows are contiguous");
             exact.clear();
-            exact.extend(heap.iter().map(|c| exact_sq(xq, xc.row(c.1)).sqrt()));
+            exact.extend(kept.iter().map(|c| exact_sq(xq, xc.row(c.1)).sqrt()));
             exact.sort_unstable_by(f64::total_cmp);
             let mean = exact[..kk].iter().sum::<f64>() / kk as f64;
             out.push(1.0 / mean);
