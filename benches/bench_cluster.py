@@ -194,7 +194,7 @@ def case_typiclust(args) -> None:
     runs = args.repeats
     print(f"\nTypiClust, {n:,} x {d}, batch {batch} (no labeled rows: {batch} clusters)")
     print(f"pickaxe and scikit-activeml alternate in this process, {runs} runs each; medians\n")
-    print("| run | median time | runs | peak memory | notes |\n|---|---|---|---|---|")
+    print("| run | median time | runs | CPU | peak memory | notes |\n|---|---|---|---|---|---|")
 
     def kernels() -> np.ndarray:
         labels = pc.cluster(z, batch, seed=0)
@@ -215,18 +215,32 @@ def case_typiclust(args) -> None:
         except ImportError as e:
             print(f"scikit-activeml not installed: {e}")
     times: dict[str, list[float]] = {name: [] for name in cases}
+    cpus: dict[str, list[float]] = {name: [] for name in cases}
     peaks: dict[str, int] = {name: 0 for name in cases}
     for _ in range(runs):
         for name, call in cases.items():
+            cpu = time.process_time()
             _, t, m = measure(call)
+            cpus[name].append(time.process_time() - cpu)
             times[name].append(t)
             peaks[name] = max(peaks[name], m)
     med = {name: float(np.median(v)) for name, v in times.items()}
+    cmed = {name: float(np.median(v)) for name, v in cpus.items()}
     ref = med.get("scikit-activeml TypiClust(k=20)")
+    cref = cmed.get("scikit-activeml TypiClust(k=20)")
+    print("(CPU: the process's CPU time, all threads; ratios: of the medians)")
     for name in cases:
-        note = f"scikit-activeml / this: {ref / med[name]:.1f}x" if ref and not name.startswith("scikit") else ""
+        note = (
+            f"scikit-activeml / this: {ref / med[name]:.1f}x wall, {cref / cmed[name]:.1f}x CPU"
+            if ref and not name.startswith("scikit")
+            else ""
+        )
         runs_s = ", ".join(f"{t:.2f}" for t in times[name])
-        print(f"| {name} | {med[name]:.3g} s | {runs_s} | {peaks[name] / MIB:.0f} MiB | {note} |", flush=True)
+        cpu_s = ", ".join(f"{t:.2f}" for t in cpus[name])
+        print(
+            f"| {name} | {med[name]:.3g} s | {runs_s} | CPU {cmed[name]:.3g} s: {cpu_s} | {peaks[name] / MIB:.0f} MiB | {note} |",
+            flush=True,
+        )
 
 
 def case_growth(args) -> None:
@@ -237,8 +251,8 @@ def case_growth(args) -> None:
     batches = [int(v) for v in args.growth_batch.split(",")]
     base = int(args.growth_base)
     plan = [(n, 1000) for n in sizes] + [(base, b) for b in batches if b != 1000 or base not in sizes]
-    print(f"\nGrowth, D = {d}, C = {c}, float32 (one run each)\n")
-    print("| miner | N | batch | time | peak memory | notes |\n|---|---|---|---|---|---|")
+    print(f"\nGrowth, D = {d}, C = {c}, float32 (one run each; CPU = the process's CPU time)\n")
+    print("| miner | N | batch | time | CPU | peak memory | notes |\n|---|---|---|---|---|---|---|")
     for n, batch in plan:
         rng = np.random.default_rng(SEED + 3)
         h = blobs(rng, n, d, 300)
@@ -246,6 +260,7 @@ def case_growth(args) -> None:
         pool = {"embeddings": h, "confidences": p}
         emb = f"embeddings {h.nbytes / MIB:.0f} MiB"
         for name in args.growth_miners.split(","):
+            cpu = time.process_time()
             if name == "typiclust":
                 sel, t, m = measure(lambda: px.TypiClustMiner(batch, seed=0).mine({"embeddings": h}))
                 note = f"{sel.info['kmeans_iterations']} Lloyd iterations; {emb}"
@@ -260,7 +275,12 @@ def case_growth(args) -> None:
                 t, m = t1 + t2, max(m1, m2)
                 note = f"px.cluster({k} clusters) {t1:.3g} s (once per pool) + mine {t2:.3g} s; {emb}"
                 del pool["cluster"]
-            print(f"| {name} | {n:,} | {batch:,} | {t:.3g} s | {m / MIB:.0f} MiB | {note} |", flush=True)
+            cpu = time.process_time() - cpu
+            load = os.getloadavg()[0]
+            print(
+                f"| {name} | {n:,} | {batch:,} | {t:.3g} s | {cpu:.3g} s | {m / MIB:.0f} MiB | {note}; load {load:.1f} |",
+                flush=True,
+            )
         del h, p, pool
 
 
