@@ -77,6 +77,12 @@ class TypiClustMiner(Miner):
     the driver holds the rows of the clusters picked from (all of them without a
     reference); the selection is the same. Size larger than the pool is a ValueError.
 
+    Time: k-means is O(iterations x min(N, 256 x clusters) x clusters x D) plus one
+    O(N x clusters x D) labelling pass, so it stops growing with N once N > 256 x clusters
+    and grows with the batch (the clusters) about linearly per iteration; the typicality is
+    O(Σ m² D) over the clusters picked from (m rows each, about N² D / clusters when even).
+    Measured up to 1,000,000 x 256: benches/RESULTS.md (issue 15, point 7).
+
     Parameters
     ----------
     size : int
@@ -249,7 +255,9 @@ class BADGEMiner(Miner):
     ``seed`` whatever the number of threads. Size larger than the pool is a ValueError.
 
     Memory: both fields as stored (N x C and N x D; logits become N x C probabilities),
-    plus O(N).
+    plus O(N). Time: O(size x N x (C + D)), linear in N and in the batch (each pick reads
+    every row once); measured up to 1,000,000 rows (D = 256, C = 100, batch 1,000):
+    benches/RESULTS.md (issue 15, point 7).
 
     References
     ----------
@@ -313,6 +321,13 @@ class ClusterMarginMiner(MarginMiner):
     pool once, by average-linkage agglomerative clustering, which is quadratic in N):
     ``px.cluster(embeddings, n_clusters)`` gives k-means labels, which scale to millions
     of rows. Only the nominees' labels are read.
+
+    Memory: the mining streams like `MarginMiner` (one batch of scores at a time, plus the
+    ``candidates`` x ``size`` nominees and their labels): it does not hold the pool. The
+    clustering (`pickaxe.cluster`, once per pool) holds the embeddings as stored (N x D)
+    plus O(N) labels and O(k x D) centres; its time is linear in N (k-means on a sample of
+    at most 256 rows per cluster, then one labelling pass over every row). Measured sizes
+    up to 1,000,000 x 256: benches/RESULTS.md (issue 15, point 7).
 
     References
     ----------
