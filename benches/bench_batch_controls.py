@@ -4,7 +4,9 @@
     10,000,000-row score array (`LeastConfidenceMiner` on a ``confidence`` column, the
     cheapest score, so the selection is most of the time), in the engine's 65,536-row
     batches: plain top-k, ``stratify=<column of 10 groups>``, ``stratify`` with
-    ``quota="proportional"``, ``sampling="power"``, ``sampling="softmax"``; runs
+    ``quota="proportional"``, ``sampling="power"``, ``sampling="softmax"``,
+    ``sampling="rank"`` (β = 1, 0.1, 5; with ``stratify``; and β = 1 ranked by one sort
+    of the pool, as before `pickaxe.per_row.rank_candidates`); runs
     interleaved, median of R, in wall time and in this process's CPU time (the latter
     less sensitive to other jobs on a shared machine).
 (b) Held-out learning curve on scikit-learn's digits: logistic regression, 40 labeled to
@@ -13,7 +15,7 @@
     under the learning curve = mean test accuracy over the rounds; mean ± standard error
     over the seeds.
 
-    python benches/bench_batch_controls.py [--rows 10000000] [--repeats 5] [--seeds 8]
+    python benches/bench_batch_controls.py [--rows 10000000] [--repeats 5] [--seeds 8] [--no-curves]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 import numpy as np
 
 import pickaxe as px
+from pickaxe import per_row
 
 
 def overhead(rows: int, repeats: int, k: int = 500) -> None:
@@ -37,22 +40,31 @@ def overhead(rows: int, repeats: int, k: int = 500) -> None:
         "stratify, proportional": dict(stratify="site", quota="proportional"),
         "sampling=power": dict(sampling="power"),
         "sampling=softmax": dict(sampling="softmax"),
+        "sampling=rank": dict(sampling="rank"),
+        "sampling=rank, beta=0.1": dict(sampling="rank", beta=0.1),
+        "sampling=rank, beta=5": dict(sampling="rank", beta=5.0),
+        "rank, stratify (10 groups)": dict(sampling="rank", stratify="site"),
+        "rank, full sort (before)": dict(sampling="rank"),
     }
+    sort_below = per_row.RANK_SORT_BELOW
     times: dict[str, list[float]] = {name: [] for name in runs}
     cpu: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, kw in runs.items():  # interleaved: drift hits every variant alike
             miner = px.LeastConfidenceMiner(k, **kw)
+            # the rank draw as it was: every row ranked by one sort of the pool
+            per_row.RANK_SORT_BELOW = 1 << 62 if name.endswith("(before)") else sort_below
             t0, c0 = time.perf_counter(), time.process_time()
             miner.mine(pool)
             times[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
+    per_row.RANK_SORT_BELOW = sort_below
     base, cpu_base = np.median(times["top-k"]), np.median(cpu["top-k"])
     print(f"\n(a) {rows:,} rows, k = {k}, median of {repeats} interleaved runs (wall; CPU of this process)")
-    print(f"{'run':<26}{'median s':>10}{'min s':>10}{'x top-k':>10}{'CPU s':>10}{'CPU x':>8}")
+    print(f"{'run':<28}{'median s':>10}{'min s':>10}{'x top-k':>10}{'CPU s':>10}{'CPU x':>8}")
     for name, ts in times.items():
         c = np.median(cpu[name])
-        print(f"{name:<26}{np.median(ts):>10.3f}{np.min(ts):>10.3f}{np.median(ts) / base:>10.2f}{c:>10.3f}{c / cpu_base:>8.2f}")
+        print(f"{name:<28}{np.median(ts):>10.3f}{np.min(ts):>10.3f}{np.median(ts) / base:>10.2f}{c:>10.3f}{c / cpu_base:>8.2f}")
 
 
 def learning_curves(seeds: int, start: int = 40, batch: int = 20, rounds: int = 12) -> None:
@@ -107,10 +119,14 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--no-curves", action="store_true", help="(a) only")
     args = ap.parse_args()
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}")
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
+          f"PICKAXE_SIMD={os.environ.get('PICKAXE_SIMD', '(best)')}, "
+          f"PICKAXE_NUM_THREADS={os.environ.get('PICKAXE_NUM_THREADS', '(all CPUs)')}")
     overhead(args.rows, args.repeats)
-    learning_curves(args.seeds)
+    if not args.no_curves:
+        learning_curves(args.seeds)
 
 
 if __name__ == "__main__":

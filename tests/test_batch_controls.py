@@ -347,3 +347,207 @@ def test_proportional_quota_counts_rows_of_batches_that_keep_none(monkeypatch):
     assert got.groups.tolist() == want.groups.tolist() == ["b"] * 5
     assert got.ids.tolist() == want.ids.tolist() == list(range(10, 15))
     assert got.info == want.info
+
+
+# -- sampling="rank" without a sort of the pool (per_row.rank_candidates) ------------------
+
+
+def _rank_values(kind, n, rng):
+    if kind == "continuous":
+        return rng.random(n)
+    if kind == "ties":  # a few distinct scores: long runs share a rank
+        return rng.integers(0, 6, n).astype(np.float64)
+    if kind == "equal":
+        return np.full(n, 0.25)
+    if kind == "inf":
+        v = rng.normal(size=n)
+        v[rng.random(n) < 0.05] = np.inf
+        v[rng.random(n) < 0.05] = -np.inf
+        v[rng.random(n) < 0.05] = 0.0
+        v[rng.random(n) < 0.05] = -0.0
+        return v
+    if kind == "sorted":  # the pool in score order: the draw's floors rise late
+        return np.sort(rng.random(n))
+    raise AssertionError(kind)
+
+
+def _rank_tops(values, keys, groups=None):
+    from pickaxe.per_row import Tops
+
+    counts = None
+    if groups is not None:
+        uniq, n = np.unique(groups, return_counts=True)
+        counts = {g: int(c) for g, c in zip(uniq.tolist(), n.tolist())}
+    return Tops(keys, values, values, groups, counts, {})
+
+
+def _both_rank_picks(tops, c, k, monkeypatch):
+    """(the picks of the bounded path, the picks of the full sort, whether the bounded
+    path ran): keys, scores, groups."""
+    import pickaxe.per_row as per_row
+
+    monkeypatch.setattr(per_row, "RANK_SORT_BELOW", 0)
+    ran = per_row.rank_candidates(tops, c, k, engine.key_numbers) is not None
+    fast = per_row.pick(per_row.drawn(tops, c, engine.key_numbers, k), c, k, "t", None)
+    full = per_row.pick(per_row.drawn(tops, c, engine.key_numbers, None), c, k, "t", None)
+    return fast, full, ran
+
+
+def _same_picks(fast, full):
+    assert fast[0].tolist() == full[0].tolist()
+    assert fast[1].tobytes() == full[1].tobytes()
+    assert (fast[3] is None) == (full[3] is None)
+    if fast[3] is not None:
+        assert fast[3].tolist() == full[3].tolist()
+        assert fast[2]["picked"] == full[2]["picked"]
+
+
+@pytest.mark.parametrize("kind", ["continuous", "ties", "equal", "inf", "sorted"])
+@pytest.mark.parametrize("beta", [0.0, 0.1, 1.0, 5.0])
+def test_rank_draw_without_a_sort_picks_what_the_sort_picks(kind, beta, monkeypatch):
+    from pickaxe.batch_controls import check_controls
+
+    ran = 0
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(3000, 9000))
+        values = _rank_values(kind, n, rng)
+        keys = rng.permutation(3 * n)[:n].astype(np.int64)  # row numbers, out of order
+        for k in (1, 7, 250):
+            c = check_controls("t", sampling="rank", beta=beta, seed=seed * 31 + k)
+            fast, full, r = _both_rank_picks(_rank_tops(values, keys), c, k, monkeypatch)
+            _same_picks(fast, full)
+            ran += r
+    assert ran >= 12  # the bounded path ran (it gives up only when most rows could be drawn)
+
+
+@pytest.mark.parametrize("beta", [0.1, 1.0, 5.0])
+def test_rank_draw_without_a_sort_by_group_and_string_ids(beta, monkeypatch):
+    from pickaxe.batch_controls import check_controls
+
+    for seed in range(4):
+        rng = np.random.default_rng(100 + seed)
+        n = 6000
+        values = _rank_values(["continuous", "ties", "inf", "continuous"][seed], n, rng)
+        # a big group, a middling one and groups of fewer rows than k
+        groups = rng.choice(np.array(["a", "b", "c", "d"]), n, p=[0.8, 0.195, 0.004, 0.001])
+        keys = rng.permutation(n).astype(np.int64)
+        for k in (5, 40):
+            for quota in ("equal", "proportional", {"b": 1, "c": 2}):
+                c = check_controls("t", stratify="camera", quota=quota, sampling="rank", beta=beta, seed=seed)
+                fast, full, _ = _both_rank_picks(_rank_tops(values, keys, groups), c, k, monkeypatch)
+                _same_picks(fast, full)
+        # string ids (a Ray Dataset's keys): the uniforms hash them
+        ids = np.array([f"row-{i}" for i in keys], dtype=object)
+        c = check_controls("t", sampling="rank", beta=beta, seed=seed)
+        fast, full, ran = _both_rank_picks(_rank_tops(values, ids), c, 30, monkeypatch)
+        _same_picks(fast, full)
+        assert ran
+
+
+def test_rank_draw_small_pools_and_k_past_the_pool(monkeypatch):
+    from pickaxe.batch_controls import check_controls
+
+    for n in (1, 2, 3, 10, 57):
+        rng = np.random.default_rng(n)
+        values = rng.integers(0, 3, n).astype(np.float64)
+        keys = np.arange(n, dtype=np.int64)
+        for k in (1, 2, n - 1, n, n + 4):
+            if k <= 0:
+                continue
+            c = check_controls("t", sampling="rank", beta=1.0, seed=n)
+            fast, full, _ = _both_rank_picks(_rank_tops(values, keys), c, k, monkeypatch)
+            _same_picks(fast, full)
+            assert len(fast[0]) == min(k, n)
+
+
+def test_rank_candidates_carry_exact_ranks(monkeypatch):
+    import pickaxe.per_row as per_row
+    from pickaxe.batch_controls import check_controls, competition_ranks
+
+    monkeypatch.setattr(per_row, "RANK_SORT_BELOW", 0)
+    rng = np.random.default_rng(3)
+    for kind in ("continuous", "ties", "inf"):
+        values = _rank_values(kind, 20000, rng)
+        tops = _rank_tops(values, np.arange(len(values), dtype=np.int64))
+        for beta in (0.5, 2.0):
+            at, ranks = per_row.rank_candidates(tops, check_controls("t", sampling="rank", beta=beta), 100, engine.key_numbers)
+            assert 100 <= len(at) < 20000 // 4 and np.all(np.diff(at) > 0)
+            assert ranks.tolist() == competition_ranks(values)[at].tolist()
+    # NaN is never a candidate nor counted in a rank; a bad group code names its row
+    from pickaxe import _core
+
+    v = np.array([np.nan, 1.0, 2.0, np.nan, 0.5] * 20)
+    at, ranks = _core.rank_draw_candidates(v, None, 0, 1, 1.0, 3, np.array([1.5, 0.7]))
+    assert not np.isnan(v[at]).any()
+    ok = ~np.isnan(v)
+    assert ranks.tolist() == competition_ranks(v[ok])[np.searchsorted(np.flatnonzero(ok), at)].tolist()
+    with pytest.raises(ValueError, match="row 2's group code 5"):
+        _core.rank_draw_candidates(v, None, 0, 1, 1.0, 3, np.array([1.0]), np.array([0, 0, 5] + [0] * 97), 2)
+    with pytest.raises(ValueError, match="strictly descending"):
+        _core.rank_draw_candidates(v, None, 0, 1, 1.0, 3, np.array([1.0, 2.0]))
+
+
+@pytest.mark.parametrize("controls", [
+    dict(sampling="rank", beta=1.0, seed=3),
+    dict(sampling="rank", beta=0.1, seed=4),
+    dict(sampling="rank", beta=5.0, seed=5),
+    dict(stratify="site", sampling="rank", beta=1.0, seed=6),
+    dict(stratify="site", quota="proportional", sampling="rank", beta=0.5, seed=7),
+])
+def test_rank_draw_of_a_large_pool_is_the_sorted_draw(controls, monkeypatch):
+    """Through the engine, streamed in batches, a pool past `RANK_SORT_BELOW` rows with
+    NaN scores and ties: the same selection as with every row's rank from one sort."""
+    import pickaxe.per_row as per_row
+
+    rng = np.random.default_rng(11)
+    n = 150_000
+    conf = np.round(rng.random(n), 3)  # ties
+    conf[rng.random(n) < 0.01] = np.nan
+    pool = {"confidence": conf, "site": rng.integers(0, 4, n)}
+    miner = px.LeastConfidenceMiner(300, nan_policy="omit", **controls)
+    got = miner.mine(pool)
+    monkeypatch.setattr(per_row, "RANK_SORT_BELOW", 10**12)
+    want = miner.mine(pool)
+    assert got.ids.tolist() == want.ids.tolist()
+    assert got.scores.tobytes() == want.scores.tobytes() and got.info == want.info
+    assert not np.isnan(got.scores).any()
+    if "stratify" in controls:
+        assert got.groups.tolist() == want.groups.tolist()
+        inner = {key: v for key, v in controls.items() if key in ("sampling", "beta", "seed")}
+        both = px.combine([px.LeastConfidenceMiner(1, nan_policy="omit", **inner), px.RandomMiner(1)], 200,
+                          stratify="site")
+        monkeypatch.setattr(per_row, "RANK_SORT_BELOW", 1 << 16)
+        a = both.mine(pool)
+        monkeypatch.setattr(per_row, "RANK_SORT_BELOW", 10**12)
+        b = both.mine(pool)
+        assert a.ids.tolist() == b.ids.tolist() and a.groups.tolist() == b.groups.tolist()
+
+
+def test_rank_kernel_candidates_hold_each_groups_top_keys():
+    """`_core.rank_draw_candidates` against every row's key from its exact rank: each
+    group's k highest keys are candidates, with NaN, ±inf, ties, offset row numbers."""
+    from pickaxe import _core
+    from pickaxe.batch_controls import competition_ranks
+
+    for rnd in range(24):
+        rng = np.random.default_rng(rnd)
+        n = int(rng.integers(3000, 6000))
+        r = rng.integers(0, 40, n)
+        x = rng.integers(0, 7, n).astype(float) if rnd % 3 == 0 else rng.integers(0, 10**6, n) / 1e6
+        x[r == 0], x[r == 1], x[r == 2] = np.nan, np.inf, -np.inf
+        groups = 1 + rnd % 3
+        codes = rng.integers(0, groups, n)
+        beta, k = [0.1, 1.0, 5.0][rnd % 3], [1, 10, 200][rnd // 4 % 3]
+        s = np.sort(x[~np.isnan(x)])[::-1]
+        edges = np.unique(s[np.minimum([k << j for j in range(12)], len(s) - 1)])[::-1].copy()
+        at, ranks = _core.rank_draw_candidates(x, None, 5, 17, beta, k, edges, codes if groups > 1 else None, groups)
+        ok = ~np.isnan(x)
+        exact = np.ones(n, np.int64)
+        exact[ok] = competition_ranks(x[ok])
+        assert ok[at].all() and ranks.tolist() == exact[at].tolist()
+        key = -beta * np.log(exact.astype(float)) - np.log(-np.log(engine.uniforms(np.arange(n) + 5, 17) + 2.0**-54))
+        for g in range(groups):
+            rows = np.flatnonzero(ok & ((codes == g) if groups > 1 else True))
+            top = rows[np.argsort(-key[rows], kind="stable")[:k]]
+            assert np.isin(top, at).all(), (rnd, g)

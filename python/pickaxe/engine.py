@@ -133,7 +133,7 @@ class Backend(ABC):
         classes = None
         if c.stratify == "predicted" and column is not None:
             classes = self.source.shapes[column][1]
-        keys, values, info, groups = pick(drawn(tops, c, key_numbers), c, k, self.who, classes)
+        keys, values, info, groups = pick(drawn(tops, c, key_numbers, k), c, k, self.who, classes)
         if groups is not None:
             info[GROUPS] = groups
         return keys, values, info

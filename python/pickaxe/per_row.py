@@ -7,13 +7,16 @@ Every backend calls these same functions (`LocalBackend` batch after batch, Ray'
 per block and its driver to merge), so a streamed or distributed run picks what one pass
 over the whole pool would. Memory: plain and drawn runs keep ``k`` rows; a stratified run
 keeps ``k`` rows per group, O(groups × k); ``sampling="rank"`` needs each row's rank in the
-whole pool, so it keeps every row's key, score (and group): O(N), 16 to 24 bytes a row,
-then draws from them at the end.
+whole pool, so it keeps every row's key and score (and group): O(N), 16 to 24 bytes a row,
+then draws from them at the end without sorting them (`rank_candidates`: three O(N) passes
+in the Rust core bound the ranks, drop the rows that cannot be drawn and count the exact
+ranks of the few left, plus N bytes).
 
 The per-batch work runs in the Rust core (`rust/pickaxe-core/src/groups.rs`): a power or
 softmax draw's keys made row by row inside a bounded top-k (`_core.draw_top_k`), and each
 group's best ``k`` in one pass (`_core.group_top_k`, also the merge of kept rows with
-integer keys); ``sampling="rank"`` stays in numpy (its weights need the whole pool's ranks).
+integer keys); ``sampling="rank"``'s draw over the kept rows (`_core.rank_draw_candidates`),
+whose candidates' keys numpy then computes as it does for a sorted pool.
 """
 
 from __future__ import annotations
@@ -135,6 +138,14 @@ def batch_top(
             rows, keys = _core.draw_top_k(values, *draw, k)
             return BatchTop(rows, values[rows], keys, None, None, info)
         order = _core.draw_keys(values, *draw)
+    if column is None and k is None and order is values:  # sampling="rank": every row
+        nan = np.isnan(values)
+        if nan.any():
+            rows = np.flatnonzero(~nan)
+            values = values[rows]
+        else:
+            rows = np.arange(len(values))
+        return BatchTop(rows, values, values, None, None, info)
     if column is None:
         rows = _best(order, k)
         return BatchTop(rows, values[rows], order[rows], None, None, info)
@@ -231,7 +242,8 @@ def merge_tops(parts: list[Tops], k: Optional[int]) -> Tops:
         return parts[0]._replace(counts=counts)
     keys = np.concatenate([p.keys for p in parts])
     values = np.concatenate([p.values for p in parts])
-    order = np.concatenate([p.order for p in parts])
+    # sampling="rank" keeps every row by score: its order keys are its scores, one array
+    order = values if all(p.order is p.values for p in parts) else np.concatenate([p.order for p in parts])
     info: dict = {}
     for p in parts:
         info = p.info or info
@@ -262,15 +274,92 @@ def empty_tops(keys: np.ndarray, stratified: bool) -> Tops:
     return Tops(keys, e, e, np.empty(0, object) if stratified else None, {} if stratified else None, {})
 
 
-def drawn(tops: Tops, c: "bc.Controls", numbers: Callable[[np.ndarray], np.ndarray]) -> Tops:
+def drawn(tops: Tops, c: "bc.Controls", numbers: Callable[[np.ndarray], np.ndarray], k: Optional[int] = None) -> Tops:
     """``sampling="rank"``: every row was kept by score; its rank among them (ties share
     the best) gives its weight, and its key's uniform (`numbers` turns keys into the
-    numbers the batches hash) its draw key."""
+    numbers the batches hash) its draw key.
+
+    With ``k`` (the rows a run draws, per group when stratified) only the rows that may
+    be among the ``k`` highest keys (of their group) are returned, with their exact keys
+    (`rank_candidates`: no sort of the pool, O(N) passes in the Rust core); every group
+    keeps at least its ``k`` best rows or all of its rows, so `pick` (and `combine`'s
+    per-group queues, which read at most ``k`` rows of a group) pick what they would
+    from every row. Without ``k``, or below `RANK_SORT_BELOW` rows, or when the weights
+    are so flat that too many rows could be drawn, every row's rank comes from one sort
+    (`pickaxe.batch_controls.competition_ranks`, O(N log N)). Both give the same keys bit
+    for bit."""
     if c.sampling != "rank":
         return tops
-    ranks = bc.competition_ranks(tops.values)
+    cand = rank_candidates(tops, c, k, numbers) if k is not None else None
+    if cand is not None:
+        at, ranks = cand
+        groups = None if tops.groups is None else tops.groups[at]
+        tops = Tops(tops.keys[at], tops.values[at], tops.values[at], groups, tops.counts, tops.info)
+    else:
+        ranks = bc.competition_ranks(tops.values)
     order = bc.gumbel_keys(bc.log_weights(c, tops.values, ranks), bc_uniforms(numbers(tops.keys), c.seed))
     return tops._replace(order=order)
+
+
+#: Below this many rows a rank draw ranks every row with one sort (a few ms).
+RANK_SORT_BELOW = 1 << 16
+#: Rows of the strided sample the score cuts of a rank draw are read from.
+RANK_SAMPLE = 1 << 16
+#: Most score cuts (`_core.rank_draw_candidates`' limit is 120).
+RANK_EDGES = 100
+
+
+def rank_candidates(
+    tops: Tops, c: "bc.Controls", k: int, numbers: Callable[[np.ndarray], np.ndarray]
+) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """The rows of a rank draw that may be among the ``k`` highest keys of their group
+    (of the pool when not stratified), and their exact competition ranks: (positions in
+    `tops` ascending, ranks); None when the pool is small (`RANK_SORT_BELOW`), ``k``
+    covers it, or the candidates would be more than a quarter of the rows (then sorting
+    is as cheap).
+
+    The score cuts come from a strided sample of the scores (`RANK_SAMPLE` of them,
+    sorted): the scores at about ``k``, 2k, 4k, … rows from the top (a ratio of
+    2^(1/β) for β > 1, so that a class's weights span at most a factor 2), so the
+    classes between them bound each row's rank within a factor of about 2; the cuts
+    only shape the work, never the result. `_core.rank_draw_candidates` then counts the
+    classes, keeps per group the ``k`` best lower bounds of the keys and drops every row
+    whose upper bound is below them (on its hashed uniform alone), and counts the exact
+    ranks of the rows left: three passes over the pool in Rust, O(N · cuts) compares
+    and N bytes, where the sort it replaces cost O(N log N) (4.2 s at 10M rows)."""
+    n = len(tops.keys)
+    if n < RANK_SORT_BELOW or k >= n or k <= 0:
+        return None
+    values = np.ascontiguousarray(tops.values, dtype=np.float64)
+    edges = _rank_edges(values, k, c.beta)
+    from .engine import key_numbers
+
+    if tops.keys.dtype == np.int64 and numbers is key_numbers:
+        nums = tops.keys  # `key_numbers` of int64 keys: the keys themselves, not copied
+    else:
+        nums = np.ascontiguousarray(numbers(tops.keys), dtype=np.int64)
+    codes, groups = None, 1
+    if tops.groups is not None:
+        uniq, codes = bc.factorize(tops.groups)
+        codes, groups = codes.astype(np.int64, copy=False), max(len(uniq), 1)
+    seed = (c.seed + DRAW_STREAM) % 2**64
+    return _core.rank_draw_candidates(values, nums, 0, seed, float(c.beta), int(k), edges, codes, groups, n // 4)
+
+
+def _rank_edges(values: np.ndarray, k: int, beta: float) -> np.ndarray:
+    """Score cuts of a rank draw, strictly descending: from a strided sample, the scores
+    at k, k·r, k·r², … rows from the top of the pool (r = 2, or 2^(1/β) for β > 1)."""
+    n = len(values)
+    sample = values[:: max(1, n // RANK_SAMPLE)]
+    sample = np.sort(sample[~np.isnan(sample)])[::-1]
+    if not len(sample):
+        return np.empty(0)
+    ratio = 2.0 ** (1.0 / max(beta, 1.0))
+    depth = k * ratio ** np.arange(RANK_EDGES * 4)
+    depth = depth[depth < n][: RANK_EDGES]
+    at = (depth * (len(sample) / n)).astype(np.int64)
+    cuts = np.unique(sample[np.minimum(at, len(sample) - 1)])[::-1]  # distinct, descending
+    return np.ascontiguousarray(cuts[:RANK_EDGES], dtype=np.float64)
 
 
 def ordered_groups(tops: Tops) -> dict[Any, np.ndarray]:
@@ -321,7 +410,7 @@ def combined_groups(combined: Any, fields: list, backend: Any) -> Any:
         miner.prepare(backend.source, field)
         mc = miner.controls
         tops = backend.tops(miner, None if mc.sampling == "rank" else combined.size, field, column)
-        tops = drawn(tops, mc, key_numbers)
+        tops = drawn(tops, mc, key_numbers, combined.size)
         per_miner.append((tops, ordered_groups(tops)))
     counts: dict = {}
     available: dict = {}

@@ -160,6 +160,284 @@ pub fn top_k<T: Real>(scores: ArrayView1<'_, T>, k: usize, cancel: &Cancel) -> R
     Ok(best.into_sorted().into_iter().map(|p| p.2).collect())
 }
 
+// -- sampling="rank": the candidates of a draw whose weights are rank^-β -----------------
+
+/// A `sampling="rank"` draw over `values` (`pickaxe.per_row.rank_candidates`): weight of a
+/// row rank^-β, rank = 1 + the rows scoring higher (NaN never ranked nor drawn), key
+/// ln w − ln(−ln u) with u hashed from the row's number (`groups::uniform`).
+#[derive(Clone, Copy, Debug)]
+pub struct RankDraw<'a> {
+    pub values: &'a [f64],
+    /// Row i's number is `numbers[i]`, or `offset + i` when None.
+    pub numbers: Option<&'a [i64]>,
+    pub offset: i64,
+    /// The draw stream's seed mod 2^64.
+    pub seed: u64,
+    pub beta: f64,
+    /// Rows drawn (per group).
+    pub k: usize,
+    /// Score cuts, strictly descending, no NaN (at most `MAX_EDGES`): they split the rows
+    /// into classes whose ranks are bounded by counting (see `rank_draw_candidates`).
+    pub edges: &'a [f64],
+    /// Each row's group, 0..groups (None: one group).
+    pub codes: Option<&'a [i64]>,
+    pub groups: usize,
+    /// Most candidates kept before giving up (None returned: the caller sorts instead).
+    pub limit: usize,
+}
+
+/// Most score cuts of a rank draw (2 · cuts + 1 classes fit a byte, 255 marks NaN).
+pub const MAX_EDGES: usize = 120;
+
+/// A rank draw's candidates: positions (ascending) and their exact competition ranks.
+pub type RankCandidates = (Vec<usize>, Vec<i64>);
+
+impl RankDraw<'_> {
+    #[inline(always)]
+    fn uniform(&self, i: usize) -> f64 {
+        let number = match self.numbers {
+            Some(n) => n[i],
+            None => self.offset.wrapping_add(i as i64),
+        };
+        crate::groups::uniform(number, self.seed)
+    }
+
+    #[inline(always)]
+    fn group(&self, i: usize) -> usize {
+        self.codes.map_or(0, |c| c[i] as usize)
+    }
+}
+
+const NAN_CLASS: u8 = u8::MAX;
+
+/// The u below which a row of log weight at most `log_w` has a key below `t`
+/// (key = ln w − ln(−ln(u + 2^-54)) < t  ⇔  u + 2^-54 < exp(−exp(ln w − t))), made low by
+/// a margin so that no rounding (here or in numpy's logarithms) drops a row that could
+/// reach `t`: 0 while `t` is −∞.
+#[inline]
+fn rank_cut(log_w: f64, t: f64) -> f64 {
+    if t == f64::NEG_INFINITY {
+        return 0.0;
+    }
+    let margin = 1e-9 * (1.0 + log_w.abs() + t.abs());
+    (-(log_w - t + margin).exp()).exp() * (1.0 - 1e-9) - 1e-15
+}
+
+/// How many of the first entries of `p` (length a power of two) satisfy `pred`, for a
+/// predicate true on a prefix and false on the last entry: a binary search of fixed
+/// depth without branches on the data (a conditional move per step).
+#[inline(always)]
+fn prefix(p: &[f64], pred: impl Fn(f64) -> bool) -> usize {
+    let mut base = 0usize;
+    let mut half = p.len() / 2;
+    while half > 0 {
+        base += half * usize::from(pred(p[base + half - 1])); // no branch to mispredict
+        half /= 2;
+    }
+    base
+}
+
+/// The rows of a `sampling="rank"` draw that may be among the `k` highest keys (per
+/// group), with their exact ranks, without sorting the pool: the top `k` of the exact keys
+/// over the candidates is the top `k` over every row, ties included (every row left out
+/// has a key strictly below `k` candidates' keys, by a margin far above rounding).
+///
+/// 1. Classes: the `edges` e_0 > e_1 > … split the rows into classes, in descending
+///    order, {v > e_0}, {v = e_0}, {e_0 > v > e_1}, {v = e_1}, …, {v < e_last}, counted
+///    (one pass, a binary search of fixed depth a row). A row's rank is then exact in a
+///    class {v = e_j} (1 + the rows of the classes above) and bounded in an open class,
+///    between 1 + the rows above and the rows above plus the class's own: its key lies
+///    between the keys its lowest and its highest possible rank give.
+/// 2. Draw (one pass): each group keeps the `k` best lower bounds of its rows' keys
+///    (`Bounded`); its k-th, t, rises as rows come, and a row whose upper bound is below
+///    t cannot be drawn. The test is made on the row's hashed uniform alone, against a
+///    cut per (group, class) recomputed when t rises, so most rows cost a hash and a
+///    compare; the rows that pass are the candidates, filtered again by the final t.
+/// 3. Exact ranks of the candidates of open classes (one pass): each row of such a class
+///    is located among its class's candidate scores (a binary search of fixed depth)
+///    and counted once; a suffix sum gives each candidate the rows above it in its class.
+///
+/// Cost: three passes over the N rows, O(N log(edges · candidates per class)) and N
+/// bytes of classes, plus O(candidates · log) work; no N log N sort. `Ok(None)` when the
+/// candidates outnumber `limit` (weights so flat, e.g. β near 0 with groups of fewer
+/// than k rows, that most rows could be drawn).
+pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Option<RankCandidates>, Error> {
+    let v = spec.values;
+    let n = v.len();
+    let edges = spec.edges;
+    let l = edges.len();
+    if l > MAX_EDGES {
+        return Err(Error::argument("edges", format!("at most {MAX_EDGES} score cuts; got {l}")));
+    }
+    if edges.iter().any(|e| e.is_nan()) || edges.windows(2).any(|w| !(w[0] > w[1])) {
+        return Err(Error::argument("edges", "score cuts must be strictly descending and not NaN"));
+    }
+    if let Some(nums) = spec.numbers {
+        if nums.len() != n {
+            return Err(Error::Shape(format!("row numbers: {} for {n} scores; one per score", nums.len())));
+        }
+    }
+    let groups = spec.groups.max(1);
+    if let Some(codes) = spec.codes {
+        if codes.len() != n {
+            return Err(Error::Shape(format!("group codes: {} for {n} scores; one per score", codes.len())));
+        }
+        if let Some(bad) = codes.iter().position(|&c| c < 0 || c as usize >= groups) {
+            return Err(Error::argument("codes", format!("row {bad}'s group code {} is outside 0..{groups}", codes[bad])));
+        }
+    }
+    let classes = 2 * l + 1;
+    let k = spec.k;
+    const CHUNK: usize = 1 << 20;
+
+    // 1. classes and their counts; the cuts padded with −∞ to a power of two (> l)
+    let mut padded = edges.to_vec();
+    padded.resize((l + 1).next_power_of_two(), f64::NEG_INFINITY);
+    let mut cls = crate::error::filled(n, 0u8)?;
+    let mut count = vec![[0i64; 4]; classes]; // four counters a class: no chain of adds
+    for lo in (0..n).step_by(CHUNK) {
+        cancel.check()?;
+        let hi = (lo + CHUNK).min(n);
+        for (i, (&x, out)) in v[lo..hi].iter().zip(&mut cls[lo..hi]).enumerate() {
+            let j = prefix(&padded, |e| e > x);
+            let c = 2 * j + usize::from(j < l && x == padded[j]);
+            let c = if x.is_nan() { NAN_CLASS } else { c as u8 };
+            *out = c;
+            if c != NAN_CLASS {
+                count[c as usize][i & 3] += 1;
+            }
+        }
+    }
+    let count: Vec<i64> = count.iter().map(|c| c.iter().sum()).collect();
+    let mut above = vec![0i64; classes]; // rows in the classes before
+    for c in 1..classes {
+        above[c] = above[c - 1] + count[c - 1];
+    }
+    let ln_rank = |r: i64| -spec.beta * (r.max(1) as f64).ln();
+    let log_w_hi: Vec<f64> = (0..classes).map(|c| ln_rank(1 + above[c])).collect();
+    let log_w_lo: Vec<f64> = (0..classes)
+        .map(|c| if c % 2 == 1 { ln_rank(1 + above[c]) } else { ln_rank(above[c] + count[c]) })
+        .collect();
+
+    // 2. the draw: per group the k best lower bounds, a cut per (group, class) (NaN's
+    //    class: a cut of 2, above every u)
+    let stride = classes + 1;
+    let mut cut = vec![0.0f64; groups * stride];
+    for g in 0..groups {
+        cut[g * stride + classes] = 2.0;
+    }
+    let slot = |c: u8| if c == NAN_CLASS { classes } else { c as usize };
+    let mut best: Vec<Bounded<f64>> = (0..groups).map(|_| Bounded::new(k, true)).collect();
+    let mut floor = vec![f64::NEG_INFINITY; groups];
+    let recut = |cut: &mut [f64], g: usize, t: f64| {
+        for c in 0..classes {
+            cut[g * stride + c] = rank_cut(log_w_hi[c], t);
+        }
+    };
+    let mut kept: Vec<usize> = Vec::new();
+    let refilter = |kept: &mut Vec<usize>, cut: &[f64]| {
+        kept.retain(|&i| spec.uniform(i) >= cut[spec.group(i) * stride + slot(cls[i])]);
+    };
+    if k == 0 {
+        cut.fill(2.0);
+    }
+    for lo in (0..n).step_by(CHUNK) {
+        cancel.check()?;
+        let hi = (lo + CHUNK).min(n);
+        for i in lo..hi {
+            let c = cls[i];
+            let g = spec.group(i);
+            let u = spec.uniform(i);
+            if u < cut[g * stride + slot(c)] {
+                continue;
+            }
+            kept.push(i);
+            let key_lo = log_w_lo[c as usize] - (-(u + HALF_CELL).ln()).ln();
+            best[g].push(key_lo, i as i64, i);
+            if let Some(t) = best[g].floor() {
+                if t != floor[g] {
+                    floor[g] = t;
+                    recut(&mut cut, g, t);
+                }
+            }
+        }
+        if kept.len() > 2 * spec.limit {
+            refilter(&mut kept, &cut);
+            if kept.len() > spec.limit {
+                return Ok(None);
+            }
+        }
+    }
+    // the final floors: each full group's k-th best lower bound
+    for (g, b) in best.into_iter().enumerate() {
+        let mut buf = b.buf;
+        if k > 0 && buf.len() >= k {
+            keep_best(&mut buf, k);
+            let t = buf.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+            recut(&mut cut, g, t);
+        }
+    }
+    refilter(&mut kept, &cut);
+    if kept.len() > spec.limit {
+        return Ok(None);
+    }
+
+    // 3. exact ranks: each open class's rows located among its candidates' scores, kept
+    //    ascending in a run padded with +∞ to a power of two (one run length for all)
+    let mut by_class: Vec<(u8, f64, usize)> = kept.iter().map(|&i| (cls[i], v[i], i)).collect();
+    by_class.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let mut start = vec![0usize; classes + 1]; // class c's candidates: start[c]..start[c+1]
+    for &(c, _, _) in &by_class {
+        start[c as usize + 1] += 1;
+    }
+    for c in 0..classes {
+        start[c + 1] += start[c];
+    }
+    let widest = (0..classes).filter(|c| c % 2 == 0).map(|c| start[c + 1] - start[c]).max().unwrap_or(0);
+    let run = (widest + 1).next_power_of_two();
+    let open: Vec<bool> = (0..classes).map(|c| c % 2 == 0 && start[c + 1] > start[c]).collect();
+    let mut ranks = vec![0i64; by_class.len()];
+    if open.iter().any(|&o| o) {
+        let mut pivots = crate::error::filled(classes * run, f64::INFINITY)?;
+        for c in (0..classes).filter(|&c| open[c]) {
+            for (j, p) in by_class[start[c]..start[c + 1]].iter().enumerate() {
+                pivots[c * run + j] = p.1;
+            }
+        }
+        // bump[c * (run + 1) + q]: rows of class c above exactly q of its candidates
+        let mut bump = vec![0i64; classes * (run + 1)];
+        for lo in (0..n).step_by(CHUNK) {
+            cancel.check()?;
+            let hi = (lo + CHUNK).min(n);
+            for (&x, &c) in v[lo..hi].iter().zip(&cls[lo..hi]) {
+                let c = c as usize;
+                if c == NAN_CLASS as usize || !open[c] {
+                    continue;
+                }
+                let q = prefix(&pivots[c * run..(c + 1) * run], |p| p < x);
+                bump[c * (run + 1) + q] += 1;
+            }
+        }
+        for c in (0..classes).filter(|&c| open[c]) {
+            // candidate j (ascending) has above it the rows above j + 1 or more
+            let mut higher = 0i64;
+            for j in (0..start[c + 1] - start[c]).rev() {
+                higher += bump[c * (run + 1) + j + 1];
+                ranks[start[c] + j] = 1 + above[c] + higher;
+            }
+        }
+    }
+    for c in (0..classes).filter(|c| c % 2 == 1) {
+        ranks[start[c]..start[c + 1]].fill(1 + above[c]);
+    }
+    let mut out: Vec<(usize, i64)> = by_class.iter().map(|p| p.2).zip(ranks).collect();
+    out.sort_unstable_by_key(|p| p.0);
+    Ok(Some(out.into_iter().unzip()))
+}
+
+/// u's offset to the middle of its 2^-53 cell (`groups::draw_key`).
+const HALF_CELL: f64 = 1.0 / (1u64 << 54) as f64;
+
 #[cfg(test)]
 mod tests {
     use super::*;

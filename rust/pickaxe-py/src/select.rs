@@ -4,6 +4,7 @@
 use ndarray::{ArrayView1, Ix1};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pickaxe_core::groups::{self, DrawSpec};
+use pickaxe_core::select;
 use pyo3::prelude::*;
 
 use crate::convert::{parse, readonly, with_float};
@@ -80,6 +81,56 @@ fn draw_top_k<'py>(
     })
 }
 
+/// A `sampling="rank"` draw's candidates (`pickaxe_core::select::rank_draw_candidates`):
+/// (positions ascending, their exact competition ranks), or None when they would
+/// outnumber `limit`.
+#[pyfunction]
+#[pyo3(signature = (values, numbers, offset, seed, beta, k, edges, codes=None, groups=1, limit=usize::MAX))]
+#[allow(clippy::too_many_arguments)] // the Python signature: each argument is one array or number
+fn rank_draw_candidates<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyAny>,
+    numbers: Option<Bound<'py, PyAny>>,
+    offset: i64,
+    seed: u64,
+    beta: f64,
+    k: usize,
+    edges: &Bound<'py, PyAny>,
+    codes: Option<Bound<'py, PyAny>>,
+    groups: usize,
+    limit: usize,
+) -> PyResult<Option<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)>> {
+    let nums = row_numbers(&numbers)?;
+    let vals = readonly::<f64, Ix1>(values, "values", "scores are float64")?;
+    let cuts = readonly::<f64, Ix1>(edges, "edges", "score cuts are float64")?;
+    let codes = codes.as_ref().map(|c| readonly::<i64, Ix1>(c, "codes", "group codes are int64")).transpose()?;
+    let cuts = cuts.as_array().to_vec();
+    // contiguous slices (a strided array is copied once)
+    let (vals, nums, codes) = (vals.as_array(), nums.as_ref().map(|n| n.as_array()), codes.as_ref().map(|c| c.as_array()));
+    let vals = contiguous(&vals);
+    let nums = nums.as_ref().map(contiguous);
+    let codes = codes.as_ref().map(contiguous);
+    let spec = select::RankDraw {
+        values: &vals,
+        numbers: nums.as_deref(),
+        offset,
+        seed,
+        beta,
+        k,
+        edges: &cuts,
+        codes: codes.as_deref(),
+        groups,
+        limit,
+    };
+    let out = interrupt::run(py, 3 * spec.values.len(), |cancel| select::rank_draw_candidates(&spec, cancel))?;
+    Ok(out.map(|(rows, ranks)| (indices(py, rows), ranks.into_pyarray(py))))
+}
+
+/// A 1-D view as a slice: itself when contiguous, else a copy.
+fn contiguous<'a, T: Clone>(a: &'a ArrayView1<'_, T>) -> std::borrow::Cow<'a, [T]> {
+    a.as_slice().map_or_else(|| std::borrow::Cow::Owned(a.to_vec()), std::borrow::Cow::Borrowed)
+}
+
 type GroupArrays<'py> = (
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<i64>>,
@@ -141,5 +192,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(top_k, m)?)?;
     m.add_function(wrap_pyfunction!(draw_keys, m)?)?;
     m.add_function(wrap_pyfunction!(draw_top_k, m)?)?;
+    m.add_function(wrap_pyfunction!(rank_draw_candidates, m)?)?;
     m.add_function(wrap_pyfunction!(group_top_k, m)?)
 }
