@@ -293,13 +293,19 @@ pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Opti
     // 1. classes and their counts; the cuts padded with −∞ to a power of two (> l)
     let mut padded = edges.to_vec();
     padded.resize((l + 1).next_power_of_two(), f64::NEG_INFINITY);
+    // up to 15 cuts: 16 compares without a dependency chain (vectorised), not a search
+    let few: Option<[f64; 16]> = (padded.len() <= 16).then(|| {
+        let mut a = [f64::NEG_INFINITY; 16];
+        a[..padded.len()].copy_from_slice(&padded);
+        a
+    });
     let mut cls = crate::error::filled(n, 0u8)?;
     let mut count = vec![[0i64; 4]; classes]; // four counters a class: no chain of adds
     for lo in (0..n).step_by(CHUNK) {
         cancel.check()?;
         let hi = (lo + CHUNK).min(n);
         for (i, (&x, out)) in v[lo..hi].iter().zip(&mut cls[lo..hi]).enumerate() {
-            let j = prefix(&padded, |e| e > x);
+            let j = if let Some(few) = &few { few.iter().map(|&e| usize::from(e > x)).sum() } else { prefix(&padded, |e| e > x) };
             let c = 2 * j + usize::from(j < l && x == padded[j]);
             let c = if x.is_nan() { NAN_CLASS } else { c as u8 };
             *out = c;
@@ -383,7 +389,7 @@ pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Opti
     }
 
     // 3. exact ranks: each open class's rows located among its candidates' scores, kept
-    //    ascending in a run padded with +∞ to a power of two (one run length for all)
+    //    ascending in a run of its own padded with +∞ to a power of two
     let mut by_class: Vec<(u8, f64, usize)> = kept.iter().map(|&i| (cls[i], v[i], i)).collect();
     by_class.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
     let mut start = vec![0usize; classes + 1]; // class c's candidates: start[c]..start[c+1]
@@ -393,19 +399,24 @@ pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Opti
     for c in 0..classes {
         start[c + 1] += start[c];
     }
-    let widest = (0..classes).filter(|c| c % 2 == 0).map(|c| start[c + 1] - start[c]).max().unwrap_or(0);
-    let run = (widest + 1).next_power_of_two();
     let open: Vec<bool> = (0..classes).map(|c| c % 2 == 0 && start[c + 1] > start[c]).collect();
+    // class c's run: its candidates ascending, padded with +∞ to a power of two, at
+    // runs[c]..runs[c + 1]; its counts at runs[c] + c + q
+    let mut runs = vec![0usize; classes + 1];
+    for c in 0..classes {
+        let m = if open[c] { start[c + 1] - start[c] } else { 0 };
+        runs[c + 1] = runs[c] + if open[c] { (m + 1).next_power_of_two() } else { 0 };
+    }
     let mut ranks = vec![0i64; by_class.len()];
     if open.iter().any(|&o| o) {
-        let mut pivots = crate::error::filled(classes * run, f64::INFINITY)?;
+        let mut pivots = crate::error::filled(runs[classes], f64::INFINITY)?;
         for c in (0..classes).filter(|&c| open[c]) {
             for (j, p) in by_class[start[c]..start[c + 1]].iter().enumerate() {
-                pivots[c * run + j] = p.1;
+                pivots[runs[c] + j] = p.1;
             }
         }
-        // bump[c * (run + 1) + q]: rows of class c above exactly q of its candidates
-        let mut bump = vec![0i64; classes * (run + 1)];
+        // bump[runs[c] + c + q]: rows of class c above exactly q of its candidates
+        let mut bump = vec![0i64; runs[classes] + classes];
         for lo in (0..n).step_by(CHUNK) {
             cancel.check()?;
             let hi = (lo + CHUNK).min(n);
@@ -414,15 +425,15 @@ pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Opti
                 if c == NAN_CLASS as usize || !open[c] {
                     continue;
                 }
-                let q = prefix(&pivots[c * run..(c + 1) * run], |p| p < x);
-                bump[c * (run + 1) + q] += 1;
+                let q = prefix(&pivots[runs[c]..runs[c + 1]], |p| p < x);
+                bump[runs[c] + c + q] += 1;
             }
         }
         for c in (0..classes).filter(|&c| open[c]) {
             // candidate j (ascending) has above it the rows above j + 1 or more
             let mut higher = 0i64;
             for j in (0..start[c + 1] - start[c]).rev() {
-                higher += bump[c * (run + 1) + j + 1];
+                higher += bump[runs[c] + c + j + 1];
                 ranks[start[c] + j] = 1 + above[c] + higher;
             }
         }
