@@ -120,12 +120,7 @@ fn pass<T: Real, I: Isa>(
 
 multiversion! {
     fn pass_dispatch<T: Real>(
-        points: &ArrayView2<'_, T>,
-        lo: usize,
-        md: &mut [T],
-        center: &[T],
-        inv: &[T],
-        center_zero: bool,
+        points: &ArrayView2<'_, T>, lo: usize, md: &mut [T], center: &[T], inv: &[T], center_zero: bool,
     ) -> Option<(T, usize)> => pass
 }
 

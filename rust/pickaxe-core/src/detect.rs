@@ -72,35 +72,27 @@ mod tests {
     use crate::RowScore;
     use ndarray::{arr1, Array2};
 
-    #[test]
-    fn reduce_and_empty_images() {
-        let x = Array2::from_shape_vec((3, 2), vec![0.9, 0.1, 0.5, 0.5, 0.6, 0.4]).unwrap();
-        let off = arr1(&[0i64, 2, 2, 3]);
-        let s = PixelScore::Row(RowScore::LeastConfidence);
-        let out = score_boxes(
+    /// Least confidence of the boxes `x` reduced per image over `offsets`.
+    fn least_confidence(x: &Array2<f64>, offsets: &[i64], reduce: BoxReduce) -> Result<Vec<f64>, Error> {
+        let (s, off) = (PixelScore::Row(RowScore::LeastConfidence), arr1(offsets));
+        score_boxes(
             Field::Confidences,
             &s,
             x.view().into_dyn(),
             off.view(),
-            BoxReduce::Max,
+            reduce,
             None,
             NanPolicy::Raise,
             &Cancel::new(),
         )
-        .unwrap();
+    }
+
+    #[test]
+    fn reduce_and_empty_images() {
+        let x = Array2::from_shape_vec((3, 2), vec![0.9, 0.1, 0.5, 0.5, 0.6, 0.4]).unwrap();
+        let out = least_confidence(&x, &[0, 2, 2, 3], BoxReduce::Max).unwrap();
         assert!((out[0] - 0.5f64).abs() < 1e-12 && out[1].is_nan() && (out[2] - 0.4f64).abs() < 1e-12);
-        let bad = arr1(&[0i64, 3, 2, 3]);
-        let e = score_boxes(
-            Field::Confidences,
-            &s,
-            x.view().into_dyn(),
-            bad.view(),
-            BoxReduce::Sum,
-            None,
-            NanPolicy::Raise,
-            &Cancel::new(),
-        )
-        .unwrap_err();
+        let e = least_confidence(&x, &[0, 3, 2, 3], BoxReduce::Sum).unwrap_err();
         assert!(e.to_string().contains("must not decrease"));
     }
 }

@@ -125,12 +125,7 @@ fn rows_are_columns<T>(x: &ArrayView3<'_, T>) -> bool {
 
 multiversion! {
     fn rows_dispatch<T: Real, K: Kernel<T>>(
-        kernel: &K,
-        x: &ArrayView3<'_, T>,
-        start: usize,
-        out: &mut [T],
-        scratch_len: ScratchLen,
-        stop_at: &AtomicUsize,
+        kernel: &K, x: &ArrayView3<'_, T>, start: usize, out: &mut [T], scratch_len: ScratchLen, stop_at: &AtomicUsize,
     ) -> Option<(usize, RowFault)> => rows_generic
 }
 

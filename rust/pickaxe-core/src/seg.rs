@@ -298,11 +298,7 @@ fn image_generic<T: Real, K: Kernel<T>, I: Isa>(
 
 multiversion! {
     fn image_dispatch<T: Real, K: Kernel<T>>(
-        kernel: &K,
-        ctx: &Ctx<'_, T>,
-        n: usize,
-        map: &mut [T],
-        vals: &mut Vec<f64>,
+        kernel: &K, ctx: &Ctx<'_, T>, n: usize, map: &mut [T], vals: &mut Vec<f64>,
     ) -> Result<f64, PixelFault> => image_generic
 }
 
@@ -436,6 +432,13 @@ mod tests {
     use super::*;
     use ndarray::{Array2, Array4};
 
+    /// `s` of logits `x` (any float dtype and layout) with `class_axis` and `reduce`.
+    fn logits_pixels<T: Real>(
+        s: &PixelScore, x: ArrayViewD<'_, T>, class_axis: isize, reduce: Reduce,
+    ) -> Result<ArrayD<T>, Error> {
+        score_pixels(Field::Logits, s, x, class_axis, reduce, None, NanPolicy::Raise, &Cancel::new())
+    }
+
     /// Per-pixel entropy of (N, C, H, W) logits equals the row kernel's entropy of the
     /// pixel's classes, on the class-major path and on the gathered path (class_axis = -1).
     #[test]
@@ -450,33 +453,13 @@ mod tests {
         let ent = RowScore::Entropy { normalize: false, class_weights: None };
         let want = crate::score_rows(Field::Logits, &ent, rows.view(), NanPolicy::Raise, &Cancel::new()).unwrap();
         let s = PixelScore::Row(ent.clone());
-        let maps = score_pixels(
-            Field::Logits,
-            &s,
-            x.view().into_dyn(),
-            1,
-            Reduce::Map,
-            None,
-            NanPolicy::Raise,
-            &Cancel::new(),
-        )
-        .unwrap();
+        let maps = logits_pixels(&s, x.view().into_dyn(), 1, Reduce::Map).unwrap();
         assert_eq!(maps.shape(), &[n, h, w]);
         for (a, b) in maps.iter().zip(want.iter()) {
             assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
         }
         let nhwc = x.view().permuted_axes([0, 2, 3, 1]).to_owned();
-        let means = score_pixels(
-            Field::Logits,
-            &s,
-            nhwc.view().into_dyn(),
-            -1,
-            Reduce::Mean,
-            None,
-            NanPolicy::Raise,
-            &Cancel::new(),
-        )
-        .unwrap();
+        let means = logits_pixels(&s, nhwc.view().into_dyn(), -1, Reduce::Mean).unwrap();
         for i in 0..n {
             let m: f64 = want[i * h * w..(i + 1) * h * w].iter().map(|&v| v as f64).sum::<f64>() / (h * w) as f64;
             assert!((means[i] as f64 - m).abs() < 1e-5);
@@ -488,29 +471,9 @@ mod tests {
         let mut x = Array4::<f64>::zeros((2, 3, 4, 5));
         x[[1, 2, 3, 4]] = f64::NAN;
         let s = PixelScore::Row(RowScore::MaxLogit);
-        let e = score_pixels(
-            Field::Logits,
-            &s,
-            x.view().into_dyn(),
-            1,
-            Reduce::Max,
-            None,
-            NanPolicy::Raise,
-            &Cancel::new(),
-        )
-        .unwrap_err();
+        let e = logits_pixels(&s, x.view().into_dyn(), 1, Reduce::Max).unwrap_err();
         assert_eq!(e.to_string(), "logits image 1, pixel (row 3, column 4): NaN at class 2");
-        let e = score_pixels(
-            Field::Logits,
-            &s,
-            x.view().into_dyn(),
-            2,
-            Reduce::Max,
-            None,
-            NanPolicy::Raise,
-            &Cancel::new(),
-        )
-        .unwrap_err();
+        let e = logits_pixels(&s, x.view().into_dyn(), 2, Reduce::Max).unwrap_err();
         assert!(matches!(e, Error::Argument { name: "class_axis", .. }));
     }
 }
