@@ -204,6 +204,8 @@ fn image_generic<T: Real, K: Kernel<T>, I: Isa>(
     let mut tile = if contiguous || ctx.fast_entropy.is_some() { Vec::new() } else { vec![T::ZERO; TILE * width] };
     let mut fast_out = [0.0f64; TILE];
     let mut fast_ok = [true; TILE];
+    // A pixel the fast entropy refused, gathered to be diagnosed and scored.
+    let mut one: Vec<T> = Vec::new();
     let pixel_ptr = |hh: usize, ww: usize| -> *const T {
         let off = n as isize * st[0] + hh as isize * st[3] + ww as isize * st[4];
         // SAFETY: (n, 0, 0, hh, ww) is inside the view (n < N, hh < H, ww < W).
@@ -249,28 +251,29 @@ fn image_generic<T: Real, K: Kernel<T>, I: Isa>(
                     }
                     continue;
                 }
-                let res: Result<f64, RowFault> = if ctx.fast_entropy.is_some() {
-                    if fast_ok[r] {
-                        Ok(fast_out[r])
-                    } else {
-                        let vals: Vec<T> = (0..c)
-                            .map(|b| {
-                                // SAFETY: (n, 0, b, hh, ww) is inside the view.
-                                unsafe { *pixel_ptr(hh, ww).offset(b as isize * st[2]) }
-                            })
-                            .collect();
-                        match diagnose_logits(&vals) {
-                            Some(fault) => Err(RowFault { member: None, fault }),
-                            None => kernel.score::<I>(&vals, &mut scratch),
-                        }
-                    }
-                } else if contiguous {
-                    // SAFETY: the pixel's M·C values are contiguous (strides checked above)
-                    // and inside the view.
-                    let px = unsafe { std::slice::from_raw_parts(pixel_ptr(hh, ww), width) };
-                    kernel.score::<I>(px, &mut scratch)
+                // One call of `kernel.score` below, whatever the layout: the kernel is
+                // inlined here, and each call site would be another copy of every score.
+                let res: Result<f64, RowFault> = if ctx.fast_entropy.is_some() && fast_ok[r] {
+                    Ok(fast_out[r])
                 } else {
-                    kernel.score::<I>(&tile[r * width..(r + 1) * width], &mut scratch)
+                    let px: Result<&[T], RowFault> = if ctx.fast_entropy.is_some() {
+                        one.clear();
+                        one.extend((0..c).map(|b| {
+                            // SAFETY: (n, 0, b, hh, ww) is inside the view.
+                            unsafe { *pixel_ptr(hh, ww).offset(b as isize * st[2]) }
+                        }));
+                        match diagnose_logits(&one) {
+                            Some(fault) => Err(RowFault { member: None, fault }),
+                            None => Ok(&one[..]),
+                        }
+                    } else if contiguous {
+                        // SAFETY: the pixel's M·C values are contiguous (strides checked
+                        // above) and inside the view.
+                        Ok(unsafe { std::slice::from_raw_parts(pixel_ptr(hh, ww), width) })
+                    } else {
+                        Ok(&tile[r * width..(r + 1) * width])
+                    };
+                    px.and_then(|px| kernel.score::<I>(px, &mut scratch))
                 };
                 match res {
                     Ok(v) => {
