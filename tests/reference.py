@@ -268,7 +268,6 @@ SCORES = {
               variation_ratio, variance)
 }
 
-# which fields each score accepts (api.md table)
 # which fields each score takes: the catalogue's (the formulas below are the oracle)
 ACCEPTS = {spec.name: spec.fields for spec in _catalog.SCORES}
 

@@ -119,11 +119,7 @@ fn prediction_norms<T: Real>(p: &ArrayView2<'_, T>, par: bool) -> Result<(Vec<u3
 /// with NaN or ±inf (`Error::InvalidRow` naming the field and row); `Error::OutOfMemory`;
 /// `Error::Interrupted` once `cancel` is set (read per pick and per block of rows).
 pub fn badge_seeds<T: Scalar>(
-    probabilities: ArrayView2<'_, T>,
-    embeddings: ArrayView2<'_, T>,
-    k: usize,
-    seed: u64,
-    threads: Option<usize>,
+    probabilities: ArrayView2<'_, T>, embeddings: ArrayView2<'_, T>, k: usize, seed: u64, threads: Option<usize>,
     cancel: &Cancel,
 ) -> Result<(Vec<usize>, Vec<f64>), Error> {
     let (n, c) = probabilities.dim();
@@ -267,10 +263,12 @@ mod tests {
             let total: f64 = md.iter().sum();
             let target = rng.uniform() * total;
             let mut acc = 0.0;
-            next = (0..n).find(|&i| {
-                acc += md[i];
-                acc > target
-            }).unwrap();
+            next = (0..n)
+                .find(|&i| {
+                    acc += md[i];
+                    acc > target
+                })
+                .unwrap();
         }
     }
 

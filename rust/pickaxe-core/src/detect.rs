@@ -22,16 +22,7 @@ pub fn score_boxes<T: Real>(
     field: Field, score: &PixelScore, boxes: ArrayViewD<'_, T>, offsets: ArrayView1<'_, i64>, reduce: BoxReduce,
     objectness: Option<ArrayView1<'_, T>>, policy: NanPolicy, cancel: &Cancel,
 ) -> Result<Vec<T>, Error> {
-    let stacked = matches!(field, Field::QueryByCommittee | Field::McDropout);
-    let ndim = if stacked { 3 } else { 2 };
-    if boxes.ndim() != ndim {
-        let shape = if stacked { "(B, M, C)" } else { "(B, C)" };
-        return Err(Error::Shape(format!(
-            "{} must be {ndim}-D {shape} for detection (every image's boxes stacked); got shape {:?}",
-            field.name(),
-            boxes.shape()
-        )));
-    }
+    field.check_ndim(boxes.shape(), (2, "(B, C)"), (3, "(B, M, C)"), "detection (every image's boxes stacked)")?;
     let b = boxes.len_of(Axis(0));
     let n = offsets::check("offsets", &offsets, b)?;
     if let Some(o) = &objectness {

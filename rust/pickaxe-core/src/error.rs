@@ -48,6 +48,27 @@ impl Field {
         }
     }
 
+    /// `query_by_committee` and `mc_dropout`: a member (or pass) axis before the classes.
+    pub fn is_stacked(self) -> bool {
+        matches!(self, Field::QueryByCommittee | Field::McDropout)
+    }
+
+    /// The number of axes this field's array must have for a `task` (detection, segmentation):
+    /// `plain` for a single prediction, `stacked` for a committee or dropout stack, each with
+    /// its shape as the message writes it. Returns that number.
+    pub(crate) fn check_ndim(
+        self, shape: &[usize], plain: (usize, &str), stacked: (usize, &str), task: &str,
+    ) -> Result<usize, Error> {
+        let (ndim, words) = if self.is_stacked() { stacked } else { plain };
+        if shape.len() != ndim {
+            return Err(Error::Shape(format!(
+                "{} must be {ndim}-D {words} for {task}; got shape {shape:?}",
+                self.name()
+            )));
+        }
+        Ok(ndim)
+    }
+
     /// What one entry of the middle axis of a stacked field is called.
     pub fn member_word(self) -> &'static str {
         match self {

@@ -114,7 +114,9 @@ pub(crate) fn run_in<R: Send>(pool: &Option<Arc<ThreadPool>>, f: impl FnOnce() -
 
 /// `f(par)` on the pool `workers(threads, work)` gives (`par`: whether there is one): the
 /// pieces of `kmeans` called one by one (pickaxe.ray's workers and driver).
-pub fn on_threads<R: Send>(threads: Option<usize>, work: usize, f: impl FnOnce(bool) -> Result<R, Error> + Send) -> Result<R, Error> {
+pub fn on_threads<R: Send>(
+    threads: Option<usize>, work: usize, f: impl FnOnce(bool) -> Result<R, Error> + Send,
+) -> Result<R, Error> {
     let pool = workers(threads, work)?;
     let par = pool.is_some();
     run_in(&pool, || f(par))
@@ -167,10 +169,7 @@ multiversion! {
 /// ‖x_i‖² of every row (f64 sums), refusing the first row (lowest index) holding NaN or
 /// ±inf as `Error::InvalidRow` of `field`.
 pub(crate) fn checked_sq_norms<T: Real>(
-    x: &ArrayView2<'_, T>,
-    field: Field,
-    par: bool,
-    cancel: &Cancel,
+    x: &ArrayView2<'_, T>, field: Field, par: bool, cancel: &Cancel,
 ) -> Result<Vec<f64>, Error> {
     let n = x.nrows();
     let rows = block_rows(x.ncols(), 1);
@@ -225,7 +224,9 @@ impl RowSet<'_> {
 
 /// g = a · bᵀ into `buf` (resized, reused: the product overwrites every value), as an
 /// (a rows × b rows) matrix.
-pub(crate) fn gram<'a, T: Scalar>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>, buf: &'a mut Vec<T>) -> ArrayViewMut2<'a, T> {
+pub(crate) fn gram<'a, T: Scalar>(
+    a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>, buf: &'a mut Vec<T>,
+) -> ArrayViewMut2<'a, T> {
     let (r, c) = (a.nrows(), b.nrows());
     // general_mat_mul with beta = 0 writes every entry without reading it: no zeroing
     buf.resize(r * c, T::ZERO);
@@ -304,7 +305,9 @@ fn samples(n: usize, size: usize, rng: &mut SplitMix64) -> Result<Vec<u32>, Erro
 /// Errors: a row holding NaN or ±inf (`Error::InvalidRow`, field `embeddings`), k = 0 or
 /// k > N, D = 0, `Error::OutOfMemory`, `Error::Interrupted` once `cancel` is set (read per
 /// block of rows, per pick and per iteration).
-pub fn kmeans<T: Scalar>(x: ArrayView2<'_, T>, opts: &KMeansOptions, cancel: &Cancel) -> Result<KMeansResult<T>, Error> {
+pub fn kmeans<T: Scalar>(
+    x: ArrayView2<'_, T>, opts: &KMeansOptions, cancel: &Cancel,
+) -> Result<KMeansResult<T>, Error> {
     let (n, d) = x.dim();
     let k = opts.clusters;
     if d == 0 {
@@ -335,7 +338,9 @@ pub fn kmeans<T: Scalar>(x: ArrayView2<'_, T>, opts: &KMeansOptions, cancel: &Ca
     run_in(&pool, || kmeans_on(x, opts, par, cancel))
 }
 
-fn kmeans_on<T: Scalar>(x: ArrayView2<'_, T>, opts: &KMeansOptions, par: bool, cancel: &Cancel) -> Result<KMeansResult<T>, Error> {
+fn kmeans_on<T: Scalar>(
+    x: ArrayView2<'_, T>, opts: &KMeansOptions, par: bool, cancel: &Cancel,
+) -> Result<KMeansResult<T>, Error> {
     let (n, k) = (x.nrows(), opts.clusters);
     // Validation only: the distances are taken from differences.
     checked_sq_norms(&x, Field::Embeddings, par, cancel)?;
@@ -417,12 +422,7 @@ pub fn sample_rows(n: usize, fit_n: usize, init_n: usize, seed: u64) -> Result<R
 /// k-means++ seeding (`plusplus`) over every row of `x`, continuing the random state
 /// `state` (`RowPlan::state`): `kmeans`' seeding on its seeding rows gathered in order.
 pub fn seed_centers<T: Scalar>(
-    x: ArrayView2<'_, T>,
-    k: usize,
-    trials: usize,
-    state: u64,
-    threads: Option<usize>,
-    cancel: &Cancel,
+    x: ArrayView2<'_, T>, k: usize, trials: usize, state: u64, threads: Option<usize>, cancel: &Cancel,
 ) -> Result<Array2<T>, Error> {
     let (m, d) = x.dim();
     if k == 0 || k > m || d == 0 || trials == 0 {
@@ -482,7 +482,13 @@ impl ExactSum {
         let bits = v.to_bits();
         let exp = ((bits >> 52) & 0x7ff) as usize;
         if exp == 0x7ff {
-            let slot = if v.is_nan() { 66 } else if v > 0.0 { 64 } else { 65 };
+            let slot = if v.is_nan() {
+                66
+            } else if v > 0.0 {
+                64
+            } else {
+                65
+            };
             self.0[slot] += 1;
             return;
         }
@@ -543,10 +549,7 @@ impl ExactSum {
 /// Per column of `x`: the largest |value| and the exact sum of the values, or with `mean`
 /// the exact sum of (value − mean_j)².
 pub fn moments<T: Scalar>(
-    x: &ArrayView2<'_, T>,
-    mean: Option<&[f64]>,
-    par: bool,
-    cancel: &Cancel,
+    x: &ArrayView2<'_, T>, mean: Option<&[f64]>, par: bool, cancel: &Cancel,
 ) -> Result<(Vec<f64>, Vec<ExactSum>), Error> {
     let (m, d) = x.dim();
     let rows = block_rows(d, 1);
@@ -635,12 +638,7 @@ pub struct Step {
 /// −1 for none) and sums them per cluster: the assignment and the sums of one Lloyd
 /// iteration over these rows.
 pub fn step<T: Scalar>(
-    x: &ArrayView2<'_, T>,
-    centers: &ArrayView2<'_, T>,
-    scales: &[f64],
-    labels: &mut [i64],
-    par: bool,
-    cancel: &Cancel,
+    x: &ArrayView2<'_, T>, centers: &ArrayView2<'_, T>, scales: &[f64], labels: &mut [i64], par: bool, cancel: &Cancel,
 ) -> Result<Step, Error> {
     let changed = assign(x, centers, labels, None, par, cancel)?;
     let (counts, sums) = cluster_sums(x, labels, centers.nrows(), scales, par, cancel)?;
@@ -661,12 +659,7 @@ multiversion! {
 /// Rows per cluster and their fixed-point sums (clusters in parallel, each over its rows:
 /// 4,096 values below 2⁵⁰ in an i64, then into the i128 total).
 fn cluster_sums<T: Scalar>(
-    x: &ArrayView2<'_, T>,
-    labels: &[i64],
-    k: usize,
-    scales: &[f64],
-    par: bool,
-    cancel: &Cancel,
+    x: &ArrayView2<'_, T>, labels: &[i64], k: usize, scales: &[f64], par: bool, cancel: &Cancel,
 ) -> Result<(Vec<i64>, Vec<i128>), Error> {
     let (m, d) = x.dim();
     // Counting sort of the rows by label: `order` lists cluster 0's rows, then 1's, ...
@@ -724,13 +717,8 @@ pub struct Far<T> {
 /// The `top` rows of `x` farthest from their centres (`labels` against `centers`),
 /// farthest first, ties by lower `position(i)`.
 pub fn farthest<T: Scalar>(
-    x: &ArrayView2<'_, T>,
-    centers: &ArrayView2<'_, T>,
-    labels: &[i64],
-    position: &(dyn Fn(usize) -> u64 + Sync),
-    top: usize,
-    par: bool,
-    cancel: &Cancel,
+    x: &ArrayView2<'_, T>, centers: &ArrayView2<'_, T>, labels: &[i64], position: &(dyn Fn(usize) -> u64 + Sync),
+    top: usize, par: bool, cancel: &Cancel,
 ) -> Result<Vec<Far<T>>, Error> {
     let m = x.nrows();
     let mut mind = filled(m, 0.0f64)?;
@@ -766,11 +754,7 @@ pub fn farthest<T: Scalar>(
 /// cluster keeps a row, which leaves that cluster (scikit-learn's re-seeding); a cluster
 /// left empty keeps its old centre. Returns them and Σ_j ‖c_j − c_j'‖².
 pub fn new_centers<T: Scalar>(
-    counts: &mut [i64],
-    sums: &mut [i128],
-    scales: &[f64],
-    old: &ArrayView2<'_, T>,
-    far: &[Far<T>],
+    counts: &mut [i64], sums: &mut [i128], scales: &[f64], old: &ArrayView2<'_, T>, far: &[Far<T>],
 ) -> (Array2<T>, f64) {
     let (k, d) = old.dim();
     let empty: Vec<usize> = (0..k).filter(|&j| counts[j] == 0).collect();
@@ -802,10 +786,7 @@ pub fn new_centers<T: Scalar>(
 
 /// Every row's nearest centre and the exact sum of their squared distances (the inertia).
 pub fn label_all<T: Scalar>(
-    x: &ArrayView2<'_, T>,
-    centers: &ArrayView2<'_, T>,
-    par: bool,
-    cancel: &Cancel,
+    x: &ArrayView2<'_, T>, centers: &ArrayView2<'_, T>, par: bool, cancel: &Cancel,
 ) -> Result<(Vec<i64>, ExactSum), Error> {
     let mut labels = filled(x.nrows(), -1i64)?;
     let mut inertia = ExactSum::default();
@@ -846,15 +827,12 @@ multiversion! {
 /// ‖c‖² − 2 x·c; returns how many labels changed. With `inertia`, adds each row's exact
 /// ‖x − c_label‖² (differences, f64 sums) to it.
 fn assign<T: Scalar>(
-    x: &ArrayView2<'_, T>,
-    centers: &ArrayView2<'_, T>,
-    labels: &mut [i64],
-    inertia: Option<&mut ExactSum>,
-    par: bool,
+    x: &ArrayView2<'_, T>, centers: &ArrayView2<'_, T>, labels: &mut [i64], inertia: Option<&mut ExactSum>, par: bool,
     cancel: &Cancel,
 ) -> Result<usize, Error> {
     let (k, d) = centers.dim();
-    let cn: Vec<T> = centers.rows().into_iter().map(|r| T::from_f64(r.iter().map(|v| v.to_f64() * v.to_f64()).sum())).collect();
+    let cn: Vec<T> =
+        centers.rows().into_iter().map(|r| T::from_f64(r.iter().map(|v| v.to_f64() * v.to_f64()).sum())).collect();
     let rows = block_rows(d, k);
     let want = inertia.is_some();
     let one = |gb: &mut Vec<T>, (b, lab): (usize, &mut [i64])| -> (usize, Option<ExactSum>) {
@@ -896,7 +874,6 @@ fn assign<T: Scalar>(
     Ok(changed)
 }
 
-
 /// The first position p of `set` (as an index into `w`) whose running sum of `w` exceeds
 /// `target`, summing block by block (`sums` are the blocks' sums); the last position when
 /// rounding leaves none (scikit-learn clips the same way).
@@ -929,13 +906,7 @@ pub(crate) fn draw(w: &[f64], sums: &[f64], rows: usize, target: f64) -> usize {
 /// the row, the value the distance would have given.
 #[allow(clippy::too_many_arguments)]
 fn plusplus<T: Scalar>(
-    x: &ArrayView2<'_, T>,
-    set: RowSet<'_>,
-    k: usize,
-    trials: usize,
-    rng: &mut SplitMix64,
-    par: bool,
-    cancel: &Cancel,
+    x: &ArrayView2<'_, T>, set: RowSet<'_>, k: usize, trials: usize, rng: &mut SplitMix64, par: bool, cancel: &Cancel,
 ) -> Result<Array2<T>, Error> {
     let (m, d) = (set.len(), x.ncols());
     let mut centers = Array2::<T>::zeros((k, d));
@@ -1002,11 +973,7 @@ const SKIP: f64 = 4.0 * (1.0 + 1e-8);
 
 #[inline(always)]
 fn candidate_rows<T: Real, I: Isa>(
-    x: &ArrayView2<'_, T>,
-    set: RowSet<'_>,
-    cand: &ArrayView2<'_, T>,
-    closest: Option<(&[f64], Near<'_>)>,
-    lo: usize,
+    x: &ArrayView2<'_, T>, set: RowSet<'_>, cand: &ArrayView2<'_, T>, closest: Option<(&[f64], Near<'_>)>, lo: usize,
     o: &mut [f64],
 ) -> Vec<f64> {
     let t = cand.nrows();
@@ -1036,12 +1003,7 @@ fn candidate_rows<T: Real, I: Isa>(
 
 multiversion! {
     fn candidate_rows_dispatch<T: Real>(
-        x: &ArrayView2<'_, T>,
-        set: RowSet<'_>,
-        cand: &ArrayView2<'_, T>,
-        closest: Option<(&[f64], Near<'_>)>,
-        lo: usize,
-        o: &mut [f64],
+        x: &ArrayView2<'_, T>, set: RowSet<'_>, cand: &ArrayView2<'_, T>, closest: Option<(&[f64], Near<'_>)>, lo: usize, o: &mut [f64],
     ) -> Vec<f64> => candidate_rows
 }
 
@@ -1051,14 +1013,8 @@ multiversion! {
 /// a matrix product would pack (copy) every row for a few candidates' columns.
 #[allow(clippy::too_many_arguments)]
 fn candidate_pass<T: Scalar>(
-    x: &ArrayView2<'_, T>,
-    set: RowSet<'_>,
-    cand: &ArrayView2<'_, T>,
-    closest: Option<(&[f64], Near<'_>)>,
-    out: &mut [f64],
-    rows: usize,
-    par: bool,
-    cancel: &Cancel,
+    x: &ArrayView2<'_, T>, set: RowSet<'_>, cand: &ArrayView2<'_, T>, closest: Option<(&[f64], Near<'_>)>,
+    out: &mut [f64], rows: usize, par: bool, cancel: &Cancel,
 ) -> Vec<f64> {
     let t = cand.nrows();
     let one = |(b, o): (usize, &mut [f64])| -> Vec<f64> {
@@ -1230,7 +1186,8 @@ mod tests {
         let mut centers = seed_centers(init.view(), k, local_trials(k, None), plan.state, Some(1), &c).unwrap();
         let fit_rows = plan.fit.unwrap();
         let cuts = [0, 100, 611, 900];
-        let parts: Vec<Array2<f32>> = (0..3).map(|p| gather_rows(&x.view(), &fit_rows[cuts[p]..cuts[p + 1]]).unwrap()).collect();
+        let parts: Vec<Array2<f32>> =
+            (0..3).map(|p| gather_rows(&x.view(), &fit_rows[cuts[p]..cuts[p + 1]]).unwrap()).collect();
         let mut max_abs = vec![0.0f64; 5];
         let mut sums = vec![ExactSum::default(); 5];
         for part in parts.iter().rev() {

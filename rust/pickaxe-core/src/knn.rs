@@ -18,8 +18,10 @@ use crate::cancel::Cancel;
 use crate::error::Error;
 use crate::lanes;
 use crate::math::{madd, Isa, Real, LANES};
-use crate::threads;
 use crate::simd::multiversion;
+use crate::threads;
+use rayon::ThreadPool;
+use std::sync::Arc;
 
 crate::names::named_enum! {
     /// How far apart two vectors are (named as in `pickaxe.index`). Every metric is
@@ -99,12 +101,7 @@ fn gram_distance<I: Isa, T: Real, const M: u8>(g: T, rn: T, qn: T, qn2: T) -> T 
 /// and returns the new k-th. The one loop of both merges (`merge_row`, `merge_row_select`).
 #[inline(always)]
 fn scan_row<I: Isa, T: Real, const M: u8>(
-    g: &[T],
-    rn: &[T],
-    qn: T,
-    offset: u64,
-    thr: (T, u64),
-    mut take: impl FnMut(T, u64) -> (T, u64),
+    g: &[T], rn: &[T], qn: T, offset: u64, thr: (T, u64), mut take: impl FnMut(T, u64) -> (T, u64),
 ) {
     let qn = qn.abs();
     let qn2 = qn * qn;
@@ -146,14 +143,7 @@ fn scan_row<I: Isa, T: Real, const M: u8>(
 /// Merges one Gram row into one state row (`d`, `id`, k ≥ 1 entries, sorted): each
 /// candidate is inserted in place.
 #[inline(always)]
-fn merge_row<I: Isa, T: Real, const M: u8>(
-    g: &[T],
-    rn: &[T],
-    qn: T,
-    offset: u64,
-    d: &mut [T],
-    id: &mut [u64],
-) {
+fn merge_row<I: Isa, T: Real, const M: u8>(g: &[T], rn: &[T], qn: T, offset: u64, d: &mut [T], id: &mut [u64]) {
     let k = d.len();
     scan_row::<I, T, M>(g, rn, qn, offset, (d[k - 1], id[k - 1]), |v, cid| {
         insert(d, id, v, cid);
@@ -184,13 +174,7 @@ fn order<T: Real>(a: &(T, u64), b: &(T, u64)) -> std::cmp::Ordering {
 /// lowers the threshold; the k left at the end are sorted once. O(mc + k log k) per row.
 #[inline(always)]
 fn merge_row_select<I: Isa, T: Real, const M: u8>(
-    g: &[T],
-    rn: &[T],
-    qn: T,
-    offset: u64,
-    d: &mut [T],
-    id: &mut [u64],
-    cand: &mut Vec<(T, u64)>,
+    g: &[T], rn: &[T], qn: T, offset: u64, d: &mut [T], id: &mut [u64], cand: &mut Vec<(T, u64)>,
 ) {
     let k = d.len();
     cand.clear();
@@ -219,11 +203,7 @@ fn merge_row_select<I: Isa, T: Real, const M: u8>(
 /// Every row of a block of Gram rows, with one metric.
 #[inline(always)]
 fn merge_rows_metric<I: Isa, T: Real, const M: u8>(
-    gram: &ArrayView2<'_, T>,
-    q_norms: &ArrayView1<'_, T>,
-    rn: &[T],
-    offset: u64,
-    ids: &mut ArrayViewMut2<'_, i64>,
+    gram: &ArrayView2<'_, T>, q_norms: &ArrayView1<'_, T>, rn: &[T], offset: u64, ids: &mut ArrayViewMut2<'_, i64>,
     dists: &mut ArrayViewMut2<'_, T>,
 ) {
     let k = ids.len_of(Axis(1));
@@ -232,16 +212,8 @@ fn merge_rows_metric<I: Isa, T: Real, const M: u8>(
     let mut buf: Vec<T> = Vec::new();
     let mut cand: Vec<(T, u64)> = Vec::new();
     for r in 0..gram.len_of(Axis(0)) {
-        let grow = gram.index_axis(Axis(0), r);
-        let g = match grow.as_slice() {
-            Some(s) => s,
-            None => {
-                // A strided Gram row (Fortran order, steps): one row-sized copy.
-                buf.clear();
-                buf.extend(grow.iter().copied());
-                &buf[..]
-            }
-        };
+        // A strided Gram row (Fortran order, steps) is copied, one row at a time.
+        let g = row_slice(gram, r, &mut buf);
         let mut irow = ids.index_axis_mut(Axis(0), r);
         let mut drow = dists.index_axis_mut(Axis(0), r);
         for (j, (&i, &v)) in irow.iter().zip(drow.iter()).enumerate() {
@@ -262,13 +234,8 @@ fn merge_rows_metric<I: Isa, T: Real, const M: u8>(
 
 #[inline(always)]
 fn merge_rows<T: Real, I: Isa>(
-    gram: &ArrayView2<'_, T>,
-    q_norms: &ArrayView1<'_, T>,
-    rn: &[T],
-    offset: u64,
-    metric: Metric,
-    ids: &mut ArrayViewMut2<'_, i64>,
-    dists: &mut ArrayViewMut2<'_, T>,
+    gram: &ArrayView2<'_, T>, q_norms: &ArrayView1<'_, T>, rn: &[T], offset: u64, metric: Metric,
+    ids: &mut ArrayViewMut2<'_, i64>, dists: &mut ArrayViewMut2<'_, T>,
 ) {
     match metric {
         Metric::L2 => merge_rows_metric::<I, T, M_L2>(gram, q_norms, rn, offset, ids, dists),
@@ -279,13 +246,7 @@ fn merge_rows<T: Real, I: Isa>(
 
 multiversion! {
     fn merge_rows_dispatch<T: Real>(
-        gram: &ArrayView2<'_, T>,
-        q_norms: &ArrayView1<'_, T>,
-        rn: &[T],
-        offset: u64,
-        metric: Metric,
-        ids: &mut ArrayViewMut2<'_, i64>,
-        dists: &mut ArrayViewMut2<'_, T>,
+        gram: &ArrayView2<'_, T>, q_norms: &ArrayView1<'_, T>, rn: &[T], offset: u64, metric: Metric, ids: &mut ArrayViewMut2<'_, i64>, dists: &mut ArrayViewMut2<'_, T>,
     ) -> () => merge_rows
 }
 
@@ -307,27 +268,15 @@ multiversion! {
 /// order, but the block is not wholly in).
 #[allow(clippy::too_many_arguments)]
 pub fn knn_update<T: Real>(
-    gram: ArrayView2<'_, T>,
-    q_norms: ArrayView1<'_, T>,
-    r_norms: ArrayView1<'_, T>,
-    id_offset: usize,
-    metric: Metric,
-    mut ids: ArrayViewMut2<'_, i64>,
-    mut dists: ArrayViewMut2<'_, T>,
-    cancel: &Cancel,
+    gram: ArrayView2<'_, T>, q_norms: ArrayView1<'_, T>, r_norms: ArrayView1<'_, T>, id_offset: usize, metric: Metric,
+    mut ids: ArrayViewMut2<'_, i64>, mut dists: ArrayViewMut2<'_, T>, cancel: &Cancel,
 ) -> Result<(), Error> {
     let (b, mc) = gram.dim();
     if q_norms.len() != b {
-        return Err(Error::Shape(format!(
-            "q_norms has {} entries but gram has {b} rows",
-            q_norms.len()
-        )));
+        return Err(Error::Shape(format!("q_norms has {} entries but gram has {b} rows", q_norms.len())));
     }
     if r_norms.len() != mc {
-        return Err(Error::Shape(format!(
-            "r_norms has {} entries but gram has {mc} columns",
-            r_norms.len()
-        )));
+        return Err(Error::Shape(format!("r_norms has {} entries but gram has {mc} columns", r_norms.len())));
     }
     if ids.dim() != dists.dim() || ids.len_of(Axis(0)) != b {
         return Err(Error::Shape(format!(
@@ -336,16 +285,10 @@ pub fn knn_update<T: Real>(
             dists.dim()
         )));
     }
-    let offset = id_offset
-        .checked_add(mc)
-        .filter(|&end| end <= i64::MAX as usize)
-        .map(|_| id_offset as u64)
-        .ok_or_else(|| {
-            Error::argument(
-                "id_offset",
-                format!("id_offset {id_offset} + {mc} columns overflows an int64 id"),
-            )
-        })?;
+    let offset =
+        id_offset.checked_add(mc).filter(|&end| end <= i64::MAX as usize).map(|_| id_offset as u64).ok_or_else(
+            || Error::argument("id_offset", format!("id_offset {id_offset} + {mc} columns overflows an int64 id")),
+        )?;
     let k = ids.len_of(Axis(1));
     if b == 0 || mc == 0 || k == 0 {
         return Ok(());
@@ -358,30 +301,33 @@ pub fn knn_update<T: Real>(
             &rn_buf
         }
     };
-    let pool = if b.saturating_mul(mc) >= PARALLEL_MIN_VALUES {
-        threads::pool()
-    } else {
-        None
-    };
+    let pool = if b.saturating_mul(mc) >= PARALLEL_MIN_VALUES { threads::pool() } else { None };
     let rows = (TASK_VALUES / mc).max(1);
-    let one = |(t, (mut i, mut d)): (usize, (ArrayViewMut2<'_, i64>, ArrayViewMut2<'_, T>))| {
-        if cancel.is_cancelled() {
-            return;
-        }
-        let lo = t * rows;
+    by_row_tasks(ids.view_mut(), dists.view_mut(), rows, pool, cancel, |lo, i, d| {
         let hi = lo + i.len_of(Axis(0));
         let g = gram.slice_axis(Axis(0), (lo..hi).into());
         let qn = q_norms.slice_axis(Axis(0), (lo..hi).into());
-        merge_rows_dispatch(&g, &qn, rn, offset, metric, &mut i, &mut d);
+        merge_rows_dispatch(&g, &qn, rn, offset, metric, i, d);
+    })
+}
+
+/// `fill(first_row, ids, dists)` over tasks of `rows` rows of the (n, k) outputs, on `pool`
+/// when given, else task by task on this thread too, so that `cancel` is seen in time
+/// (a task that starts after it is set does nothing; the caller gets `Error::Interrupted`).
+fn by_row_tasks<T: Real>(
+    mut ids: ArrayViewMut2<'_, i64>, mut dists: ArrayViewMut2<'_, T>, rows: usize, pool: Option<Arc<ThreadPool>>,
+    cancel: &Cancel, fill: impl Fn(usize, &mut ArrayViewMut2<'_, i64>, &mut ArrayViewMut2<'_, T>) + Sync,
+) -> Result<(), Error> {
+    let one = |(t, (mut i, mut d)): (usize, (ArrayViewMut2<'_, i64>, ArrayViewMut2<'_, T>))| {
+        if !cancel.is_cancelled() {
+            fill(t * rows, &mut i, &mut d);
+        }
     };
     let i = ids.axis_chunks_iter_mut(Axis(0), rows);
     let d = dists.axis_chunks_iter_mut(Axis(0), rows);
     match pool {
-        // Task by task on one thread too, so that `cancel` is seen in time.
         None => i.zip(d).enumerate().for_each(one),
-        Some(pool) => {
-            pool.install(|| i.into_par_iter().zip(d.into_par_iter()).enumerate().for_each(one))
-        }
+        Some(pool) => pool.install(|| i.into_par_iter().zip(d.into_par_iter()).enumerate().for_each(one)),
     }
     cancel.check()
 }
@@ -425,11 +371,7 @@ pub(crate) fn dot_f64<I: Isa, T: Real>(a: &[T], b: &[T]) -> f64 {
 
 /// A view's row as a slice: in place when contiguous, else copied into `buf`.
 #[inline(always)]
-pub(crate) fn row_slice<'a, T: Real>(
-    x: &'a ArrayView2<'_, T>,
-    i: usize,
-    buf: &'a mut Vec<T>,
-) -> &'a [T] {
+pub(crate) fn row_slice<'a, T: Real>(x: &'a ArrayView2<'_, T>, i: usize, buf: &'a mut Vec<T>) -> &'a [T] {
     let row = x.index_axis(Axis(0), i);
     match row.to_slice() {
         Some(s) => s,
@@ -467,10 +409,7 @@ fn prepare_query<I: Isa, T: Real>(q: &[T], metric: Metric, out: &mut Vec<f64>) -
 /// - Ip: 1 − q·r.
 #[inline(always)]
 fn tile_distances<I: Isa, T: Real, const M: u8, const Q: usize>(
-    qf: [&[f64]; Q],
-    qn: [f64; Q],
-    r: &[T],
-    rn: f64,
+    qf: [&[f64]; Q], qn: [f64; Q], r: &[T], rn: f64,
 ) -> [f64; Q] {
     let sb = if M == M_COS { 1.0 / rn } else { 1.0 };
     let rval = |x: T| if M == M_COS { x.to_f64() * sb } else { x.to_f64() };
@@ -545,10 +484,7 @@ fn lane_step<I: Isa, const M: u8>(q: &[f64; LANES], r: &[f64; LANES], acc: &mut 
 /// here has `pair_distances`' bits. Q·R lane arrays of sums stay in registers while
 /// each query and reference value is loaded once per block.
 #[inline(always)]
-fn block_totals<I: Isa, const M: u8, const Q: usize, const R: usize>(
-    q: [&[f64]; Q],
-    r: [&[f64]; R],
-) -> [[f64; R]; Q] {
+fn block_totals<I: Isa, const M: u8, const Q: usize, const R: usize>(q: [&[f64]; Q], r: [&[f64]; R]) -> [[f64; R]; Q] {
     let n = r[0].len() / LANES;
     let qc: [&[[f64; LANES]]; Q] = q.map(|v| &v.as_chunks::<LANES>().0[..n]);
     let rc: [&[[f64; LANES]]; R] = r.map(|v| &v.as_chunks::<LANES>().0[..n]);
@@ -580,14 +516,8 @@ fn stored<T: Real>(v: f64) -> T {
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn pairs_rows_metric<I: Isa, T: Real, const M: u8>(
-    queries: &ArrayView2<'_, T>,
-    reference: &ArrayView2<'_, T>,
-    ids: &ArrayView2<'_, i64>,
-    metric: Metric,
-    rnorms: Option<&[f64]>,
-    lo: usize,
-    out_ids: &mut ArrayViewMut2<'_, i64>,
-    out_d: &mut ArrayViewMut2<'_, T>,
+    queries: &ArrayView2<'_, T>, reference: &ArrayView2<'_, T>, ids: &ArrayView2<'_, i64>, metric: Metric,
+    rnorms: Option<&[f64]>, lo: usize, out_ids: &mut ArrayViewMut2<'_, i64>, out_d: &mut ArrayViewMut2<'_, T>,
 ) {
     let k = ids.len_of(Axis(1));
     let mut qbuf = Vec::new();
@@ -637,14 +567,8 @@ fn pairs_rows_metric<I: Isa, T: Real, const M: u8>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn pairs_rows<T: Real, I: Isa>(
-    queries: &ArrayView2<'_, T>,
-    reference: &ArrayView2<'_, T>,
-    ids: &ArrayView2<'_, i64>,
-    metric: Metric,
-    rnorms: Option<&[f64]>,
-    lo: usize,
-    out_ids: &mut ArrayViewMut2<'_, i64>,
-    out_d: &mut ArrayViewMut2<'_, T>,
+    queries: &ArrayView2<'_, T>, reference: &ArrayView2<'_, T>, ids: &ArrayView2<'_, i64>, metric: Metric,
+    rnorms: Option<&[f64]>, lo: usize, out_ids: &mut ArrayViewMut2<'_, i64>, out_d: &mut ArrayViewMut2<'_, T>,
 ) {
     // Direct calls, not a function pointer: each must inline into the caller compiled
     // for the SIMD level.
@@ -676,15 +600,31 @@ multiversion! {
 
 multiversion! {
     fn pairs_rows_dispatch<T: Real>(
-        queries: &ArrayView2<'_, T>,
-        reference: &ArrayView2<'_, T>,
-        ids: &ArrayView2<'_, i64>,
-        metric: Metric,
-        rnorms: Option<&[f64]>,
-        lo: usize,
-        out_ids: &mut ArrayViewMut2<'_, i64>,
-        out_d: &mut ArrayViewMut2<'_, T>,
+        queries: &ArrayView2<'_, T>, reference: &ArrayView2<'_, T>, ids: &ArrayView2<'_, i64>, metric: Metric, rnorms: Option<&[f64]>, lo: usize, out_ids: &mut ArrayViewMut2<'_, i64>, out_d: &mut ArrayViewMut2<'_, T>,
     ) -> () => pairs_rows
+}
+
+/// (n, m, D) of n queries and m reference rows of one dimension D, or `Error::Shape`.
+fn query_sizes<T>(queries: &ArrayView2<'_, T>, reference: &ArrayView2<'_, T>) -> Result<(usize, usize, usize), Error> {
+    let ((n, dim), (m, rdim)) = (queries.dim(), reference.dim());
+    if dim != rdim {
+        return Err(Error::Shape(format!(
+            "queries {:?} and reference {:?} have different dimensions",
+            queries.dim(),
+            reference.dim()
+        )));
+    }
+    Ok((n, m, dim))
+}
+
+/// The (n, k) neighbour ids and distances a search fills, zeroed (calloc: pages untouched
+/// until a task writes its rows); `Error::OutOfMemory` when they cannot be had.
+fn zeroed_neighbours<T: Real>(n: usize, k: usize) -> Result<(Array2<i64>, Array2<T>), Error> {
+    let nk = n.checked_mul(k).ok_or(Error::OutOfMemory { bytes: usize::MAX })?;
+    let ids = Array2::from_shape_vec((n, k), crate::error::zeroed_ids(nk)?).expect("n * k values make an (n, k) array");
+    let d =
+        Array2::from_shape_vec((n, k), crate::error::zeroed_real::<T>(nk)?).expect("n * k values make an (n, k) array");
+    Ok((ids, d))
 }
 
 /// Exact distances of chosen (query, reference) pairs, computed directly, and each row
@@ -700,27 +640,12 @@ multiversion! {
 /// summed in float64 whatever `T`; an id of −1 gets +inf and sorts last. `cancel` is read
 /// before each task of about `TASK_VALUES` values (`Error::Interrupted`).
 pub fn pair_distances<T: Real>(
-    queries: ArrayView2<'_, T>,
-    reference: ArrayView2<'_, T>,
-    ids: ArrayView2<'_, i64>,
-    metric: Metric,
-    cancel: &Cancel,
+    queries: ArrayView2<'_, T>, reference: ArrayView2<'_, T>, ids: ArrayView2<'_, i64>, metric: Metric, cancel: &Cancel,
 ) -> Result<(Array2<i64>, Array2<T>), Error> {
-    let (n, dim) = queries.dim();
-    let (m, rdim) = reference.dim();
-    if dim != rdim {
-        return Err(Error::Shape(format!(
-            "queries {:?} and reference {:?} have different dimensions",
-            queries.dim(),
-            reference.dim()
-        )));
-    }
+    let (n, m, dim) = query_sizes(&queries, &reference)?;
     let k = ids.len_of(Axis(1));
     if ids.len_of(Axis(0)) != n {
-        return Err(Error::Shape(format!(
-            "ids has {} rows but queries has {n}",
-            ids.len_of(Axis(0))
-        )));
+        return Err(Error::Shape(format!("ids has {} rows but queries has {n}", ids.len_of(Axis(0)))));
     }
     // Row by row, reading `cancel` every TASK_VALUES ids: n·k can be large on its own.
     let check_every = (TASK_VALUES / k.max(1)).max(1);
@@ -728,11 +653,7 @@ pub fn pair_distances<T: Real>(
         if i % check_every == 0 {
             cancel.check()?;
         }
-        if let Some((j, &v)) = row
-            .iter()
-            .enumerate()
-            .find(|(_, &v)| v < -1 || (v >= 0 && v as u64 >= m as u64))
-        {
+        if let Some((j, &v)) = row.iter().enumerate().find(|(_, &v)| v < -1 || (v >= 0 && v as u64 >= m as u64)) {
             return Err(Error::argument(
                 "ids",
                 format!("ids[{i}, {j}] = {v} is not a reference row (0 <= id < {m}) or -1"),
@@ -741,20 +662,13 @@ pub fn pair_distances<T: Real>(
     }
     // Zeros come from calloc, untouched until a task writes them; the tasks write every
     // entry of every row.
-    let nk = n.checked_mul(k).ok_or(Error::OutOfMemory { bytes: usize::MAX })?;
-    let mut out_ids = Array2::from_shape_vec((n, k), crate::error::zeroed_ids(nk)?)
-        .expect("n * k values make an (n, k) array");
-    let mut out_d = Array2::from_shape_vec((n, k), crate::error::zeroed_real::<T>(nk)?)
-        .expect("n * k values make an (n, k) array");
+    let (mut out_ids, mut out_d) = zeroed_neighbours::<T>(n, k)?;
     if n == 0 || k == 0 {
         return Ok((out_ids, out_d));
     }
+    let nk = n * k; // allocated above, so it did not overflow
     let work = n.saturating_mul(k).saturating_mul(dim.max(1));
-    let pool = if work >= PARALLEL_MIN_VALUES {
-        threads::pool()
-    } else {
-        None
-    };
+    let pool = if work >= PARALLEL_MIN_VALUES { threads::pool() } else { None };
     // Cosine needs ‖r‖ of each pair's row: once per row when the pairs outnumber the rows.
     let mut norms = Vec::new();
     if metric == Metric::Cosine && nk >= m {
@@ -762,21 +676,9 @@ pub fn pair_distances<T: Real>(
     }
     let rnorms = if norms.is_empty() { None } else { Some(&norms[..]) };
     let rows = (TASK_VALUES / (k * dim.max(1))).max(1);
-    let one = |(t, (mut i, mut d)): (usize, (ArrayViewMut2<'_, i64>, ArrayViewMut2<'_, T>))| {
-        if !cancel.is_cancelled() {
-            pairs_rows_dispatch(&queries, &reference, &ids, metric, rnorms, t * rows, &mut i, &mut d);
-        }
-    };
-    let i = out_ids.axis_chunks_iter_mut(Axis(0), rows);
-    let d = out_d.axis_chunks_iter_mut(Axis(0), rows);
-    match pool {
-        // Task by task on one thread too, so that `cancel` is seen in time.
-        None => i.zip(d).enumerate().for_each(one),
-        Some(pool) => {
-            pool.install(|| i.into_par_iter().zip(d.into_par_iter()).enumerate().for_each(one))
-        }
-    }
-    cancel.check()?;
+    by_row_tasks(out_ids.view_mut(), out_d.view_mut(), rows, pool, cancel, |lo, i, d| {
+        pairs_rows_dispatch(&queries, &reference, &ids, metric, rnorms, lo, i, d)
+    })?;
     Ok((out_ids, out_d))
 }
 
@@ -900,11 +802,7 @@ const DIRECT_TASK_KEYS: usize = 1 << 20;
 /// `tile_distances` computes per element), each padded with zeros to `dp` values.
 #[inline(always)]
 fn prepare_rows<T: Real, const M: u8>(
-    reference: &ArrayView2<'_, T>,
-    rows: std::ops::Range<usize>,
-    rnorms: &[f64],
-    dp: usize,
-    buf: &mut Vec<T>,
+    reference: &ArrayView2<'_, T>, rows: std::ops::Range<usize>, rnorms: &[f64], dp: usize, buf: &mut Vec<T>,
     out: &mut Vec<f64>,
 ) {
     out.clear();
@@ -925,15 +823,7 @@ fn prepare_rows<T: Real, const M: u8>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn direct_tile<I: Isa, T: Keyed, const M: u8, const Q: usize, const R: usize>(
-    qf: &[f64],
-    qn: &[f64],
-    r0: usize,
-    rf: &[f64],
-    rnorms: &[f64],
-    c0: usize,
-    dp: usize,
-    m: usize,
-    keys: &mut [T::Key],
+    qf: &[f64], qn: &[f64], r0: usize, rf: &[f64], rnorms: &[f64], c0: usize, dp: usize, m: usize, keys: &mut [T::Key],
 ) {
     let q: [&[f64]; Q] = std::array::from_fn(|t| &qf[(r0 + t) * dp..(r0 + t + 1) * dp]);
     let cm = rf.len() / dp;
@@ -965,14 +855,7 @@ fn direct_tile<I: Isa, T: Keyed, const M: u8, const Q: usize, const R: usize>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn direct_chunk<I: Isa, T: Keyed, const M: u8, const Q: usize, const R: usize>(
-    qf: &[f64],
-    qn: &[f64],
-    rf: &[f64],
-    rnorms: &[f64],
-    c0: usize,
-    dp: usize,
-    m: usize,
-    keys: &mut [T::Key],
+    qf: &[f64], qn: &[f64], rf: &[f64], rnorms: &[f64], c0: usize, dp: usize, m: usize, keys: &mut [T::Key],
 ) {
     let rows = qn.len();
     let mut r0 = 0;
@@ -991,13 +874,8 @@ fn direct_chunk<I: Isa, T: Keyed, const M: u8, const Q: usize, const R: usize>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn direct_rows_metric<I: Isa, T: Keyed, const M: u8>(
-    queries: &ArrayView2<'_, T>,
-    reference: &ArrayView2<'_, T>,
-    metric: Metric,
-    rnorms: &[f64],
-    lo: usize,
-    out_ids: &mut ArrayViewMut2<'_, i64>,
-    out_d: &mut ArrayViewMut2<'_, T>,
+    queries: &ArrayView2<'_, T>, reference: &ArrayView2<'_, T>, metric: Metric, rnorms: &[f64], lo: usize,
+    out_ids: &mut ArrayViewMut2<'_, i64>, out_d: &mut ArrayViewMut2<'_, T>,
 ) {
     let (rows, k) = out_ids.dim();
     let (m, dim) = reference.dim();
@@ -1027,9 +905,7 @@ fn direct_rows_metric<I: Isa, T: Keyed, const M: u8>(
             crate::simd::SimdLevel::Avx512 => {
                 direct_chunk::<I, T, M, 4, 2>(&qf, &qn, &rf, rnorms, c0, dp, m, &mut keys)
             }
-            crate::simd::SimdLevel::Avx2 => {
-                direct_chunk::<I, T, M, 4, 1>(&qf, &qn, &rf, rnorms, c0, dp, m, &mut keys)
-            }
+            crate::simd::SimdLevel::Avx2 => direct_chunk::<I, T, M, 4, 1>(&qf, &qn, &rf, rnorms, c0, dp, m, &mut keys),
             crate::simd::SimdLevel::Portable => {
                 direct_chunk::<I, T, M, 1, 1>(&qf, &qn, &rf, rnorms, c0, dp, m, &mut keys)
             }
@@ -1062,13 +938,8 @@ fn direct_rows_metric<I: Isa, T: Keyed, const M: u8>(
 
 #[inline(always)]
 fn direct_rows<T: Keyed, I: Isa>(
-    queries: &ArrayView2<'_, T>,
-    reference: &ArrayView2<'_, T>,
-    metric: Metric,
-    rnorms: &[f64],
-    lo: usize,
-    out_ids: &mut ArrayViewMut2<'_, i64>,
-    out_d: &mut ArrayViewMut2<'_, T>,
+    queries: &ArrayView2<'_, T>, reference: &ArrayView2<'_, T>, metric: Metric, rnorms: &[f64], lo: usize,
+    out_ids: &mut ArrayViewMut2<'_, i64>, out_d: &mut ArrayViewMut2<'_, T>,
 ) {
     let (q, r) = (queries, reference);
     match metric {
@@ -1080,13 +951,7 @@ fn direct_rows<T: Keyed, I: Isa>(
 
 multiversion! {
     fn direct_rows_dispatch<T: Keyed>(
-        queries: &ArrayView2<'_, T>,
-        reference: &ArrayView2<'_, T>,
-        metric: Metric,
-        rnorms: &[f64],
-        lo: usize,
-        out_ids: &mut ArrayViewMut2<'_, i64>,
-        out_d: &mut ArrayViewMut2<'_, T>,
+        queries: &ArrayView2<'_, T>, reference: &ArrayView2<'_, T>, metric: Metric, rnorms: &[f64], lo: usize, out_ids: &mut ArrayViewMut2<'_, i64>, out_d: &mut ArrayViewMut2<'_, T>,
     ) -> () => direct_rows
 }
 
@@ -1104,26 +969,11 @@ multiversion! {
 ///
 /// `cancel` is read before each task (at most 128 queries, and at most 2²⁰ pairs).
 pub fn knn_direct<T: Keyed>(
-    queries: ArrayView2<'_, T>,
-    reference: ArrayView2<'_, T>,
-    k: usize,
-    metric: Metric,
-    cancel: &Cancel,
+    queries: ArrayView2<'_, T>, reference: ArrayView2<'_, T>, k: usize, metric: Metric, cancel: &Cancel,
 ) -> Result<(Array2<i64>, Array2<T>), Error> {
-    let (n, dim) = queries.dim();
-    let (m, rdim) = reference.dim();
-    if dim != rdim {
-        return Err(Error::Shape(format!(
-            "queries {:?} and reference {:?} have different dimensions",
-            queries.dim(),
-            reference.dim()
-        )));
-    }
+    let (n, m, dim) = query_sizes(&queries, &reference)?;
     if k > m {
-        return Err(Error::argument(
-            "k",
-            format!("k = {k} but the reference has {m} rows"),
-        ));
+        return Err(Error::argument("k", format!("k = {k} but the reference has {m} rows")));
     }
     if m as u64 > T::MAX_ID {
         return Err(Error::argument(
@@ -1131,20 +981,12 @@ pub fn knn_direct<T: Keyed>(
             format!("reference has {m} rows; direct search takes at most {}", T::MAX_ID),
         ));
     }
-    let nk = n.checked_mul(k).ok_or(Error::OutOfMemory { bytes: usize::MAX })?;
-    let mut out_ids = Array2::from_shape_vec((n, k), crate::error::zeroed_ids(nk)?)
-        .expect("n * k values make an (n, k) array");
-    let mut out_d = Array2::from_shape_vec((n, k), crate::error::zeroed_real::<T>(nk)?)
-        .expect("n * k values make an (n, k) array");
+    let (mut out_ids, mut out_d) = zeroed_neighbours::<T>(n, k)?;
     if n == 0 || k == 0 {
         return Ok((out_ids, out_d));
     }
     let work = n.saturating_mul(m).saturating_mul(dim.max(1));
-    let pool = if work >= PARALLEL_MIN_VALUES {
-        threads::pool()
-    } else {
-        None
-    };
+    let pool = if work >= PARALLEL_MIN_VALUES { threads::pool() } else { None };
     let mut norms = Vec::new();
     if metric == Metric::Cosine {
         ref_norms_dispatch(&reference, &mut norms);
@@ -1152,24 +994,10 @@ pub fn knn_direct<T: Keyed>(
     // Tasks of up to DIRECT_TASK_ROWS queries, fewer when a task's keys would be many or
     // when the threads would otherwise have too few tasks to share.
     let threads = if pool.is_some() { threads::num_threads() } else { 1 };
-    let rows = (DIRECT_TASK_KEYS / m)
-        .min(DIRECT_TASK_ROWS)
-        .min(n.div_ceil(2 * threads))
-        .max(1);
-    let one = |(t, (mut i, mut d)): (usize, (ArrayViewMut2<'_, i64>, ArrayViewMut2<'_, T>))| {
-        if !cancel.is_cancelled() {
-            direct_rows_dispatch(&queries, &reference, metric, &norms, t * rows, &mut i, &mut d);
-        }
-    };
-    let i = out_ids.axis_chunks_iter_mut(Axis(0), rows);
-    let d = out_d.axis_chunks_iter_mut(Axis(0), rows);
-    match pool {
-        None => i.zip(d).enumerate().for_each(one),
-        Some(pool) => {
-            pool.install(|| i.into_par_iter().zip(d.into_par_iter()).enumerate().for_each(one))
-        }
-    }
-    cancel.check()?;
+    let rows = (DIRECT_TASK_KEYS / m).min(DIRECT_TASK_ROWS).min(n.div_ceil(2 * threads)).max(1);
+    by_row_tasks(out_ids.view_mut(), out_d.view_mut(), rows, pool, cancel, |lo, i, d| {
+        direct_rows_dispatch(&queries, &reference, metric, &norms, lo, i, d)
+    })?;
     Ok((out_ids, out_d))
 }
 
@@ -1201,12 +1029,7 @@ pub(crate) mod tests {
     fn direct(metric: Metric, q: &[f64], r: &[f64]) -> f64 {
         let dot: f64 = q.iter().zip(r).map(|(a, b)| a * b).sum();
         match metric {
-            Metric::L2 => q
-                .iter()
-                .zip(r)
-                .map(|(a, b)| (a - b) * (a - b))
-                .sum::<f64>()
-                .sqrt(),
+            Metric::L2 => q.iter().zip(r).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt(),
             Metric::Cosine => {
                 let nq = q.iter().map(|a| a * a).sum::<f64>().sqrt();
                 let nr = r.iter().map(|a| a * a).sum::<f64>().sqrt();
@@ -1226,9 +1049,7 @@ pub(crate) mod tests {
         let mut out = Array2::from_elem((q.nrows(), k), -1i64);
         for i in 0..q.nrows() {
             let qv = q.row(i).to_vec();
-            let d: Vec<f64> = (0..r.nrows())
-                .map(|j| direct(metric, &qv, &r.row(j).to_vec()))
-                .collect();
+            let d: Vec<f64> = (0..r.nrows()).map(|j| direct(metric, &qv, &r.row(j).to_vec())).collect();
             let mut idx: Vec<usize> = (0..r.nrows()).collect();
             idx.sort_by(|&a, &b| d[a].partial_cmp(&d[b]).unwrap());
             for (j, &id) in idx.iter().take(k).enumerate() {
@@ -1243,13 +1064,7 @@ pub(crate) mod tests {
     }
 
     /// Gram-block search of `q` against `r`, `chunk` reference rows at a time.
-    fn search(
-        q: &Array2<f64>,
-        r: &Array2<f64>,
-        k: usize,
-        metric: Metric,
-        chunk: usize,
-    ) -> (Array2<i64>, Array2<f64>) {
+    fn search(q: &Array2<f64>, r: &Array2<f64>, k: usize, metric: Metric, chunk: usize) -> (Array2<i64>, Array2<f64>) {
         let (qn, rn) = (row_norms(q), row_norms(r));
         let mut ids = Array2::from_elem((q.nrows(), k), -1i64);
         let mut dists = Array2::from_elem((q.nrows(), k), f64::INFINITY);
@@ -1277,13 +1092,7 @@ pub(crate) mod tests {
     #[test]
     fn matches_brute_force_whatever_the_chunking() {
         let mut rng = Rng(1);
-        for &(n, m, d) in &[
-            (1usize, 1usize, 1usize),
-            (7, 1, 5),
-            (9, 40, 3),
-            (30, 100, 17),
-            (12, 300, 6),
-        ] {
+        for &(n, m, d) in &[(1usize, 1usize, 1usize), (7, 1, 5), (9, 40, 3), (30, 100, 17), (12, 300, 6)] {
             let q = random(&mut rng, n, d);
             let r = random(&mut rng, m, d);
             for metric in METRICS {
@@ -1301,11 +1110,7 @@ pub(crate) mod tests {
                             if id < 0 {
                                 assert_eq!(v, f64::INFINITY);
                             } else {
-                                let w = direct(
-                                    metric,
-                                    &q.row(i).to_vec(),
-                                    &r.row(id as usize).to_vec(),
-                                );
+                                let w = direct(metric, &q.row(i).to_vec(), &r.row(id as usize).to_vec());
                                 assert!((v - w).abs() <= 1e-12, "{v} vs {w}");
                             }
                         }
@@ -1324,8 +1129,7 @@ pub(crate) mod tests {
             let r = random(&mut rng, m, d);
             for metric in METRICS {
                 let all = Array2::from_shape_fn((n, m), |(_, j)| j as i64);
-                let (want_i, want_d) =
-                    pair_distances(q.view(), r.view(), all.view(), metric, &Cancel::new()).unwrap();
+                let (want_i, want_d) = pair_distances(q.view(), r.view(), all.view(), metric, &Cancel::new()).unwrap();
                 for k in [0, 1, 5.min(m), m / 2, m] {
                     let (ids, dist) = knn_direct(q.view(), r.view(), k, metric, &Cancel::new()).unwrap();
                     assert_eq!(ids, want_i.slice(s![.., ..k]), "{metric:?} n={n} m={m} k={k}");
@@ -1383,10 +1187,7 @@ pub(crate) mod tests {
         // Negative distances (ip) sort before positive ones.
         let (_, d) = knn_direct(q.view(), r.view(), 30, Metric::Ip, &Cancel::new()).unwrap();
         assert!(d.iter().any(|&v| v < 0.0));
-        assert!(matches!(
-            knn_direct(q.view(), r.view(), 31, Metric::L2, &Cancel::new()),
-            Err(Error::Argument { .. })
-        ));
+        assert!(matches!(knn_direct(q.view(), r.view(), 31, Metric::L2, &Cancel::new()), Err(Error::Argument { .. })));
         assert!(matches!(
             knn_direct(q.view(), z.slice(s![.., ..2]), 1, Metric::L2, &Cancel::new()),
             Err(Error::Shape(_))
@@ -1458,11 +1259,7 @@ pub(crate) mod tests {
                     // cosine distance only up to rounding, in any formula: compare values.
                     for i in 0..q.nrows() {
                         for j in 0..k {
-                            let w = direct(
-                                metric,
-                                &q.row(i).to_vec(),
-                                &r.row(want[[i, j]] as usize).to_vec(),
-                            );
+                            let w = direct(metric, &q.row(i).to_vec(), &r.row(want[[i, j]] as usize).to_vec());
                             assert!((d[[i, j]] - w).abs() < 1e-12);
                         }
                     }
@@ -1542,10 +1339,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         assert_eq!(ids.row(0).to_vec(), vec![12, 11, -1]);
-        assert_eq!(
-            dists.row(0).to_vec(),
-            vec![0.5, f64::INFINITY, f64::INFINITY]
-        );
+        assert_eq!(dists.row(0).to_vec(), vec![0.5, f64::INFINITY, f64::INFINITY]);
     }
 
     #[test]
@@ -1605,10 +1399,7 @@ pub(crate) mod tests {
             let (i32s, d32) = pair_distances(q32.view(), r32.view(), i32s.view(), metric, &Cancel::new()).unwrap();
             assert_eq!(i32s, a);
             for (x, y) in d32.iter().zip(ad.iter()) {
-                assert!(
-                    (*x as f64 - y).abs() <= 1e-6 * (1.0 + y.abs()),
-                    "{x} vs {y}"
-                );
+                assert!((*x as f64 - y).abs() <= 1e-6 * (1.0 + y.abs()), "{x} vs {y}");
             }
         }
     }
@@ -1653,35 +1444,13 @@ pub(crate) mod tests {
         let mut ids = Array2::from_elem((2, 4), -1i64);
         let mut d = Array2::from_elem((2, 4), f64::INFINITY);
         let mut d5 = Array2::from_elem((2, 5), f64::INFINITY);
-        let call =
-            |qn: &Array1<f64>, rn: &Array1<f64>, off, i: &mut Array2<i64>, d: &mut Array2<f64>| {
-                knn_update(
-                    g.view(),
-                    qn.view(),
-                    rn.view(),
-                    off,
-                    Metric::L2,
-                    i.view_mut(),
-                    d.view_mut(),
-                    &Cancel::new(),
-                )
-            };
-        assert!(matches!(
-            call(&n3, &n3, 0, &mut ids, &mut d),
-            Err(Error::Shape(_))
-        ));
-        assert!(matches!(
-            call(&n2, &n2, 0, &mut ids, &mut d),
-            Err(Error::Shape(_))
-        ));
-        assert!(matches!(
-            call(&n2, &n3, 0, &mut ids, &mut d5),
-            Err(Error::Shape(_))
-        ));
-        assert!(matches!(
-            call(&n2, &n3, usize::MAX - 1, &mut ids, &mut d),
-            Err(Error::Argument { .. })
-        ));
+        let call = |qn: &Array1<f64>, rn: &Array1<f64>, off, i: &mut Array2<i64>, d: &mut Array2<f64>| {
+            knn_update(g.view(), qn.view(), rn.view(), off, Metric::L2, i.view_mut(), d.view_mut(), &Cancel::new())
+        };
+        assert!(matches!(call(&n3, &n3, 0, &mut ids, &mut d), Err(Error::Shape(_))));
+        assert!(matches!(call(&n2, &n2, 0, &mut ids, &mut d), Err(Error::Shape(_))));
+        assert!(matches!(call(&n2, &n3, 0, &mut ids, &mut d5), Err(Error::Shape(_))));
+        assert!(matches!(call(&n2, &n3, usize::MAX - 1, &mut ids, &mut d), Err(Error::Argument { .. })));
         assert!(call(&n2, &n3, 5, &mut ids, &mut d).is_ok());
         assert_eq!(ids.row(0).to_vec(), vec![5, 6, 7, -1]);
         let q = Array2::<f64>::zeros((2, 3));

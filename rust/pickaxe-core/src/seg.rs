@@ -366,16 +366,12 @@ pub fn score_pixels<T: Real>(
     field: Field, score: &PixelScore, x: ArrayViewD<'_, T>, class_axis: isize, reduce: Reduce,
     mask: Option<ArrayView3<'_, bool>>, policy: NanPolicy, cancel: &Cancel,
 ) -> Result<ArrayD<T>, Error> {
-    let stacked = matches!(field, Field::QueryByCommittee | Field::McDropout);
-    let ndim = if stacked { 5 } else { 4 };
-    if x.ndim() != ndim {
-        let shape = if stacked { "(N, T, C, H, W) or (N, T, H, W, C)" } else { "(N, C, H, W) or (N, H, W, C)" };
-        return Err(Error::Shape(format!(
-            "{} must be {ndim}-D {shape} for segmentation; got shape {:?}",
-            field.name(),
-            x.shape()
-        )));
-    }
+    let ndim = field.check_ndim(
+        x.shape(),
+        (4, "(N, C, H, W) or (N, H, W, C)"),
+        (5, "(N, T, C, H, W) or (N, T, H, W, C)"),
+        "segmentation",
+    )?;
     let ca = if class_axis < 0 { class_axis + ndim as isize } else { class_axis };
     let first = ndim as isize - 3;
     if ca != first && ca != ndim as isize - 1 {
@@ -390,7 +386,7 @@ pub fn score_pixels<T: Real>(
         }
     }
     let mut v = x;
-    if !stacked {
+    if !field.is_stacked() {
         v.insert_axis_inplace(Axis(1));
     }
     let v = if ca == ndim as isize - 1 { v.permuted_axes(vec![0, 1, 4, 2, 3]) } else { v };

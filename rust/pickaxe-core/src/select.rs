@@ -117,10 +117,7 @@ fn block_top<T: Real>(x: ArrayView1<'_, T>, start: usize, k: usize) -> Bounded<T
 /// is read before each block (block by block on one thread too, so that it is seen in
 /// time).
 pub(crate) fn over_blocks<R: Send>(
-    n: usize,
-    cancel: &Cancel,
-    empty: impl Fn() -> R + Sync + Send,
-    block: impl Fn(usize, usize) -> R + Sync + Send,
+    n: usize, cancel: &Cancel, empty: impl Fn() -> R + Sync + Send, block: impl Fn(usize, usize) -> R + Sync + Send,
     merge: impl Fn(R, R) -> R + Sync + Send,
 ) -> Result<R, Error> {
     let blocks = n.div_ceil(BLOCK);
@@ -283,7 +280,10 @@ pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Opti
             return Err(Error::Shape(format!("group codes: {} for {n} scores; one per score", codes.len())));
         }
         if let Some(bad) = codes.iter().position(|&c| c < 0 || c as usize >= groups) {
-            return Err(Error::argument("codes", format!("row {bad}'s group code {} is outside 0..{groups}", codes[bad])));
+            return Err(Error::argument(
+                "codes",
+                format!("row {bad}'s group code {} is outside 0..{groups}", codes[bad]),
+            ));
         }
     }
     let classes = 2 * l + 1;
@@ -305,7 +305,11 @@ pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Opti
         cancel.check()?;
         let hi = (lo + CHUNK).min(n);
         for (i, (&x, out)) in v[lo..hi].iter().zip(&mut cls[lo..hi]).enumerate() {
-            let j = if let Some(few) = &few { few.iter().map(|&e| usize::from(e > x)).sum() } else { prefix(&padded, |e| e > x) };
+            let j = if let Some(few) = &few {
+                few.iter().map(|&e| usize::from(e > x)).sum()
+            } else {
+                prefix(&padded, |e| e > x)
+            };
             let c = 2 * j + usize::from(j < l && x == padded[j]);
             let c = if x.is_nan() { NAN_CLASS } else { c as u8 };
             *out = c;
@@ -321,9 +325,8 @@ pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Opti
     }
     let ln_rank = |r: i64| -spec.beta * (r.max(1) as f64).ln();
     let log_w_hi: Vec<f64> = (0..classes).map(|c| ln_rank(1 + above[c])).collect();
-    let log_w_lo: Vec<f64> = (0..classes)
-        .map(|c| if c % 2 == 1 { ln_rank(1 + above[c]) } else { ln_rank(above[c] + count[c]) })
-        .collect();
+    let log_w_lo: Vec<f64> =
+        (0..classes).map(|c| if c % 2 == 1 { ln_rank(1 + above[c]) } else { ln_rank(above[c] + count[c]) }).collect();
 
     // 2. the draw: per group the k best lower bounds, a cut per (group, class) (NaN's
     //    class: a cut of 2, above every u)

@@ -64,12 +64,7 @@ multiversion! {
 
 /// The typicality of every row of the cluster `rows` (ascending row indices of `x`).
 fn cluster_typicality<T: Scalar>(
-    x: &ArrayView2<'_, T>,
-    norms: &[f64],
-    rows: &[usize],
-    k: usize,
-    par: bool,
-    cancel: &Cancel,
+    x: &ArrayView2<'_, T>, norms: &[f64], rows: &[usize], k: usize, par: bool, cancel: &Cancel,
 ) -> Vec<f64> {
     let (m, d) = (rows.len(), x.ncols());
     if m == 1 {
@@ -155,11 +150,7 @@ fn cluster_typicality<T: Scalar>(
 /// Errors: k = 0, labels of another length than N, a row of `x` with NaN or ±inf
 /// (`Error::InvalidRow`, field `embeddings`), `Error::OutOfMemory`, `Error::Interrupted`.
 pub fn typicality<T: Scalar>(
-    x: ArrayView2<'_, T>,
-    labels: ArrayView1<'_, i64>,
-    k: usize,
-    clusters: Option<&[i64]>,
-    threads: Option<usize>,
+    x: ArrayView2<'_, T>, labels: ArrayView1<'_, i64>, k: usize, clusters: Option<&[i64]>, threads: Option<usize>,
     cancel: &Cancel,
 ) -> Result<Vec<f64>, Error> {
     let (n, d) = x.dim();

@@ -14,6 +14,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
+use crate::convert::add_functions;
 use crate::interrupt;
 
 /// `x` as a C-contiguous 2-D array of `T`, or None when its dtype is not `T`.
@@ -47,21 +48,12 @@ macro_rules! by_dtype {
 }
 
 fn kmeans_of<'py, T: Scalar + Element>(
-    py: Python<'py>,
-    x: PyReadonlyArray2<'py, T>,
-    opts: KMeansOptions,
+    py: Python<'py>, x: PyReadonlyArray2<'py, T>, opts: KMeansOptions,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let v = x.as_array();
     let work = v.len().saturating_mul(opts.clusters);
     let r = interrupt::run(py, work, |cancel: &Cancel| pickaxe_core::kmeans::kmeans(v, &opts, cancel))?;
-    (
-        r.labels.into_pyarray(py),
-        r.centers.into_pyarray(py),
-        r.inertia,
-        r.iterations,
-        r.converged,
-    )
-        .into_pyobject(py)
+    (r.labels.into_pyarray(py), r.centers.into_pyarray(py), r.inertia, r.iterations, r.converged).into_pyobject(py)
 }
 
 /// k-means of the rows of `x` (N, D): `(labels (N,) int64, centers (k, D) x's dtype,
@@ -70,37 +62,15 @@ fn kmeans_of<'py, T: Scalar + Element>(
 #[pyo3(signature = (x, n_clusters, *, seed=0, max_iter=100, tol=1e-4, init_rows=None, fit_rows=None, local_trials=None, threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn kmeans<'py>(
-    py: Python<'py>,
-    x: &Bound<'py, PyAny>,
-    n_clusters: usize,
-    seed: u64,
-    max_iter: usize,
-    tol: f64,
-    init_rows: Option<usize>,
-    fit_rows: Option<usize>,
-    local_trials: Option<usize>,
-    threads: Option<usize>,
+    py: Python<'py>, x: &Bound<'py, PyAny>, n_clusters: usize, seed: u64, max_iter: usize, tol: f64,
+    init_rows: Option<usize>, fit_rows: Option<usize>, local_trials: Option<usize>, threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let opts = KMeansOptions {
-        clusters: n_clusters,
-        max_iter,
-        tol,
-        seed,
-        init_rows,
-        fit_rows,
-        local_trials,
-        threads,
-    };
+    let opts = KMeansOptions { clusters: n_clusters, max_iter, tol, seed, init_rows, fit_rows, local_trials, threads };
     by_dtype!(x, "embeddings", |a| kmeans_of(py, a, opts))
 }
 
 fn badge_of<'py, T: Scalar + Element>(
-    py: Python<'py>,
-    p: PyReadonlyArray2<'py, T>,
-    h: &Bound<'py, PyAny>,
-    k: usize,
-    seed: u64,
-    threads: Option<usize>,
+    py: Python<'py>, p: PyReadonlyArray2<'py, T>, h: &Bound<'py, PyAny>, k: usize, seed: u64, threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let h = array2::<T>(h, "embeddings")?.ok_or_else(|| {
         PyTypeError::new_err(format!(
@@ -110,9 +80,8 @@ fn badge_of<'py, T: Scalar + Element>(
     })?;
     let (pv, hv) = (p.as_array(), h.as_array());
     let work = (pv.len() + hv.len()).saturating_mul(k);
-    let (picks, d2) = interrupt::run(py, work, |cancel: &Cancel| {
-        pickaxe_core::badge::badge_seeds(pv, hv, k, seed, threads, cancel)
-    })?;
+    let (picks, d2) =
+        interrupt::run(py, work, |cancel: &Cancel| pickaxe_core::badge::badge_seeds(pv, hv, k, seed, threads, cancel))?;
     let picks: Vec<i64> = picks.into_iter().map(|i| i as i64).collect();
     (picks.into_pyarray(py), d2.into_pyarray(py)).into_pyobject(py)
 }
@@ -122,23 +91,15 @@ fn badge_of<'py, T: Scalar + Element>(
 #[pyfunction]
 #[pyo3(signature = (probabilities, embeddings, k, *, seed=0, threads=None))]
 fn badge_seeds<'py>(
-    py: Python<'py>,
-    probabilities: &Bound<'py, PyAny>,
-    embeddings: &Bound<'py, PyAny>,
-    k: usize,
-    seed: u64,
+    py: Python<'py>, probabilities: &Bound<'py, PyAny>, embeddings: &Bound<'py, PyAny>, k: usize, seed: u64,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     by_dtype!(probabilities, "probabilities", |p| badge_of(py, p, embeddings, k, seed, threads))
 }
 
 fn typicality_of<'py, T: Scalar + Element>(
-    py: Python<'py>,
-    x: PyReadonlyArray2<'py, T>,
-    labels: PyReadonlyArray1<'py, i64>,
-    k: usize,
-    clusters: Option<PyReadonlyArray1<'py, i64>>,
-    threads: Option<usize>,
+    py: Python<'py>, x: PyReadonlyArray2<'py, T>, labels: PyReadonlyArray1<'py, i64>, k: usize,
+    clusters: Option<PyReadonlyArray1<'py, i64>>, threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     let (xv, lv) = (x.as_array(), labels.as_array());
     let wanted: Option<Vec<i64>> = clusters.map(|c| c.as_array().to_vec());
@@ -153,12 +114,8 @@ fn typicality_of<'py, T: Scalar + Element>(
 #[pyfunction]
 #[pyo3(signature = (x, labels, k, *, clusters=None, threads=None))]
 fn typicality<'py>(
-    py: Python<'py>,
-    x: &Bound<'py, PyAny>,
-    labels: PyReadonlyArray1<'py, i64>,
-    k: usize,
-    clusters: Option<PyReadonlyArray1<'py, i64>>,
-    threads: Option<usize>,
+    py: Python<'py>, x: &Bound<'py, PyAny>, labels: PyReadonlyArray1<'py, i64>, k: usize,
+    clusters: Option<PyReadonlyArray1<'py, i64>>, threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     by_dtype!(x, "embeddings", |a| typicality_of(py, a, labels, k, clusters, threads))
 }
@@ -189,7 +146,10 @@ fn words<'py>(py: Python<'py>, sums: &[ExactSum]) -> Bound<'py, PyArray3<i64>> {
 
 fn exact_of(a: &ArrayView3<'_, i64>, what: &str) -> PyResult<Vec<ExactSum>> {
     if a.shape()[1] != EXACT_WORDS || a.shape()[2] != 2 {
-        return Err(PyValueError::new_err(format!("{what} must have shape (n, {EXACT_WORDS}, 2); got {:?}", a.shape())));
+        return Err(PyValueError::new_err(format!(
+            "{what} must have shape (n, {EXACT_WORDS}, 2); got {:?}",
+            a.shape()
+        )));
     }
     Ok(a.outer_iter()
         .map(|m| {
@@ -219,19 +179,17 @@ fn unpairs(a: &ArrayView3<'_, i64>) -> Vec<i128> {
 /// The fit and seeding rows of `kmeans` (ascending positions, None: every row) and the
 /// random state the seeding continues from: `(fit, init, state)`.
 #[pyfunction]
-fn kmeans_sample<'py>(py: Python<'py>, n: usize, fit_rows: usize, init_rows: usize, seed: u64) -> PyResult<Bound<'py, PyTuple>> {
-    let plan = km::sample_rows(n, fit_rows.min(n), init_rows.min(fit_rows).min(n), seed).map_err(crate::error::to_pyerr)?;
+fn kmeans_sample<'py>(
+    py: Python<'py>, n: usize, fit_rows: usize, init_rows: usize, seed: u64,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let plan =
+        km::sample_rows(n, fit_rows.min(n), init_rows.min(fit_rows).min(n), seed).map_err(crate::error::to_pyerr)?;
     let arr = |v: Option<Vec<u32>>| v.map(|v| v.into_iter().map(i64::from).collect::<Vec<i64>>().into_pyarray(py));
     (arr(plan.fit), arr(plan.init), plan.state).into_pyobject(py)
 }
 
 fn seed_of<'py, T: Scalar + Element>(
-    py: Python<'py>,
-    x: PyReadonlyArray2<'py, T>,
-    k: usize,
-    trials: usize,
-    state: u64,
-    threads: Option<usize>,
+    py: Python<'py>, x: PyReadonlyArray2<'py, T>, k: usize, trials: usize, state: u64, threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let v = x.as_array();
     let work = v.len().saturating_mul(k);
@@ -243,22 +201,14 @@ fn seed_of<'py, T: Scalar + Element>(
 #[pyfunction]
 #[pyo3(signature = (x, k, state, *, local_trials=None, threads=None))]
 fn kmeans_seed<'py>(
-    py: Python<'py>,
-    x: &Bound<'py, PyAny>,
-    k: usize,
-    state: u64,
-    local_trials: Option<usize>,
-    threads: Option<usize>,
+    py: Python<'py>, x: &Bound<'py, PyAny>, k: usize, state: u64, local_trials: Option<usize>, threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let trials = km::local_trials(k, local_trials);
     by_dtype!(x, "embeddings", |a| seed_of(py, a, k, trials, state, threads))
 }
 
 fn moments_of<'py, T: Scalar + Element>(
-    py: Python<'py>,
-    x: PyReadonlyArray2<'py, T>,
-    mean: Option<PyReadonlyArray1<'py, f64>>,
-    threads: Option<usize>,
+    py: Python<'py>, x: PyReadonlyArray2<'py, T>, mean: Option<PyReadonlyArray1<'py, f64>>, threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let v = x.as_array();
     let mean: Option<Vec<f64>> = mean.map(|m| m.as_array().to_vec());
@@ -276,10 +226,7 @@ fn moments_of<'py, T: Scalar + Element>(
 #[pyfunction]
 #[pyo3(signature = (x, mean=None, *, threads=None))]
 fn kmeans_moments<'py>(
-    py: Python<'py>,
-    x: &Bound<'py, PyAny>,
-    mean: Option<PyReadonlyArray1<'py, f64>>,
-    threads: Option<usize>,
+    py: Python<'py>, x: &Bound<'py, PyAny>, mean: Option<PyReadonlyArray1<'py, f64>>, threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     by_dtype!(x, "embeddings", |a| moments_of(py, a, mean, threads))
 }
@@ -293,7 +240,10 @@ fn int128_sum<'py>(py: Python<'py>, parts: Vec<PyReadonlyArray3<'py, i64>>) -> P
     for p in &parts {
         let a = p.as_array();
         if a.dim() != shape || shape.2 != 2 {
-            return Err(PyValueError::new_err(format!("int128_sum: parts of shape {shape:?} (…, 2) expected; got {:?}", a.dim())));
+            return Err(PyValueError::new_err(format!(
+                "int128_sum: parts of shape {shape:?} (…, 2) expected; got {:?}",
+                a.dim()
+            )));
         }
         for (t, v) in total.iter_mut().zip(unpairs(&a)) {
             *t += v;
@@ -313,11 +263,7 @@ fn exact_values<'py>(py: Python<'py>, sums: PyReadonlyArray3<'py, i64>) -> PyRes
 /// their squared deviations and their number.
 #[pyfunction]
 fn kmeans_stats<'py>(
-    py: Python<'py>,
-    max_abs: PyReadonlyArray1<'py, f64>,
-    dev: PyReadonlyArray3<'py, i64>,
-    m: usize,
-    tol: f64,
+    py: Python<'py>, max_abs: PyReadonlyArray1<'py, f64>, dev: PyReadonlyArray3<'py, i64>, m: usize, tol: f64,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let dev = exact_of(&dev.as_array(), "dev")?;
     let max_abs = max_abs.as_array().to_vec();
@@ -329,12 +275,8 @@ fn kmeans_stats<'py>(
 }
 
 fn step_of<'py, T: Scalar + Element>(
-    py: Python<'py>,
-    x: PyReadonlyArray2<'py, T>,
-    centers: &Bound<'py, PyAny>,
-    scales: PyReadonlyArray1<'py, f64>,
-    mut labels: PyReadwriteArray1<'py, i64>,
-    threads: Option<usize>,
+    py: Python<'py>, x: PyReadonlyArray2<'py, T>, centers: &Bound<'py, PyAny>, scales: PyReadonlyArray1<'py, f64>,
+    mut labels: PyReadwriteArray1<'py, i64>, threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let c = array2::<T>(centers, "centers")?.ok_or_else(|| PyTypeError::new_err("centers must have the dtype of x"))?;
     let (v, cv, sv) = (x.as_array(), c.as_array(), scales.as_array().to_vec());
@@ -355,30 +297,23 @@ fn step_of<'py, T: Scalar + Element>(
 #[pyfunction]
 #[pyo3(signature = (x, centers, scales, labels, *, threads=None))]
 fn kmeans_step<'py>(
-    py: Python<'py>,
-    x: &Bound<'py, PyAny>,
-    centers: &Bound<'py, PyAny>,
-    scales: PyReadonlyArray1<'py, f64>,
-    labels: PyReadwriteArray1<'py, i64>,
-    threads: Option<usize>,
+    py: Python<'py>, x: &Bound<'py, PyAny>, centers: &Bound<'py, PyAny>, scales: PyReadonlyArray1<'py, f64>,
+    labels: PyReadwriteArray1<'py, i64>, threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     by_dtype!(x, "embeddings", |a| step_of(py, a, centers, scales, labels, threads))
 }
 
 fn far_of<'py, T: Scalar + Element>(
-    py: Python<'py>,
-    x: PyReadonlyArray2<'py, T>,
-    centers: &Bound<'py, PyAny>,
-    labels: PyReadonlyArray1<'py, i64>,
-    positions: PyReadonlyArray1<'py, i64>,
-    top: usize,
-    threads: Option<usize>,
+    py: Python<'py>, x: PyReadonlyArray2<'py, T>, centers: &Bound<'py, PyAny>, labels: PyReadonlyArray1<'py, i64>,
+    positions: PyReadonlyArray1<'py, i64>, top: usize, threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let c = array2::<T>(centers, "centers")?.ok_or_else(|| PyTypeError::new_err("centers must have the dtype of x"))?;
     let (v, cv) = (x.as_array(), c.as_array());
     let (lab, pos) = (labels.as_array().to_vec(), positions.as_array().to_vec());
     if lab.len() != v.nrows() || pos.len() != v.nrows() || lab.iter().any(|&l| l < 0 || l as usize >= cv.nrows()) {
-        return Err(PyValueError::new_err("kmeans_farthest: labels and positions must give each row of x its cluster and position"));
+        return Err(PyValueError::new_err(
+            "kmeans_farthest: labels and positions must give each row of x its cluster and position",
+        ));
     }
     let far = interrupt::run(py, v.len(), |cancel: &Cancel| {
         let p = |i: usize| pos[i] as u64;
@@ -400,28 +335,17 @@ fn far_of<'py, T: Scalar + Element>(
 #[pyfunction]
 #[pyo3(signature = (x, centers, labels, positions, top, *, threads=None))]
 fn kmeans_farthest<'py>(
-    py: Python<'py>,
-    x: &Bound<'py, PyAny>,
-    centers: &Bound<'py, PyAny>,
-    labels: PyReadonlyArray1<'py, i64>,
-    positions: PyReadonlyArray1<'py, i64>,
-    top: usize,
-    threads: Option<usize>,
+    py: Python<'py>, x: &Bound<'py, PyAny>, centers: &Bound<'py, PyAny>, labels: PyReadonlyArray1<'py, i64>,
+    positions: PyReadonlyArray1<'py, i64>, top: usize, threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     by_dtype!(x, "embeddings", |a| far_of(py, a, centers, labels, positions, top, threads))
 }
 
 #[allow(clippy::too_many_arguments)]
 fn centers_of<'py, T: Scalar + Element>(
-    py: Python<'py>,
-    old: PyReadonlyArray2<'py, T>,
-    counts: PyReadonlyArray1<'py, i64>,
-    sums: PyReadonlyArray3<'py, i64>,
-    scales: PyReadonlyArray1<'py, f64>,
-    far_mind: PyReadonlyArray1<'py, f64>,
-    far_positions: PyReadonlyArray1<'py, i64>,
-    far_labels: PyReadonlyArray1<'py, i64>,
-    far_rows: &Bound<'py, PyAny>,
+    py: Python<'py>, old: PyReadonlyArray2<'py, T>, counts: PyReadonlyArray1<'py, i64>,
+    sums: PyReadonlyArray3<'py, i64>, scales: PyReadonlyArray1<'py, f64>, far_mind: PyReadonlyArray1<'py, f64>,
+    far_positions: PyReadonlyArray1<'py, i64>, far_labels: PyReadonlyArray1<'py, i64>, far_rows: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let ov = old.as_array();
     let (k, d) = ov.dim();
@@ -432,10 +356,12 @@ fn centers_of<'py, T: Scalar + Element>(
         return Err(PyValueError::new_err("kmeans_centers: old, counts, sums and scales disagree in shape"));
     }
     let mut total = unpairs(&sv);
-    let fr = array2::<T>(far_rows, "far_rows")?.ok_or_else(|| PyTypeError::new_err("far_rows must have the dtype of the centres"))?;
+    let fr = array2::<T>(far_rows, "far_rows")?
+        .ok_or_else(|| PyTypeError::new_err("far_rows must have the dtype of the centres"))?;
     let frv = fr.as_array();
     let (fm, fp, fl) = (far_mind.as_array(), far_positions.as_array(), far_labels.as_array());
-    if frv.nrows() != fm.len() || fp.len() != fm.len() || fl.len() != fm.len() || (frv.nrows() > 0 && frv.ncols() != d) {
+    if frv.nrows() != fm.len() || fp.len() != fm.len() || fl.len() != fm.len() || (frv.nrows() > 0 && frv.ncols() != d)
+    {
         return Err(PyValueError::new_err("kmeans_centers: the far rows disagree in shape"));
     }
     if fl.iter().any(|&l| l < 0 || l as usize >= k) {
@@ -453,24 +379,25 @@ fn centers_of<'py, T: Scalar + Element>(
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 fn kmeans_centers<'py>(
-    py: Python<'py>,
-    old: &Bound<'py, PyAny>,
-    counts: PyReadonlyArray1<'py, i64>,
-    sums: PyReadonlyArray3<'py, i64>,
-    scales: PyReadonlyArray1<'py, f64>,
-    far_mind: PyReadonlyArray1<'py, f64>,
-    far_positions: PyReadonlyArray1<'py, i64>,
-    far_labels: PyReadonlyArray1<'py, i64>,
-    far_rows: &Bound<'py, PyAny>,
+    py: Python<'py>, old: &Bound<'py, PyAny>, counts: PyReadonlyArray1<'py, i64>, sums: PyReadonlyArray3<'py, i64>,
+    scales: PyReadonlyArray1<'py, f64>, far_mind: PyReadonlyArray1<'py, f64>,
+    far_positions: PyReadonlyArray1<'py, i64>, far_labels: PyReadonlyArray1<'py, i64>, far_rows: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    by_dtype!(old, "centers", |a| centers_of(py, a, counts, sums, scales, far_mind, far_positions, far_labels, far_rows))
+    by_dtype!(old, "centers", |a| centers_of(
+        py,
+        a,
+        counts,
+        sums,
+        scales,
+        far_mind,
+        far_positions,
+        far_labels,
+        far_rows
+    ))
 }
 
 fn label_of<'py, T: Scalar + Element>(
-    py: Python<'py>,
-    x: PyReadonlyArray2<'py, T>,
-    centers: &Bound<'py, PyAny>,
-    threads: Option<usize>,
+    py: Python<'py>, x: PyReadonlyArray2<'py, T>, centers: &Bound<'py, PyAny>, threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let c = array2::<T>(centers, "centers")?.ok_or_else(|| PyTypeError::new_err("centers must have the dtype of x"))?;
     let (v, cv) = (x.as_array(), c.as_array());
@@ -489,28 +416,27 @@ fn label_of<'py, T: Scalar + Element>(
 #[pyfunction]
 #[pyo3(signature = (x, centers, *, threads=None))]
 fn kmeans_label<'py>(
-    py: Python<'py>,
-    x: &Bound<'py, PyAny>,
-    centers: &Bound<'py, PyAny>,
-    threads: Option<usize>,
+    py: Python<'py>, x: &Bound<'py, PyAny>, centers: &Bound<'py, PyAny>, threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     by_dtype!(x, "embeddings", |a| label_of(py, a, centers, threads))
 }
 
 /// Adds the clustering functions to `pickaxe._core`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(kmeans, m)?)?;
-    m.add_function(wrap_pyfunction!(kmeans_sample, m)?)?;
-    m.add_function(wrap_pyfunction!(kmeans_seed, m)?)?;
-    m.add_function(wrap_pyfunction!(kmeans_moments, m)?)?;
-    m.add_function(wrap_pyfunction!(kmeans_stats, m)?)?;
-    m.add_function(wrap_pyfunction!(kmeans_step, m)?)?;
-    m.add_function(wrap_pyfunction!(kmeans_farthest, m)?)?;
-    m.add_function(wrap_pyfunction!(kmeans_centers, m)?)?;
-    m.add_function(wrap_pyfunction!(kmeans_label, m)?)?;
-    m.add_function(wrap_pyfunction!(int128_sum, m)?)?;
-    m.add_function(wrap_pyfunction!(exact_values, m)?)?;
-    m.add_function(wrap_pyfunction!(badge_seeds, m)?)?;
-    m.add_function(wrap_pyfunction!(typicality, m)?)?;
-    Ok(())
+    add_functions!(
+        m,
+        kmeans,
+        kmeans_sample,
+        kmeans_seed,
+        kmeans_moments,
+        kmeans_stats,
+        kmeans_step,
+        kmeans_farthest,
+        kmeans_centers,
+        kmeans_label,
+        int128_sum,
+        exact_values,
+        badge_seeds,
+        typicality
+    )
 }

@@ -33,6 +33,15 @@ macro_rules! with_float {
 }
 pub(crate) use with_float;
 
+/// Adds each named `#[pyfunction]` to the module: `add_functions!(m, top_k, draw_keys)`.
+macro_rules! add_functions {
+    ($m:expr, $($f:ident),+ $(,)?) => {{
+        $( $m.add_function(wrap_pyfunction!($f, $m)?)?; )+
+        Ok(())
+    }};
+}
+pub(crate) use add_functions;
+
 /// A name the core parses (a field, a policy, a metric, ...), its error mapped.
 pub fn parse<T: std::str::FromStr<Err = Error>>(name: &str) -> PyResult<T> {
     name.parse().map_err(to_pyerr)

@@ -6,7 +6,7 @@ use pickaxe_core::Metric;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::convert::{parse, readonly, with_float};
+use crate::convert::{add_functions, parse, readonly, with_float};
 use crate::interrupt;
 
 /// k-center greedy: (picks int64 (s,), each pick's distance to its nearest center when
@@ -31,5 +31,5 @@ fn kcenter_greedy<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(kcenter_greedy, m)?)
+    add_functions!(m, kcenter_greedy)
 }

@@ -7,7 +7,7 @@ use pickaxe_core::{BoxReduce, BoxSet, LocOptions};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::convert::{parse, readonly, run_on, with_float, ScoreKeywords};
+use crate::convert::{add_functions, parse, readonly, run_on, with_float, ScoreKeywords};
 use crate::error::to_pyerr;
 use crate::interrupt;
 
@@ -73,6 +73,5 @@ fn localization_disagreement<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(score_boxes, m)?)?;
-    m.add_function(wrap_pyfunction!(localization_disagreement, m)?)
+    add_functions!(m, score_boxes, localization_disagreement)
 }

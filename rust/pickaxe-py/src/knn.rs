@@ -8,7 +8,7 @@ use pickaxe_core::Metric;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::convert::{parse, readonly, readwrite, with_float};
+use crate::convert::{add_functions, parse, readonly, readwrite, with_float};
 use crate::interrupt;
 
 /// Merges a Gram block g = Q_b · R_cᵀ (b, mc) into the running k nearest of its queries:
@@ -16,14 +16,8 @@ use crate::interrupt;
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 fn knn_update<'py>(
-    py: Python<'py>,
-    gram: &Bound<'py, PyAny>,
-    q_norms: &Bound<'py, PyAny>,
-    r_norms: &Bound<'py, PyAny>,
-    id_offset: usize,
-    metric: &str,
-    ids: &Bound<'py, PyAny>,
-    dists: &Bound<'py, PyAny>,
+    py: Python<'py>, gram: &Bound<'py, PyAny>, q_norms: &Bound<'py, PyAny>, r_norms: &Bound<'py, PyAny>,
+    id_offset: usize, metric: &str, ids: &Bound<'py, PyAny>, dists: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
     let metric: Metric = parse(metric)?;
     with_float!(gram, Ix2, "gram", |T| {
@@ -35,9 +29,7 @@ fn knn_update<'py>(
         let mut dists = readwrite::<T>(dists, "dists", why)?;
         let (g, qn, rn) = (g.as_array(), qn.as_array(), rn.as_array());
         let (iv, dv) = (ids.as_array_mut(), dists.as_array_mut());
-        interrupt::run(py, g.len(), |cancel| {
-            pickaxe_core::knn_update(g, qn, rn, id_offset, metric, iv, dv, cancel)
-        })
+        interrupt::run(py, g.len(), |cancel| pickaxe_core::knn_update(g, qn, rn, id_offset, metric, iv, dv, cancel))
     })
 }
 
@@ -45,11 +37,7 @@ fn knn_update<'py>(
 /// (distance, id): returns (ids, distances), both (n, k).
 #[pyfunction]
 fn pair_distances<'py>(
-    py: Python<'py>,
-    queries: &Bound<'py, PyAny>,
-    reference: &Bound<'py, PyAny>,
-    ids: &Bound<'py, PyAny>,
-    metric: &str,
+    py: Python<'py>, queries: &Bound<'py, PyAny>, reference: &Bound<'py, PyAny>, ids: &Bound<'py, PyAny>, metric: &str,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let metric: Metric = parse(metric)?;
     with_float!(queries, Ix2, "queries", |T| {
@@ -59,9 +47,7 @@ fn pair_distances<'py>(
         let (q, r, i) = (q.as_array(), r.as_array(), ids.as_array());
         // Each pair reads a query row and a reference row.
         let work = i.len().saturating_mul(2 * q.ncols());
-        let (ids, d) = interrupt::run(py, work, |cancel| {
-            pickaxe_core::pair_distances(q, r, i, metric, cancel)
-        })?;
+        let (ids, d) = interrupt::run(py, work, |cancel| pickaxe_core::pair_distances(q, r, i, metric, cancel))?;
         PyTuple::new(py, [ids.into_pyarray(py).into_any(), d.into_pyarray(py).into_any()])
     })
 }
@@ -71,11 +57,7 @@ fn pair_distances<'py>(
 /// (ids, distances), both (n, k), k <= the reference's rows.
 #[pyfunction]
 fn knn_direct<'py>(
-    py: Python<'py>,
-    queries: &Bound<'py, PyAny>,
-    reference: &Bound<'py, PyAny>,
-    k: usize,
-    metric: &str,
+    py: Python<'py>, queries: &Bound<'py, PyAny>, reference: &Bound<'py, PyAny>, k: usize, metric: &str,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let metric: Metric = parse(metric)?;
     with_float!(queries, Ix2, "queries", |T| {
@@ -84,15 +66,11 @@ fn knn_direct<'py>(
         let (q, r) = (q.as_array(), r.as_array());
         // Every pair reads a reference row.
         let work = q.nrows().saturating_mul(r.len());
-        let (ids, d) = interrupt::run(py, work, |cancel| {
-            pickaxe_core::knn::knn_direct(q, r, k, metric, cancel)
-        })?;
+        let (ids, d) = interrupt::run(py, work, |cancel| pickaxe_core::knn::knn_direct(q, r, k, metric, cancel))?;
         PyTuple::new(py, [ids.into_pyarray(py).into_any(), d.into_pyarray(py).into_any()])
     })
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(knn_update, m)?)?;
-    m.add_function(wrap_pyfunction!(knn_direct, m)?)?;
-    m.add_function(wrap_pyfunction!(pair_distances, m)?)
+    add_functions!(m, knn_update, knn_direct, pair_distances)
 }

@@ -4,12 +4,12 @@
 //! core. One file per Python area registers its functions here; `convert.rs` holds what
 //! they share (the float dispatch, array borrowing).
 
-mod convert;
-mod error;
-mod interrupt;
 mod cluster;
+mod convert;
 mod coreset;
 mod detection;
+mod error;
+mod interrupt;
 mod knn;
 mod runtime;
 mod scores;

@@ -5,6 +5,7 @@ use pickaxe_core::simd::{self, SimdLevel};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::convert::add_functions;
 use crate::convert::parse;
 use crate::error::to_pyerr;
 
@@ -31,7 +32,5 @@ fn set_simd_level(level: &str) -> PyResult<()> {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(build_info, m)?)?;
-    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
-    m.add_function(wrap_pyfunction!(set_simd_level, m)?)
+    add_functions!(m, build_info, set_num_threads, set_simd_level)
 }

@@ -6,7 +6,7 @@ use pickaxe_core::{Field, NanPolicy, RowScore, StackScore};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::convert::{parse, run_on, with_float, ScoreKeywords};
+use crate::convert::{add_functions, parse, run_on, with_float, ScoreKeywords};
 
 /// Per-row score of a (N, C) field, or least_confidence of the (N,) `confidence` field.
 #[pyfunction]
@@ -46,6 +46,5 @@ fn score_stack<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(score_rows, m)?)?;
-    m.add_function(wrap_pyfunction!(score_stack, m)?)
+    add_functions!(m, score_rows, score_stack)
 }

@@ -6,7 +6,7 @@ use pickaxe_core::Reduce;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::convert::{run_on, with_float, ScoreKeywords};
+use crate::convert::{add_functions, run_on, with_float, ScoreKeywords};
 use crate::error::to_pyerr;
 
 /// Segmentation: per-pixel score reduced per image ("mean", "max", "top" with `q`) to
@@ -29,5 +29,5 @@ fn score_pixels<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(score_pixels, m)?)
+    add_functions!(m, score_pixels)
 }

@@ -7,16 +7,12 @@ use pickaxe_core::groups::{self, DrawSpec};
 use pickaxe_core::select;
 use pyo3::prelude::*;
 
-use crate::convert::{parse, readonly, with_float};
+use crate::convert::{add_functions, parse, readonly, with_float};
 use crate::interrupt;
 
 /// Positions of the k highest scores, highest first (ties: ascending position; NaN never).
 #[pyfunction]
-fn top_k<'py>(
-    py: Python<'py>,
-    scores: &Bound<'py, PyAny>,
-    k: usize,
-) -> PyResult<Bound<'py, PyArray1<i64>>> {
+fn top_k<'py>(py: Python<'py>, scores: &Bound<'py, PyAny>, k: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
     with_float!(scores, Ix1, "scores", |T| {
         let a = readonly::<T, Ix1>(scores, "scores", "")?;
         let v = a.as_array();
@@ -39,13 +35,8 @@ fn row_numbers<'py>(numbers: &Option<Bound<'py, PyAny>>) -> PyResult<Option<PyRe
 #[pyfunction]
 #[pyo3(signature = (scores, numbers, offset, seed, sampling, beta))]
 fn draw_keys<'py>(
-    py: Python<'py>,
-    scores: &Bound<'py, PyAny>,
-    numbers: Option<Bound<'py, PyAny>>,
-    offset: i64,
-    seed: u64,
-    sampling: &str,
-    beta: f64,
+    py: Python<'py>, scores: &Bound<'py, PyAny>, numbers: Option<Bound<'py, PyAny>>, offset: i64, seed: u64,
+    sampling: &str, beta: f64,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     let nums = row_numbers(&numbers)?;
     let spec = DrawSpec { numbers: nums.as_ref().map(|n| n.as_array()), offset, seed, draw: parse(sampling)?, beta };
@@ -62,14 +53,8 @@ fn draw_keys<'py>(
 #[pyo3(signature = (scores, numbers, offset, seed, sampling, beta, k))]
 #[allow(clippy::too_many_arguments)]
 fn draw_top_k<'py>(
-    py: Python<'py>,
-    scores: &Bound<'py, PyAny>,
-    numbers: Option<Bound<'py, PyAny>>,
-    offset: i64,
-    seed: u64,
-    sampling: &str,
-    beta: f64,
-    k: usize,
+    py: Python<'py>, scores: &Bound<'py, PyAny>, numbers: Option<Bound<'py, PyAny>>, offset: i64, seed: u64,
+    sampling: &str, beta: f64, k: usize,
 ) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>)> {
     let nums = row_numbers(&numbers)?;
     let spec = DrawSpec { numbers: nums.as_ref().map(|n| n.as_array()), offset, seed, draw: parse(sampling)?, beta };
@@ -88,17 +73,8 @@ fn draw_top_k<'py>(
 #[pyo3(signature = (values, numbers, offset, seed, beta, k, edges, codes=None, groups=1, limit=usize::MAX))]
 #[allow(clippy::too_many_arguments)] // the Python signature: each argument is one array or number
 fn rank_draw_candidates<'py>(
-    py: Python<'py>,
-    values: &Bound<'py, PyAny>,
-    numbers: Option<Bound<'py, PyAny>>,
-    offset: i64,
-    seed: u64,
-    beta: f64,
-    k: usize,
-    edges: &Bound<'py, PyAny>,
-    codes: Option<Bound<'py, PyAny>>,
-    groups: usize,
-    limit: usize,
+    py: Python<'py>, values: &Bound<'py, PyAny>, numbers: Option<Bound<'py, PyAny>>, offset: i64, seed: u64, beta: f64,
+    k: usize, edges: &Bound<'py, PyAny>, codes: Option<Bound<'py, PyAny>>, groups: usize, limit: usize,
 ) -> PyResult<Option<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)>> {
     let nums = row_numbers(&numbers)?;
     let vals = readonly::<f64, Ix1>(values, "values", "scores are float64")?;
@@ -106,7 +82,8 @@ fn rank_draw_candidates<'py>(
     let codes = codes.as_ref().map(|c| readonly::<i64, Ix1>(c, "codes", "group codes are int64")).transpose()?;
     let cuts = cuts.as_array().to_vec();
     // contiguous slices (a strided array is copied once)
-    let (vals, nums, codes) = (vals.as_array(), nums.as_ref().map(|n| n.as_array()), codes.as_ref().map(|c| c.as_array()));
+    let (vals, nums, codes) =
+        (vals.as_array(), nums.as_ref().map(|n| n.as_array()), codes.as_ref().map(|c| c.as_array()));
     let vals = contiguous(&vals);
     let nums = nums.as_ref().map(contiguous);
     let codes = codes.as_ref().map(contiguous);
@@ -131,12 +108,8 @@ fn contiguous<'a, T: Clone>(a: &'a ArrayView1<'_, T>) -> std::borrow::Cow<'a, [T
     a.as_slice().map_or_else(|| std::borrow::Cow::Owned(a.to_vec()), std::borrow::Cow::Borrowed)
 }
 
-type GroupArrays<'py> = (
-    Bound<'py, PyArray1<i64>>,
-    Bound<'py, PyArray1<i64>>,
-    Bound<'py, PyArray1<i64>>,
-    Bound<'py, PyArray1<i64>>,
-);
+type GroupArrays<'py> =
+    (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
 
 /// Each group's `k` best rows (keys descending, then ties or position ascending): (rows
 /// grouped by code, each group's end in them, non-NaN rows per group, rows per group).
@@ -146,14 +119,8 @@ type GroupArrays<'py> = (
 #[pyo3(signature = (keys, codes, offset, groups, k, ties=None, floors=None))]
 #[allow(clippy::too_many_arguments)] // the Python signature: each argument is one array or number
 fn group_top_k<'py>(
-    py: Python<'py>,
-    keys: &Bound<'py, PyAny>,
-    codes: &Bound<'py, PyAny>,
-    offset: i64,
-    groups: usize,
-    k: usize,
-    ties: Option<Bound<'py, PyAny>>,
-    floors: Option<Bound<'py, PyAny>>,
+    py: Python<'py>, keys: &Bound<'py, PyAny>, codes: &Bound<'py, PyAny>, offset: i64, groups: usize, k: usize,
+    ties: Option<Bound<'py, PyAny>>, floors: Option<Bound<'py, PyAny>>,
 ) -> PyResult<GroupArrays<'py>> {
     let ties = ties.as_ref().map(|t| readonly::<i64, Ix1>(t, "ties", "tie keys are int64")).transpose()?;
     with_float!(keys, Ix1, "keys", |T| {
@@ -180,18 +147,11 @@ fn group_top_k<'py>(
 }
 
 fn run_groups<T: pickaxe_core::Real, C: groups::Code>(
-    py: Python<'_>,
-    keys: ArrayView1<'_, T>,
-    codes: ArrayView1<'_, C>,
-    spec: &groups::GroupSpec<'_, T>,
+    py: Python<'_>, keys: ArrayView1<'_, T>, codes: ArrayView1<'_, C>, spec: &groups::GroupSpec<'_, T>,
 ) -> PyResult<groups::GroupTops> {
     interrupt::run(py, keys.len(), |cancel| groups::group_top_k(keys, codes, spec, cancel))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(top_k, m)?)?;
-    m.add_function(wrap_pyfunction!(draw_keys, m)?)?;
-    m.add_function(wrap_pyfunction!(draw_top_k, m)?)?;
-    m.add_function(wrap_pyfunction!(rank_draw_candidates, m)?)?;
-    m.add_function(wrap_pyfunction!(group_top_k, m)?)
+    add_functions!(m, top_k, draw_keys, draw_top_k, rank_draw_candidates, group_top_k)
 }
