@@ -3,16 +3,20 @@
 A selection is written to a temporary file in the target's own folder (so that the final
 rename stays on one filesystem, where it is atomic), flushed to disk, and renamed over the
 target. A failure at any point (a full disk, an interrupt, an error while writing) removes
-the temporary file and leaves whatever was at the target before untouched.
+the temporary file and leaves whatever was at the target before untouched. `ParquetSink`
+does the same for rows that arrive a batch at a time (`pickaxe.torch.predict`'s output).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 import tempfile
 from typing import IO, Any, Iterator, Optional
+
+import numpy as np
 
 #: Suffixes a selection can be written to, by kind (json: Label Studio's task import).
 SUFFIXES = {"parquet": ("parquet", "pq"), "csv": ("csv",), "json": ("json",)}
@@ -94,3 +98,136 @@ def _umask() -> int:
     umask = os.umask(0o022)
     os.umask(umask)
     return umask
+
+
+class RowSink:
+    """Where rows go, a batch of columns at a time: `close` gives the result, `abort`
+    undoes what was written."""
+
+    def write(self, cols: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> Any:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        pass
+
+
+class MemorySink(RowSink):
+    """Rows kept in memory; `close` gives one array per column."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[np.ndarray]] = {}
+
+    def write(self, cols: dict[str, np.ndarray]) -> None:
+        for k, v in cols.items():
+            self.parts.setdefault(k, []).append(v)
+
+    def close(self) -> dict[str, np.ndarray]:
+        return {k: np.concatenate(v) for k, v in self.parts.items()}
+
+
+class ParquetSink(RowSink):
+    """Rows to a Parquet file or folder, a row group at a time, under a temporary name
+    renamed over ``out`` once complete (a folder when ``out`` is one or lacks the
+    ``file_suffixes``). A row group is written once ``row_group_rows`` rows or
+    ``row_group_bytes`` bytes wait, whichever comes first, so memory stays bounded; a
+    folder starts a new ``part-NNNNN.parquet`` after ``file_rows`` rows. ``metadata``
+    goes into the schema."""
+
+    def __init__(self, who: str, out: Any, overwrite: bool, metadata: dict[bytes, bytes], *, row_group_rows: int,
+                 row_group_bytes: int, file_rows: int, file_suffixes: tuple[str, ...]) -> None:
+        path = os.fspath(out) if isinstance(out, (str, os.PathLike)) else None
+        if path is None:
+            raise TypeError(f"{who}: out must be a path (str or os.PathLike); got {type(out).__name__}")
+        self.folder = os.path.isdir(path) or not path.lower().endswith(file_suffixes)
+        if os.path.lexists(path) and not overwrite and not (os.path.isdir(path) and not os.listdir(path)):
+            raise ValueError(f"{who}: out {path} exists; pass overwrite=True to replace it")
+        parent = check_folder(path, f"{who}: out")
+        self.path = path
+        self.metadata = metadata
+        self.row_group_rows, self.row_group_bytes, self.file_rows_max = row_group_rows, row_group_bytes, file_rows
+        prefix = f".{os.path.basename(os.path.abspath(path))}."
+        if self.folder:
+            self.tmp = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".tmp")
+        else:
+            fd, self.tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix=".tmp")
+            os.close(fd)
+        self.waiting: dict[str, list[np.ndarray]] = {}
+        self.waiting_rows = 0
+        self.waiting_bytes = 0
+        self.writer: Any = None
+        self.schema: Any = None
+        self.file_rows = 0
+        self.files = 0
+
+    def write(self, cols: dict[str, np.ndarray]) -> None:
+        for k, v in cols.items():
+            self.waiting.setdefault(k, []).append(v)
+        self.waiting_rows += len(cols["id"])
+        self.waiting_bytes += sum(v.nbytes for v in cols.values())
+        if self.waiting_rows >= self.row_group_rows or self.waiting_bytes >= self.row_group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from .pools.arrow import numpy_to_arrow
+
+        if not self.waiting_rows:
+            return
+        cols = {k: np.concatenate(v) for k, v in self.waiting.items()}
+        self.waiting, self.waiting_rows, self.waiting_bytes = {}, 0, 0
+        arrays = {}
+        for k, v in cols.items():
+            if k == "id":
+                arrays[k] = pa.array(v if v.dtype != object else v.tolist(),
+                                     type=None if self.schema is None else self.schema.field("id").type)
+            else:
+                arrays[k] = numpy_to_arrow(v)
+        table = pa.table(arrays)
+        if self.schema is None:
+            self.schema = table.schema.with_metadata(self.metadata)
+        table = table.replace_schema_metadata(self.metadata)
+        if self.writer is not None and self.folder and self.file_rows >= self.file_rows_max:
+            self.writer.close()
+            self.writer = None
+        if self.writer is None:
+            target = os.path.join(self.tmp, f"part-{self.files:05d}.parquet") if self.folder else self.tmp
+            self.writer = pq.ParquetWriter(target, self.schema)
+            self.files += 1
+            self.file_rows = 0
+        self.writer.write_table(table, row_group_size=table.num_rows)
+        self.file_rows += table.num_rows
+
+    def close(self) -> str:
+        self._flush()
+        self.writer.close()
+        self.writer = None
+        if not self.folder:
+            os.chmod(self.tmp, _mode_for(self.path))
+            os.replace(self.tmp, self.path)
+            return self.path
+        old = None
+        if os.path.lexists(self.path):  # an empty folder, or overwrite=True: moved aside, then removed
+            old = self.tmp + ".old"
+            os.replace(self.path, old)
+        os.replace(self.tmp, self.path)
+        if old is not None:
+            if os.path.isdir(old) and not os.path.islink(old):
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.remove(old)
+        return self.path
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.writer is not None:
+                self.writer.close()
+        with contextlib.suppress(OSError):
+            if os.path.isdir(self.tmp):
+                shutil.rmtree(self.tmp)
+            else:
+                os.remove(self.tmp)

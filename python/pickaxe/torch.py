@@ -7,20 +7,17 @@ probabilities and a layer's embeddings, in one pass over the data.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _checks as checks
-from ._output import check_folder
+from ._output import MemorySink, ParquetSink, RowSink
 
 if TYPE_CHECKING:  # for type checkers only: torch is imported when predict runs
     import torch as _torch
@@ -194,8 +191,12 @@ def predict(
     _check_data(torch, data)
     devices = [_device(torch, m, device) for m in (model, *members)]
     stacked = dropout or passes > 1
-    sink: _Sink = _ParquetSink(out, overwrite, _describe(passes, dropout, probabilities, layer, len(members))) \
-        if out is not None else _MemorySink()
+    sink: RowSink = MemorySink()
+    if out is not None:
+        description = _describe(passes, dropout, probabilities, layer, len(members))
+        sink = ParquetSink(WHO, out, overwrite, {b"pickaxe.predict": json.dumps(description).encode()},
+                           row_group_rows=ROW_GROUP_ROWS, row_group_bytes=ROW_GROUP_BYTES, file_rows=FILE_ROWS,
+                           file_suffixes=FILE_SUFFIXES)
 
     modes = {m: m.training for net in (model, *members) for m in net.modules()}
     capture = _Capture()
@@ -518,133 +519,6 @@ def _ids(ids: Any, batch_ids: Any, start: int, n: int, number: int) -> np.ndarra
     if v.ndim != 1 or len(v) != n:
         raise ValueError(f"{WHO}: batch {number}'s ids have shape {v.shape}; its logits have {n} rows")
     return v
-
-
-# --- where the rows go -----------------------------------------------------------------
-
-
-class _Sink:
-    def write(self, cols: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError
-
-    def close(self) -> Any:
-        raise NotImplementedError
-
-    def abort(self) -> None:
-        pass
-
-
-class _MemorySink(_Sink):
-    def __init__(self) -> None:
-        self.parts: dict[str, list[np.ndarray]] = {}
-
-    def write(self, cols: dict[str, np.ndarray]) -> None:
-        for k, v in cols.items():
-            self.parts.setdefault(k, []).append(v)
-
-    def close(self) -> dict[str, np.ndarray]:
-        return {k: np.concatenate(v) for k, v in self.parts.items()}
-
-
-class _ParquetSink(_Sink):
-    """Rows to a Parquet file or folder, a row group at a time, under a temporary name
-    renamed over ``out`` once complete."""
-
-    def __init__(self, out: Any, overwrite: bool, description: dict) -> None:
-        path = os.fspath(out) if isinstance(out, (str, os.PathLike)) else None
-        if path is None:
-            raise TypeError(f"{WHO}: out must be a path (str or os.PathLike); got {type(out).__name__}")
-        self.folder = os.path.isdir(path) or not path.lower().endswith(FILE_SUFFIXES)
-        if os.path.lexists(path) and not overwrite and not (os.path.isdir(path) and not os.listdir(path)):
-            raise ValueError(f"{WHO}: out {path} exists; pass overwrite=True to replace it")
-        parent = check_folder(path, f"{WHO}: out")
-        self.path = path
-        self.metadata = {b"pickaxe.predict": json.dumps(description).encode()}
-        prefix = f".{os.path.basename(os.path.abspath(path))}."
-        if self.folder:
-            self.tmp = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".tmp")
-        else:
-            fd, self.tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix=".tmp")
-            os.close(fd)
-        self.waiting: dict[str, list[np.ndarray]] = {}
-        self.waiting_rows = 0
-        self.waiting_bytes = 0
-        self.writer: Any = None
-        self.schema: Any = None
-        self.file_rows = 0
-        self.files = 0
-
-    def write(self, cols: dict[str, np.ndarray]) -> None:
-        for k, v in cols.items():
-            self.waiting.setdefault(k, []).append(v)
-        self.waiting_rows += len(cols["id"])
-        self.waiting_bytes += sum(v.nbytes for v in cols.values())
-        if self.waiting_rows >= ROW_GROUP_ROWS or self.waiting_bytes >= ROW_GROUP_BYTES:
-            self._flush()
-
-    def _flush(self) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from .pools.arrow import numpy_to_arrow
-
-        if not self.waiting_rows:
-            return
-        cols = {k: np.concatenate(v) for k, v in self.waiting.items()}
-        self.waiting, self.waiting_rows, self.waiting_bytes = {}, 0, 0
-        arrays = {}
-        for k, v in cols.items():
-            if k == "id":
-                arrays[k] = pa.array(v if v.dtype != object else v.tolist(),
-                                     type=None if self.schema is None else self.schema.field("id").type)
-            else:
-                arrays[k] = numpy_to_arrow(v)
-        table = pa.table(arrays)
-        if self.schema is None:
-            self.schema = table.schema.with_metadata(self.metadata)
-        table = table.replace_schema_metadata(self.metadata)
-        if self.writer is not None and self.folder and self.file_rows >= FILE_ROWS:
-            self.writer.close()
-            self.writer = None
-        if self.writer is None:
-            target = os.path.join(self.tmp, f"part-{self.files:05d}.parquet") if self.folder else self.tmp
-            self.writer = pq.ParquetWriter(target, self.schema)
-            self.files += 1
-            self.file_rows = 0
-        self.writer.write_table(table, row_group_size=table.num_rows)
-        self.file_rows += table.num_rows
-
-    def close(self) -> str:
-        from ._output import _mode_for
-
-        self._flush()
-        self.writer.close()
-        self.writer = None
-        if not self.folder:
-            os.chmod(self.tmp, _mode_for(self.path))
-            os.replace(self.tmp, self.path)
-            return self.path
-        old = None
-        if os.path.lexists(self.path):  # an empty folder, or overwrite=True: moved aside, then removed
-            old = self.tmp + ".old"
-            os.replace(self.path, old)
-        os.replace(self.tmp, self.path)
-        if old is not None:
-            if os.path.isdir(old) and not os.path.islink(old):
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.remove(old)
-        return self.path
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.writer is not None:
-                self.writer.close()
-        with contextlib.suppress(OSError):
-            if os.path.isdir(self.tmp):
-                shutil.rmtree(self.tmp)
-            else:
-                os.remove(self.tmp)
 
 
 # --- progress --------------------------------------------------------------------------

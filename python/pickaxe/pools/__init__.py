@@ -37,6 +37,8 @@ The modules, one job each:
 - `source`: `PoolSource`, a pool opened for reading: batches, shape checks, progress;
 - `kinds`: `open_pool` and `as_pool`, which open any kind of pool;
 - `arrays`, `tables`, `parquet`: the kinds (mappings; DataFrames and Arrow; Parquet);
+- `prefetch`, `windows`: Parquet row groups decoded on reader threads, and the decoded
+  pieces cut into batches (with a query, only the matching rows);
 - `arrow`, `boxes`, `ids`: Arrow columns to numpy, box-list columns, the ``id`` column;
 - `connection`, `query_check`, `query`: the confined DuckDB connection, the check of a
   query, and running it within its limits.
@@ -51,11 +53,12 @@ from .arrays import ArraySource
 from .connection import ROW, shown
 from .ids import check_unique
 from .kinds import as_pool, open_pool
-from .parquet import ParquetSource, close_file, rebatch
+from .parquet import ParquetSource, close_file
 from .pool import BATCH_ROWS, Pool
 from .query import match_rows, set_query_limits
 from .source import PoolSource
 from .tables import TableSource, arrow_shapes, to_pool
+from .windows import rebatch
 
 __all__ = [
     "Pool",

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
-from .._fields import FIELD_SHAPES
-from .arrow import as_arrow, as_fixed_size, primitive_values, schema_text
-from .boxes import BOX_FIELDS
+from .arrow import as_arrow, schema_text
 from .connection import ROW
 from .pool import BATCH_ROWS, Pool, concat
 from .prefetch import in_order
@@ -27,8 +24,9 @@ from .query import Session
 from .query_check import compile_query
 from .source import PoolSource
 from .tables import arrow_shapes, check_names, to_pool
+from .windows import Matches, Windows
 
-__all__ = ["ParquetSource", "parquet_file", "close_file", "rebatch", "reader_count", "READERS", "READ_AHEAD_BYTES"]
+__all__ = ["ParquetSource", "parquet_file", "close_file", "reader_count", "READERS", "READ_AHEAD_BYTES"]
 
 #: Threads decoding a Parquet pool's row groups: None for the kernels' thread count
 #: (`pickaxe.set_num_threads`, by default the number of cores); 0 to decode on the
@@ -40,10 +38,6 @@ READ_AHEAD_BYTES = 256 << 20
 #: The largest buffer of one column pyarrow decodes at a time (see
 #: `ParquetSource._read_rows`).
 PIECE_BYTES = 8 << 20
-#: A batch of which fewer than one row in this many pass the query is cut down to those
-#: rows as soon as it is read, so that the batches held while a batch of matching rows
-#: fills up stay within a few batches' memory.
-SPARSE = 4
 
 
 class ParquetSource(PoolSource):
@@ -57,7 +51,7 @@ class ParquetSource(PoolSource):
     itself, see `pickaxe.pools.connection`) returns the matching rows' numbers; then the stream
     keeps the matching rows, skipping row groups without any. Batches are cut to exactly
     `batch_rows` rows (across files and row groups), the last one shorter, each row
-    copied once at most (`_Windows`).
+    copied once at most (`Windows`).
     """
 
     kind = "parquet"
@@ -201,7 +195,7 @@ class ParquetSource(PoolSource):
 
         Row groups are decoded on reader threads (`pickaxe.pools.prefetch.in_order`:
         unit of work ``j`` on thread ``j % readers``), handed over in order, and cut
-        into batches on this thread (`_Windows`), so that batches and picks are those
+        into batches on this thread (`Windows`), so that batches and picks are those
         of one reader. With a query, a unit of work
         before each file's row groups finds its matching rows with DuckDB
         (`_match_mask`; `masks` when they are known already); a row group without any
@@ -210,7 +204,7 @@ class ParquetSource(PoolSource):
         """
         query = self.query is not None
         session = Session() if query and masks is None else None
-        matches = _Matches(self, session, masks) if query else None
+        matches = Matches(self, session, masks) if query else None
         units: list[tuple[int, int]] = []  # (file, row group), a group -1 for its matches
         for i, groups in enumerate(self.row_groups):
             if query and self.counts[i]:
@@ -252,20 +246,20 @@ class ParquetSource(PoolSource):
 
         pieces = in_order(units, read, readers, depth, stop)
         try:
-            yield from _Windows(self, columns, batch_rows, matches).pools(pieces)
+            yield from Windows(self, columns, batch_rows, matches).pools(pieces)
         finally:
             pieces.close()  # the readers stopped and joined, also when cutting failed here
             if session is not None:
                 session.close()
 
     def _row_group(
-        self, pf: Any, i: int, g: int, columns: list[str], rows: int, threads: bool, matches: "Optional[_Matches]",
+        self, pf: Any, i: int, g: int, columns: list[str], rows: int, threads: bool, matches: "Optional[Matches]",
         handed: list,
     ) -> Iterator[tuple[Any, int, int]]:
         """Row group g of file i as record batches of `rows` rows: (batch, file i, the
         batch's first row in the file). With a query, a row group without matching rows is not read when its
         file's matches are known already; when they are not yet, it is read while they
-        are found, and its batches are dropped later (`_Windows`): either way nothing
+        are found, and its batches are dropped later (`Windows`): either way nothing
         of it is used and none of its faults raised, as if it had never been read."""
         lo, hi = (int(x) for x in self._row_group_bases(i)[g : g + 2])
         if matches is not None:
@@ -346,9 +340,6 @@ class ParquetSource(PoolSource):
         else:
             t = self.schema.empty_table().select(columns)
         return to_pool(self.who, t, columns, len(rows), 0, rows)
-
-
-# -- helpers ---------------------------------------------------------------------------
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -468,220 +459,3 @@ def _counted(total: int, batch_rows: int) -> Iterator[Pool]:
     """Batches of no columns: only their row counts."""
     for start in range(0, total, batch_rows):
         yield Pool({}, min(batch_rows, total - start), start)
-
-
-class _Stopped(Exception):
-    """The caller stopped reading: a reader waiting on a file's matches gives up."""
-
-
-class _Matches:
-    """Each file's rows that pass the query (a bool per row), found by `find` on a
-    reader thread in a unit of work of its own before the file's row groups; other
-    readers ask whether they are `known`, or `wait` for them. One DuckDB pass runs at a
-    time on the session."""
-
-    def __init__(self, source: "ParquetSource", session: Any, masks: Optional[list]) -> None:
-        self.source = source
-        self.session = session
-        self._masks: dict[int, np.ndarray] = dict(enumerate(masks)) if masks is not None else {}
-        self._failed: set[int] = set()
-        self._cancelled = False
-        self._changed = threading.Condition()
-        self._running = threading.Lock()
-
-    def find(self, i: int) -> None:
-        if i in self._masks:
-            return
-        try:
-            with self._running:
-                if self._cancelled:
-                    raise _Stopped()
-                mask = self.source._match_mask(self.session, i)
-        except BaseException:
-            with self._changed:
-                self._failed.add(i)
-                self._changed.notify_all()
-            raise
-        with self._changed:
-            self._masks[i] = mask
-            self._changed.notify_all()
-
-    def known(self, i: int) -> Optional[np.ndarray]:
-        return self._masks.get(i)
-
-    def wait(self, i: int) -> np.ndarray:
-        """File i's matches once found. When finding them failed, that error is raised
-        by their own unit, which comes first: here `_Stopped` only ends the reader."""
-        with self._changed:
-            while i not in self._masks:
-                if i in self._failed or self._cancelled:
-                    raise _Stopped()
-                self._changed.wait()
-            return self._masks[i]
-
-    def forget_before(self, i: int) -> None:
-        """Drop the matches of files before i (every reader is past them)."""
-        with self._changed:  # readers add files' matches meanwhile
-            for j in [j for j in self._masks if j < i]:
-                del self._masks[j]
-
-    def cancel(self) -> None:
-        with self._changed:
-            self._cancelled = True
-            self._changed.notify_all()
-
-
-class _Windows:
-    """Decoded pieces (record batches of `ParquetSource._read_rows` rows) cut into
-    Pools of exactly `batch_rows` rows (the last shorter), keeping only the matching
-    rows when there is a query.
-
-    Each kept row is copied once at most: a batch of rows lying in one piece is a slice
-    of it (no copy), and one gathered from several pieces, or from the matching rows of
-    a piece, is gathered straight into its own arrays (numpy for numeric columns and
-    fixed-size lists of numbers without nulls, into memory from pyarrow's pool; Arrow's
-    ``take`` and a concatenation for other columns). A piece in which few rows match
-    (fewer than one in `SPARSE`) is cut down to them at once, so that memory stays a
-    few pieces while a batch of matching rows fills up.
-    """
-
-    def __init__(self, source: "ParquetSource", columns: list[str], batch_rows: int, matches: Optional[_Matches]) -> None:
-        self.source = source
-        self.columns = columns
-        self.batch_rows = batch_rows
-        self.matches = matches
-        self.fields = {c for c in columns if c in FIELD_SHAPES and c not in BOX_FIELDS}
-
-    def pools(self, pieces: Iterator[tuple[Any, int, int]]) -> Iterator[Pool]:
-        window: list[tuple[Any, Optional[np.ndarray], int, int]] = []  # (batch, take, a, b)
-        rows: list[np.ndarray] = []  # the window's rows' numbers, with a query
-        count = offset = 0
-        for b, i, start in pieces:
-            take, numbers = None, None
-            first = int(self.source.bases[i]) + start
-            if self.matches is not None:
-                self.matches.forget_before(i)
-                sel = self.matches.wait(i)[start : start + b.num_rows]
-                picked = np.flatnonzero(sel)
-                if picked.size == 0:
-                    continue
-                numbers = picked + first
-                if picked.size * SPARSE < b.num_rows:
-                    b = b.filter(as_arrow(sel))  # few rows: copied out now, the batch let go
-                elif picked.size < b.num_rows:
-                    take = picked
-            kept = b.num_rows if take is None else len(take)
-            pos = 0
-            while pos < kept:
-                k = min(self.batch_rows - count, kept - pos)
-                window.append((b, take, pos, pos + k))
-                if numbers is not None:
-                    rows.append(numbers[pos : pos + k])
-                count += k
-                pos += k
-                if count == self.batch_rows:
-                    yield self._pool(window, rows, count, offset)
-                    offset += count
-                    window, rows, count = [], [], 0
-        if count:
-            yield self._pool(window, rows, count, offset)
-
-    def _pool(self, window: list, rows: list[np.ndarray], n: int, offset: int) -> Pool:
-        import pyarrow as pa
-
-        names = list(window[0][0].schema.names)
-        arrays = [self._column(name, [(b.column(name), take, a, z) for b, take, a, z in window], n) for name in names]
-        batch = pa.RecordBatch.from_arrays(arrays, names=names) if names else None
-        if batch is None:
-            return Pool({}, n, offset, self._numbers(rows))
-        return to_pool(self.source.who, batch, self.columns, n, offset, self._numbers(rows))
-
-    def _numbers(self, rows: list[np.ndarray]) -> Optional[np.ndarray]:
-        if self.matches is None:
-            return None
-        return rows[0].astype(np.int64) if len(rows) == 1 else np.concatenate(rows).astype(np.int64, copy=False)
-
-    def _column(self, name: str, parts: list[tuple[Any, Optional[np.ndarray], int, int]], n: int) -> Any:
-        import pyarrow as pa
-
-        if len(parts) == 1 and parts[0][1] is None:
-            col, _, a, z = parts[0]
-            return col.slice(a, z - a)
-        views = [_flat_view(col, name in self.fields) for col, _, _, _ in parts]
-        first = views[0]
-        if first is not None and all(v is not None and v.dtype == first.dtype and v.shape[1:] == first.shape[1:] for v in views):
-            out = _empty((n,) + first.shape[1:], first.dtype)
-            pos = 0
-            for v, (_, take, a, z) in zip(views, parts):
-                if take is None:
-                    out[pos : pos + z - a] = v[a:z]
-                else:  # mode "clip": the indices are valid, and numpy then writes into `out` directly
-                    np.take(v, take[a:z], axis=0, out=out[pos : pos + z - a], mode="clip")
-                pos += z - a
-            return _nested_arrow(out)
-        pieces = [col.slice(a, z - a) if take is None else col.take(as_arrow(take[a:z])) for col, take, a, z in parts]
-        return pieces[0] if len(pieces) == 1 else pa.concat_arrays(pieces)
-
-
-def _flat_view(col: Any, field: bool) -> Optional[np.ndarray]:
-    """The values of an Arrow column of numbers, or of (nested) fixed-size lists of
-    numbers (a field's rectangular variable lists read as such), as an (n, *dims) numpy
-    view without a copy; None for anything else, or when any level holds a null."""
-    import pyarrow as pa
-
-    arr = as_fixed_size(col) if field else col
-    n = len(arr)
-    dims: list[int] = []
-    while pa.types.is_fixed_size_list(arr.type):
-        if arr.null_count:
-            return None
-        d = int(arr.type.list_size)
-        arr = arr.values.slice(arr.offset * d, len(arr) * d)
-        dims.append(d)
-    t = arr.type
-    if not (pa.types.is_integer(t) or pa.types.is_floating(t)) or arr.null_count:
-        return None
-    return primitive_values(arr).reshape((n, *dims))
-
-
-def _empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
-    """An uninitialised array in pyarrow's memory pool, whose freed blocks (earlier
-    batches') are used again: numpy's own large arrays are fresh pages from the kernel
-    each time (filling 60 arrays of 26 MB took 0.34 s of CPU into numpy's, 0.14 s into
-    pyarrow's)."""
-    import pyarrow as pa
-
-    count = int(np.prod(shape, dtype=np.int64))
-    buf = pa.allocate_buffer(count * dtype.itemsize)
-    return np.frombuffer(buf, dtype=dtype, count=count).reshape(shape)
-
-
-def _nested_arrow(x: np.ndarray) -> Any:
-    """An (n, *dims) numpy array as an Arrow array of nested fixed-size lists over its
-    values, without a copy."""
-    import pyarrow as pa
-
-    out = as_arrow(x.reshape(-1))
-    for d in reversed(x.shape[1:]):
-        out = pa.FixedSizeListArray.from_arrays(out, int(d))
-    return out
-
-
-def rebatch(batches: Iterator[Any], batch_rows: int) -> Iterator[Any]:
-    """Arrow record batches regrouped into tables of exactly `batch_rows` rows (the last
-    shorter), each column one chunk."""
-    import pyarrow as pa
-
-    pending: list[Any] = []
-    count = 0
-    for b in batches:
-        while b.num_rows:
-            take = min(batch_rows - count, b.num_rows)
-            pending.append(b.slice(0, take))
-            count += take
-            b = b.slice(take)
-            if count == batch_rows:
-                yield pa.Table.from_batches(pending).combine_chunks()
-                pending, count = [], 0
-    if count:
-        yield pa.Table.from_batches(pending).combine_chunks()
