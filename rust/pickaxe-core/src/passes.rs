@@ -50,6 +50,26 @@ pub(crate) fn top2<T: Real, const TOP2: bool, const CHECK: bool>(x: &[T]) -> (T,
         c[..tail.len()].copy_from_slice(tail);
         step::<T, TOP2, CHECK>(&c, &mut m1[0], &mut m2[0]);
     }
+    if !TOP2 {
+        // The max alone: fold the U arrays lane by lane, then a halving tree (a few vector
+        // steps, where the pairwise scan below costs ~100 scalar compares a row; on short
+        // rows that was most of a score's time). A NaN lane may win the tree: it is
+        // flagged, and then the caller does not use the value.
+        let mut m = m1[0];
+        for mu in &m1[1..] {
+            for l in 0..LANES {
+                let take = if CHECK { mu[l] > m[l] || mu[l].is_nan() } else { mu[l] > m[l] };
+                m[l] = if take { mu[l] } else { m[l] };
+            }
+        }
+        let mut nan = false;
+        if CHECK {
+            for v in m {
+                nan |= v.is_nan();
+            }
+        }
+        return (lanes::max(m), T::NEG_INF, nan);
+    }
     let (mut a, mut b) = (T::NEG_INF, T::NEG_INF);
     let mut nan = false;
     for u in 0..U {
