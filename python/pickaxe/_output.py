@@ -14,7 +14,7 @@ import os
 import shutil
 import stat
 import tempfile
-from typing import IO, Any, Iterator, Optional
+from typing import IO, Any, Iterator, Optional, Protocol
 
 import numpy as np
 
@@ -100,21 +100,18 @@ def _umask() -> int:
     return umask
 
 
-class RowSink:
+class RowSink(Protocol):
     """Where rows go, a batch of columns at a time: `close` gives the result, `abort`
     undoes what was written."""
 
-    def write(self, cols: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError
+    def write(self, cols: dict[str, np.ndarray]) -> None: ...
 
-    def close(self) -> Any:
-        raise NotImplementedError
+    def close(self) -> Any: ...
 
-    def abort(self) -> None:
-        pass
+    def abort(self) -> None: ...
 
 
-class MemorySink(RowSink):
+class MemorySink:
     """Rows kept in memory; `close` gives one array per column."""
 
     def __init__(self) -> None:
@@ -127,8 +124,11 @@ class MemorySink(RowSink):
     def close(self) -> dict[str, np.ndarray]:
         return {k: np.concatenate(v) for k, v in self.parts.items()}
 
+    def abort(self) -> None:
+        self.parts.clear()
 
-class ParquetSink(RowSink):
+
+class ParquetSink:
     """Rows to a Parquet file or folder, a row group at a time, under a temporary name
     renamed over ``out`` once complete (a folder when ``out`` is one or lacks the
     ``file_suffixes``). A row group is written once ``row_group_rows`` rows or
