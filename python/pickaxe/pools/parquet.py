@@ -204,7 +204,7 @@ class ParquetSource(PoolSource):
         """
         query = self.query is not None
         session = Session() if query and masks is None else None
-        matches = Matches(self, session, masks) if query else None
+        matches = Matches(lambda i: self._match_mask(session, i), masks) if query else None
         units: list[tuple[int, int]] = []  # (file, row group), a group -1 for its matches
         for i, groups in enumerate(self.row_groups):
             if query and self.counts[i]:

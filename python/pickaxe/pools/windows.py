@@ -6,7 +6,7 @@ cut pieces into Pools of exactly ``batch_rows`` rows, copying each kept row once
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -37,9 +37,8 @@ class Matches:
     readers ask whether they are `known`, or `wait` for them. One DuckDB pass runs at a
     time on the session."""
 
-    def __init__(self, source: "ParquetSource", session: Any, masks: Optional[list]) -> None:
-        self.source = source
-        self.session = session
+    def __init__(self, mask_of: Callable[[int], np.ndarray], masks: Optional[list]) -> None:
+        self.mask_of = mask_of  # file i's matches, by a DuckDB pass
         self._masks: dict[int, np.ndarray] = dict(enumerate(masks)) if masks is not None else {}
         self._failed: set[int] = set()
         self._cancelled = False
@@ -53,7 +52,7 @@ class Matches:
             with self._running:
                 if self._cancelled:
                     raise Stopped()
-                mask = self.source._match_mask(self.session, i)
+                mask = self.mask_of(i)
         except BaseException:
             with self._changed:
                 self._failed.add(i)

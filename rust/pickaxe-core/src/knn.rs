@@ -269,7 +269,7 @@ multiversion! {
 #[allow(clippy::too_many_arguments)]
 pub fn knn_update<T: Real>(
     gram: ArrayView2<'_, T>, q_norms: ArrayView1<'_, T>, r_norms: ArrayView1<'_, T>, id_offset: usize, metric: Metric,
-    mut ids: ArrayViewMut2<'_, i64>, mut dists: ArrayViewMut2<'_, T>, cancel: &Cancel,
+    ids: ArrayViewMut2<'_, i64>, dists: ArrayViewMut2<'_, T>, cancel: &Cancel,
 ) -> Result<(), Error> {
     let (b, mc) = gram.dim();
     if q_norms.len() != b {
@@ -303,7 +303,7 @@ pub fn knn_update<T: Real>(
     };
     let pool = if b.saturating_mul(mc) >= PARALLEL_MIN_VALUES { threads::pool() } else { None };
     let rows = (TASK_VALUES / mc).max(1);
-    by_row_tasks(ids.view_mut(), dists.view_mut(), rows, pool, cancel, |lo, i, d| {
+    by_row_tasks(ids, dists, rows, pool, cancel, |lo, i, d| {
         let hi = lo + i.len_of(Axis(0));
         let g = gram.slice_axis(Axis(0), (lo..hi).into());
         let qn = q_norms.slice_axis(Axis(0), (lo..hi).into());
