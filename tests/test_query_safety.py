@@ -474,15 +474,19 @@ def test_ctrl_c_interrupts_a_running_query(kind, tmp_path):
     try:
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(1.5)  # into the query
+        sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
+        latency = time.monotonic() - sent
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 4, err
-    took = float(out.split("interrupted after ")[1].split()[0])
-    assert took < 8  # SIGINT came at about 1.5 s; the query alone runs for minutes
+    assert "interrupted after" in out
+    # The query alone runs for minutes. Measured from the signal to the child's exit (its
+    # interpreter shutting down included), so a loaded machine's slow start does not count.
+    assert latency < 10, latency
 
 
 def test_ray_route_match_rows_is_checked_the_same_way():
