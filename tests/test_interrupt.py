@@ -187,6 +187,24 @@ def case_pair_distances():
     return (lambda s: lambda: call(10_000 * s)), (lambda: call(500))
 
 
+def case_graph_search():
+    """ReferenceIndex's graph search (pickaxe._graph): one query row broadcast to N rows."""
+    import numpy as np
+
+    import pickaxe as px
+
+    rng = _rng()
+    ref = rng.standard_normal((20_000, 32), dtype="float32")
+    graph = px.ReferenceIndex(ref, metric="l2", M=8, ef_construction=40)._hnsw
+    q = rng.standard_normal(32, dtype="float32")
+    threads = px.build_info()["threads"]
+
+    def call(n):
+        return graph.search(np.broadcast_to(q, (n, q.size)), 10, 100, threads)
+
+    return (lambda s: lambda: call(2_000 * s)), (lambda: call(20_000))
+
+
 CASES = {
     name[len("case_") :]: fn for name, fn in list(globals().items()) if name.startswith("case_")
 }

@@ -135,6 +135,26 @@ def knn_direct(
     distance of every pair, computed as ``pair_distances`` does (the same bits), each row
     sorted by (distance, id): (ids, distances), both (n, k)."""
 
+def graph_search(
+    level0: npt.NDArray[np.uint32],
+    upper: npt.NDArray[np.uint32],
+    upper_start: npt.NDArray[np.uint64],
+    levels: npt.NDArray[np.uint32],
+    layout: tuple[int, int, int, int, int, int, int],
+    metric: _Metric,
+    queries: npt.NDArray[np.float32],
+    k: int,
+    ef: int,
+    threads: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """hnswlib's knn_query on an hnswlib graph in its saved layout (pickaxe._graph.Graph):
+    level0 (n, W) words, upper the size words and upper-level lists, per element its level
+    and the word of its level-1 list; layout = (offset_data, label_offset, dim, max_m0,
+    max_m, entry point, max level), in words. Returns (labels, distances), both (n, k),
+    nearest first; distances as hnswlib's (l2 squared); rows short of k end in (-1, inf).
+    threads = 1 runs on one thread, more on pickaxe's pool. A malformed graph is a
+    ValueError."""
+
 def kcenter_greedy(
     points: npt.NDArray[_Float],
     size: int,

@@ -3,6 +3,8 @@
 Built once from the labeled (training) embeddings, saved, loaded, and used by every
 embedding miner. Large references get an hnswlib graph; tiny ones (at most
 ``EXACT_MAX_ROWS`` rows) are searched exactly, which is both faster and exact there.
+hnswlib only builds the graph: pickaxe searches it (`pickaxe._graph`), in hnswlib's layout
+and as hnswlib would, with SIMD distances chosen at run time.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from . import _core
 from ._fields import as_float_array
 # The file format and its checks live in pickaxe.index_file (docs/index-format.md).
 from .index_file import FORMAT, FORMAT_VERSION, META, MEMBERS, METRICS, read_index
+from .index_file.graph import read_graph
 
 __all__ = ["ReferenceIndex", "METRICS"]
 
@@ -38,9 +41,8 @@ EXACT_MAX_ROWS = 4096
 EF_MIN = 100
 EF_PER_K = 6
 
-#: Queries go to hnswlib in blocks of this many rows, so the float32 copy hnswlib makes of
-#: a float64 or strided pool stays small, and Ctrl-C (which reaches Python between blocks:
-#: hnswlib holds no check of its own) waits for one block: about 0.5 s at 200,000 x 128.
+#: Queries are searched in blocks of this many rows, so the float32 copy of a float64 or
+#: strided pool stays small (and a progress bar moves).
 QUERY_BLOCK_ROWS = 4096
 #: Rows added to the graph per call when building, for the same reason (16,384 rows took
 #: 4-9 s to add at 200,000 x 128). The graph is the same: rows go in in order either way.
@@ -48,7 +50,7 @@ BUILD_BLOCK_ROWS = 2048
 #: Graph searches of at least this many (query, ef, dimension) steps show a progress bar on
 #: a terminal: about 10 s at ef = 100, D = 384 on one core.
 PROGRESS_GRAPH_WORK = 1 << 36
-#: Searches of at least this many queries go to hnswlib in an order that keeps nearby
+#: Searches of at least this many queries run in an order that keeps nearby
 #: queries together: each query's nearest of LOCALITY_PIVOTS reference rows (a sample,
 #: one matrix product), queries grouped by it. Consecutive searches then walk the same
 #: part of the graph while it is in cache, and every answer is the same (each query is
@@ -112,8 +114,12 @@ class ReferenceIndex:
     (default: pickaxe's thread count) from ``seed``; a single-threaded build is
     reproducible. Smaller references are searched exactly.
 
-    Search uses ``ef = max(ef, k)`` if ``ef`` is given, else ``max(100, 6k)``, which keeps
-    recall@10 ≥ 0.98 on clustered data (hnswlib's default ef = 10 does not).
+    pickaxe searches the graph itself, as hnswlib's ``knn_query`` does (the same
+    neighbours up to float rounding) but with SIMD distances chosen at run time, on
+    pickaxe's threads (``threads=1``: one) with Ctrl-C honoured; the graph is held once, in
+    hnswlib's layout. Search uses ``ef = max(ef, k)`` if ``ef`` is given, else
+    ``max(100, 6k)``, which keeps recall@10 ≥ 0.98 on clustered data (hnswlib's default
+    ef = 10 does not).
 
     embeddings: (M, D) real, finite. ``query`` returns ``(ids, distances)``, both (n, k)
     for k <= M, nearest first.
@@ -159,6 +165,8 @@ class ReferenceIndex:
     # -- construction -----------------------------------------------------------------
 
     def _build(self, ref: np.ndarray) -> Any:
+        """hnswlib builds the graph; its saved bytes, read back through `load`'s checks,
+        are what pickaxe searches, and hnswlib's own copy is freed before they are read."""
         import hnswlib
 
         index = hnswlib.Index(space=self.metric, dim=self.dim)
@@ -173,7 +181,14 @@ class ReferenceIndex:
             stop = min(start + BUILD_BLOCK_ROWS, self.size)
             block = np.ascontiguousarray(ref[start:stop], dtype=np.float32)
             index.add_items(block, np.arange(start, stop), num_threads=threads)
-        return index
+        with tempfile.TemporaryDirectory(prefix="pickaxe-index-") as d:
+            path = os.path.join(d, MEMBERS["hnsw"])
+            index.save_index(path)
+            del index
+            meta = self._meta()
+            meta["method"] = "hnsw"
+            with open(path, "rb") as f:
+                return read_graph(f, os.path.getsize(path), meta)
 
     @property
     def method(self) -> str:
@@ -224,26 +239,22 @@ class ReferenceIndex:
         dists = np.empty((n, k), dtype=np.float32)
         threads = self.threads or default_threads()
         ef = self.ef_for(k) if ef is None else max(ef, k)
-        self._hnsw.set_ef(ef)
         long = n * ef * self.dim >= PROGRESS_GRAPH_WORK
         order = self._locality_order(arr) if n >= LOCALITY_MIN_ROWS else None
         for start in progress_blocks(n, QUERY_BLOCK_ROWS, long, "neighbours"):
             stop = min(start + QUERY_BLOCK_ROWS, n)
             rows: Any = slice(start, stop) if order is None else order[start:stop]
             block = np.ascontiguousarray(arr[rows], dtype=np.float32)
-            try:
-                labels, d = self._hnsw.knn_query(block, k=k, num_threads=threads)
-            except RuntimeError:
-                # hnswlib found fewer than k neighbours for some row (a graph cut apart by
-                # duplicates, say): answer this block exactly instead.
-                labels, d = exact_knn(block, self.vectors(), k, self.metric)
-                ids[rows] = labels
-                dists[rows] = d
-                continue
-            ids[rows] = labels
+            labels, d = self._hnsw.search(block, k, ef, threads)
             if self.metric == "l2":
                 # hnswlib's "l2" is the squared distance.
                 np.sqrt(np.maximum(d, 0, out=d), out=d)
+            short = labels[:, -1] < 0
+            if short.any():
+                # Fewer than k neighbours found for these rows (a graph cut apart by
+                # duplicates, say; hnswlib raises there): answer them exactly instead.
+                labels[short], d[short] = exact_knn(block[short], self.vectors(), k, self.metric)
+            ids[rows] = labels
             dists[rows] = d
         return ids, dists
 
@@ -256,7 +267,7 @@ class ReferenceIndex:
             rng = np.random.default_rng(self.seed)
             pick = np.sort(rng.choice(self.size, min(LOCALITY_PIVOTS, self.size), replace=False))
             # float32, normalised for cosine, as the graph holds them
-            pivots = np.asarray(self._hnsw.get_items(pick, return_type="numpy"), dtype=np.float32)
+            pivots = self._hnsw.vectors(pick)
             half = 0.5 * np.einsum("ij,ij->i", pivots, pivots) if self.metric == "l2" else None
             self._pivots = pivots = (np.ascontiguousarray(pivots.T), half)
         pt, half = pivots
@@ -270,11 +281,11 @@ class ReferenceIndex:
         return np.argsort(label, kind="stable")
 
     def vectors(self) -> np.ndarray:
-        """The reference vectors as the index holds them, (M, D). hnswlib keeps them as
-        float32, normalised for the cosine metric."""
+        """The reference vectors as the index holds them, (M, D). The graph keeps them as
+        float32, normalised for the cosine metric (this returns a copy)."""
         if self._exact is not None:
             return self._exact
-        return np.asarray(self._hnsw.get_items(np.arange(self.size), return_type="numpy"))
+        return self._hnsw.vectors()
 
     # -- persistence --------------------------------------------------------------------
 
@@ -312,10 +323,9 @@ class ReferenceIndex:
                     np.save(buf, self._exact, allow_pickle=False)
                     zf.writestr(member, buf.getvalue())
                 else:
-                    with tempfile.TemporaryDirectory() as d:
-                        graph = os.path.join(d, member)
-                        self._hnsw.save_index(graph)
-                        zf.write(graph, member)
+                    big = self._hnsw.nbytes >= zipfile.ZIP64_LIMIT
+                    with zf.open(member, "w", force_zip64=big) as out:
+                        self._hnsw.write(out)
             os.replace(tmp, path)  # never leave a half-written index under `path`
         finally:
             if os.path.exists(tmp):

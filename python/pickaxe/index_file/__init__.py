@@ -5,7 +5,8 @@ A saved index is a zip (members stored, not compressed) holding ``meta.json`` an
 ``save_index`` output). docs/index-format.md describes the layout for users.
 
 hnswlib trusts its file (an entry point, neighbour id or offset out of range makes it read
-outside its buffers), so `read_index` checks, before hnswlib loads anything:
+outside its buffers), and pickaxe searches the graph's bytes as hnswlib would, so
+`read_index` checks, before anything is searched:
 
 - the path is a regular file (a FIFO or ``/dev/zero`` would hang or never end);
 - the zip holds exactly the expected members, stored uncompressed, with declared sizes
@@ -23,7 +24,7 @@ outside its buffers), so `read_index` checks, before hnswlib loads anything:
 
 Anything else is a ValueError naming the member and the field. `members` checks the file,
 its members, ``meta.json`` and ``reference.npy``; `graph` checks the hnswlib graph and
-writes only the checked bytes to the temporary file hnswlib loads.
+keeps the checked bytes in the buffer pickaxe searches (`pickaxe._graph.Graph`).
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ __all__ = ["read_index", "FORMAT", "FORMAT_VERSION", "META", "MEMBERS", "METRICS
 
 
 def read_index(who: str, path: str) -> tuple[dict, Optional[np.ndarray], Any]:
-    """Read and check a ReferenceIndex file: ``(meta, exact reference or None, hnswlib
-    index or None)``. `who` prefixes every message.
+    """Read and check a ReferenceIndex file: ``(meta, exact reference or None, graph
+    (`pickaxe._graph.Graph`) or None)``. `who` prefixes every message.
 
     Raises
     ------

@@ -8,20 +8,17 @@ ef_construction) and against itself (entry point, maximum level); then, with num
 the whole level-0 block in bounded chunks, every link count, neighbour id, delete mark,
 label and vector; then every upper-level link list (size, level, link count, neighbour
 ids, and that a neighbour at level l has a level >= l, which hnswlib's greedy descent
-assumes), and that the data ends where the layout says. Only the checked bytes are
-written to the temporary file hnswlib loads.
+assumes), and that the data ends where the layout says. The checked bytes go into one
+buffer that pickaxe searches in place (`pickaxe._graph.Graph`); hnswlib never loads them.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-import os
-import shutil
 import struct
-import tempfile
 import zipfile
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -176,9 +173,12 @@ def _check_labels(labels: np.ndarray, n: int) -> None:
         fail("index.hnsw labels", f"{what} label {row}; each row 0..{n - 1} labels one element")
 
 
-def _check_upper(tail: np.ndarray, lay: Layout, maxlevel: int, enterpoint: int) -> None:
+def _check_upper(
+    tail: np.ndarray, lay: Layout, maxlevel: int, enterpoint: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The part after level 0, as little-endian u32 words: per element a byte count, then
-    that many bytes of upper-level lists (count word + maxM ids per level)."""
+    that many bytes of upper-level lists (count word + maxM ids per level). Returns each
+    element's level and the word of its level-1 list (0 for level-0 elements)."""
     n, T = lay.n, len(tail)
     per_level = lay.level_bytes // 4
     levels = np.zeros(n, dtype=np.int64)
@@ -233,9 +233,11 @@ def _check_upper(tail: np.ndarray, lay: Layout, maxlevel: int, enterpoint: int) 
             f"{enterpoint} has level {int(levels[enterpoint])}; the entry point is on the top "
             f"level {maxlevel}",
         )
+    start = np.zeros(n, dtype=np.uint64)
     if not owners:
-        return
+        return levels, start
     own = np.asarray(owners, dtype=np.int64)
+    start[own] = starts
     per_owner = levels[own]
     total = int(per_owner.sum())
     first_of = np.repeat(np.cumsum(per_owner) - per_owner, per_owner)
@@ -270,51 +272,43 @@ def _check_upper(tail: np.ndarray, lay: Layout, maxlevel: int, enterpoint: int) 
             where(i),
             f"link {c} is element {t}, whose level {int(levels[t])} is below {int(list_level[i])}",
         )
+    return levels, start
 
 
-def _copy_graph(f: Any, info: zipfile.ZipInfo, meta: dict, out: BinaryIO) -> None:
-    """Check index.hnsw while copying it to `out`."""
+def read_graph(f: Any, size: int, meta: dict) -> Any:
+    """Check the `size` bytes of index.hnsw read from `f` into one buffer: the searchable
+    `pickaxe._graph.Graph`."""
+    from .._graph import Graph
+
     lay = Layout(meta)
+    buf = np.empty(size, dtype=np.uint8)
     raw = read_bytes(f, HNSW_HEADER.size, "index.hnsw header")
     h = dict(zip(HNSW_HEADER_FIELDS, HNSW_HEADER.unpack(raw)))
     _check_header(h, lay)
-    out.write(raw)
+    buf[: len(raw)] = np.frombuffer(raw, dtype=np.uint8)
     labels = np.empty(lay.n, dtype=np.uint64)
     rows = max(1, CHUNK_BYTES // lay.element_bytes)
+    pos = HNSW_HEADER.size
     for first in range(0, lay.n, rows):
         count = min(rows, lay.n - first)
         chunk = read_bytes(f, count * lay.element_bytes, "index.hnsw level 0")
         block = np.frombuffer(chunk, dtype=np.uint8).reshape(count, lay.element_bytes)
         _check_level0(block, first, lay, labels, meta["metric"])
-        out.write(chunk)
+        buf[pos : pos + len(chunk)] = block.reshape(-1)
+        pos += len(chunk)
     _check_labels(labels, lay.n)
-    rest = info.file_size - lay.level0_end
+    rest = size - lay.level0_end
     if rest % 4:
         fail("index.hnsw", f"the {rest} bytes after level 0 are not whole 4-byte words")
     chunk = read_bytes(f, rest, "index.hnsw upper levels")
     expect_end(f, "index.hnsw")
-    _check_upper(np.frombuffer(chunk, dtype="<u4"), lay, h["maxlevel_"], h["enterpoint_node_"])
-    out.write(chunk)
+    buf[pos:] = np.frombuffer(chunk, dtype=np.uint8)
+    del chunk
+    upper = buf[lay.level0_end :].view("<u4")
+    levels, start = _check_upper(upper, lay, h["maxlevel_"], h["enterpoint_node_"])
+    level0 = buf[HNSW_HEADER.size : lay.level0_end].view("<u4").reshape(lay.n, -1)
+    return Graph(h, level0, upper, levels, start, meta["metric"])
 
 
 def load_graph(f: Any, info: zipfile.ZipInfo, meta: dict) -> Any:
-    import hnswlib
-
-    d = tempfile.mkdtemp(prefix="pickaxe-index-")
-    try:
-        graph = os.path.join(d, "index.hnsw")
-        with open(graph, "wb") as out:
-            _copy_graph(f, info, meta, out)
-        index = hnswlib.Index(space=meta["metric"], dim=meta["dim"])
-        try:
-            index.load_index(graph, max_elements=meta["size"])
-        except RuntimeError as e:  # not expected after the checks; still not a crash
-            fail("index.hnsw", f"hnswlib refused the checked graph ({e})")
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-    if index.element_count != meta["size"]:
-        fail(
-            "index.hnsw",
-            f"hnswlib loaded {index.element_count} elements, {META} says {meta['size']}",
-        )
-    return index
+    return read_graph(f, info.file_size, meta)

@@ -14,6 +14,7 @@ pub mod detect;
 mod driver;
 pub mod error;
 pub mod groups;
+pub mod hnsw;
 pub mod kmeans;
 pub mod knn;
 mod lanes;

@@ -9,6 +9,7 @@ mod convert;
 mod coreset;
 mod detection;
 mod error;
+mod hnsw;
 mod interrupt;
 mod knn;
 mod runtime;
@@ -28,6 +29,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     detection::register(m)?;
     select::register(m)?;
     knn::register(m)?;
+    hnsw::register(m)?;
     coreset::register(m)?;
     runtime::register(m)?;
     cluster::register(m)?;
