@@ -48,8 +48,9 @@ QUERY_BLOCK_ROWS = 4096
 #: 4-9 s to add at 200,000 x 128). The graph is the same: rows go in in order either way.
 BUILD_BLOCK_ROWS = 2048
 #: Graph searches of at least this many (query, ef, dimension) steps show a progress bar on
-#: a terminal: about 10 s at ef = 100, D = 384 on one core.
-PROGRESS_GRAPH_WORK = 1 << 36
+#: a terminal: about 5-10 s on one core (10,000 queries at ef = 100, D = 384, 3.8e8 steps,
+#: took 1.1-2.3 s against 100,000 rows in benches/bench_graph_search.py).
+PROGRESS_GRAPH_WORK = 1 << 31
 #: Searches of at least this many queries run in an order that keeps nearby
 #: queries together: each query's nearest of LOCALITY_PIVOTS reference rows (a sample,
 #: one matrix product), queries grouped by it. Consecutive searches then walk the same
