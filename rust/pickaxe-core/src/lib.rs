@@ -17,6 +17,7 @@ pub mod groups;
 pub mod kmeans;
 pub mod knn;
 mod lanes;
+mod logits_x86;
 pub mod math;
 mod names;
 mod offsets;
