@@ -18,6 +18,7 @@ pub mod hnsw;
 pub mod kmeans;
 pub mod knn;
 mod lanes;
+mod logits_x86;
 pub mod math;
 mod names;
 mod offsets;

@@ -17,16 +17,25 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 /// f64; LLVM splits it into whatever the target level has.
 pub const LANES: usize = 16;
 
-/// Whether the code being compiled may use fused multiply-add. The AVX2 and AVX-512 paths
-/// instantiate the kernels with `Fma`, the portable path with `NoFma` (there `mul_add`
-/// would be a libm call per element).
+/// Whether the code being compiled may use fused multiply-add. The AVX2 path instantiates
+/// the kernels with `Fma`, the AVX-512 path with `Fma512`, the portable path with `NoFma`
+/// (there `mul_add` would be a libm call per element).
 pub trait Isa: 'static {
     const FMA: bool;
+    /// AVX-512's 32 wide registers: the generic lane loops compile well there, so the
+    /// float32 loops written for AVX2 (`logits_x86`) are left to the AVX2 path.
+    const WIDE: bool = false;
 }
 pub struct Fma;
+/// `Fma` on the AVX-512 path.
+pub struct Fma512;
 pub struct NoFma;
 impl Isa for Fma {
     const FMA: bool = true;
+}
+impl Isa for Fma512 {
+    const FMA: bool = true;
+    const WIDE: bool = true;
 }
 impl Isa for NoFma {
     const FMA: bool = false;
@@ -69,6 +78,9 @@ pub trait Real:
     const EXP_LOW: Self;
     /// Above this, exp is +inf.
     const EXP_HIGH: Self;
+    /// `exp_clamped` of this is exactly 0 (its 2^n underflows to a zero scale), and of
+    /// anything above it exp to a few ULP, down to the normal range's end.
+    const EXP_ZERO: Self;
     const DTYPE: &'static str;
 
     fn from_f64(v: f64) -> Self;
@@ -76,8 +88,28 @@ pub trait Real:
     /// a · b + c with one rounding (std's `mul_add`).
     fn mul_add(self, a: Self, b: Self) -> Self;
     fn fast_exp<I: Isa>(self) -> Self;
-    /// exp of x ≤ 0 (or NaN): `fast_exp` without the overflow handling.
-    fn fast_exp_nonpos<I: Isa>(self) -> Self;
+    /// exp of x ≤ 0 (or NaN): `exp_clamped` of `clamp_low(x)`.
+    #[inline(always)]
+    fn fast_exp_nonpos<I: Isa>(self) -> Self {
+        clamp_low(self).exp_clamped::<I>()
+    }
+    /// exp of x in [EXP_ZERO, 0] (or NaN, which stays NaN): 0 at EXP_ZERO, no range checks,
+    /// for the kernels' exp-sums, which clamp once and reuse the clamped value.
+    fn exp_clamped<I: Isa>(self) -> Self;
+    /// `passes::exp_sums` without weights as (rest, top, ey), from a loop specialised for
+    /// this type with FMA, or `None`: then the generic loop runs. float32 on x86-64 has one
+    /// (`logits_x86`).
+    #[inline(always)]
+    fn exp_sums_fma<const SCALE: bool, const EY: bool>(x: &[Self], m: Self, inv_t: Self) -> Option<[f64; 3]> {
+        let _ = (x, m, inv_t);
+        None
+    }
+    /// `passes::row_max` from a loop specialised for this type on the FMA paths, or `None`.
+    #[inline(always)]
+    fn max_fma(x: &[Self]) -> Option<Self> {
+        let _ = x;
+        None
+    }
     /// ln x for positive normal x; other inputs give finite garbage or NaN, never a trap.
     fn fast_ln<I: Isa>(self) -> Self;
     /// NaN is the only value unequal to itself; written as a comparison (not a call) so
@@ -97,14 +129,51 @@ pub trait Real:
     }
 }
 
-/// `y` clamped from below to `EXP_LOW`, keeping NaN (a comparison with NaN is false).
+/// `y` clamped from below to `EXP_ZERO` (one max instruction), keeping NaN (a comparison
+/// with NaN is false): then `exp_clamped` gives exactly 0 for anything below, -inf included.
 #[inline(always)]
 pub fn clamp_low<T: Real>(y: T) -> T {
-    if y < T::EXP_LOW {
-        T::EXP_LOW
+    if y < T::EXP_ZERO {
+        T::EXP_ZERO
     } else {
         y
     }
+}
+
+/// exp(r) ≈ 1 + r·(c0 + r·(c1 + … + r·c4)) on |r| ≤ ln2/2: a minimax fit of the relative
+/// error (1.04e-7 in exact arithmetic; within 3 ULP in float32 down to exp(-20), 6 ULP
+/// at the bottom of the range where the one-step reduction's ln 2 error grows with n).
+/// Degree 5 is what float32 needs; `fast_exp`'s Cephes polynomial has degree 7.
+pub(crate) const EXP_F32_NONPOS: [f32; 5] = [0.999_999_9, 0.499_991_48, 0.166_671_83, 0.041_898_176, 0.008_317_857];
+
+/// exp(xc) for xc in [EXP_ZERO, 0] (or NaN): `exp_clamped` for float32. With FMA the
+/// reduction r = xc − n·ln2 is one fused step (ln2's float32 error times |n| ≤ 127 is at
+/// most 2.4e-7 relative), the polynomial is `EXP_F32_NONPOS` by Horner, and 2^n comes from
+/// t's bits as in `exp_f32_in_range`: n = −127 at EXP_ZERO leaves a zero exponent field, a
+/// scale of +0. The AVX2 kernel (`logits_x86`) does these same operations in this order.
+#[inline(always)]
+fn exp_f32_nonpos<I: Isa>(xc: f32) -> f32 {
+    const MAGIC: f32 = 12_583_039.0;
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let c = EXP_F32_NONPOS;
+    let t = madd::<I, _>(xc, LOG2E, MAGIC);
+    let n = t - MAGIC;
+    let r = if I::FMA {
+        madd::<I, _>(-n, std::f32::consts::LN_2, xc)
+    } else {
+        madd::<I, _>(-n, LN2_LO, madd::<I, _>(-n, LN2_HI, xc))
+    };
+    let mut p = c[4];
+    p = madd::<I, _>(p, r, c[3]);
+    p = madd::<I, _>(p, r, c[2]);
+    p = madd::<I, _>(p, r, c[1]);
+    p = madd::<I, _>(p, r, c[0]);
+    // 2^n · (1 + p·r) as p·(r·2^n) + 2^n: r·2^n is exact and runs beside the polynomial,
+    // so the chain after it is one fused step (and no constant 1 to keep in a register).
+    let scale = f32::from_bits(t.to_bits() << 23);
+    madd::<I, _>(p, r * scale, scale)
 }
 
 /// exp(xc) for xc already in [EXP_LOW, EXP_HIGH] (or NaN, which stays NaN).
@@ -141,6 +210,8 @@ impl Real for f32 {
     const MIN_POSITIVE: f32 = f32::MIN_POSITIVE;
     const EXP_LOW: f32 = -87.0;
     const EXP_HIGH: f32 = 88.0;
+    // -88 · log2 e rounds to n = -127.
+    const EXP_ZERO: f32 = -88.0;
     const DTYPE: &'static str = "float32";
 
     #[inline(always)]
@@ -172,14 +243,18 @@ impl Real for f32 {
     }
 
     #[inline(always)]
-    fn fast_exp_nonpos<I: Isa>(self) -> f32 {
-        let x = self;
-        let v = exp_f32_in_range::<I>(if x < Self::EXP_LOW { Self::EXP_LOW } else { x });
-        if x < Self::EXP_LOW {
-            0.0
-        } else {
-            v
-        }
+    fn exp_clamped<I: Isa>(self) -> f32 {
+        exp_f32_nonpos::<I>(self)
+    }
+
+    #[inline(always)]
+    fn exp_sums_fma<const SCALE: bool, const EY: bool>(x: &[f32], m: f32, inv_t: f32) -> Option<[f64; 3]> {
+        crate::logits_x86::exp_sums_f32::<SCALE, EY>(x, m, inv_t)
+    }
+
+    #[inline(always)]
+    fn max_fma(x: &[f32]) -> Option<f32> {
+        crate::logits_x86::max_f32(x)
     }
 
     #[inline(always)]
@@ -261,6 +336,8 @@ impl Real for f64 {
     const MIN_POSITIVE: f64 = f64::MIN_POSITIVE;
     const EXP_LOW: f64 = -708.0;
     const EXP_HIGH: f64 = 709.0;
+    // -709 · log2 e rounds to n = -1023.
+    const EXP_ZERO: f64 = -709.0;
     const DTYPE: &'static str = "float64";
 
     #[inline(always)]
@@ -292,14 +369,8 @@ impl Real for f64 {
     }
 
     #[inline(always)]
-    fn fast_exp_nonpos<I: Isa>(self) -> f64 {
-        let x = self;
-        let v = exp_f64_in_range::<I>(if x < Self::EXP_LOW { Self::EXP_LOW } else { x });
-        if x < Self::EXP_LOW {
-            0.0
-        } else {
-            v
-        }
+    fn exp_clamped<I: Isa>(self) -> f64 {
+        exp_f64_in_range::<I>(self)
     }
 
     #[inline(always)]
@@ -376,6 +447,51 @@ mod tests {
             worst = worst.max(ulp32(x.fast_exp::<I>(), (x as f64).exp()));
         }
         assert!(worst <= 2.0, "worst f32 exp error {worst} ULP");
+    }
+
+    #[test]
+    fn exp_clamped_f32_within_6_ulp() {
+        for (fma, bound) in [(false, 6.0), (true, 6.0)] {
+            let mut worst = 0.0f64;
+            let mut worst_near = 0.0f64;
+            // Down to where exp is still a normal float32.
+            for x in sweep(-87.3, 0.0, 2_000_000) {
+                let x = x as f32;
+                let got = if fma { x.exp_clamped::<Fma>() } else { x.exp_clamped::<NoFma>() };
+                let u = ulp32(got, (x as f64).exp());
+                worst = worst.max(u);
+                if x > -20.0 {
+                    worst_near = worst_near.max(u);
+                }
+            }
+            assert!(worst <= bound, "fma {fma}: worst f32 exp_clamped error {worst} ULP");
+            assert!(worst_near <= 3.0, "fma {fma}: worst f32 exp_clamped error above -20: {worst_near} ULP");
+        }
+    }
+
+    #[test]
+    fn exp_clamped_f64_within_2_ulp() {
+        let mut worst = 0.0f64;
+        for x in sweep(-708.0, 0.0, 2_000_000) {
+            worst = worst.max(ulp64(x.exp_clamped::<Fma>(), x.exp()).max(ulp64(x.exp_clamped::<NoFma>(), x.exp())));
+        }
+        assert!(worst <= 2.0, "worst f64 exp_clamped error {worst} ULP");
+    }
+
+    #[test]
+    fn exp_nonpos_ends() {
+        fn ends<T: Real, I: Isa>() {
+            assert_eq!(T::ZERO.fast_exp_nonpos::<I>(), T::ONE);
+            assert_eq!(T::EXP_ZERO.exp_clamped::<I>().to_f64().to_bits(), 0);
+            for x in [T::NEG_INF, T::EXP_ZERO, T::from_f64(-1e30), T::EXP_ZERO - T::ONE] {
+                assert_eq!(x.fast_exp_nonpos::<I>().to_f64().to_bits(), 0, "{x:?}");
+            }
+            assert!(T::NAN.fast_exp_nonpos::<I>().is_nan());
+        }
+        ends::<f32, Fma>();
+        ends::<f32, NoFma>();
+        ends::<f64, Fma>();
+        ends::<f64, NoFma>();
     }
 
     #[test]

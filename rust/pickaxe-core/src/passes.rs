@@ -89,6 +89,18 @@ pub(crate) fn top2<T: Real, const TOP2: bool, const CHECK: bool>(x: &[T]) -> (T,
     (a, b, nan)
 }
 
+/// The largest value of a row, NaN skipped: `top2` without `CHECK` for the max alone, or
+/// on the AVX2 path its specialised loop for float32.
+#[inline(always)]
+pub(crate) fn row_max<I: Isa, T: Real>(x: &[T]) -> T {
+    if I::FMA && !I::WIDE {
+        if let Some(m) = T::max_fma(x) {
+            return m;
+        }
+    }
+    top2::<T, false, false>(x).0
+}
+
 /// Sums over a logits row shifted by its max `m` (and scaled by `inv_t`):
 /// with yᵢ = (xᵢ − m)·inv_t and eᵢ = exp(yᵢ),
 /// `rest` = Σ eᵢ over yᵢ < 0, `top` = #{yᵢ = 0}, `ey` = Σ eᵢyᵢ, and the same weighted by
@@ -124,17 +136,23 @@ impl ExpSums {
 pub(crate) fn exp_sums<I: Isa, T: Real, const SCALE: bool, const EY: bool, const W: bool>(
     x: &[T], m: T, inv_t: T, w: &[T],
 ) -> ExpSums {
+    if I::FMA && !I::WIDE && !W {
+        // float32 on the AVX2 path: the intrinsics loop (see `logits_x86`).
+        if let Some([rest, top, ey]) = T::exp_sums_fma::<SCALE, EY>(x, m, inv_t) {
+            return ExpSums { rest, top, ey, ..ExpSums::default() };
+        }
+    }
     // Accumulators: rest, top, ey, w_rest, w_top, w_ey.
     let (xc, xt) = x.as_chunks::<LANES>();
     let (wc, wt) = if W { w.as_chunks::<LANES>() } else { (&[][..], &[][..]) };
     let body = |c: &[T; LANES], wl: &[T; LANES], acc: &mut [[T; LANES]; 6]| {
         for l in 0..LANES {
             let y = if SCALE { (c[l] - m) * inv_t } else { c[l] - m };
-            let e = y.fast_exp_nonpos::<I>();
+            let yc = clamp_low(y);
+            let e = yc.exp_clamped::<I>();
             let is_top = y == T::ZERO;
             acc[0][l] = acc[0][l] + if is_top { T::ZERO } else { e };
             acc[1][l] = acc[1][l] + if is_top { T::ONE } else { T::ZERO };
-            let yc = clamp_low(y);
             if EY {
                 acc[2][l] = madd::<I, T>(e, yc, acc[2][l]);
             }

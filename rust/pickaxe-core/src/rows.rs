@@ -4,7 +4,7 @@
 use crate::driver::{Kernel, Scratch};
 use crate::error::{Error, Field, RowFault};
 use crate::math::{Isa, Real};
-use crate::passes::{diagnose_finite, diagnose_logits, diagnose_probs, exp_sums, norms, prob_stats, top2};
+use crate::passes::{diagnose_finite, diagnose_logits, diagnose_probs, exp_sums, norms, prob_stats, row_max, top2};
 
 /// The per-row scores of api.md.
 #[derive(Clone, Debug, PartialEq)]
@@ -124,7 +124,7 @@ impl<T: Real> RowKernel<T> {
                 (-m1.to_f64(), ok)
             }
             RowScore::LeastConfidence => {
-                let (m1, _, _) = top2::<T, false, false>(x);
+                let m1 = row_max::<I, T>(x);
                 let s = exp_sums::<I, T, false, false, false>(x, m1, T::ONE, none);
                 let ok = m1 > T::NEG_INF && m1 < T::INF && s.finite();
                 (((s.top - 1.0) + s.rest) / s.s(), ok)
@@ -138,7 +138,7 @@ impl<T: Real> RowKernel<T> {
                 (((s.top - 1.0) + s.rest + e2) / s.s(), ok)
             }
             RowScore::Entropy { normalize, .. } => {
-                let (m1, _, _) = top2::<T, false, false>(x);
+                let m1 = row_max::<I, T>(x);
                 let ok0 = m1 > T::NEG_INF && m1 < T::INF;
                 let (h, ok) = if self.weights.is_empty() {
                     let s = exp_sums::<I, T, false, true, false>(x, m1, T::ONE, none);
@@ -151,7 +151,7 @@ impl<T: Real> RowKernel<T> {
                 (self.normalized(h, *normalize), ok0 && ok)
             }
             RowScore::Energy { temperature } => {
-                let (m1, _, _) = top2::<T, false, false>(x);
+                let m1 = row_max::<I, T>(x);
                 // 1/T kept finite and nonzero in the input's type: a tiny T must not
                 // give 0 · inf for the max logit, nor a huge T -inf · 0 for a -inf logit.
                 let inv_t = T::from_f64(1.0 / temperature);

@@ -124,7 +124,7 @@ macro_rules! multiversion {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
             unsafe fn avx512<$($g: $bound),*>($($arg: $ty),*) -> $ret {
-                $body_fn::<$($g,)* $crate::math::Fma>($($arg),*)
+                $body_fn::<$($g,)* $crate::math::Fma512>($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
