@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
@@ -103,10 +102,12 @@ def main() -> None:
     args = ap.parse_args()
     from sklearn.model_selection import train_test_split
 
+    from _machine import cpu_model
+
     import pickaxe as px
 
     info = px.build_info()
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, pickaxe SIMD {info.get('simd')}, "
+    print(f"# {cpu_model()}, {os.cpu_count()} CPUs, pickaxe SIMD {info.get('simd')}, "
           f"threads {info.get('threads')}; seeds {args.first_seed}..{args.first_seed + args.seeds - 1}; start 20; "
           f"budget {args.budget}")
     for name, (x, y) in datasets().items():

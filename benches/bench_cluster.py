@@ -78,16 +78,10 @@ def measure(call: Callable[[], Any]) -> tuple[Any, float, int]:
 
 
 def machine() -> list[str]:
-    cpu = platform.processor() or "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    info = px.build_info() if hasattr(px, "build_info") else {}
+    from _machine import describe
+
     return [
-        f"machine: {cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}",
-        f"pickaxe build_info: {info}",
+        describe(),
         f"numpy {np.__version__}, Python {platform.python_version()}",
     ]
 

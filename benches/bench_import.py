@@ -17,6 +17,8 @@ import statistics
 import subprocess
 import sys
 
+from _machine import describe
+
 HEAVY = ("pandas", "polars", "duckdb", "pyarrow", "hnswlib", "matplotlib", "ray", "sklearn", "scipy", "click", "tqdm")
 
 
@@ -54,6 +56,7 @@ def main(argv=None) -> int:
           f"numpy's import inside it: median {numpy:.0f} ms; pickaxe's own: {total - numpy:.0f} ms")
     print(f"heavy modules loaded: {', '.join(heavy) or 'none'}")
     print(f"target < 150 ms: {'PASS' if total < 150 else 'FAIL'}")
+    print(describe())
     return 0
 
 

@@ -25,6 +25,7 @@ import pickaxe as px
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import test_localization as t  # noqa: E402  (the reference and the data generator)
+from _machine import describe  # noqa: E402
 
 
 def main() -> None:
@@ -38,6 +39,7 @@ def main() -> None:
     boxes, cls, off, mb, mc, moff = t.random_case(rng, rng.integers(0, 30, size=n), m, c)
     print(f"{n} images, {len(boxes)} reference boxes, {len(mb)} member boxes, M = {m}, C = {c}, "
           f"simd {px.build_info()['simd']}")
+    print(describe())
     print("| case | ms |\n|---|---:|")
     before = px.build_info()["threads"]
     s = None

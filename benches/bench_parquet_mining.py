@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -40,6 +39,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import cpu_model  # noqa: E402
 from parquet_pools import write_logits_file  # noqa: E402
 
 ROW_GROUP = 250_000
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     same = all(list(outs[k].ids) == list(outs["kernel on the in-memory array"].ids) for k in list(runs)[:3])
     same_query = list(outs[query_run].ids) == list(kept[outs["kernel on the in-memory array, query's rows"].ids])
     info = px.build_info()
-    print(f"pool: {n:,} rows x {args.classes} float32 logits, {args.path}; machine {cpu_name()}, "
+    print(f"pool: {n:,} rows x {args.classes} float32 logits, {args.path}; machine {cpu_model()}, "
           f"{os.cpu_count()} CPUs; SIMD {info.get('simd', '?')}; kernel and reader threads {args.threads}; "
           f"load average {load_before:.1f} before, {load_after:.1f} after; medians of {args.repeats}")
     base = statistics.median(w for w, _ in times[decode_run])
@@ -148,17 +148,6 @@ def main(argv=None) -> int:
     for q in (None, query):
         print(f"a fresh process mining the file {'with' if q else 'without'} a query imports pandas: {pandas_imported(args.path, q)}")
     return 0
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def pandas_imported(path: str, query) -> bool:

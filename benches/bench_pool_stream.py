@@ -32,6 +32,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import describe  # noqa: E402
 from parquet_pools import write_logits_file  # noqa: E402
 
 CHUNK_ROWS = 250_000
@@ -93,6 +94,7 @@ def main(argv=None) -> int:
     print()
     print(f"- pool: {rows:,} rows x {args.classes} classes, {rows * args.classes * 4 / 1e9:.2f} GB of float32 logits")
     print(f"- streaming picks equal the in-memory picks: {same}")
+    print(f"- {describe()}")
     ok = same and results["stream"]["peak"] < 1e9 and rows * args.classes * 4 >= 4e9
     print(f"- target (>= 4 GB, peak RSS < 1 GB, same picks): {'PASS' if ok else 'FAIL'}")
     if not args.keep and args.dir is None:

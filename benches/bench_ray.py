@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import describe  # noqa: E402
 from parquet_pools import write_logits_file  # noqa: E402
 
 ROW_GROUP = 131_072
@@ -67,6 +68,7 @@ def main() -> None:
                     help="comma-separated: path, read_parquet, read_parquet_v1")
     args = ap.parse_args()
     print(f"load average before: {load()}, {os.cpu_count()} cores")
+    print(describe())
 
     import ray
 

@@ -522,26 +522,10 @@ def run_group(group: Group, repeats: int, log) -> list[Row]:
 
 
 def machine_lines(busy: CpuShare) -> list[str]:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    mem = ""
-    try:
-        with open("/proc/meminfo") as f:
-            total_kib = int(f.readline().split()[1])
-        mem = f", {total_kib / MIB:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
+    from _machine import hardware
+
     return [
-        f"- machine: {cpu}, {os.cpu_count()} logical cores ({usable} usable){mem}, "
-        f"{platform.system()} {platform.release()}",
+        f"- machine: {hardware()}",
         f"- other processes used {100 * busy.others:.0f}% of the CPUs during the run "
         f"(hypervisor steal {100 * busy.steal:.0f}%)"
         + (

@@ -33,6 +33,7 @@ import time
 import numpy as np
 
 import pickaxe as px
+from _machine import describe
 
 MIB = 1024 * 1024
 
@@ -138,6 +139,7 @@ def main() -> int:
     lines = [
         f"Segmentation: {n} x {c} x {h} x {w} float32 logits ({nbytes / MIB:.0f} MiB), "
         f"simd {info['simd']}, {info['threads']} threads, median of {args.repeats} runs",
+        describe(),
         "",
         "| case | s | vs numpy batch | vs numpy per image | peak MiB above input | peak / input % |",
         "|---|---:|---:|---:|---:|---:|",
