@@ -70,17 +70,15 @@ fn draw_top_k<'py>(
 /// (positions ascending, their exact competition ranks), or None when they would
 /// outnumber `limit`.
 #[pyfunction]
-#[pyo3(signature = (values, numbers, offset, seed, beta, k, edges, codes=None, groups=1, limit=usize::MAX))]
+#[pyo3(signature = (values, numbers, offset, seed, beta, k, codes=None, groups=1, limit=usize::MAX))]
 #[allow(clippy::too_many_arguments)] // the Python signature: each argument is one array or number
 fn rank_draw_candidates<'py>(
     py: Python<'py>, values: &Bound<'py, PyAny>, numbers: Option<Bound<'py, PyAny>>, offset: i64, seed: u64, beta: f64,
-    k: usize, edges: &Bound<'py, PyAny>, codes: Option<Bound<'py, PyAny>>, groups: usize, limit: usize,
+    k: usize, codes: Option<Bound<'py, PyAny>>, groups: usize, limit: usize,
 ) -> PyResult<Option<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)>> {
     let nums = row_numbers(&numbers)?;
     let vals = readonly::<f64, Ix1>(values, "values", "scores are float64")?;
-    let cuts = readonly::<f64, Ix1>(edges, "edges", "score cuts are float64")?;
     let codes = codes.as_ref().map(|c| readonly::<i64, Ix1>(c, "codes", "group codes are int64")).transpose()?;
-    let cuts = cuts.as_array().to_vec();
     // contiguous slices (a strided array is copied once)
     let (vals, nums, codes) =
         (vals.as_array(), nums.as_ref().map(|n| n.as_array()), codes.as_ref().map(|c| c.as_array()));
@@ -94,7 +92,6 @@ fn rank_draw_candidates<'py>(
         seed,
         beta,
         k,
-        edges: &cuts,
         codes: codes.as_deref(),
         groups,
         limit,
