@@ -407,8 +407,8 @@ class RankRows:
             local = codes - offset if offset else codes
             per_slot = np.bincount(local, minlength=slots)
             present = np.flatnonzero(per_slot)
-            nan = np.isnan(values)
-            if nan.any():  # rows scoring NaN are not counted
+            if np.isnan(np.add.reduce(values)):  # rows scoring NaN are not counted
+                nan = np.isnan(values)
                 per_slot -= np.bincount(local[nan], minlength=slots)
             remap = np.zeros(slots, np.int64)
             for s in present.tolist():
@@ -420,7 +420,7 @@ class RankRows:
             if len(self.scored) < len(self.labels):
                 self.scored = np.concatenate([self.scored, np.zeros(len(self.labels) - len(self.scored), np.int64)])
             np.add.at(self.scored, remap[present], per_slot[present])
-            self.codes[n : n + m] = remap[local]
+            np.take(remap, local, out=self.codes[n : n + m])
         self.info = info or self.info
         self.n = n + m
 

@@ -289,6 +289,17 @@ impl Bins {
     }
 }
 
+/// The first row of `rows` whose uniform (hashed from `number(i)`) reaches its cut
+/// (`cut[at(i)]`), or the end of `rows`: the draw pass's inner loop, without a branch on
+/// how rows are numbered or grouped.
+#[inline(always)]
+fn reaching(
+    rows: std::ops::Range<usize>, seed: u64, cut: &[f64], number: impl Fn(usize) -> i64, at: impl Fn(usize) -> usize,
+) -> usize {
+    let end = rows.end;
+    rows.into_iter().find(|&i| crate::groups::uniform(number(i), seed) >= cut[at(i)]).unwrap_or(end)
+}
+
 /// Most classes of bins whose rows share a cut in the draw pass.
 const MAX_CLASSES: usize = 1024;
 
@@ -340,41 +351,63 @@ pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Opti
     let k = spec.k;
     const CHUNK: usize = 1 << 20;
 
-    // 1. each row's bin (kept: 2 bytes a row); each bin's rows, lowest and highest key
-    //    (slot nb: NaN, not counted)
+    // 1. each row's bin (kept: 2 bytes a row) and each bin's rows (slot nb: NaN), in
+    //    u32 counters (a small table) added up every 2^31 rows
     let bins = Bins::new(v);
     let nb = bins.n;
     debug_assert!(nb < u16::MAX as usize);
-    #[derive(Clone, Copy)]
-    struct Stat {
-        rows: u64,
-        lo: u64,
-        hi: u64,
-    }
-    let mut stat = vec![Stat { rows: 0, lo: u64::MAX, hi: 0 }; nb + 1]; // one cache line a row
     let mut binned: Vec<u16> = Vec::new();
     binned.try_reserve_exact(n).map_err(|_| Error::OutOfMemory { bytes: 2 * n })?;
+    let mut count = vec![0u64; nb + 1];
+    let mut part = vec![0u32; nb + 1];
+    let mut since = 0usize;
     for lo in (0..n).step_by(CHUNK) {
         cancel.check()?;
-        binned.extend(v[lo..(lo + CHUNK).min(n)].iter().map(|&x| {
-            let (j, key) = bins.of(x);
-            let s = &mut stat[j];
-            s.rows += 1;
-            s.lo = s.lo.min(key);
-            s.hi = s.hi.max(key);
+        let hi = (lo + CHUNK).min(n);
+        binned.extend(v[lo..hi].iter().map(|&x| {
+            let j = bins.of(x).0;
+            part[j] += 1;
             j as u16
         }));
+        since += hi - lo;
+        if since >= 1 << 31 || hi == n {
+            for (c, p) in count.iter_mut().zip(&mut part) {
+                *c += u64::from(std::mem::take(p));
+            }
+            since = 0;
+        }
     }
     let bin = |i: usize| binned[i] as usize;
+    // a bin of many more rows than the sample foretold (ties: one score, or a few) is
+    // checked for holding one score (one more pass, over its rows alone)
+    let heavy = 4 * (n / BINS) as u64 + 4;
+    let mut checked = vec![0u64; (nb + 1).div_ceil(64)];
+    for j in (0..nb).filter(|&j| count[j] > heavy) {
+        checked[j >> 6] |= 1 << (j & 63);
+    }
+    let mut span = vec![(u64::MAX, 0u64); nb + 1]; // checked bins' lowest and highest key
+    if checked.iter().any(|&w| w != 0) {
+        for lo in (0..n).step_by(CHUNK) {
+            cancel.check()?;
+            let hi = (lo + CHUNK).min(n);
+            for (&j, &x) in binned[lo..hi].iter().zip(&v[lo..hi]) {
+                let j = j as usize;
+                if checked[j >> 6] >> (j & 63) & 1 != 0 {
+                    let key = order_key(x);
+                    span[j] = (span[j].0.min(key), span[j].1.max(key));
+                }
+            }
+        }
+    }
     // rank bounds of each bin's rows: 1 + the rows above, and the rows above and its own
-    let count: Vec<u64> = stat.iter().map(|s| s.rows).collect();
+    // (exact in a bin of one row or one score)
     let mut rank_lo = vec![1i64; nb + 1];
     let mut rank_hi = vec![1i64; nb + 1];
     let mut above = 0i64;
     for j in (0..nb).rev() {
         let c = count[j] as i64;
         rank_lo[j] = 1 + above;
-        rank_hi[j] = if c <= 1 || stat[j].lo == stat[j].hi { 1 + above } else { above + c };
+        rank_hi[j] = if c <= 1 || span[j].0 == span[j].1 { 1 + above } else { above + c };
         above += c;
     }
     let ln_rank = |r: i64| -spec.beta * (r.max(1) as f64).ln();
@@ -410,19 +443,40 @@ pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Opti
     if k == 0 {
         cut.fill(2.0);
     }
+    // the next row from `from` whose uniform reaches its cut (or `to`): a tight loop, one
+    // instance for each way rows are numbered and grouped
+    let (seed, offset) = (spec.seed, spec.offset);
+    let next = |from: usize, to: usize, cut: &[f64]| -> usize {
+        let cell = |i: usize| class_of[binned[i] as usize] as usize;
+        match (spec.numbers, spec.codes) {
+            (None, None) => reaching(from..to, seed, cut, |i| offset.wrapping_add(i as i64), |i| cell(i)),
+            (Some(nums), None) => reaching(from..to, seed, cut, |i| nums[i], |i| cell(i)),
+            (None, Some(codes)) => reaching(
+                from..to,
+                seed,
+                cut,
+                |i| offset.wrapping_add(i as i64),
+                |i| codes[i] as usize * stride + cell(i),
+            ),
+            (Some(nums), Some(codes)) => {
+                reaching(from..to, seed, cut, |i| nums[i], |i| codes[i] as usize * stride + cell(i))
+            }
+        }
+    };
     for lo in (0..n).step_by(CHUNK) {
         cancel.check()?;
         let hi = (lo + CHUNK).min(n);
-        for (i, &j) in binned[lo..hi].iter().enumerate().map(|(i, j)| (lo + i, j)) {
-            let j = j as usize;
-            let g = spec.group(i);
-            let u = spec.uniform(i);
-            if u < cut[g * stride + class_of[j] as usize] {
-                continue;
+        let mut i = lo;
+        loop {
+            i = next(i, hi, &cut);
+            if i >= hi {
+                break;
             }
-            kept.push(i);
+            let (j, g, u) = (bin(i), spec.group(i), spec.uniform(i));
+            i += 1;
+            kept.push(i - 1);
             let key_lo = ln_rank(rank_hi[j]) - (-(u + HALF_CELL).ln()).ln();
-            best[g].push(key_lo, i as i64, i);
+            best[g].push(key_lo, i as i64 - 1, i - 1);
             if let Some(t) = best[g].floor() {
                 if t != floor[g] {
                     floor[g] = t;
