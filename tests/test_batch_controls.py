@@ -541,7 +541,7 @@ def test_rank_kernel_candidates_hold_each_groups_top_keys():
         x = rng.integers(0, 7, n).astype(float) if rnd % 3 == 0 else rng.integers(0, 10**6, n) / 1e6
         x[r == 0], x[r == 1], x[r == 2] = np.nan, np.inf, -np.inf
         groups = 1 + rnd % 3
-        codes = rng.integers(0, groups, n)
+        codes = rng.integers(0, groups, n).astype(np.int32 if rnd % 2 else np.int64)  # both code types
         beta, k = [0.1, 1.0, 5.0][rnd % 3], [1, 10, 200][rnd // 4 % 3]
         at, ranks = _core.rank_draw_candidates(x, None, 5, 17, beta, k, codes if groups > 1 else None, groups)
         ok = ~np.isnan(x)

@@ -75,7 +75,7 @@ def rank_draw_candidates(
     seed: int,
     beta: float,
     k: int,
-    codes: Optional[npt.NDArray[np.int64]] = None,
+    codes: Optional[npt.NDArray[np.int32] | npt.NDArray[np.int64]] = None,
     groups: int = 1,
     limit: int = ...,
 ) -> Optional[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:

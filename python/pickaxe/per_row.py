@@ -364,8 +364,8 @@ def _candidates(
 class RankRows:
     """``sampling="rank"``'s rows as a local run streams them (`LocalBackend.drawn`): each
     row's score (NaN included) in one float64 buffer, its row number only when the rows
-    are not numbered 0, 1, 2, … in stream order, its group as an int64 code (labels in
-    `labels`, rows scoring a number per code in `scored`): 8 to 24 bytes a row, no
+    are not numbered 0, 1, 2, … in stream order, its group as an int32 code (labels in
+    `labels`, rows scoring a number per code in `scored`): 8 to 20 bytes a row, no
     per-batch key or label arrays and no concatenation. `drawn` then returns the rows
     that may be drawn, keyed, as `drawn` of every row's `Tops` would."""
 
@@ -374,7 +374,7 @@ class RankRows:
         self.n = 0
         self.values = np.empty(cap, np.float64)
         self.numbers: Optional[np.ndarray] = None
-        self.codes: Optional[np.ndarray] = np.empty(cap, np.int64) if grouped else None
+        self.codes: Optional[np.ndarray] = np.empty(cap, np.int32) if grouped else None
         self.labels: list = []
         self.code_of: dict = {}
         self.scored = np.zeros(0, np.int64)
@@ -410,7 +410,7 @@ class RankRows:
             if np.isnan(np.add.reduce(values)):  # rows scoring NaN are not counted
                 nan = np.isnan(values)
                 per_slot -= np.bincount(local[nan], minlength=slots)
-            remap = np.zeros(slots, np.int64)
+            remap = np.zeros(slots, np.int32)
             for s in present.tolist():
                 g = slot_label(s)
                 if g not in self.code_of:

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use crate::cancel::Cancel;
 use crate::error::Error;
+use crate::groups::Code;
 use crate::math::Real;
 use crate::threads;
 
@@ -163,7 +164,7 @@ pub fn top_k<T: Real>(scores: ArrayView1<'_, T>, k: usize, cancel: &Cancel) -> R
 /// row rank^-β, rank = 1 + the rows scoring higher (NaN never ranked nor drawn), key
 /// ln w − ln(−ln u) with u hashed from the row's number (`groups::uniform`).
 #[derive(Clone, Copy, Debug)]
-pub struct RankDraw<'a> {
+pub struct RankDraw<'a, C: Code = i64> {
     pub values: &'a [f64],
     /// Row i's number is `numbers[i]`, or `offset + i` when None.
     pub numbers: Option<&'a [i64]>,
@@ -174,7 +175,7 @@ pub struct RankDraw<'a> {
     /// Rows drawn (per group).
     pub k: usize,
     /// Each row's group, 0..groups (None: one group).
-    pub codes: Option<&'a [i64]>,
+    pub codes: Option<&'a [C]>,
     pub groups: usize,
     /// Most candidates kept before giving up (None returned: the caller sorts instead).
     pub limit: usize,
@@ -183,7 +184,7 @@ pub struct RankDraw<'a> {
 /// A rank draw's candidates: positions (ascending) and their exact competition ranks.
 pub type RankCandidates = (Vec<usize>, Vec<i64>);
 
-impl RankDraw<'_> {
+impl<C: Code> RankDraw<'_, C> {
     #[inline(always)]
     fn uniform(&self, i: usize) -> f64 {
         let number = match self.numbers {
@@ -195,7 +196,7 @@ impl RankDraw<'_> {
 
     #[inline(always)]
     fn group(&self, i: usize) -> usize {
-        self.codes.map_or(0, |c| c[i] as usize)
+        self.codes.map_or(0, |c| c[i].as_i64() as usize)
     }
 }
 
@@ -328,7 +329,7 @@ const MAX_CLASSES: usize = 1024;
 /// candidates' bins, and 2N bytes; no N log N sort. `Ok(None)` when the candidates outnumber `limit`
 /// (weights so flat, e.g. β near 0 with groups of fewer than k rows, that most rows
 /// could be drawn).
-pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Option<RankCandidates>, Error> {
+pub fn rank_draw_candidates<C: Code>(spec: &RankDraw<'_, C>, cancel: &Cancel) -> Result<Option<RankCandidates>, Error> {
     let v = spec.values;
     let n = v.len();
     if let Some(nums) = spec.numbers {
@@ -341,10 +342,10 @@ pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Opti
         if codes.len() != n {
             return Err(Error::Shape(format!("group codes: {} for {n} scores; one per score", codes.len())));
         }
-        if let Some(bad) = codes.iter().position(|&c| c < 0 || c as usize >= groups) {
+        if let Some(bad) = codes.iter().position(|&c| c.as_i64() < 0 || c.as_i64() as usize >= groups) {
             return Err(Error::argument(
                 "codes",
-                format!("row {bad}'s group code {} is outside 0..{groups}", codes[bad]),
+                format!("row {bad}'s group code {} is outside 0..{groups}", codes[bad].as_i64()),
             ));
         }
     }
@@ -456,10 +457,10 @@ pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Opti
                 seed,
                 cut,
                 |i| offset.wrapping_add(i as i64),
-                |i| codes[i] as usize * stride + cell(i),
+                |i| codes[i].as_i64() as usize * stride + cell(i),
             ),
             (Some(nums), Some(codes)) => {
-                reaching(from..to, seed, cut, |i| nums[i], |i| codes[i] as usize * stride + cell(i))
+                reaching(from..to, seed, cut, |i| nums[i], |i| codes[i].as_i64() as usize * stride + cell(i))
             }
         }
     };
@@ -529,18 +530,23 @@ pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Opti
         let pivots: Vec<f64> = cands.iter().map(|p| p.1).collect();
         // bump[start + r + q]: rows of run r's bin above exactly q of its candidates
         let mut bump = vec![0i64; cands.len() + runs.len()];
+        // a chunk's rows in marked bins listed first, with their scores (a stream of
+        // the scores, no branch: reading them scattered would miss the cache), then
+        // located
+        let mut hit = vec![(0u16, 0f64); CHUNK + 1];
         for lo in (0..n).step_by(CHUNK) {
             cancel.check()?;
             let hi = (lo + CHUNK).min(n);
+            let mut m = 0;
             for (&j, &x) in binned[lo..hi].iter().zip(&v[lo..hi]) {
-                let j = j as usize;
-                if marked[j >> 6] >> (j & 63) & 1 == 0 {
-                    continue;
-                }
-                let r = run_of[j];
-                let (s, e) = runs[r as usize];
+                hit[m] = (j, x);
+                m += (marked[j as usize >> 6] >> (j & 63) & 1) as usize;
+            }
+            for &(j, x) in &hit[..m] {
+                let r = run_of[j as usize] as usize;
+                let (s, e) = runs[r];
                 let q = pivots[s..e].partition_point(|&p| p < x);
-                bump[s + r as usize + q] += 1;
+                bump[s + r + q] += 1;
             }
         }
         for (r, &(s, e)) in runs.iter().enumerate() {

@@ -78,25 +78,41 @@ fn rank_draw_candidates<'py>(
 ) -> PyResult<Option<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)>> {
     let nums = row_numbers(&numbers)?;
     let vals = readonly::<f64, Ix1>(values, "values", "scores are float64")?;
-    let codes = codes.as_ref().map(|c| readonly::<i64, Ix1>(c, "codes", "group codes are int64")).transpose()?;
     // contiguous slices (a strided array is copied once)
-    let (vals, nums, codes) =
-        (vals.as_array(), nums.as_ref().map(|n| n.as_array()), codes.as_ref().map(|c| c.as_array()));
+    let (vals, nums) = (vals.as_array(), nums.as_ref().map(|n| n.as_array()));
     let vals = contiguous(&vals);
     let nums = nums.as_ref().map(contiguous);
-    let codes = codes.as_ref().map(contiguous);
-    let spec = select::RankDraw {
-        values: &vals,
-        numbers: nums.as_deref(),
-        offset,
-        seed,
-        beta,
-        k,
-        codes: codes.as_deref(),
-        groups,
-        limit,
+    macro_rules! draw {
+        ($codes:expr) => {{
+            let spec = select::RankDraw {
+                values: &vals,
+                numbers: nums.as_deref(),
+                offset,
+                seed,
+                beta,
+                k,
+                codes: $codes,
+                groups,
+                limit,
+            };
+            interrupt::run(py, 3 * vals.len(), |cancel| select::rank_draw_candidates(&spec, cancel))?
+        }};
+    }
+    let out = match codes {
+        None => draw!(None::<&[i64]>),
+        Some(c) if c.cast::<PyArray1<i32>>().is_ok() => {
+            let c = readonly::<i32, Ix1>(&c, "codes", "")?;
+            let c = c.as_array();
+            let c = contiguous(&c);
+            draw!(Some(&*c))
+        }
+        Some(c) => {
+            let c = readonly::<i64, Ix1>(&c, "codes", "group codes are int32 or int64")?;
+            let c = c.as_array();
+            let c = contiguous(&c);
+            draw!(Some(&*c))
+        }
     };
-    let out = interrupt::run(py, 3 * spec.values.len(), |cancel| select::rank_draw_candidates(&spec, cancel))?;
     Ok(out.map(|(rows, ranks)| (indices(py, rows), ranks.into_pyarray(py))))
 }
 
