@@ -478,8 +478,8 @@ def test_rank_candidates_carry_exact_ranks(monkeypatch):
     from pickaxe import _core
 
     v = np.array([np.nan, 1.0, 2.0, np.nan, 0.5] * 20)
-    at, ranks = _core.rank_draw_candidates(v, None, 0, 1, 1.0, 3)
-    assert not np.isnan(v[at]).any()
+    at, ranks, scored = _core.rank_draw_candidates(v, None, 0, 1, 1.0, 3)
+    assert not np.isnan(v[at]).any() and scored.tolist() == [60]
     ok = ~np.isnan(v)
     assert ranks.tolist() == competition_ranks(v[ok])[np.searchsorted(np.flatnonzero(ok), at)].tolist()
     with pytest.raises(ValueError, match="row 2's group code 5"):
@@ -543,8 +543,9 @@ def test_rank_kernel_candidates_hold_each_groups_top_keys():
         groups = 1 + rnd % 3
         codes = rng.integers(0, groups, n).astype(np.int32 if rnd % 2 else np.int64)  # both code types
         beta, k = [0.1, 1.0, 5.0][rnd % 3], [1, 10, 200][rnd // 4 % 3]
-        at, ranks = _core.rank_draw_candidates(x, None, 5, 17, beta, k, codes if groups > 1 else None, groups)
+        at, ranks, scored = _core.rank_draw_candidates(x, None, 5, 17, beta, k, codes if groups > 1 else None, groups)
         ok = ~np.isnan(x)
+        assert scored.tolist() == np.bincount(codes[ok] if groups > 1 else np.zeros(ok.sum(), int), minlength=groups).tolist()
         exact = np.ones(n, np.int64)
         exact[ok] = competition_ranks(x[ok])
         assert ok[at].all() and ranks.tolist() == exact[at].tolist()
@@ -561,9 +562,11 @@ def test_rank_kernel_candidates_hold_each_groups_top_keys():
     dict(stratify="site", sampling="rank", beta=2.0, seed=9),
     dict(stratify="site", quota="proportional", sampling="rank", beta=0.3, seed=10),
 ])
-def test_rank_rows_of_a_streamed_pool_match_the_merged_tops(sort_below, controls, monkeypatch):
+@pytest.mark.parametrize("labels", ["str", "int"])
+def test_rank_rows_of_a_streamed_pool_match_the_merged_tops(sort_below, controls, labels, monkeypatch):
     """`LocalBackend` keeps a rank draw's rows in buffers (`per_row.RankRows`) instead of
-    batch `Tops`: with a query (rows numbered out of stream order), string groups, a
+    batch `Tops`: with a query (rows numbered out of stream order), string groups or
+    integer ones (small ones their own codes, a large one only in some batches), a
     group whose rows all score NaN and many batches, it picks what the merged `Tops`
     pick, on the bounded path and on the sort."""
     import pickaxe.per_row as per_row
@@ -572,7 +575,10 @@ def test_rank_rows_of_a_streamed_pool_match_the_merged_tops(sort_below, controls
     n = 6000
     conf = np.round(rng.random(n), 2)
     site = rng.choice(np.array(["x", "y", "z", "w"]), n)
-    conf[site == "w"] = np.nan
+    if labels == "int":
+        site = np.select([site == "x", site == "y", site == "z"], [3, 0, 5000], 7)
+        site[: n // 2][site[: n // 2] == 5000] = 3  # 5000 only in the later batches
+    conf[site == ("w" if labels == "str" else 7)] = np.nan
     conf[rng.random(n) < 0.02] = np.nan
     pool = {"confidence": conf, "site": site, "keep": rng.random(n)}
     monkeypatch.setattr(per_row, "RANK_SORT_BELOW", sort_below)

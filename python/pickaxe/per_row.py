@@ -345,15 +345,17 @@ def rank_candidates(
     if tops.groups is not None:
         uniq, codes = bc.factorize(tops.groups)
         codes, groups = codes.astype(np.int64, copy=False), max(len(uniq), 1)
-    return _candidates(tops.values, nums, codes, groups, len(tops.keys), c, k)
+    cand = _candidates(tops.values, nums, codes, groups, len(tops.keys), c, k)
+    return None if cand is None else cand[:2]
 
 
 def _candidates(
     values: np.ndarray, nums: Optional[np.ndarray], codes: Optional[np.ndarray], groups: int, n: int,
     c: "bc.Controls", k: int,
-) -> Optional[tuple[np.ndarray, np.ndarray]]:
+) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """`rank_candidates` over arrays: each row's score, number (None: its position),
-    group code (None: one group); ``n`` rows (sets when to sort instead)."""
+    group code (None: one group); ``n`` rows (sets when to sort instead). Also each
+    group's rows scoring a number."""
     if n < RANK_SORT_BELOW or k >= n or k <= 0:
         return None
     values = np.ascontiguousarray(values, dtype=np.float64)
@@ -364,10 +366,14 @@ def _candidates(
 class RankRows:
     """``sampling="rank"``'s rows as a local run streams them (`LocalBackend.drawn`): each
     row's score (NaN included) in one float64 buffer, its row number only when the rows
-    are not numbered 0, 1, 2, … in stream order, its group as an int32 code (labels in
-    `labels`, rows scoring a number per code in `scored`): 8 to 20 bytes a row, no
-    per-batch key or label arrays and no concatenation. `drawn` then returns the rows
-    that may be drawn, keyed, as `drawn` of every row's `Tops` would."""
+    are not numbered 0, 1, 2, … in stream order, its group as an int32 code: 8 to 20
+    bytes a row, no per-batch key or label arrays and no concatenation. An integer label
+    in 0..`DIRECT` is its own code (copied, no lookup); other labels take codes from
+    `DIRECT` on, in order of appearance. `drawn` then returns the rows that may be
+    drawn, keyed, as `drawn` of every row's `Tops` would."""
+
+    #: Integer labels below this are their own codes.
+    DIRECT = 1024
 
     def __init__(self, capacity: Optional[int], grouped: bool) -> None:
         cap = max(int(capacity or 0), 1)
@@ -375,9 +381,10 @@ class RankRows:
         self.values = np.empty(cap, np.float64)
         self.numbers: Optional[np.ndarray] = None
         self.codes: Optional[np.ndarray] = np.empty(cap, np.int32) if grouped else None
-        self.labels: list = []
+        self.direct: Optional[Callable[[int], Any]] = None  # label of a direct code
+        self.top = -1  # highest direct code seen
+        self.others: list = []  # labels of codes DIRECT, DIRECT + 1, …
         self.code_of: dict = {}
-        self.scored = np.zeros(0, np.int64)
         self.info: dict = {}
 
     def _room(self, m: int) -> None:
@@ -403,26 +410,45 @@ class RankRows:
         if self.numbers is not None:
             self.numbers[n : n + m] = batch.source_rows(np.arange(m))
         if self.codes is not None and labels is not None and m:
-            slot_label, codes, offset, slots = _group_codes(labels)
-            local = codes - offset if offset else codes
-            per_slot = np.bincount(local, minlength=slots)
-            present = np.flatnonzero(per_slot)
-            if np.isnan(np.add.reduce(values)):  # rows scoring NaN are not counted
-                nan = np.isnan(values)
-                per_slot -= np.bincount(local[nan], minlength=slots)
-            remap = np.zeros(slots, np.int32)
-            for s in present.tolist():
-                g = slot_label(s)
-                if g not in self.code_of:
-                    self.code_of[g] = len(self.labels)
-                    self.labels.append(g)
-                remap[s] = self.code_of[g]
-            if len(self.scored) < len(self.labels):
-                self.scored = np.concatenate([self.scored, np.zeros(len(self.labels) - len(self.scored), np.int64)])
-            np.add.at(self.scored, remap[present], per_slot[present])
-            np.take(remap, local, out=self.codes[n : n + m])
+            self._add_codes(labels, self.codes[n : n + m])
         self.info = info or self.info
         self.n = n + m
+
+    def _add_codes(self, labels: np.ndarray, out: np.ndarray) -> None:
+        if labels.dtype.kind in "iu":
+            lo, hi = int(labels.min()), int(labels.max())
+            if 0 <= lo and hi < self.DIRECT:  # small non-negative integers: their own codes
+                out[:] = labels
+                self.top = max(self.top, hi)
+                self.direct = self.direct or (lambda c, t=labels.dtype.type: bc._scalar(t(c)))
+                return
+        slot_label, codes, offset, slots = _group_codes(labels)
+        local = codes - offset if offset else codes
+        present = np.flatnonzero(np.bincount(local, minlength=slots))
+        remap = np.zeros(slots, np.int32)
+        for s in present.tolist():
+            g = slot_label(s)
+            if isinstance(g, int) and not isinstance(g, bool) and 0 <= g < self.DIRECT:
+                code = g  # as a batch of small integers would have it
+                self.top = max(self.top, g)
+                self.direct = self.direct or (lambda c, t=labels.dtype.type: bc._scalar(t(c)))
+            else:
+                code = self.code_of.get(g)
+                if code is None:
+                    code = self.code_of[g] = self.DIRECT + len(self.others)
+                    self.others.append(g)
+            remap[s] = code
+        np.take(remap, local, out=out)
+
+    def _code_labels(self) -> tuple[np.ndarray, int]:
+        """Each code's label (a typed array when they share a type; codes no row has
+        repeat a label) and how many codes there are."""
+        if self.direct is None and not self.others:
+            return np.empty(0, object), 1
+        groups = self.DIRECT + len(self.others) if self.others else self.top + 1
+        direct = [self.direct(c) for c in range(self.top + 1)] if self.direct else []
+        fill = direct[0] if direct else self.others[0]
+        return _labels(direct + [fill] * (groups - len(direct) - len(self.others)) + self.others), groups
 
     def drawn(self, c: "bc.Controls", k: int) -> Tops:
         """The rows that may be among the ``k`` highest keys (per group), with their draw
@@ -433,20 +459,21 @@ class RankRows:
         values = self.values[:n]
         nums = None if self.numbers is None else self.numbers[:n]
         codes = None if self.codes is None else self.codes[:n]
-        labels = _labels(self.labels) if codes is not None else None
-        counts = None
-        if codes is not None:
-            counts = {g: int(s) for g, s in zip(self.labels, self.scored.tolist()) if s}
+        labels, groups = self._code_labels() if codes is not None else (None, 1)
         # (rows scoring NaN count in n here: the kernel never ranks nor draws them)
-        cand = _candidates(values, nums, codes, max(len(self.labels), 1), n, c, k)
+        cand = _candidates(values, nums, codes, groups, n, c, k)
         if cand is not None:
-            at, ranks = cand
+            at, ranks, scored = cand
         else:  # every row scoring a number, ranked by one sort
             at = np.flatnonzero(~np.isnan(values))
             ranks = None
+            scored = None if codes is None else np.bincount(codes[at], minlength=groups)
+        counts = None
+        if labels is not None:
+            counts = {bc._scalar(labels[g]): int(s) for g, s in enumerate(scored.tolist()) if s}
         keys = at if nums is None else nums[at]
-        groups = None if labels is None else labels[codes[at]]
-        tops = Tops(keys, values[at], values[at], groups, counts, self.info)
+        groups_of = None if labels is None else labels[codes[at]]
+        tops = Tops(keys, values[at], values[at], groups_of, counts, self.info)
         if ranks is None:
             ranks = bc.competition_ranks(tops.values)
         return _rank_keyed(tops, c, ranks, key_numbers)

@@ -181,8 +181,9 @@ pub struct RankDraw<'a, C: Code = i64> {
     pub limit: usize,
 }
 
-/// A rank draw's candidates: positions (ascending) and their exact competition ranks.
-pub type RankCandidates = (Vec<usize>, Vec<i64>);
+/// A rank draw's candidates: positions (ascending), their exact competition ranks, and
+/// each group's rows scoring a number.
+pub type RankCandidates = (Vec<usize>, Vec<i64>, Vec<u64>);
 
 impl<C: Code> RankDraw<'_, C> {
     #[inline(always)]
@@ -342,12 +343,6 @@ pub fn rank_draw_candidates<C: Code>(spec: &RankDraw<'_, C>, cancel: &Cancel) ->
         if codes.len() != n {
             return Err(Error::Shape(format!("group codes: {} for {n} scores; one per score", codes.len())));
         }
-        if let Some(bad) = codes.iter().position(|&c| c.as_i64() < 0 || c.as_i64() as usize >= groups) {
-            return Err(Error::argument(
-                "codes",
-                format!("row {bad}'s group code {} is outside 0..{groups}", codes[bad].as_i64()),
-            ));
-        }
     }
     let k = spec.k;
     const CHUNK: usize = 1 << 20;
@@ -362,14 +357,25 @@ pub fn rank_draw_candidates<C: Code>(spec: &RankDraw<'_, C>, cancel: &Cancel) ->
     let mut count = vec![0u64; nb + 1];
     let mut part = vec![0u32; nb + 1];
     let mut since = 0usize;
+    // each group's rows scoring a number (slot `groups`: codes out of range, an error)
+    let mut scored = vec![0u64; groups + 1];
     for lo in (0..n).step_by(CHUNK) {
         cancel.check()?;
         let hi = (lo + CHUNK).min(n);
-        binned.extend(v[lo..hi].iter().map(|&x| {
-            let j = bins.of(x).0;
-            part[j] += 1;
-            j as u16
-        }));
+        match spec.codes {
+            None => binned.extend(v[lo..hi].iter().map(|&x| {
+                let j = bins.of(x).0;
+                part[j] += 1;
+                j as u16
+            })),
+            Some(codes) => binned.extend(v[lo..hi].iter().zip(&codes[lo..hi]).map(|(&x, &g)| {
+                let j = bins.of(x).0;
+                part[j] += 1;
+                let at = (g.as_i64() as u64).min(groups as u64) as usize;
+                scored[at] += u64::from(j != nb || at == groups);
+                j as u16
+            })),
+        }
         since += hi - lo;
         if since >= 1 << 31 || hi == n {
             for (c, p) in count.iter_mut().zip(&mut part) {
@@ -378,6 +384,18 @@ pub fn rank_draw_candidates<C: Code>(spec: &RankDraw<'_, C>, cancel: &Cancel) ->
             since = 0;
         }
     }
+    if let Some(codes) = spec.codes.filter(|_| scored[groups] > 0) {
+        if let Some(bad) = codes.iter().position(|&c| c.as_i64() < 0 || c.as_i64() as usize >= groups) {
+            return Err(Error::argument(
+                "codes",
+                format!("row {bad}'s group code {} is outside 0..{groups}", codes[bad].as_i64()),
+            ));
+        }
+    }
+    if spec.codes.is_none() {
+        scored[0] = n as u64 - count[nb];
+    }
+    scored.truncate(groups);
     let bin = |i: usize| binned[i] as usize;
     // a bin of many more rows than the sample foretold (ties: one score, or a few) is
     // checked for holding one score (one more pass, over its rows alone)
@@ -560,7 +578,8 @@ pub fn rank_draw_candidates<C: Code>(spec: &RankDraw<'_, C>, cancel: &Cancel) ->
     }
     let mut out: Vec<(usize, i64)> = cands.iter().map(|p| p.2).zip(ranks).collect();
     out.sort_unstable_by_key(|p| p.0);
-    Ok(Some(out.into_iter().unzip()))
+    let (at, ranks) = out.into_iter().unzip();
+    Ok(Some((at, ranks, scored)))
 }
 
 /// u's offset to the middle of its 2^-53 cell (`groups::draw_key`).

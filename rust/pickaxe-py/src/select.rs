@@ -66,16 +66,18 @@ fn draw_top_k<'py>(
     })
 }
 
+type RankArrays<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
+
 /// A `sampling="rank"` draw's candidates (`pickaxe_core::select::rank_draw_candidates`):
-/// (positions ascending, their exact competition ranks), or None when they would
-/// outnumber `limit`.
+/// (positions ascending, their exact competition ranks, each group's rows scoring a
+/// number), or None when they would outnumber `limit`.
 #[pyfunction]
 #[pyo3(signature = (values, numbers, offset, seed, beta, k, codes=None, groups=1, limit=usize::MAX))]
 #[allow(clippy::too_many_arguments)] // the Python signature: each argument is one array or number
 fn rank_draw_candidates<'py>(
     py: Python<'py>, values: &Bound<'py, PyAny>, numbers: Option<Bound<'py, PyAny>>, offset: i64, seed: u64, beta: f64,
     k: usize, codes: Option<Bound<'py, PyAny>>, groups: usize, limit: usize,
-) -> PyResult<Option<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)>> {
+) -> PyResult<Option<RankArrays<'py>>> {
     let nums = row_numbers(&numbers)?;
     let vals = readonly::<f64, Ix1>(values, "values", "scores are float64")?;
     // contiguous slices (a strided array is copied once)
@@ -113,7 +115,10 @@ fn rank_draw_candidates<'py>(
             draw!(Some(&*c))
         }
     };
-    Ok(out.map(|(rows, ranks)| (indices(py, rows), ranks.into_pyarray(py))))
+    Ok(out.map(|(rows, ranks, scored)| {
+        let scored: Vec<i64> = scored.into_iter().map(|c| c as i64).collect();
+        (indices(py, rows), ranks.into_pyarray(py), scored.into_pyarray(py))
+    }))
 }
 
 /// A 1-D view as a slice: itself when contiguous, else a copy.
