@@ -548,13 +548,16 @@ pub fn rank_draw_candidates<C: Code>(spec: &RankDraw<'_, C>, cancel: &Cancel) ->
         let pivots: Vec<f64> = cands.iter().map(|p| p.1).collect();
         // bump[start + r + q]: rows of run r's bin above exactly q of its candidates
         let mut bump = vec![0i64; cands.len() + runs.len()];
-        // a chunk's rows in marked bins listed first, with their scores (a stream of
+        // a block's rows in marked bins listed first, with their scores (a stream of
         // the scores, no branch: reading them scattered would miss the cache), then
-        // located
-        let mut hit = vec![(0u16, 0f64); CHUNK + 1];
-        for lo in (0..n).step_by(CHUNK) {
-            cancel.check()?;
-            let hi = (lo + CHUNK).min(n);
+        // located; blocks of 2^16 rows keep the list in cache
+        const BLOCK: usize = 1 << 16;
+        let mut hit = vec![(0u16, 0f64); BLOCK];
+        for lo in (0..n).step_by(BLOCK) {
+            if lo % CHUNK == 0 {
+                cancel.check()?;
+            }
+            let hi = (lo + BLOCK).min(n);
             let mut m = 0;
             for (&j, &x) in binned[lo..hi].iter().zip(&v[lo..hi]) {
                 hit[m] = (j, x);
