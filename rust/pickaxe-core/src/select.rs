@@ -468,8 +468,8 @@ pub fn rank_draw_candidates<C: Code>(spec: &RankDraw<'_, C>, cancel: &Cancel) ->
     let next = |from: usize, to: usize, cut: &[f64]| -> usize {
         let cell = |i: usize| class_of[binned[i] as usize] as usize;
         match (spec.numbers, spec.codes) {
-            (None, None) => reaching(from..to, seed, cut, |i| offset.wrapping_add(i as i64), |i| cell(i)),
-            (Some(nums), None) => reaching(from..to, seed, cut, |i| nums[i], |i| cell(i)),
+            (None, None) => reaching(from..to, seed, cut, |i| offset.wrapping_add(i as i64), cell),
+            (Some(nums), None) => reaching(from..to, seed, cut, |i| nums[i], cell),
             (None, Some(codes)) => reaching(
                 from..to,
                 seed,
