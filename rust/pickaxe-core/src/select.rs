@@ -311,25 +311,27 @@ const MAX_CLASSES: usize = 1024;
 /// has a key strictly below `k` candidates' keys, by a margin far above rounding).
 ///
 /// 1. Bins (`Bins`, laid out from a strided sample, found in O(1) a row): one pass keeps
-///    each row's bin (2 bytes) and counts each bin's rows and their lowest and highest
-///    score. A row's rank lies between 1 +
-///    the rows of the bins above and those plus its bin's own, exactly 1 + the rows
-///    above when its bin holds one score; its key lies between the keys these give.
-///    Consecutive bins whose bounds span at most a factor 2 of weight form a class.
+///    each row's bin (2 bytes) and counts each bin's rows (and each group's rows scoring
+///    a number); a bin of many more rows than the sample foretold (ties) is then checked
+///    for holding one score, in a pass over its rows alone. A row's rank lies between 1
+///    + the rows of the bins above and those plus its bin's own, exactly 1 + the rows
+///    above when its bin holds one row or one score; its key lies between the keys these
+///    give. Consecutive bins whose bounds span at most a factor 2 of weight form a class.
 /// 2. Draw (one pass): each group keeps the `k` best lower bounds of its rows' keys
 ///    (`Bounded`); its k-th, t, rises as rows come, and a row whose upper bound is below
 ///    t cannot be drawn. The test is made on the row's hashed uniform alone, against a
-///    cut per (group, class) recomputed when t rises, so most rows cost a bin, a hash
-///    and a compare; the rows that pass are the candidates, filtered again by the final
-///    t and their own bin's bound.
-/// 3. Exact ranks (one pass): a row in a bin holding candidates (but more than one
-///    score) is located among the bin's candidate scores and counted once; a suffix sum
-///    gives each candidate the rows above it in its bin.
+///    cut per (group, class) recomputed when t rises, so most rows cost a hash and a
+///    compare (a tight scan); the rows that pass are the candidates, filtered again by
+///    the final t and their own bin's bound.
+/// 3. Exact ranks (one pass): the rows in bins holding candidates (but more than one
+///    score) are listed with their scores, block by block, then each is located among
+///    its bin's candidate scores and counted once; a suffix sum gives each candidate the
+///    rows above it in its bin.
 ///
 /// Cost: three passes over the N rows, O(1) each a row but for the few in the
-/// candidates' bins, and 2N bytes; no N log N sort. `Ok(None)` when the candidates outnumber `limit`
-/// (weights so flat, e.g. β near 0 with groups of fewer than k rows, that most rows
-/// could be drawn).
+/// candidates' bins, and 2N bytes; no N log N sort. Also returns each group's rows
+/// scoring a number. `Ok(None)` when the candidates outnumber `limit` (weights so flat,
+/// e.g. β near 0 with groups of fewer than k rows, that most rows could be drawn).
 pub fn rank_draw_candidates<C: Code>(spec: &RankDraw<'_, C>, cancel: &Cancel) -> Result<Option<RankCandidates>, Error> {
     let v = spec.values;
     let n = v.len();
