@@ -478,14 +478,12 @@ def test_rank_candidates_carry_exact_ranks(monkeypatch):
     from pickaxe import _core
 
     v = np.array([np.nan, 1.0, 2.0, np.nan, 0.5] * 20)
-    at, ranks = _core.rank_draw_candidates(v, None, 0, 1, 1.0, 3, np.array([1.5, 0.7]))
-    assert not np.isnan(v[at]).any()
+    at, ranks, scored = _core.rank_draw_candidates(v, None, 0, 1, 1.0, 3)
+    assert not np.isnan(v[at]).any() and scored.tolist() == [60]
     ok = ~np.isnan(v)
     assert ranks.tolist() == competition_ranks(v[ok])[np.searchsorted(np.flatnonzero(ok), at)].tolist()
     with pytest.raises(ValueError, match="row 2's group code 5"):
-        _core.rank_draw_candidates(v, None, 0, 1, 1.0, 3, np.array([1.0]), np.array([0, 0, 5] + [0] * 97), 2)
-    with pytest.raises(ValueError, match="strictly descending"):
-        _core.rank_draw_candidates(v, None, 0, 1, 1.0, 3, np.array([1.0, 2.0]))
+        _core.rank_draw_candidates(v, None, 0, 1, 1.0, 3, np.array([0, 0, 5] + [0] * 97), 2)
 
 
 @pytest.mark.parametrize("controls", [
@@ -507,10 +505,16 @@ def test_rank_draw_of_a_large_pool_is_the_sorted_draw(controls, monkeypatch):
     pool = {"confidence": conf, "site": rng.integers(0, 4, n)}
     miner = px.LeastConfidenceMiner(300, nan_policy="omit", **controls)
     got = miner.mine(pool)
+    # every row kept as a batch `Tops` and merged (`Backend.drawn`, as on Ray) rather
+    # than in `LocalBackend`'s buffers (`per_row.RankRows`)
+    with monkeypatch.context() as m:
+        m.setattr(engine.LocalBackend, "drawn", engine.Backend.drawn)
+        merged = miner.mine(pool)
     monkeypatch.setattr(per_row, "RANK_SORT_BELOW", 10**12)
     want = miner.mine(pool)
-    assert got.ids.tolist() == want.ids.tolist()
-    assert got.scores.tobytes() == want.scores.tobytes() and got.info == want.info
+    for other in (got, merged):
+        assert other.ids.tolist() == want.ids.tolist()
+        assert other.scores.tobytes() == want.scores.tobytes() and other.info == want.info
     assert not np.isnan(got.scores).any()
     if "stratify" in controls:
         assert got.groups.tolist() == want.groups.tolist()
@@ -537,12 +541,11 @@ def test_rank_kernel_candidates_hold_each_groups_top_keys():
         x = rng.integers(0, 7, n).astype(float) if rnd % 3 == 0 else rng.integers(0, 10**6, n) / 1e6
         x[r == 0], x[r == 1], x[r == 2] = np.nan, np.inf, -np.inf
         groups = 1 + rnd % 3
-        codes = rng.integers(0, groups, n)
+        codes = rng.integers(0, groups, n).astype(np.int32 if rnd % 2 else np.int64)  # both code types
         beta, k = [0.1, 1.0, 5.0][rnd % 3], [1, 10, 200][rnd // 4 % 3]
-        s = np.sort(x[~np.isnan(x)])[::-1]
-        edges = np.unique(s[np.minimum([k << j for j in range(12)], len(s) - 1)])[::-1].copy()
-        at, ranks = _core.rank_draw_candidates(x, None, 5, 17, beta, k, edges, codes if groups > 1 else None, groups)
+        at, ranks, scored = _core.rank_draw_candidates(x, None, 5, 17, beta, k, codes if groups > 1 else None, groups)
         ok = ~np.isnan(x)
+        assert scored.tolist() == np.bincount(codes[ok] if groups > 1 else np.zeros(ok.sum(), int), minlength=groups).tolist()
         exact = np.ones(n, np.int64)
         exact[ok] = competition_ranks(x[ok])
         assert ok[at].all() and ranks.tolist() == exact[at].tolist()
@@ -551,3 +554,42 @@ def test_rank_kernel_candidates_hold_each_groups_top_keys():
             rows = np.flatnonzero(ok & ((codes == g) if groups > 1 else True))
             top = rows[np.argsort(-key[rows], kind="stable")[:k]]
             assert np.isin(top, at).all(), (rnd, g)
+
+
+@pytest.mark.parametrize("sort_below", [0, 10**12])
+@pytest.mark.parametrize("controls", [
+    dict(sampling="rank", beta=1.0, seed=8),
+    dict(stratify="site", sampling="rank", beta=2.0, seed=9),
+    dict(stratify="site", quota="proportional", sampling="rank", beta=0.3, seed=10),
+])
+@pytest.mark.parametrize("labels", ["str", "int"])
+def test_rank_rows_of_a_streamed_pool_match_the_merged_tops(sort_below, controls, labels, monkeypatch):
+    """`LocalBackend` keeps a rank draw's rows in buffers (`per_row.RankRows`) instead of
+    batch `Tops`: with a query (rows numbered out of stream order), string groups or
+    integer ones (small ones their own codes, a large one only in some batches), a
+    group whose rows all score NaN and many batches, it picks what the merged `Tops`
+    pick, on the bounded path and on the sort."""
+    import pickaxe.per_row as per_row
+
+    rng = np.random.default_rng(5)
+    n = 6000
+    conf = np.round(rng.random(n), 2)
+    site = rng.choice(np.array(["x", "y", "z", "w"]), n)
+    if labels == "int":
+        site = np.select([site == "x", site == "y", site == "z"], [3, 0, 5000], 7)
+        site[: n // 2][site[: n // 2] == 5000] = 3  # 5000 only in the later batches
+    conf[site == ("w" if labels == "str" else 7)] = np.nan
+    conf[rng.random(n) < 0.02] = np.nan
+    pool = {"confidence": conf, "site": site, "keep": rng.random(n)}
+    monkeypatch.setattr(per_row, "RANK_SORT_BELOW", sort_below)
+    monkeypatch.setattr(engine, "BATCH_ROWS", 700)
+    for query in (None, "keep > 0.3"):
+        miner = px.LeastConfidenceMiner(40, nan_policy="omit", query=query, **controls)
+        got = miner.mine(pool)
+        with monkeypatch.context() as m:
+            m.setattr(engine.LocalBackend, "drawn", engine.Backend.drawn)
+            want = miner.mine(pool)
+        assert got.ids.tolist() == want.ids.tolist() and len(got.ids) == 40
+        assert got.scores.tobytes() == want.scores.tobytes() and got.info == want.info
+        if "stratify" in controls:
+            assert got.groups.tolist() == want.groups.tolist()

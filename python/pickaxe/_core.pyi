@@ -75,15 +75,14 @@ def rank_draw_candidates(
     seed: int,
     beta: float,
     k: int,
-    edges: npt.NDArray[np.float64],
-    codes: Optional[npt.NDArray[np.int64]] = None,
+    codes: Optional[npt.NDArray[np.int32] | npt.NDArray[np.int64]] = None,
     groups: int = 1,
     limit: int = ...,
-) -> Optional[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+) -> Optional[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
     """A sampling="rank" draw's candidates without a sort of the pool: (positions
     ascending, exact competition ranks) of the rows that may be among each group's k
-    highest keys; None past `limit` candidates. `edges`: score cuts, strictly
-    descending (`pickaxe.per_row.rank_candidates`)."""
+    highest keys (NaN scores never), and each group's rows scoring a number; None past
+    `limit` candidates (`pickaxe.per_row.rank_candidates`)."""
     ...
 def group_top_k(
     keys: npt.NDArray[_Float],

@@ -123,20 +123,27 @@ class Backend(ABC):
         (``miner.controls``: the top rows, a draw, quotas by group): keys, scores (best
         first, or in draw order) and info; a stratified run's groups ride in
         ``info[GROUPS]`` (`mine` moves them to the selection)."""
-        from .per_row import drawn, pick
+        from .per_row import pick
 
         c = miner.controls
         column = stratify_column(miner, self, field)
-        tops = self.tops(miner, None if c.sampling == "rank" else k, field, column)
+        tops = self.drawn(miner, k, field, column) if c.sampling == "rank" else self.tops(miner, k, field, column)
         if c.plain:
             return tops.keys, tops.values, tops.info
         classes = None
         if c.stratify == "predicted" and column is not None:
             classes = self.source.shapes[column][1]
-        keys, values, info, groups = pick(drawn(tops, c, key_numbers, k), c, k, self.who, classes)
+        keys, values, info, groups = pick(tops, c, k, self.who, classes)
         if groups is not None:
             info[GROUPS] = groups
         return keys, values, info
+
+    def drawn(self, miner: "Miner", k: int, field: Optional[str], column: Optional[str]) -> Tops:
+        """``sampling="rank"``: the rows that may be among the ``k`` highest draw keys
+        (per group of `column`), keyed (`pickaxe.per_row.drawn` of every row's `tops`)."""
+        from .per_row import drawn
+
+        return drawn(self.tops(miner, None, field, column), miner.controls, key_numbers, k)
 
     def whole(self, miner: "Miner", k: int, field: Optional[str]) -> Ranked:
         """The ``k`` rows a miner that ranks the whole pool at once picks: its ``select``
@@ -205,6 +212,22 @@ class LocalBackend(Backend):
         if k is None:
             return merge_tops(parts, None)
         return merge_tops([kept, *pending], k) if pending else kept
+
+    def drawn(self, miner: "Miner", k: int, field: Optional[str], column: Optional[str]) -> Tops:
+        """As `Backend.drawn`, the rows kept as they stream in compact buffers
+        (`pickaxe.per_row.RankRows`: no per-batch keys, no concatenation)."""
+        from .batch_controls import labels
+        from .per_row import RankRows, score_batch
+
+        c = miner.controls
+        rows = RankRows(self.source.n_rows, column is not None)
+        columns = list(miner.columns_for(field)) + ([column] if column else [])
+        for batch in self.source.batches(columns, BATCH_ROWS, progress=True):
+            if batch.n_rows == 0:
+                continue
+            values, info = score_batch(miner, batch, field, lambda e: pool_error(e, batch))
+            rows.add(batch, values, info, None if column is None else labels(c, batch.columns[column]))
+        return rows.drawn(c, k)
 
     def gather(self, columns: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         pool = self.source.read(columns)

@@ -7,10 +7,11 @@ Every backend calls these same functions (`LocalBackend` batch after batch, Ray'
 per block and its driver to merge), so a streamed or distributed run picks what one pass
 over the whole pool would. Memory: plain and drawn runs keep ``k`` rows; a stratified run
 keeps ``k`` rows per group, O(groups × k); ``sampling="rank"`` needs each row's rank in the
-whole pool, so it keeps every row's key and score (and group): O(N), 16 to 24 bytes a row,
-then draws from them at the end without sorting them (`rank_candidates`: three O(N) passes
-in the Rust core bound the ranks, drop the rows that cannot be drawn and count the exact
-ranks of the few left, plus N bytes).
+whole pool, so it keeps every row's score (and group, and its number when the rows are not
+numbered in stream order: `RankRows`; Ray's driver keeps every row's key and score): O(N),
+8 to 24 bytes a row, then draws from them at the end without sorting them
+(`rank_candidates`: three O(N) passes in the Rust core bound the ranks, drop the rows
+that cannot be drawn and count the exact ranks of the few left).
 
 The per-batch work runs in the Rust core (`rust/pickaxe-core/src/groups.rs`): a power or
 softmax draw's keys made row by row inside a bounded top-k (`_core.draw_top_k`), and each
@@ -118,11 +119,7 @@ def batch_top(
     if batch.n_rows == 0:
         e = np.empty(0)
         return BatchTop(np.empty(0, np.int64), e, e, None if column is None else np.empty(0, object), None, {})
-    try:
-        values, info = miner.score(batch, field)
-    except InvalidInputError as e:
-        raise locate(e) from None
-    values = np.asarray(values, dtype=np.float64)
+    values, info = score_batch(miner, batch, field, locate)
     order = values
     if c.sampled and c.sampling != "rank":
         if c.sampling == "power":
@@ -163,6 +160,18 @@ def batch_top(
     groups = np.repeat(_labels(uniq), kept)
     counts = {g: int(n) for g, n in zip(uniq, scored[present].tolist()) if n}
     return BatchTop(rows, values[rows], order[rows], groups, counts, info)
+
+
+def score_batch(
+    miner: "Miner", batch: "Pool", field: Optional[str], locate: Callable[[InvalidInputError], InvalidInputError]
+) -> tuple[np.ndarray, dict]:
+    """The miner's scores of a batch (float64) and its ``info``; an error naming a row of
+    the batch re-based by `locate`."""
+    try:
+        values, info = miner.score(batch, field)
+    except InvalidInputError as e:
+        raise locate(e) from None
+    return np.asarray(values, dtype=np.float64), info
 
 
 #: Above this many group slots in a batch a floor array is not built (a dict lookup per
@@ -297,16 +306,18 @@ def drawn(tops: Tops, c: "bc.Controls", numbers: Callable[[np.ndarray], np.ndarr
         tops = Tops(tops.keys[at], tops.values[at], tops.values[at], groups, tops.counts, tops.info)
     else:
         ranks = bc.competition_ranks(tops.values)
+    return _rank_keyed(tops, c, ranks, numbers)
+
+
+def _rank_keyed(tops: Tops, c: "bc.Controls", ranks: np.ndarray, numbers: Callable[[np.ndarray], np.ndarray]) -> Tops:
+    """`tops` with each row's draw key from its exact rank (numpy, the same arithmetic
+    on every path)."""
     order = bc.gumbel_keys(bc.log_weights(c, tops.values, ranks), bc_uniforms(numbers(tops.keys), c.seed))
     return tops._replace(order=order)
 
 
 #: Below this many rows a rank draw ranks every row with one sort (a few ms).
 RANK_SORT_BELOW = 1 << 16
-#: Rows of the strided sample the score cuts of a rank draw are read from.
-RANK_SAMPLE = 1 << 16
-#: Most score cuts (`_core.rank_draw_candidates`' limit is 120).
-RANK_EDGES = 100
 
 
 def rank_candidates(
@@ -318,20 +329,12 @@ def rank_candidates(
     covers it, or the candidates would be more than a quarter of the rows (then sorting
     is as cheap).
 
-    The score cuts come from a strided sample of the scores (`RANK_SAMPLE` of them,
-    sorted): the scores at about ``k``, 2k, 4k, … rows from the top (a ratio of
-    2^(1/β) for β > 1, so that a class's weights span at most a factor 2), so the
-    classes between them bound each row's rank within a factor of about 2; the cuts
-    only shape the work, never the result. `_core.rank_draw_candidates` then counts the
-    classes, keeps per group the ``k`` best lower bounds of the keys and drops every row
-    whose upper bound is below them (on its hashed uniform alone), and counts the exact
-    ranks of the rows left: three passes over the pool in Rust, O(N · cuts) compares
-    and N bytes, where the sort it replaces cost O(N log N) (4.2 s at 10M rows)."""
-    n = len(tops.keys)
-    if n < RANK_SORT_BELOW or k >= n or k <= 0:
-        return None
-    values = np.ascontiguousarray(tops.values, dtype=np.float64)
-    edges = _rank_edges(values, k, c.beta)
+    `_core.rank_draw_candidates` bins the scores (an O(1) map laid out from a strided
+    sample: no search), counts each bin's rows, keeps per group the ``k`` best lower
+    bounds of the keys and drops every row whose upper bound is below them (on its
+    hashed uniform alone), and counts the exact ranks of the rows left within their
+    bins: three O(N) passes in Rust, where the sort they replace cost O(N log N) (4.2 s
+    at 10M rows)."""
     from .engine import key_numbers
 
     if tops.keys.dtype == np.int64 and numbers is key_numbers:
@@ -342,24 +345,138 @@ def rank_candidates(
     if tops.groups is not None:
         uniq, codes = bc.factorize(tops.groups)
         codes, groups = codes.astype(np.int64, copy=False), max(len(uniq), 1)
+    cand = _candidates(tops.values, nums, codes, groups, len(tops.keys), c, k)
+    return None if cand is None else cand[:2]
+
+
+def _candidates(
+    values: np.ndarray, nums: Optional[np.ndarray], codes: Optional[np.ndarray], groups: int, n: int,
+    c: "bc.Controls", k: int,
+) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`rank_candidates` over arrays: each row's score, number (None: its position),
+    group code (None: one group); ``n`` rows (sets when to sort instead). Also each
+    group's rows scoring a number."""
+    if n < RANK_SORT_BELOW or k >= n or k <= 0:
+        return None
+    values = np.ascontiguousarray(values, dtype=np.float64)
     seed = (c.seed + DRAW_STREAM) % 2**64
-    return _core.rank_draw_candidates(values, nums, 0, seed, float(c.beta), int(k), edges, codes, groups, n // 4)
+    return _core.rank_draw_candidates(values, nums, 0, seed, float(c.beta), int(k), codes, groups, n // 4)
 
 
-def _rank_edges(values: np.ndarray, k: int, beta: float) -> np.ndarray:
-    """Score cuts of a rank draw, strictly descending: from a strided sample, the scores
-    at k, k·r, k·r², … rows from the top of the pool (r = 2, or 2^(1/β) for β > 1)."""
-    n = len(values)
-    sample = values[:: max(1, n // RANK_SAMPLE)]
-    sample = np.sort(sample[~np.isnan(sample)])[::-1]
-    if not len(sample):
-        return np.empty(0)
-    ratio = 2.0 ** (1.0 / max(beta, 1.0))
-    depth = k * ratio ** np.arange(RANK_EDGES * 4)
-    depth = depth[depth < n][: RANK_EDGES]
-    at = (depth * (len(sample) / n)).astype(np.int64)
-    cuts = np.unique(sample[np.minimum(at, len(sample) - 1)])[::-1]  # distinct, descending
-    return np.ascontiguousarray(cuts[:RANK_EDGES], dtype=np.float64)
+class RankRows:
+    """``sampling="rank"``'s rows as a local run streams them (`LocalBackend.drawn`): each
+    row's score (NaN included) in one float64 buffer, its row number only when the rows
+    are not numbered 0, 1, 2, … in stream order, its group as an int32 code: 8 to 20
+    bytes a row, no per-batch key or label arrays and no concatenation. An integer label
+    in 0..`DIRECT` is its own code (copied, no lookup); other labels take codes from
+    `DIRECT` on, in order of appearance. `drawn` then returns the rows that may be
+    drawn, keyed, as `drawn` of every row's `Tops` would."""
+
+    #: Integer labels below this are their own codes.
+    DIRECT = 1024
+
+    def __init__(self, capacity: Optional[int], grouped: bool) -> None:
+        cap = max(int(capacity or 0), 1)
+        self.n = 0
+        self.values = np.empty(cap, np.float64)
+        self.numbers: Optional[np.ndarray] = None
+        self.codes: Optional[np.ndarray] = np.empty(cap, np.int32) if grouped else None
+        self.direct: Optional[Callable[[int], Any]] = None  # label of a direct code
+        self.top = -1  # highest direct code seen
+        self.others: list = []  # labels of codes DIRECT, DIRECT + 1, …
+        self.code_of: dict = {}
+        self.info: dict = {}
+
+    def _room(self, m: int) -> None:
+        need = self.n + m
+        if need <= len(self.values):
+            return
+        cap = max(need, 2 * len(self.values))
+        for name in ("values", "numbers", "codes"):
+            old = getattr(self, name)
+            if old is not None:
+                new = np.empty(cap, old.dtype)
+                new[: self.n] = old[: self.n]
+                setattr(self, name, new)
+
+    def add(self, batch: "Pool", values: np.ndarray, info: dict, labels: Optional[np.ndarray] = None) -> None:
+        """One batch's scores (one per row), its ``info`` and its rows' group labels."""
+        m, n = len(values), self.n
+        self._room(m)
+        self.values[n : n + m] = values
+        if self.numbers is None and (batch.row_numbers is not None or batch.offset != n):
+            self.numbers = np.empty(len(self.values), np.int64)
+            self.numbers[:n] = np.arange(n)
+        if self.numbers is not None:
+            self.numbers[n : n + m] = batch.source_rows(np.arange(m))
+        if self.codes is not None and labels is not None and m:
+            self._add_codes(labels, self.codes[n : n + m])
+        self.info = info or self.info
+        self.n = n + m
+
+    def _add_codes(self, labels: np.ndarray, out: np.ndarray) -> None:
+        if labels.dtype.kind in "iu":
+            lo, hi = int(labels.min()), int(labels.max())
+            if 0 <= lo and hi < self.DIRECT:  # small non-negative integers: their own codes
+                out[:] = labels
+                self.top = max(self.top, hi)
+                self.direct = self.direct or (lambda c, t=labels.dtype.type: bc._scalar(t(c)))
+                return
+        slot_label, codes, offset, slots = _group_codes(labels)
+        local = codes - offset if offset else codes
+        present = np.flatnonzero(np.bincount(local, minlength=slots))
+        remap = np.zeros(slots, np.int32)
+        for s in present.tolist():
+            g = slot_label(s)
+            if isinstance(g, int) and not isinstance(g, bool) and 0 <= g < self.DIRECT:
+                code = g  # as a batch of small integers would have it
+                self.top = max(self.top, g)
+                self.direct = self.direct or (lambda c, t=labels.dtype.type: bc._scalar(t(c)))
+            else:
+                code = self.code_of.get(g)
+                if code is None:
+                    code = self.code_of[g] = self.DIRECT + len(self.others)
+                    self.others.append(g)
+            remap[s] = code
+        np.take(remap, local, out=out)
+
+    def _code_labels(self) -> tuple[np.ndarray, int]:
+        """Each code's label (a typed array when they share a type; codes no row has
+        repeat a label) and how many codes there are."""
+        if self.direct is None and not self.others:
+            return np.empty(0, object), 1
+        groups = self.DIRECT + len(self.others) if self.others else self.top + 1
+        direct = [self.direct(c) for c in range(self.top + 1)] if self.direct else []
+        fill = direct[0] if direct else self.others[0]
+        return _labels(direct + [fill] * (groups - len(direct) - len(self.others)) + self.others), groups
+
+    def drawn(self, c: "bc.Controls", k: int) -> Tops:
+        """The rows that may be among the ``k`` highest keys (per group), with their draw
+        keys (`drawn`), or every row's when the bounded path does not run."""
+        from .engine import key_numbers
+
+        n = self.n
+        values = self.values[:n]
+        nums = None if self.numbers is None else self.numbers[:n]
+        codes = None if self.codes is None else self.codes[:n]
+        labels, groups = self._code_labels() if codes is not None else (None, 1)
+        # (rows scoring NaN count in n here: the kernel never ranks nor draws them)
+        cand = _candidates(values, nums, codes, groups, n, c, k)
+        if cand is not None:
+            at, ranks, scored = cand
+        else:  # every row scoring a number, ranked by one sort
+            at = np.flatnonzero(~np.isnan(values))
+            ranks = None
+            scored = None if codes is None else np.bincount(codes[at], minlength=groups)
+        counts = None
+        if labels is not None:
+            counts = {bc._scalar(labels[g]): int(s) for g, s in enumerate(scored.tolist()) if s}
+        keys = at if nums is None else nums[at]
+        groups_of = None if labels is None else labels[codes[at]]
+        tops = Tops(keys, values[at], values[at], groups_of, counts, self.info)
+        if ranks is None:
+            ranks = bc.competition_ranks(tops.values)
+        return _rank_keyed(tops, c, ranks, key_numbers)
 
 
 def ordered_groups(tops: Tops) -> dict[Any, np.ndarray]:
@@ -399,7 +516,7 @@ def combined_groups(combined: Any, fields: list, backend: Any) -> Any:
     cannot fill passing on (to the later miners, then round again from the first). Picks
     come group by group (in `sort_groups` order), each group's in the order they were
     made; ``info["picked"]`` counts them by group."""
-    from .engine import GROUPS, key_numbers, stratify_column
+    from .engine import GROUPS, stratify_column
     from .miners.combine import split_budget
 
     c = combined.controls
@@ -409,8 +526,10 @@ def combined_groups(combined: Any, fields: list, backend: Any) -> Any:
     for miner, field in zip(combined.miners, fields):
         miner.prepare(backend.source, field)
         mc = miner.controls
-        tops = backend.tops(miner, None if mc.sampling == "rank" else combined.size, field, column)
-        tops = drawn(tops, mc, key_numbers, combined.size)
+        if mc.sampling == "rank":
+            tops = backend.drawn(miner, combined.size, field, column)
+        else:
+            tops = backend.tops(miner, combined.size, field, column)
         per_miner.append((tops, ordered_groups(tops)))
     counts: dict = {}
     available: dict = {}

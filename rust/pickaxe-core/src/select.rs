@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use crate::cancel::Cancel;
 use crate::error::Error;
+use crate::groups::Code;
 use crate::math::Real;
 use crate::threads;
 
@@ -163,7 +164,7 @@ pub fn top_k<T: Real>(scores: ArrayView1<'_, T>, k: usize, cancel: &Cancel) -> R
 /// row rank^-β, rank = 1 + the rows scoring higher (NaN never ranked nor drawn), key
 /// ln w − ln(−ln u) with u hashed from the row's number (`groups::uniform`).
 #[derive(Clone, Copy, Debug)]
-pub struct RankDraw<'a> {
+pub struct RankDraw<'a, C: Code = i64> {
     pub values: &'a [f64],
     /// Row i's number is `numbers[i]`, or `offset + i` when None.
     pub numbers: Option<&'a [i64]>,
@@ -173,23 +174,18 @@ pub struct RankDraw<'a> {
     pub beta: f64,
     /// Rows drawn (per group).
     pub k: usize,
-    /// Score cuts, strictly descending, no NaN (at most `MAX_EDGES`): they split the rows
-    /// into classes whose ranks are bounded by counting (see `rank_draw_candidates`).
-    pub edges: &'a [f64],
     /// Each row's group, 0..groups (None: one group).
-    pub codes: Option<&'a [i64]>,
+    pub codes: Option<&'a [C]>,
     pub groups: usize,
     /// Most candidates kept before giving up (None returned: the caller sorts instead).
     pub limit: usize,
 }
 
-/// Most score cuts of a rank draw (2 · cuts + 1 classes fit a byte, 255 marks NaN).
-pub const MAX_EDGES: usize = 120;
+/// A rank draw's candidates: positions (ascending), their exact competition ranks, and
+/// each group's rows scoring a number.
+pub type RankCandidates = (Vec<usize>, Vec<i64>, Vec<u64>);
 
-/// A rank draw's candidates: positions (ascending) and their exact competition ranks.
-pub type RankCandidates = (Vec<usize>, Vec<i64>);
-
-impl RankDraw<'_> {
+impl<C: Code> RankDraw<'_, C> {
     #[inline(always)]
     fn uniform(&self, i: usize) -> f64 {
         let number = match self.numbers {
@@ -201,11 +197,9 @@ impl RankDraw<'_> {
 
     #[inline(always)]
     fn group(&self, i: usize) -> usize {
-        self.codes.map_or(0, |c| c[i] as usize)
+        self.codes.map_or(0, |c| c[i].as_i64() as usize)
     }
 }
-
-const NAN_CLASS: u8 = u8::MAX;
 
 /// The u below which a row of log weight at most `log_w` has a key below `t`
 /// (key = ln w − ln(−ln(u + 2^-54)) < t  ⇔  u + 2^-54 < exp(−exp(ln w − t))), made low by
@@ -220,55 +214,127 @@ fn rank_cut(log_w: f64, t: f64) -> f64 {
     (-(log_w - t + margin).exp()).exp() * (1.0 - 1e-9) - 1e-15
 }
 
-/// How many of the first entries of `p` (length a power of two) satisfy `pred`, for a
-/// predicate true on a prefix and false on the last entry: a binary search of fixed
-/// depth without branches on the data (a conditional move per step).
+/// A score as an unsigned integer of the same order (−0 as +0, so that equal scores
+/// have equal keys); not for NaN.
 #[inline(always)]
-fn prefix(p: &[f64], pred: impl Fn(f64) -> bool) -> usize {
-    let mut base = 0usize;
-    let mut half = p.len() / 2;
-    while half > 0 {
-        base += half * usize::from(pred(p[base + half - 1])); // no branch to mispredict
-        half /= 2;
-    }
-    base
+fn order_key(x: f64) -> u64 {
+    let b = (x + 0.0).to_bits();
+    b ^ (((b as i64 >> 63) as u64) | (1 << 63))
 }
+
+/// Scores below (above) a bucket's sampled range fall in its first (last) bin.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    lo: u64,
+    shift: u32,
+    base: u32,
+    last: u64,
+}
+
+/// Bins of a rank draw's scores: a non-decreasing map of scores to 0..n found in O(1) (no
+/// search). The order keys' top 12 bits (sign and exponent) pick a bucket; a bucket the
+/// sample reaches splits the range of its sampled keys into equal parts, as many as
+/// its share of the sample asks (a power of two of key units each), a run of buckets it
+/// does not reach is one bin. NaN's bin is n (< 2^16). The bins only shape the work:
+/// ranks come from counts.
+struct Bins {
+    table: Box<[Bucket; 4096]>,
+    n: usize,
+}
+
+/// Scores read (strided) to lay out the bins, and about how many bins they make.
+const BIN_SAMPLE: usize = 1 << 16;
+const BINS: usize = 1 << 15;
+
+impl Bins {
+    fn new(v: &[f64]) -> Bins {
+        let step = (v.len() / BIN_SAMPLE).max(1);
+        let (mut seen, mut lo, mut hi) = (vec![0usize; 4096], vec![u64::MAX; 4096], vec![0u64; 4096]);
+        let mut total = 0usize;
+        for &x in v.iter().step_by(step).filter(|x| !x.is_nan()) {
+            let key = order_key(x);
+            let b = (key >> 52) as usize;
+            seen[b] += 1;
+            lo[b] = lo[b].min(key);
+            hi[b] = hi[b].max(key);
+            total += 1;
+        }
+        let mut table = Box::new([Bucket { lo: 0, shift: 63, base: 0, last: 0 }; 4096]);
+        let (mut base, mut empty) = (0usize, false); // empty: the bin `base` is a run's
+        for (b, bucket) in table.iter_mut().enumerate() {
+            if seen[b] == 0 {
+                *bucket = Bucket { lo: 0, shift: 63, base: base as u32, last: 0 };
+                empty = true;
+                continue;
+            }
+            base += usize::from(empty);
+            empty = false;
+            let want = (BINS * seen[b]).div_ceil(total) as u64;
+            let range = hi[b] - lo[b];
+            let mut shift = 0;
+            while shift < 63 && (range >> shift) >= want {
+                shift += 1;
+            }
+            *bucket = Bucket { lo: lo[b], shift, base: base as u32, last: range >> shift };
+            base += bucket.last as usize + 1;
+        }
+        Bins { table, n: base + usize::from(empty) }
+    }
+
+    /// The bin of a score and its order key (NaN: bin n).
+    #[inline(always)]
+    fn of(&self, x: f64) -> (usize, u64) {
+        let key = order_key(x);
+        let b = &self.table[(key >> 52) as usize];
+        let j = b.base as usize + (key.saturating_sub(b.lo) >> b.shift).min(b.last) as usize;
+        (if x.is_nan() { self.n } else { j }, key)
+    }
+}
+
+/// The first row of `rows` whose uniform (hashed from `number(i)`) reaches its cut
+/// (`cut[at(i)]`), or the end of `rows`: the draw pass's inner loop, without a branch on
+/// how rows are numbered or grouped.
+#[inline(always)]
+fn reaching(
+    rows: std::ops::Range<usize>, seed: u64, cut: &[f64], number: impl Fn(usize) -> i64, at: impl Fn(usize) -> usize,
+) -> usize {
+    let end = rows.end;
+    rows.into_iter().find(|&i| crate::groups::uniform(number(i), seed) >= cut[at(i)]).unwrap_or(end)
+}
+
+/// Most classes of bins whose rows share a cut in the draw pass.
+const MAX_CLASSES: usize = 1024;
 
 /// The rows of a `sampling="rank"` draw that may be among the `k` highest keys (per
 /// group), with their exact ranks, without sorting the pool: the top `k` of the exact keys
 /// over the candidates is the top `k` over every row, ties included (every row left out
 /// has a key strictly below `k` candidates' keys, by a margin far above rounding).
 ///
-/// 1. Classes: the `edges` e_0 > e_1 > … split the rows into classes, in descending
-///    order, {v > e_0}, {v = e_0}, {e_0 > v > e_1}, {v = e_1}, …, {v < e_last}, counted
-///    (one pass, a binary search of fixed depth a row). A row's rank is then exact in a
-///    class {v = e_j} (1 + the rows of the classes above) and bounded in an open class,
-///    between 1 + the rows above and the rows above plus the class's own: its key lies
-///    between the keys its lowest and its highest possible rank give.
+/// 1. Bins (`Bins`, laid out from a strided sample, found in O(1) a row): one pass keeps
+///    each row's bin (2 bytes) and counts each bin's rows (and each group's rows scoring
+///    a number); a bin of many more rows than the sample foretold (ties) is then checked
+///    for holding one score, in a pass over its rows alone. A row's rank lies between 1
+///    + the rows of the bins above and those plus its bin's own, exactly 1 + the rows
+///    above when its bin holds one row or one score; its key lies between the keys these
+///    give. Consecutive bins whose bounds span at most a factor 2 of weight form a class.
 /// 2. Draw (one pass): each group keeps the `k` best lower bounds of its rows' keys
 ///    (`Bounded`); its k-th, t, rises as rows come, and a row whose upper bound is below
 ///    t cannot be drawn. The test is made on the row's hashed uniform alone, against a
 ///    cut per (group, class) recomputed when t rises, so most rows cost a hash and a
-///    compare; the rows that pass are the candidates, filtered again by the final t.
-/// 3. Exact ranks of the candidates of open classes (one pass): each row of such a class
-///    is located among its class's candidate scores (a binary search of fixed depth)
-///    and counted once; a suffix sum gives each candidate the rows above it in its class.
+///    compare (a tight scan); the rows that pass are the candidates, filtered again by
+///    the final t and their own bin's bound.
+/// 3. Exact ranks (one pass): the rows in bins holding candidates (but more than one
+///    score) are listed with their scores, block by block, then each is located among
+///    its bin's candidate scores and counted once; a suffix sum gives each candidate the
+///    rows above it in its bin.
 ///
-/// Cost: three passes over the N rows, O(N log(edges · candidates per class)) and N
-/// bytes of classes, plus O(candidates · log) work; no N log N sort. `Ok(None)` when the
-/// candidates outnumber `limit` (weights so flat, e.g. β near 0 with groups of fewer
-/// than k rows, that most rows could be drawn).
-pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Option<RankCandidates>, Error> {
+/// Cost: three passes over the N rows, O(1) each a row but for the few in the
+/// candidates' bins, and 2N bytes; no N log N sort. Also returns each group's rows
+/// scoring a number. `Ok(None)` when the candidates outnumber `limit` (weights so flat,
+/// e.g. β near 0 with groups of fewer than k rows, that most rows could be drawn).
+pub fn rank_draw_candidates<C: Code>(spec: &RankDraw<'_, C>, cancel: &Cancel) -> Result<Option<RankCandidates>, Error> {
     let v = spec.values;
     let n = v.len();
-    let edges = spec.edges;
-    let l = edges.len();
-    if l > MAX_EDGES {
-        return Err(Error::argument("edges", format!("at most {MAX_EDGES} score cuts; got {l}")));
-    }
-    if edges.iter().any(|e| e.is_nan()) || edges.windows(2).any(|w| !(w[0] > w[1])) {
-        return Err(Error::argument("edges", "score cuts must be strictly descending and not NaN"));
-    }
     if let Some(nums) = spec.numbers {
         if nums.len() != n {
             return Err(Error::Shape(format!("row numbers: {} for {n} scores; one per score", nums.len())));
@@ -279,90 +345,159 @@ pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Opti
         if codes.len() != n {
             return Err(Error::Shape(format!("group codes: {} for {n} scores; one per score", codes.len())));
         }
-        if let Some(bad) = codes.iter().position(|&c| c < 0 || c as usize >= groups) {
-            return Err(Error::argument(
-                "codes",
-                format!("row {bad}'s group code {} is outside 0..{groups}", codes[bad]),
-            ));
-        }
     }
-    let classes = 2 * l + 1;
     let k = spec.k;
     const CHUNK: usize = 1 << 20;
 
-    // 1. classes and their counts; the cuts padded with −∞ to a power of two (> l)
-    let mut padded = edges.to_vec();
-    padded.resize((l + 1).next_power_of_two(), f64::NEG_INFINITY);
-    // up to 15 cuts: 16 compares without a dependency chain (vectorised), not a search
-    let few: Option<[f64; 16]> = (padded.len() <= 16).then(|| {
-        let mut a = [f64::NEG_INFINITY; 16];
-        a[..padded.len()].copy_from_slice(&padded);
-        a
-    });
-    let mut cls = crate::error::filled(n, 0u8)?;
-    let mut count = vec![[0i64; 4]; classes]; // four counters a class: no chain of adds
+    // 1. each row's bin (kept: 2 bytes a row) and each bin's rows (slot nb: NaN), in
+    //    u32 counters (a small table) added up every 2^31 rows
+    let bins = Bins::new(v);
+    let nb = bins.n;
+    debug_assert!(nb < u16::MAX as usize);
+    let mut binned: Vec<u16> = Vec::new();
+    binned.try_reserve_exact(n).map_err(|_| Error::OutOfMemory { bytes: 2 * n })?;
+    let mut count = vec![0u64; nb + 1];
+    let mut part = vec![0u32; nb + 1];
+    let mut since = 0usize;
+    // each group's rows scoring a number (slot `groups`: codes out of range, an error)
+    let mut scored = vec![0u64; groups + 1];
     for lo in (0..n).step_by(CHUNK) {
         cancel.check()?;
         let hi = (lo + CHUNK).min(n);
-        for (i, (&x, out)) in v[lo..hi].iter().zip(&mut cls[lo..hi]).enumerate() {
-            let j = if let Some(few) = &few {
-                few.iter().map(|&e| usize::from(e > x)).sum()
-            } else {
-                prefix(&padded, |e| e > x)
-            };
-            let c = 2 * j + usize::from(j < l && x == padded[j]);
-            let c = if x.is_nan() { NAN_CLASS } else { c as u8 };
-            *out = c;
-            if c != NAN_CLASS {
-                count[c as usize][i & 3] += 1;
+        match spec.codes {
+            None => binned.extend(v[lo..hi].iter().map(|&x| {
+                let j = bins.of(x).0;
+                part[j] += 1;
+                j as u16
+            })),
+            Some(codes) => binned.extend(v[lo..hi].iter().zip(&codes[lo..hi]).map(|(&x, &g)| {
+                let j = bins.of(x).0;
+                part[j] += 1;
+                let at = (g.as_i64() as u64).min(groups as u64) as usize;
+                scored[at] += u64::from(j != nb || at == groups);
+                j as u16
+            })),
+        }
+        since += hi - lo;
+        if since >= 1 << 31 || hi == n {
+            for (c, p) in count.iter_mut().zip(&mut part) {
+                *c += u64::from(std::mem::take(p));
+            }
+            since = 0;
+        }
+    }
+    if let Some(codes) = spec.codes.filter(|_| scored[groups] > 0) {
+        if let Some(bad) = codes.iter().position(|&c| c.as_i64() < 0 || c.as_i64() as usize >= groups) {
+            return Err(Error::argument(
+                "codes",
+                format!("row {bad}'s group code {} is outside 0..{groups}", codes[bad].as_i64()),
+            ));
+        }
+    }
+    if spec.codes.is_none() {
+        scored[0] = n as u64 - count[nb];
+    }
+    scored.truncate(groups);
+    let bin = |i: usize| binned[i] as usize;
+    // a bin of many more rows than the sample foretold (ties: one score, or a few) is
+    // checked for holding one score (one more pass, over its rows alone)
+    let heavy = 4 * (n / BINS) as u64 + 4;
+    let mut checked = vec![0u64; (nb + 1).div_ceil(64)];
+    for j in (0..nb).filter(|&j| count[j] > heavy) {
+        checked[j >> 6] |= 1 << (j & 63);
+    }
+    let mut span = vec![(u64::MAX, 0u64); nb + 1]; // checked bins' lowest and highest key
+    if checked.iter().any(|&w| w != 0) {
+        for lo in (0..n).step_by(CHUNK) {
+            cancel.check()?;
+            let hi = (lo + CHUNK).min(n);
+            for (&j, &x) in binned[lo..hi].iter().zip(&v[lo..hi]) {
+                let j = j as usize;
+                if checked[j >> 6] >> (j & 63) & 1 != 0 {
+                    let key = order_key(x);
+                    span[j] = (span[j].0.min(key), span[j].1.max(key));
+                }
             }
         }
     }
-    let count: Vec<i64> = count.iter().map(|c| c.iter().sum()).collect();
-    let mut above = vec![0i64; classes]; // rows in the classes before
-    for c in 1..classes {
-        above[c] = above[c - 1] + count[c - 1];
+    // rank bounds of each bin's rows: 1 + the rows above, and the rows above and its own
+    // (exact in a bin of one row or one score)
+    let mut rank_lo = vec![1i64; nb + 1];
+    let mut rank_hi = vec![1i64; nb + 1];
+    let mut above = 0i64;
+    for j in (0..nb).rev() {
+        let c = count[j] as i64;
+        rank_lo[j] = 1 + above;
+        rank_hi[j] = if c <= 1 || span[j].0 == span[j].1 { 1 + above } else { above + c };
+        above += c;
     }
     let ln_rank = |r: i64| -spec.beta * (r.max(1) as f64).ln();
-    let log_w_hi: Vec<f64> = (0..classes).map(|c| ln_rank(1 + above[c])).collect();
-    let log_w_lo: Vec<f64> =
-        (0..classes).map(|c| if c % 2 == 1 { ln_rank(1 + above[c]) } else { ln_rank(above[c] + count[c]) }).collect();
+    // classes of bins, from the top: a class's weights span at most a factor 2
+    let ratio = 2f64.powf(1.0 / spec.beta.max(1.0));
+    let mut class_of = vec![0u16; nb + 1];
+    let mut class_top: Vec<i64> = Vec::new(); // each class's lowest rank
+    for j in (0..nb).rev() {
+        let fits = class_top.last().is_some_and(|&top| rank_hi[j] as f64 <= ratio * top as f64);
+        if count[j] > 0 && !fits && class_top.len() < MAX_CLASSES {
+            class_top.push(rank_lo[j]);
+        }
+        class_of[j] = class_top.len().saturating_sub(1) as u16;
+    }
+    let classes = class_top.len().max(1);
+    class_of[nb] = classes as u16; // NaN: a cut of 2, above every u
+    let log_w_top: Vec<f64> = (0..classes).map(|c| class_top.get(c).map_or(0.0, |&r| ln_rank(r))).collect();
 
-    // 2. the draw: per group the k best lower bounds, a cut per (group, class) (NaN's
-    //    class: a cut of 2, above every u)
+    // 2. the draw: per group the k best lower bounds, a cut per (group, class)
     let stride = classes + 1;
     let mut cut = vec![0.0f64; groups * stride];
     for g in 0..groups {
         cut[g * stride + classes] = 2.0;
     }
-    let slot = |c: u8| if c == NAN_CLASS { classes } else { c as usize };
     let mut best: Vec<Bounded<f64>> = (0..groups).map(|_| Bounded::new(k, true)).collect();
     let mut floor = vec![f64::NEG_INFINITY; groups];
     let recut = |cut: &mut [f64], g: usize, t: f64| {
         for c in 0..classes {
-            cut[g * stride + c] = rank_cut(log_w_hi[c], t);
+            cut[g * stride + c] = rank_cut(log_w_top[c], t);
         }
     };
     let mut kept: Vec<usize> = Vec::new();
-    let refilter = |kept: &mut Vec<usize>, cut: &[f64]| {
-        kept.retain(|&i| spec.uniform(i) >= cut[spec.group(i) * stride + slot(cls[i])]);
-    };
     if k == 0 {
         cut.fill(2.0);
     }
+    // the next row from `from` whose uniform reaches its cut (or `to`): a tight loop, one
+    // instance for each way rows are numbered and grouped
+    let (seed, offset) = (spec.seed, spec.offset);
+    let next = |from: usize, to: usize, cut: &[f64]| -> usize {
+        let cell = |i: usize| class_of[binned[i] as usize] as usize;
+        match (spec.numbers, spec.codes) {
+            (None, None) => reaching(from..to, seed, cut, |i| offset.wrapping_add(i as i64), cell),
+            (Some(nums), None) => reaching(from..to, seed, cut, |i| nums[i], cell),
+            (None, Some(codes)) => reaching(
+                from..to,
+                seed,
+                cut,
+                |i| offset.wrapping_add(i as i64),
+                |i| codes[i].as_i64() as usize * stride + cell(i),
+            ),
+            (Some(nums), Some(codes)) => {
+                reaching(from..to, seed, cut, |i| nums[i], |i| codes[i].as_i64() as usize * stride + cell(i))
+            }
+        }
+    };
     for lo in (0..n).step_by(CHUNK) {
         cancel.check()?;
         let hi = (lo + CHUNK).min(n);
-        for i in lo..hi {
-            let c = cls[i];
-            let g = spec.group(i);
-            let u = spec.uniform(i);
-            if u < cut[g * stride + slot(c)] {
-                continue;
+        let mut i = lo;
+        loop {
+            i = next(i, hi, &cut);
+            if i >= hi {
+                break;
             }
-            kept.push(i);
-            let key_lo = log_w_lo[c as usize] - (-(u + HALF_CELL).ln()).ln();
-            best[g].push(key_lo, i as i64, i);
+            let (j, g, u) = (bin(i), spec.group(i), spec.uniform(i));
+            i += 1;
+            kept.push(i - 1);
+            let key_lo = ln_rank(rank_hi[j]) - (-(u + HALF_CELL).ln()).ln();
+            best[g].push(key_lo, i as i64 - 1, i - 1);
             if let Some(t) = best[g].floor() {
                 if t != floor[g] {
                     floor[g] = t;
@@ -371,82 +506,85 @@ pub fn rank_draw_candidates(spec: &RankDraw<'_>, cancel: &Cancel) -> Result<Opti
             }
         }
         if kept.len() > 2 * spec.limit {
-            refilter(&mut kept, &cut);
+            kept.retain(|&i| spec.uniform(i) >= cut[spec.group(i) * stride + class_of[bin(i)] as usize]);
             if kept.len() > spec.limit {
                 return Ok(None);
             }
         }
     }
-    // the final floors: each full group's k-th best lower bound
+    // the final floors (each full group's k-th best lower bound), against each row's
+    // own bin's bound
     for (g, b) in best.into_iter().enumerate() {
         let mut buf = b.buf;
+        floor[g] = f64::NEG_INFINITY;
         if k > 0 && buf.len() >= k {
             keep_best(&mut buf, k);
-            let t = buf.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
-            recut(&mut cut, g, t);
+            floor[g] = buf.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
         }
     }
-    refilter(&mut kept, &cut);
+    kept.retain(|&i| k > 0 && spec.uniform(i) >= rank_cut(ln_rank(rank_lo[bin(i)]), floor[spec.group(i)]));
     if kept.len() > spec.limit {
         return Ok(None);
     }
 
-    // 3. exact ranks: each open class's rows located among its candidates' scores, kept
-    //    ascending in a run of its own padded with +∞ to a power of two
-    let mut by_class: Vec<(u8, f64, usize)> = kept.iter().map(|&i| (cls[i], v[i], i)).collect();
-    by_class.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    let mut start = vec![0usize; classes + 1]; // class c's candidates: start[c]..start[c+1]
-    for &(c, _, _) in &by_class {
-        start[c as usize + 1] += 1;
+    // 3. exact ranks: in a bin of more than one score, each row located among the
+    //    bin's candidates' scores (ascending, in a run of the bin's own)
+    let mut cands: Vec<(usize, f64, usize)> = kept.iter().map(|&i| (bin(i), v[i], i)).collect();
+    cands.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let mut ranks: Vec<i64> = cands.iter().map(|p| rank_lo[p.0]).collect();
+    let mut run_of = vec![0u32; nb + 1]; // a bin's run of candidates, if marked
+    let mut marked = vec![0u64; (nb + 1).div_ceil(64)]; // a bit a bin: L1-resident
+    let mut runs: Vec<(usize, usize)> = Vec::new(); // candidates start..end
+    let mut a = 0;
+    while a < cands.len() {
+        let j = cands[a].0;
+        let b = a + cands[a..].iter().take_while(|p| p.0 == j).count();
+        if rank_hi[j] != rank_lo[j] {
+            run_of[j] = runs.len() as u32;
+            marked[j >> 6] |= 1 << (j & 63);
+            runs.push((a, b));
+        }
+        a = b;
     }
-    for c in 0..classes {
-        start[c + 1] += start[c];
-    }
-    let open: Vec<bool> = (0..classes).map(|c| c % 2 == 0 && start[c + 1] > start[c]).collect();
-    // class c's run: its candidates ascending, padded with +∞ to a power of two, at
-    // runs[c]..runs[c + 1]; its counts at runs[c] + c + q
-    let mut runs = vec![0usize; classes + 1];
-    for c in 0..classes {
-        let m = if open[c] { start[c + 1] - start[c] } else { 0 };
-        runs[c + 1] = runs[c] + if open[c] { (m + 1).next_power_of_two() } else { 0 };
-    }
-    let mut ranks = vec![0i64; by_class.len()];
-    if open.iter().any(|&o| o) {
-        let mut pivots = crate::error::filled(runs[classes], f64::INFINITY)?;
-        for c in (0..classes).filter(|&c| open[c]) {
-            for (j, p) in by_class[start[c]..start[c + 1]].iter().enumerate() {
-                pivots[runs[c] + j] = p.1;
+    if !runs.is_empty() {
+        let pivots: Vec<f64> = cands.iter().map(|p| p.1).collect();
+        // bump[start + r + q]: rows of run r's bin above exactly q of its candidates
+        let mut bump = vec![0i64; cands.len() + runs.len()];
+        // a block's rows in marked bins listed first, with their scores (a stream of
+        // the scores, no branch: reading them scattered would miss the cache), then
+        // located; blocks of 2^16 rows keep the list in cache
+        const BLOCK: usize = 1 << 16;
+        let mut hit = vec![(0u16, 0f64); BLOCK];
+        for lo in (0..n).step_by(BLOCK) {
+            if lo % CHUNK == 0 {
+                cancel.check()?;
+            }
+            let hi = (lo + BLOCK).min(n);
+            let mut m = 0;
+            for (&j, &x) in binned[lo..hi].iter().zip(&v[lo..hi]) {
+                hit[m] = (j, x);
+                m += (marked[j as usize >> 6] >> (j & 63) & 1) as usize;
+            }
+            for &(j, x) in &hit[..m] {
+                let r = run_of[j as usize] as usize;
+                let (s, e) = runs[r];
+                let q = pivots[s..e].partition_point(|&p| p < x);
+                bump[s + r + q] += 1;
             }
         }
-        // bump[runs[c] + c + q]: rows of class c above exactly q of its candidates
-        let mut bump = vec![0i64; runs[classes] + classes];
-        for lo in (0..n).step_by(CHUNK) {
-            cancel.check()?;
-            let hi = (lo + CHUNK).min(n);
-            for (&x, &c) in v[lo..hi].iter().zip(&cls[lo..hi]) {
-                let c = c as usize;
-                if c == NAN_CLASS as usize || !open[c] {
-                    continue;
-                }
-                let q = prefix(&pivots[runs[c]..runs[c + 1]], |p| p < x);
-                bump[runs[c] + c + q] += 1;
-            }
-        }
-        for c in (0..classes).filter(|&c| open[c]) {
+        for (r, &(s, e)) in runs.iter().enumerate() {
             // candidate j (ascending) has above it the rows above j + 1 or more
             let mut higher = 0i64;
-            for j in (0..start[c + 1] - start[c]).rev() {
-                higher += bump[runs[c] + c + j + 1];
-                ranks[start[c] + j] = 1 + above[c] + higher;
+            for j in (s..e).rev() {
+                higher += bump[j + r + 1];
+                ranks[j] += higher;
             }
         }
     }
-    for c in (0..classes).filter(|c| c % 2 == 1) {
-        ranks[start[c]..start[c + 1]].fill(1 + above[c]);
-    }
-    let mut out: Vec<(usize, i64)> = by_class.iter().map(|p| p.2).zip(ranks).collect();
+    let mut out: Vec<(usize, i64)> = cands.iter().map(|p| p.2).zip(ranks).collect();
     out.sort_unstable_by_key(|p| p.0);
-    Ok(Some(out.into_iter().unzip()))
+    let (at, ranks) = out.into_iter().unzip();
+    Ok(Some((at, ranks, scored)))
 }
 
 /// u's offset to the middle of its 2^-53 cell (`groups::draw_key`).
@@ -489,6 +627,44 @@ mod tests {
             let s = a.slice(ndarray::s![..;-3]);
             let xs: Vec<f64> = s.iter().copied().collect();
             assert_eq!(top_k(s, 10, &Cancel::new()).unwrap(), reference(&xs, 10));
+        }
+    }
+
+    #[test]
+    fn rank_bins_keep_the_order_of_scores() {
+        let mut state = 99u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let special = [0.0, -0.0, f64::INFINITY, f64::NEG_INFINITY, f64::MIN_POSITIVE, 5e-324, -5e-324, 1.0, 0.5];
+        for round in 0..6 {
+            let n = 1000 + 7000 * round;
+            let x: Vec<f64> = (0..n)
+                .map(|i| match (next() % 8, round) {
+                    (0, _) => special[i % special.len()],
+                    (1, _) => f64::NAN,
+                    (_, 0) => (next() % 5) as f64,
+                    (_, 1) => -((next() >> 11) as f64) / (1u64 << 53) as f64,
+                    (_, 2) => f64::from_bits(next() >> 2), // every exponent
+                    _ => (next() % 1_000_000) as f64 / 1e6 + 0.25 * ((next() % 3) as f64 - 1.0),
+                })
+                .collect();
+            // laid out from the first rows only: the others fall past the sampled ranges
+            let bins = Bins::new(&x[..n / 3]);
+            let mut by: Vec<f64> = x.iter().copied().filter(|v| !v.is_nan()).collect();
+            by.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            for w in by.windows(2) {
+                let (a, b) = (bins.of(w[0]).0, bins.of(w[1]).0);
+                assert!(a <= b && b < bins.n, "{} {}", w[0], w[1]);
+                if w[0] == w[1] {
+                    assert_eq!(a, b); // -0 and +0 too
+                }
+            }
+            assert_eq!(bins.of(f64::NAN).0, bins.n);
+            assert!(bins.n < u16::MAX as usize);
         }
     }
 }

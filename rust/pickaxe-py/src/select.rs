@@ -66,41 +66,59 @@ fn draw_top_k<'py>(
     })
 }
 
+type RankArrays<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
+
 /// A `sampling="rank"` draw's candidates (`pickaxe_core::select::rank_draw_candidates`):
-/// (positions ascending, their exact competition ranks), or None when they would
-/// outnumber `limit`.
+/// (positions ascending, their exact competition ranks, each group's rows scoring a
+/// number), or None when they would outnumber `limit`.
 #[pyfunction]
-#[pyo3(signature = (values, numbers, offset, seed, beta, k, edges, codes=None, groups=1, limit=usize::MAX))]
+#[pyo3(signature = (values, numbers, offset, seed, beta, k, codes=None, groups=1, limit=usize::MAX))]
 #[allow(clippy::too_many_arguments)] // the Python signature: each argument is one array or number
 fn rank_draw_candidates<'py>(
     py: Python<'py>, values: &Bound<'py, PyAny>, numbers: Option<Bound<'py, PyAny>>, offset: i64, seed: u64, beta: f64,
-    k: usize, edges: &Bound<'py, PyAny>, codes: Option<Bound<'py, PyAny>>, groups: usize, limit: usize,
-) -> PyResult<Option<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)>> {
+    k: usize, codes: Option<Bound<'py, PyAny>>, groups: usize, limit: usize,
+) -> PyResult<Option<RankArrays<'py>>> {
     let nums = row_numbers(&numbers)?;
     let vals = readonly::<f64, Ix1>(values, "values", "scores are float64")?;
-    let cuts = readonly::<f64, Ix1>(edges, "edges", "score cuts are float64")?;
-    let codes = codes.as_ref().map(|c| readonly::<i64, Ix1>(c, "codes", "group codes are int64")).transpose()?;
-    let cuts = cuts.as_array().to_vec();
     // contiguous slices (a strided array is copied once)
-    let (vals, nums, codes) =
-        (vals.as_array(), nums.as_ref().map(|n| n.as_array()), codes.as_ref().map(|c| c.as_array()));
+    let (vals, nums) = (vals.as_array(), nums.as_ref().map(|n| n.as_array()));
     let vals = contiguous(&vals);
     let nums = nums.as_ref().map(contiguous);
-    let codes = codes.as_ref().map(contiguous);
-    let spec = select::RankDraw {
-        values: &vals,
-        numbers: nums.as_deref(),
-        offset,
-        seed,
-        beta,
-        k,
-        edges: &cuts,
-        codes: codes.as_deref(),
-        groups,
-        limit,
+    macro_rules! draw {
+        ($codes:expr) => {{
+            let spec = select::RankDraw {
+                values: &vals,
+                numbers: nums.as_deref(),
+                offset,
+                seed,
+                beta,
+                k,
+                codes: $codes,
+                groups,
+                limit,
+            };
+            interrupt::run(py, 3 * vals.len(), |cancel| select::rank_draw_candidates(&spec, cancel))?
+        }};
+    }
+    let out = match codes {
+        None => draw!(None::<&[i64]>),
+        Some(c) if c.cast::<PyArray1<i32>>().is_ok() => {
+            let c = readonly::<i32, Ix1>(&c, "codes", "")?;
+            let c = c.as_array();
+            let c = contiguous(&c);
+            draw!(Some(&*c))
+        }
+        Some(c) => {
+            let c = readonly::<i64, Ix1>(&c, "codes", "group codes are int32 or int64")?;
+            let c = c.as_array();
+            let c = contiguous(&c);
+            draw!(Some(&*c))
+        }
     };
-    let out = interrupt::run(py, 3 * spec.values.len(), |cancel| select::rank_draw_candidates(&spec, cancel))?;
-    Ok(out.map(|(rows, ranks)| (indices(py, rows), ranks.into_pyarray(py))))
+    Ok(out.map(|(rows, ranks, scored)| {
+        let scored: Vec<i64> = scored.into_iter().map(|c| c as i64).collect();
+        (indices(py, rows), ranks.into_pyarray(py), scored.into_pyarray(py))
+    }))
 }
 
 /// A 1-D view as a slice: itself when contiguous, else a copy.
