@@ -21,14 +21,13 @@
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
 
 import pickaxe as px
 from pickaxe import per_row
+from _machine import describe
 
 
 def overhead(rows: int, repeats: int, k: int = 500) -> None:
@@ -121,9 +120,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--no-curves", action="store_true", help="(a) only")
     args = ap.parse_args()
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
-          f"PICKAXE_SIMD={os.environ.get('PICKAXE_SIMD', '(best)')}, "
-          f"PICKAXE_NUM_THREADS={os.environ.get('PICKAXE_NUM_THREADS', '(all CPUs)')}")
+    print(f"{describe()}; numpy {np.__version__}")
     overhead(args.rows, args.repeats)
     if not args.no_curves:
         learning_curves(args.seeds)
