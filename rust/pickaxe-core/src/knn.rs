@@ -466,7 +466,7 @@ fn finish<const M: u8>(t: f64, qn: f64, rn: f64) -> f64 {
 /// accumulator of a block in vector registers (`tile_distances`' loop kept them on the
 /// stack, a load and a store per multiply-add, at 4x the arithmetic's time).
 #[inline(always)]
-fn lane_step<I: Isa, const M: u8>(q: &[f64; LANES], r: &[f64; LANES], acc: &mut [f64; LANES]) {
+fn lane_step<I: Isa, const M: u8>(q: &[f64; LANES], r: &[f64; LANES], mut acc: [f64; LANES]) -> [f64; LANES] {
     for l in 0..LANES {
         acc[l] = if M == M_IP {
             madd::<I, f64>(q[l], r[l], acc[l])
@@ -475,6 +475,7 @@ fn lane_step<I: Isa, const M: u8>(q: &[f64; LANES], r: &[f64; LANES], acc: &mut 
             madd::<I, f64>(v, v, acc[l])
         };
     }
+    acc
 }
 
 /// The lane totals of `Q` prepared queries against `R` prepared reference rows, all
@@ -492,7 +493,7 @@ fn block_totals<I: Isa, const M: u8, const Q: usize, const R: usize>(q: [&[f64];
     for c in 0..n {
         for j in 0..Q {
             for i in 0..R {
-                lane_step::<I, M>(&qc[j][c], &rc[i][c], &mut acc[j][i]);
+                acc[j][i] = lane_step::<I, M>(&qc[j][c], &rc[i][c], acc[j][i]);
             }
         }
     }
