@@ -127,7 +127,7 @@ class Backend(ABC):
 
         c = miner.controls
         column = stratify_column(miner, self, field)
-        tops = self.drawn(miner, k, field, column) if c.sampling == "rank" else self.tops(miner, k, field, column)
+        tops = self.candidates(miner, k, field, column)
         if c.plain:
             return tops.keys, tops.values, tops.info
         classes = None
@@ -137,6 +137,13 @@ class Backend(ABC):
         if groups is not None:
             info[GROUPS] = groups
         return keys, values, info
+
+    def candidates(self, miner: "Miner", k: int, field: Optional[str], column: Optional[str]) -> Tops:
+        """The rows a per-row miner's ``k`` picks come from: `drawn`'s for
+        ``sampling="rank"`` (keys need every row's rank), else `tops`' bounded top-k."""
+        if miner.controls.sampling == "rank":
+            return self.drawn(miner, k, field, column)
+        return self.tops(miner, k, field, column)
 
     def drawn(self, miner: "Miner", k: int, field: Optional[str], column: Optional[str]) -> Tops:
         """``sampling="rank"``: the rows that may be among the ``k`` highest draw keys

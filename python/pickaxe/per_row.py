@@ -419,8 +419,7 @@ class RankRows:
             lo, hi = int(labels.min()), int(labels.max())
             if 0 <= lo and hi < self.DIRECT:  # small non-negative integers: their own codes
                 out[:] = labels
-                self.top = max(self.top, hi)
-                self.direct = self.direct or (lambda c, t=labels.dtype.type: bc._scalar(t(c)))
+                self._saw_direct(hi, labels.dtype.type)
                 return
         slot_label, codes, offset, slots = _group_codes(labels)
         local = codes - offset if offset else codes
@@ -430,8 +429,7 @@ class RankRows:
             g = slot_label(s)
             if isinstance(g, int) and not isinstance(g, bool) and 0 <= g < self.DIRECT:
                 code = g  # as a batch of small integers would have it
-                self.top = max(self.top, g)
-                self.direct = self.direct or (lambda c, t=labels.dtype.type: bc._scalar(t(c)))
+                self._saw_direct(g, labels.dtype.type)
             else:
                 code = self.code_of.get(g)
                 if code is None:
@@ -439,6 +437,12 @@ class RankRows:
                     self.others.append(g)
             remap[s] = code
         np.take(remap, local, out=out)
+
+    def _saw_direct(self, code: int, label_type: type) -> None:
+        """Labels up to `code` were their own codes; they read back as `label_type`
+        (the first such batch's)."""
+        self.top = max(self.top, code)
+        self.direct = self.direct or (lambda c, t=label_type: bc._scalar(t(c)))
 
     def _code_labels(self) -> tuple[np.ndarray, int]:
         """Each code's label (a typed array when they share a type; codes no row has
@@ -526,10 +530,7 @@ def combined_groups(combined: Any, fields: list, backend: Any) -> Any:
     for miner, field in zip(combined.miners, fields):
         miner.prepare(backend.source, field)
         mc = miner.controls
-        if mc.sampling == "rank":
-            tops = backend.drawn(miner, combined.size, field, column)
-        else:
-            tops = backend.tops(miner, combined.size, field, column)
+        tops = backend.candidates(miner, combined.size, field, column)
         per_miner.append((tops, ordered_groups(tops)))
     counts: dict = {}
     available: dict = {}

@@ -18,7 +18,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use crate::math::{Real, EXP_F32_NONPOS};
+use crate::math::{Real, EXP_F32_MAGIC, EXP_F32_NONPOS};
 
 /// The largest value of a row, NaN skipped (as `passes::top2` without `CHECK`; -inf for an
 /// empty or all-NaN row). `None` without AVX2.
@@ -175,7 +175,7 @@ impl Consts {
             inv_t: _mm256_set1_ps(inv_t),
             low: _mm256_set1_ps(f32::EXP_ZERO),
             log2e: _mm256_set1_ps(std::f32::consts::LOG2_E),
-            magic: _mm256_set1_ps(12_583_039.0),
+            magic: _mm256_set1_ps(EXP_F32_MAGIC),
             ln2: _mm256_set1_ps(std::f32::consts::LN_2),
             c: [
                 _mm256_set1_ps(c[0]),

@@ -140,6 +140,20 @@ pub fn clamp_low<T: Real>(y: T) -> T {
     }
 }
 
+/// 1.5 · 2^23 + 127: t = z + EXP_F32_MAGIC holds round(z) + 127 in its low mantissa bits.
+pub(crate) const EXP_F32_MAGIC: f32 = 12_583_039.0;
+/// ln 2 split so that n·LN2_HI_F32 is exact for the |n| of float32's exponents.
+const LN2_HI_F32: f32 = 0.693_359_4;
+const LN2_LO_F32: f32 = -2.121_944_4e-4;
+
+/// The float32 exp's rounding step: t = xc·log2(e) + EXP_F32_MAGIC (2^n's bits are t's,
+/// shifted) and n = round(xc·log2(e)).
+#[inline(always)]
+fn exp_f32_round<I: Isa>(xc: f32) -> (f32, f32) {
+    let t = madd::<I, _>(xc, std::f32::consts::LOG2_E, EXP_F32_MAGIC);
+    (t, t - EXP_F32_MAGIC)
+}
+
 /// exp(r) ≈ 1 + r·(c0 + r·(c1 + … + r·c4)) on |r| ≤ ln2/2: a minimax fit of the relative
 /// error (1.04e-7 in exact arithmetic; within 3 ULP in float32 down to exp(-20), 6 ULP
 /// at the bottom of the range where the one-step reduction's ln 2 error grows with n).
@@ -153,17 +167,12 @@ pub(crate) const EXP_F32_NONPOS: [f32; 5] = [0.999_999_9, 0.499_991_48, 0.166_67
 /// scale of +0. The AVX2 kernel (`logits_x86`) does these same operations in this order.
 #[inline(always)]
 fn exp_f32_nonpos<I: Isa>(xc: f32) -> f32 {
-    const MAGIC: f32 = 12_583_039.0;
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
     let c = EXP_F32_NONPOS;
-    let t = madd::<I, _>(xc, LOG2E, MAGIC);
-    let n = t - MAGIC;
+    let (t, n) = exp_f32_round::<I>(xc);
     let r = if I::FMA {
         madd::<I, _>(-n, std::f32::consts::LN_2, xc)
     } else {
-        madd::<I, _>(-n, LN2_LO, madd::<I, _>(-n, LN2_HI, xc))
+        madd::<I, _>(-n, LN2_LO_F32, madd::<I, _>(-n, LN2_HI_F32, xc))
     };
     let mut p = c[4];
     p = madd::<I, _>(p, r, c[3]);
@@ -179,14 +188,8 @@ fn exp_f32_nonpos<I: Isa>(xc: f32) -> f32 {
 /// exp(xc) for xc already in [EXP_LOW, EXP_HIGH] (or NaN, which stays NaN).
 #[inline(always)]
 fn exp_f32_in_range<I: Isa>(xc: f32) -> f32 {
-    // 1.5 · 2^23 + 127: t = z + MAGIC holds round(z) + 127 in its low mantissa bits.
-    const MAGIC: f32 = 12_583_039.0;
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let t = madd::<I, _>(xc, LOG2E, MAGIC);
-    let n = t - MAGIC;
-    let r = madd::<I, _>(-n, LN2_LO, madd::<I, _>(-n, LN2_HI, xc));
+    let (t, n) = exp_f32_round::<I>(xc);
+    let r = madd::<I, _>(-n, LN2_LO_F32, madd::<I, _>(-n, LN2_HI_F32, xc));
     let r2 = r * r;
     let mut p = 1.987_569_1e-4_f32;
     p = madd::<I, _>(p, r, 1.398_199_9e-3);
@@ -263,8 +266,6 @@ impl Real for f32 {
         // musl's logf): e is the exponent of x / √½, and m keeps x's mantissa bits under
         // the exponent that puts it in range.
         const SQRT_HALF_BITS: u32 = 0x3f35_04f3;
-        const LN2_HI: f32 = 0.693_359_4;
-        const LN2_LO: f32 = -2.121_944_4e-4;
         let bits = self.to_bits();
         let tmp = bits.wrapping_sub(SQRT_HALF_BITS);
         let e = (tmp as i32) >> 23;
@@ -291,7 +292,7 @@ impl Real for f32 {
             // |e| ≤ 150 stays far below an ULP of the result.
             madd::<I, _>(ef, std::f32::consts::LN_2, lnm)
         } else {
-            (ef * LN2_LO + lnm) + ef * LN2_HI
+            (ef * LN2_LO_F32 + lnm) + ef * LN2_HI_F32
         }
     }
 }
