@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::cancel::Cancel;
 use crate::error::Error;
-use crate::knn::Metric;
+use crate::knn::{Keyed, Metric};
 use crate::lanes;
 use crate::math::{madd, Isa, LANES};
 use crate::simd::multiversion;
@@ -294,20 +294,17 @@ fn distances<I: Isa, const M: u8>(g: &Checked<'_>, q: &[f32], ids: &[u32], out: 
     }
 }
 
-/// A distance and an id as one u64 that sorts as (distance, id): the distance's bits
-/// made monotone (negative values flipped) in the high half.
+/// A distance and an id as one u64 that sorts as (distance, id): the exact search's
+/// keys (`Keyed` for f32).
 #[inline(always)]
 fn key(d: f32, id: usize) -> u64 {
-    let b = d.to_bits();
-    let o = if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 };
-    (o as u64) << 32 | id as u64
+    <f32 as Keyed>::pack(d, id as u64)
 }
 
 #[inline(always)]
 fn unkey(k: u64) -> (f32, usize) {
-    let o = (k >> 32) as u32;
-    let b = if o & 0x8000_0000 != 0 { o & 0x7FFF_FFFF } else { !o };
-    (f32::from_bits(b), (k & 0xFFFF_FFFF) as usize)
+    let (d, id) = <f32 as Keyed>::unpack(k);
+    (d, id as usize)
 }
 
 /// One thread's working memory, reused from query to query.
