@@ -42,7 +42,7 @@ use crate::threads::{PARALLEL_MIN_VALUES, TASK_VALUES};
 // The metric as a const parameter, so the lane loop has no branch on it.
 const M_L2: u8 = 0;
 const M_COS: u8 = 1;
-const M_IP: u8 = 2;
+pub(crate) const M_IP: u8 = 2;
 
 /// An id as the state orders it: −1 (and any negative id) after every real id.
 #[inline(always)]
@@ -486,6 +486,19 @@ fn lane_step<I: Isa, const M: u8>(q: &[f64; LANES], r: &[f64; LANES], mut acc: [
 /// each query and reference value is loaded once per block.
 #[inline(always)]
 fn block_totals<I: Isa, const M: u8, const Q: usize, const R: usize>(q: [&[f64]; Q], r: [&[f64]; R]) -> [[f64; R]; Q] {
+    // The generic loop below spilled its sums to the stack under fat LTO (see `knn_x86`).
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if I::WIDE && has!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above: a cached bit test).
+            return unsafe { crate::knn_x86::block_totals_avx512::<M, Q, R>(q, r) };
+        }
+        if I::FMA && has!("avx2") && has!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return unsafe { crate::knn_x86::block_totals_avx2::<M, Q, R>(q, r) };
+        }
+    }
     let n = r[0].len() / LANES;
     let qc: [&[[f64; LANES]]; Q] = q.map(|v| &v.as_chunks::<LANES>().0[..n]);
     let rc: [&[[f64; LANES]]; R] = r.map(|v| &v.as_chunks::<LANES>().0[..n]);
@@ -687,7 +700,7 @@ pub fn pair_distances<T: Real>(
 /// (distance under `total_cmp`, id): selecting and sorting plain integers is several
 /// times faster than comparing pairs.
 pub trait Keyed: Real {
-    type Key: Ord + Copy + Send + Sync;
+    type Key: Ord + Copy + Send + Sync + Default;
     /// Ids above this do not fit a key.
     const MAX_ID: u64;
     /// Bytes of a key's distance part (`order_bits`).
@@ -890,7 +903,9 @@ fn direct_rows_metric<I: Isa, T: Keyed, const M: u8>(
         qf.extend_from_slice(&one);
         qf.resize((r + 1) * dp, 0.0);
     }
-    let mut keys: Vec<T::Key> = vec![T::pack(T::ZERO, 0); rows * m];
+    // Every key is written below; zeros (the integer default) come from the allocator
+    // already zeroed, without a pass of stores.
+    let mut keys: Vec<T::Key> = vec![T::Key::default(); rows * m];
     let chunk = (DIRECT_CHUNK_BYTES / (dp * 8)).max(1);
     // Blocks of queries × reference rows whose sums fill the vector registers without
     // spilling: 32 zmm hold 4 × 2 pairs of 2 (AVX-512); AVX2's 16 ymm hold fewer, but
@@ -906,7 +921,7 @@ fn direct_rows_metric<I: Isa, T: Keyed, const M: u8>(
             crate::simd::SimdLevel::Avx512 => {
                 direct_chunk::<I, T, M, 4, 2>(&qf, &qn, &rf, rnorms, c0, dp, m, &mut keys)
             }
-            crate::simd::SimdLevel::Avx2 => direct_chunk::<I, T, M, 4, 1>(&qf, &qn, &rf, rnorms, c0, dp, m, &mut keys),
+            crate::simd::SimdLevel::Avx2 => direct_chunk::<I, T, M, 4, 2>(&qf, &qn, &rf, rnorms, c0, dp, m, &mut keys),
             crate::simd::SimdLevel::Portable => {
                 direct_chunk::<I, T, M, 1, 1>(&qf, &qn, &rf, rnorms, c0, dp, m, &mut keys)
             }

@@ -17,6 +17,8 @@ pub mod groups;
 pub mod hnsw;
 pub mod kmeans;
 pub mod knn;
+#[cfg(target_arch = "x86_64")]
+mod knn_x86;
 mod lanes;
 mod logits_x86;
 pub mod math;
