@@ -21,7 +21,6 @@
 use std::collections::BinaryHeap;
 
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2, Axis};
-use rayon::prelude::*;
 
 use crate::cancel::Cancel;
 use crate::error::Error;
@@ -502,18 +501,9 @@ pub fn search(
     let mut dists = ndarray::Array2::<f32>::zeros((n, k));
     let pool = if threads > 1 && n > TASK_QUERIES { threads::pool() } else { None };
     let metric = graph.metric;
-    let run = |(t, (mut i, mut dv)): (usize, (ArrayViewMut2<'_, i64>, ArrayViewMut2<'_, f32>))| {
-        search_rows_dispatch(&g, &queries, t * TASK_QUERIES, k, ef, metric, &mut i, &mut dv, cancel)
-    };
-    match pool {
-        None => run((0, (ids.view_mut(), dists.view_mut())))?,
-        Some(pool) => {
-            let i = ids.axis_chunks_iter_mut(Axis(0), TASK_QUERIES);
-            let dv = dists.axis_chunks_iter_mut(Axis(0), TASK_QUERIES);
-            pool.install(|| i.into_par_iter().zip(dv.into_par_iter()).enumerate().try_for_each(run))?
-        }
-    }
-    cancel.check()?;
+    crate::knn::by_row_tasks(ids.view_mut(), dists.view_mut(), TASK_QUERIES, pool, cancel, |lo, i, dv| {
+        search_rows_dispatch(&g, &queries, lo, k, ef, metric, i, dv, cancel)
+    })?;
     Ok((ids, dists))
 }
 

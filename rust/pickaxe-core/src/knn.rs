@@ -308,26 +308,30 @@ pub fn knn_update<T: Real>(
         let g = gram.slice_axis(Axis(0), (lo..hi).into());
         let qn = q_norms.slice_axis(Axis(0), (lo..hi).into());
         merge_rows_dispatch(&g, &qn, rn, offset, metric, i, d);
+        Ok(())
     })
 }
 
 /// `fill(first_row, ids, dists)` over tasks of `rows` rows of the (n, k) outputs, on `pool`
 /// when given, else task by task on this thread too, so that `cancel` is seen in time
 /// (a task that starts after it is set does nothing; the caller gets `Error::Interrupted`).
-fn by_row_tasks<T: Real>(
+/// The first error a task returns is the result (the graph search's damaged links).
+pub(crate) fn by_row_tasks<T: Real>(
     mut ids: ArrayViewMut2<'_, i64>, mut dists: ArrayViewMut2<'_, T>, rows: usize, pool: Option<Arc<ThreadPool>>,
-    cancel: &Cancel, fill: impl Fn(usize, &mut ArrayViewMut2<'_, i64>, &mut ArrayViewMut2<'_, T>) + Sync,
+    cancel: &Cancel,
+    fill: impl Fn(usize, &mut ArrayViewMut2<'_, i64>, &mut ArrayViewMut2<'_, T>) -> Result<(), Error> + Sync,
 ) -> Result<(), Error> {
     let one = |(t, (mut i, mut d)): (usize, (ArrayViewMut2<'_, i64>, ArrayViewMut2<'_, T>))| {
-        if !cancel.is_cancelled() {
-            fill(t * rows, &mut i, &mut d);
+        if cancel.is_cancelled() {
+            return Ok(());
         }
+        fill(t * rows, &mut i, &mut d)
     };
     let i = ids.axis_chunks_iter_mut(Axis(0), rows);
     let d = dists.axis_chunks_iter_mut(Axis(0), rows);
     match pool {
-        None => i.zip(d).enumerate().for_each(one),
-        Some(pool) => pool.install(|| i.into_par_iter().zip(d.into_par_iter()).enumerate().for_each(one)),
+        None => i.zip(d).enumerate().try_for_each(one)?,
+        Some(pool) => pool.install(|| i.into_par_iter().zip(d.into_par_iter()).enumerate().try_for_each(one))?,
     }
     cancel.check()
 }
@@ -691,7 +695,8 @@ pub fn pair_distances<T: Real>(
     let rnorms = if norms.is_empty() { None } else { Some(&norms[..]) };
     let rows = (TASK_VALUES / (k * dim.max(1))).max(1);
     by_row_tasks(out_ids.view_mut(), out_d.view_mut(), rows, pool, cancel, |lo, i, d| {
-        pairs_rows_dispatch(&queries, &reference, &ids, metric, rnorms, lo, i, d)
+        pairs_rows_dispatch(&queries, &reference, &ids, metric, rnorms, lo, i, d);
+        Ok(())
     })?;
     Ok((out_ids, out_d))
 }
@@ -1012,7 +1017,8 @@ pub fn knn_direct<T: Keyed>(
     let threads = if pool.is_some() { threads::num_threads() } else { 1 };
     let rows = (DIRECT_TASK_KEYS / m).min(DIRECT_TASK_ROWS).min(n.div_ceil(2 * threads)).max(1);
     by_row_tasks(out_ids.view_mut(), out_d.view_mut(), rows, pool, cancel, |lo, i, d| {
-        direct_rows_dispatch(&queries, &reference, metric, &norms, lo, i, d)
+        direct_rows_dispatch(&queries, &reference, metric, &norms, lo, i, d);
+        Ok(())
     })?;
     Ok((out_ids, out_d))
 }
