@@ -716,8 +716,15 @@ pub trait Keyed: Real {
     fn order_bits(k: Self::Key) -> u64;
 }
 
-// The IEEE bits of a float made an unsigned integer in total_cmp's order: negative values
-// have every bit flipped, the others only the sign bit.
+/// The IEEE bits of a float made an unsigned integer in `total_cmp`'s order: negative
+/// values have every bit flipped, the others only the sign bit (the keys here; the rank
+/// draw's bins in `select`).
+#[inline(always)]
+pub(crate) fn total_order_bits(x: f64) -> u64 {
+    let b = x.to_bits();
+    b ^ ((((b as i64) >> 63) as u64) | (1 << 63))
+}
+
 impl Keyed for f32 {
     type Key = u64;
     const MAX_ID: u64 = u32::MAX as u64;
@@ -729,7 +736,7 @@ impl Keyed for f32 {
     #[inline(always)]
     fn pack(d: f32, id: u64) -> u64 {
         let b = d.to_bits();
-        let o = if b >> 31 == 1 { !b } else { b | (1 << 31) };
+        let o = b ^ ((((b as i32) >> 31) as u32) | (1 << 31));
         ((o as u64) << 32) | id
     }
     #[inline(always)]
@@ -750,9 +757,7 @@ impl Keyed for f64 {
     }
     #[inline(always)]
     fn pack(d: f64, id: u64) -> u128 {
-        let b = d.to_bits();
-        let o = if b >> 63 == 1 { !b } else { b | (1 << 63) };
-        ((o as u128) << 64) | id as u128
+        ((total_order_bits(d) as u128) << 64) | id as u128
     }
     #[inline(always)]
     fn unpack(k: u128) -> (f64, u64) {

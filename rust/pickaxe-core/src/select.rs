@@ -218,8 +218,7 @@ fn rank_cut(log_w: f64, t: f64) -> f64 {
 /// have equal keys); not for NaN.
 #[inline(always)]
 fn order_key(x: f64) -> u64 {
-    let b = (x + 0.0).to_bits();
-    b ^ (((b as i64 >> 63) as u64) | (1 << 63))
+    crate::knn::total_order_bits(x + 0.0)
 }
 
 /// Scores below (above) a bucket's sampled range fall in its first (last) bin.
