@@ -85,7 +85,7 @@ def main(argv=None) -> int:
               f"file {os.path.getsize(path) / 1e9:.2f} GB) in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     results = {mode: run_child(path, mode) for mode in ("stream", "query", "memory")}
     gib = 1024**3
-    print(f"| run | seconds | peak RSS GiB | rows/s |")
+    print("| run | seconds | peak RSS GiB | rows/s |")
     print("|---|---:|---:|---:|")
     for mode, label in (("stream", "streaming"), ("query", "streaming, query split = 'unlabeled'"), ("memory", "in memory (numpy array)")):
         r = results[mode]

@@ -130,7 +130,7 @@ def main() -> int:
          lambda: px.segmentation.entropy(logits=x, reduce=("top", 0.05), mask=mask))
     case("pickaxe entropy, maps (reduce=None)", lambda: px.segmentation.entropy(logits=x, reduce=None))
     xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
-    del x
+    x = None  # frees the (N, C, H, W) copy (the lambdas above have run)
     gc.collect()
     case("pickaxe entropy, mean, (N, H, W, C)",
          lambda: px.segmentation.entropy(logits=xl, class_axis=-1))
