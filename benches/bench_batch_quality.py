@@ -12,6 +12,8 @@ logistic regression's last layer reads them), as scikit-activeml uses them.
 
     python benches/bench_batch_quality.py                 # digits and a synthetic set
     python benches/bench_batch_quality.py --seeds 8 --batches 20 100
+    python benches/bench_batch_quality.py --datasets synthetic-50k --batches 100 \
+        --strategies random pickaxe_typiclust skactiveml_typiclust
 
 Prints, per dataset and batch, mean AULC ± standard error over seeds, and each pickaxe
 method's paired difference from its scikit-activeml counterpart (± its standard error).
@@ -26,7 +28,7 @@ import time
 import numpy as np
 
 
-def datasets(seed_data: int = 0) -> dict:
+def datasets(wanted: tuple = (), seed_data: int = 0) -> dict:
     from sklearn.datasets import load_digits, make_classification
 
     x, y = load_digits(return_X_y=True)
@@ -34,7 +36,16 @@ def datasets(seed_data: int = 0) -> dict:
         n_samples=3000, n_features=30, n_informative=12, n_redundant=6, n_classes=6,
         n_clusters_per_class=3, class_sep=1.2, random_state=seed_data,
     )
-    return {"digits": (x.astype(np.float64), y), "synthetic": (xs, ys)}
+    out = {"digits": (x.astype(np.float64), y), "synthetic": (xs, ys)}
+    if "synthetic-50k" in wanted:
+        # the synthetic set's recipe at 50,000 rows: a pool of 35,000, so TypiClust's k-means
+        # iterates on a sample (64 rows per cluster) at every batch size, and seeds from one
+        xl, yl = make_classification(
+            n_samples=50_000, n_features=30, n_informative=12, n_redundant=6, n_classes=6,
+            n_clusters_per_class=3, class_sep=1.2, random_state=seed_data,
+        )
+        out["synthetic-50k"] = (xl, yl)
+    return out
 
 
 def model():
@@ -99,6 +110,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=400, help="rows labeled after the start")
     ap.add_argument("--datasets", nargs="+", default=["digits", "synthetic"])
     ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=STRATEGIES)
     args = ap.parse_args()
     from sklearn.model_selection import train_test_split
 
@@ -110,26 +122,29 @@ def main() -> None:
     print(f"# {cpu_model()}, {os.cpu_count()} CPUs, pickaxe SIMD {info.get('simd')}, "
           f"threads {info.get('threads')}; seeds {args.first_seed}..{args.first_seed + args.seeds - 1}; start 20; "
           f"budget {args.budget}")
-    for name, (x, y) in datasets().items():
+    strategies = [s for s in STRATEGIES if s in args.strategies]
+    for name, (x, y) in datasets(tuple(args.datasets)).items():
         if name not in args.datasets:
             continue
         for batch in args.batches:
             rounds = args.budget // batch
-            aulc = {s: [] for s in STRATEGIES}
+            aulc = {s: [] for s in strategies}
             t0 = time.perf_counter()
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 xp, xt, yp, yt = train_test_split(x, y, test_size=0.3, random_state=seed, stratify=y)
                 start = np.random.default_rng(seed).choice(len(xp), 20, replace=False)
-                for s in STRATEGIES:
+                for s in strategies:
                     aulc[s].append(np.mean(run_curve(s, xp, yp, xt, yt, start, batch, rounds, seed)))
             print(f"\n## {name} ({len(x)} rows, {x.shape[1]} features, {len(np.unique(y))} classes), "
                   f"batch {batch}, {rounds} rounds ({time.perf_counter() - t0:.0f} s)")
             print("| strategy | AULC mean | ± s.e. |")
             print("|---|---|---|")
-            for s in STRATEGIES:
+            for s in strategies:
                 a = np.asarray(aulc[s])
                 print(f"| {s} | {a.mean():.4f} | {a.std(ddof=1) / np.sqrt(len(a)):.4f} |")
             for ours, theirs in PAIRS:
+                if ours not in aulc or theirs not in aulc:
+                    continue
                 a, b = np.asarray(aulc[ours]), np.asarray(aulc[theirs])
                 d = a - b
                 se_b = b.std(ddof=1) / np.sqrt(len(b))

@@ -14,7 +14,8 @@ alike):
   through a classifier that returns the same probabilities and embeddings; then pickaxe
   alone at 20,000 rows (scikit-activeml needs ~25 GB there).
 * **typiclust**: 50,000 x 128 (50 blobs), batch 100: ``TypiClustMiner(100).mine``, and
-  its kernels (``kmeans`` into 100 clusters, ``most_typical`` with k = 20), against
+  its kernels (``kmeans`` into 100 clusters on TypiClust's samples, ``most_typical`` with
+  k = 20), against
   scikit-activeml's ``TypiClust(k=20)`` on an unlabeled pool (scikit-learn's KMeans +
   NearestNeighbors), alternating in this process (``--repeats`` runs each), medians.
 * **growth** (only with ``--only growth``): the three miners on in-memory pools of D = 256,
@@ -190,16 +191,22 @@ def case_typiclust(args) -> None:
     print(f"pickaxe and scikit-activeml alternate in this process, {runs} runs each; medians\n")
     print("| run | median time | runs | CPU | peak memory | notes |\n|---|---|---|---|---|---|")
 
+    from pickaxe.miners.batch import _typiclust_rows
+
+    fit_rows, init_rows = _typiclust_rows(n, batch)
+
     def kernels() -> np.ndarray:
-        labels = pc.cluster(z, batch, seed=0)
+        labels = pc.kmeans(z, batch, seed=0, fit_rows=fit_rows, init_rows=init_rows).labels
         sizes = np.bincount(labels, minlength=batch)
         return pc.most_typical(z, labels, np.argsort(-sizes, kind="stable")[:batch], k=20)
 
     miner = px.TypiClustMiner(batch, seed=0)
     cases = {
         "pickaxe TypiClustMiner(100).mine": lambda: miner.mine({"embeddings": z}),
-        "pickaxe cluster + most_typical (kernels)": kernels,
-        "  of which kmeans": lambda: pc.kmeans(z, batch, seed=0),
+        "pickaxe kmeans + most_typical (kernels)": kernels,
+        f"  of which kmeans (Lloyd on {fit_rows:,} rows, seeded from {init_rows:,})": lambda: pc.kmeans(
+            z, batch, seed=0, fit_rows=fit_rows, init_rows=init_rows
+        ),
     }
     if not args.skip_reference:
         try:
@@ -208,6 +215,8 @@ def case_typiclust(args) -> None:
             cases["scikit-activeml TypiClust(k=20)"] = lambda: skactiveml_typiclust(z, batch, 0)
         except ImportError as e:
             print(f"scikit-activeml not installed: {e}")
+    print(f"threads: pickaxe {px.build_info().get('threads')}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}; load average {os.getloadavg()[0]:.1f}")
     times: dict[str, list[float]] = {name: [] for name in cases}
     cpus: dict[str, list[float]] = {name: [] for name in cases}
     peaks: dict[str, int] = {name: 0 for name in cases}
@@ -222,7 +231,7 @@ def case_typiclust(args) -> None:
     cmed = {name: float(np.median(v)) for name, v in cpus.items()}
     ref = med.get("scikit-activeml TypiClust(k=20)")
     cref = cmed.get("scikit-activeml TypiClust(k=20)")
-    print("(CPU: the process's CPU time, all threads; ratios: of the medians)")
+    print(f"(CPU: the process's CPU time, all threads; ratios: of the medians; load average now {os.getloadavg()[0]:.1f})")
     for name in cases:
         note = (
             f"scikit-activeml / this: {ref / med[name]:.1f}x wall, {cref / cmed[name]:.1f}x CPU"

@@ -68,6 +68,22 @@ def test_typiclust_equals_numpy_reference(rng, with_reference, dtype):
     assert sel.info["clusters"] == n_clusters
 
 
+def test_typiclust_kmeans_runs_on_its_samples(rng):
+    # past 4,096 rows TypiClust's k-means iterates on a sample and seeds from a smaller one
+    # (batch.TYPICLUST_*): the picks are the reference's on those k-means labels
+    from pickaxe.miners.batch import _typiclust_rows
+
+    x = blobs(rng, 30, 200, dim=6).astype(np.float32)
+    size, k = 12, 20
+    fit, init = _typiclust_rows(len(x), size)
+    assert (fit, init) == (4096, 1000)
+    sel = px.TypiClustMiner(size, k=k, seed=2).mine({"embeddings": x})
+    labels = np.asarray(_core.kmeans(x, size, seed=2, fit_rows=fit, init_rows=init)[0], dtype=np.int64)
+    picks, values = typiclust_reference(x, labels, len(x), k, size)
+    np.testing.assert_array_equal(sel.ids, picks)
+    np.testing.assert_allclose(sel.scores, values, rtol=1e-4)
+
+
 def test_typiclust_never_picks_a_covered_cluster_while_one_is_uncovered(rng):
     x = blobs(rng, 8, 30)
     labeled = x[[0, 30, 60]]  # one row of each of the first three blobs

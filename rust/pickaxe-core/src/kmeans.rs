@@ -9,12 +9,20 @@
 //! i.e. the `matrixmultiply` crate's packed GEMM, AVX2/FMA where the CPU has them, one
 //! product per block of rows, blocks in parallel). Two samples keep big pools in minutes,
 //! both drawn once from one seeded permutation (`init_rows` ⊆ `fit_rows`):
-//! - k-means++ seeding runs on `init_rows` rows: each of its k picks reads every seeding
-//!   row for 2 + ⌊ln k⌋ candidates, a memory-bound pass that would cost k passes over the
-//!   whole pool;
+//! - k-means++ seeding runs on `init_rows` rows, gathered once: each of its k picks reads
+//!   every seeding row for 2 + ⌊ln k⌋ candidates, a memory-bound pass that would cost k
+//!   passes over the whole pool. A row is skipped when the triangle inequality says the
+//!   candidate cannot come nearer than its nearest centre, and its candidate distance is
+//!   taken from a dot product in the input's precision when that, with its rounding bound,
+//!   is above the row's D²; only the rest are computed from the differences (f64), so the
+//!   D² are those of the direct computation everywhere;
 //! - Lloyd iterations run on `fit_rows` rows (faiss's rule is at most 256 rows per centre),
 //!   gathered once into one block, and one last assignment labels every row of the pool
-//!   against the final centres.
+//!   against the final centres. The iterations keep Hamerly's bounds per row (`Bounded`):
+//!   a row whose bounds, less the assignment's rounding bound, prove its label unchanged
+//!   is not read; the centres' integer sums are updated by the rows that moved. Labels,
+//!   centres and iterations are those of plain Lloyd iterations bit for bit (`step`, which
+//!   `pickaxe.ray` runs).
 //!
 //! Determinism, and the pieces. Every sum over rows is exact, so it does not depend on the
 //! order the rows are added in, hence on the threads or on how the rows are split between
@@ -36,13 +44,14 @@ use rayon::ThreadPool;
 
 use crate::cancel::Cancel;
 use crate::error::{filled, Error, Fault, Field};
-use crate::knn::{dot_f64, row_slice, sq_diff_f64};
-use crate::math::{Isa, Real};
+use crate::knn::{dot_f64, row_slice, sq_diff_f64, Keyed};
+use crate::math::{madd, Isa, Real};
 use crate::simd::multiversion;
 use crate::threads::{self, PARALLEL_MIN_VALUES};
 
-/// The float types the clustering kernels run on (f32, f64): `Real` with a matrix product.
-pub trait Scalar: Real + LinalgScalar {}
+/// The float types the clustering kernels run on (f32, f64): `Real` with a matrix product
+/// and (value, id) keys.
+pub trait Scalar: Real + LinalgScalar + Keyed {}
 impl Scalar for f32 {}
 impl Scalar for f64 {}
 
@@ -198,30 +207,6 @@ pub(crate) fn block_rows(d: usize, cols: usize) -> usize {
     ((1usize << 18) / d.max(cols).max(1)).clamp(16, 4096)
 }
 
-/// Which rows of `x` a step works on: all, or the listed ones (ascending).
-#[derive(Clone, Copy)]
-enum RowSet<'a> {
-    All(usize),
-    Listed(&'a [u32]),
-}
-
-impl RowSet<'_> {
-    fn len(&self) -> usize {
-        match self {
-            RowSet::All(n) => *n,
-            RowSet::Listed(v) => v.len(),
-        }
-    }
-
-    #[inline]
-    fn row(&self, i: usize) -> usize {
-        match self {
-            RowSet::All(_) => i,
-            RowSet::Listed(v) => v[i] as usize,
-        }
-    }
-}
-
 /// g = a · bᵀ into `buf` (resized, reused: the product overwrites every value), as an
 /// (a rows × b rows) matrix.
 pub(crate) fn gram<'a, T: Scalar>(
@@ -342,14 +327,22 @@ fn kmeans_on<T: Scalar>(
     x: ArrayView2<'_, T>, opts: &KMeansOptions, par: bool, cancel: &Cancel,
 ) -> Result<KMeansResult<T>, Error> {
     let (n, k) = (x.nrows(), opts.clusters);
-    // Validation only: the distances are taken from differences.
-    checked_sq_norms(&x, Field::Embeddings, par, cancel)?;
+    // Validation, and the rows' squared norms (the bounds of the Lloyd iterations).
+    let all_norms = checked_sq_norms(&x, Field::Embeddings, par, cancel)?;
     let fit_n = opts.fit_rows.unwrap_or(n).min(n);
     let init_n = opts.init_rows.unwrap_or(fit_n).min(fit_n);
     let plan = sample_rows(n, fit_n, init_n, opts.seed)?;
-    let init = plan.init.as_deref().map_or(RowSet::All(n), RowSet::Listed);
     let mut rng = SplitMix64::new(plan.state);
-    let mut centers = plusplus(&x, init, k, local_trials(k, opts.local_trials), &mut rng, par, cancel)?;
+    // The seeding rows gathered in order (each pick reads them all: contiguous rows stream
+    // from memory; the same centres as seeding on them in place, as `seed_centers` does).
+    let mut centers = match &plan.init {
+        Some(rows) => {
+            let xi = gather_rows(&x, rows)?;
+            let ni: Vec<f64> = rows.iter().map(|&i| all_norms[i as usize]).collect();
+            plusplus(&xi.view(), &ni, k, local_trials(k, opts.local_trials), &mut rng, par, cancel)?
+        }
+        None => plusplus(&x, &all_norms, k, local_trials(k, opts.local_trials), &mut rng, par, cancel)?,
+    };
     // The fit rows, gathered once: Lloyd reads them at every iteration.
     let gathered = match &plan.fit {
         Some(rows) => Some(gather_rows(&x, rows)?),
@@ -357,27 +350,35 @@ fn kmeans_on<T: Scalar>(
     };
     let fit = gathered.as_ref().map_or(x.view(), |g| g.view());
     let m = fit.nrows();
+    let norms = match &plan.fit {
+        Some(rows) => rows.iter().map(|&i| all_norms[i as usize]).collect(),
+        None => all_norms,
+    };
     let (max_abs, sums) = moments(&fit, None, par, cancel)?;
     let mean = means(&sums, m);
     let (_, dev) = moments(&fit, Some(&mean), par, cancel)?;
     let (scales, tol) = fit_stats(&max_abs, &dev, m, opts.tol);
-    let mut labels = filled(m, -1i64)?;
     let position = |i: usize| plan.fit.as_ref().map_or(i as u64, |f| f[i] as u64);
+    let mut lloyd = Bounded::new(norms, k, fit.ncols())?;
     let mut iterations = 0;
     let mut converged = false;
     while iterations < opts.max_iter {
         cancel.check()?;
         iterations += 1;
-        let mut st = step(&fit, &centers.view(), &scales, &mut labels, par, cancel)?;
-        let far = if st.counts.contains(&0) {
-            farthest(&fit, &centers.view(), &labels, &position, k, par, cancel)?
+        let changed = lloyd.step(&fit, &centers.view(), &scales, par, cancel)?;
+        let far = if lloyd.counts.contains(&0) {
+            farthest(&fit, &centers.view(), &lloyd.labels, &position, k, par, cancel)?
         } else {
             Vec::new()
         };
-        let (new, shift) = new_centers(&mut st.counts, &mut st.sums, &scales, &centers.view(), &far);
+        // new_centers moves a re-seeding row between the sums it is given: copies, so the
+        // kept sums stay those of the labels (as the next step's full sums would be)
+        let (mut counts, mut sums) = (lloyd.counts.clone(), lloyd.sums.clone());
+        let (new, shift) = new_centers(&mut counts, &mut sums, &scales, &centers.view(), &far);
+        lloyd.moved(&centers.view(), &new.view());
         centers = new;
         // No label changed: the update left every centre where it was.
-        if st.changed == 0 || shift <= tol {
+        if changed == 0 || shift <= tol {
             converged = true;
             break;
         }
@@ -387,6 +388,171 @@ fn kmeans_on<T: Scalar>(
     // are the last labels again).
     let (labels, inertia) = label_all(&x, &centers.view(), par, cancel)?;
     Ok(KMeansResult { labels, centers, inertia: inertia.value(), iterations, converged })
+}
+
+/// Lloyd's iterations with Hamerly's bounds (Hamerly 2010, "Making k-means even faster"):
+/// per fit row an upper bound on its distance to its centre and a lower bound on its
+/// distance to every other centre. After the centres move by δ_j, the upper bound grows by
+/// δ of its centre and the lower bound shrinks by the largest δ of the others; a row whose
+/// bounds stay apart by more than the rounding of the expansion cannot change label and is
+/// not read. The others are assigned as `assign` does (the same Gram values and `nearest`),
+/// so the labels are those of plain Lloyd iterations bit for bit (the margin `slack`
+/// covers every rounding of the expansion ‖c‖² − 2 x·c the assignment compares), and the
+/// centres' fixed-point sums are kept and updated by the rows that changed cluster (integer
+/// sums: the same values as summing every row again).
+struct Bounded {
+    /// ‖x_i‖² of the fit rows (f64).
+    norms: Vec<f64>,
+    labels: Vec<i64>,
+    /// Bounds on the exact distances ‖x_i − c_label‖ and min over other centres.
+    upper: Vec<f64>,
+    lower: Vec<f64>,
+    counts: Vec<i64>,
+    sums: Vec<i128>,
+    /// Whether the next step reads every row (the first).
+    fresh: bool,
+}
+
+/// A block of rows of `Bounded`: its index, labels, upper and lower bounds.
+type BoundsPart<'a> = (usize, (&'a mut [i64], (&'a mut [f64], &'a mut [f64])));
+
+/// Relative slack on the f64 arithmetic of the bounds (their rounding is below 1e-15).
+const BOUND_SLACK: f64 = 1e-12;
+
+impl Bounded {
+    fn new(norms: Vec<f64>, k: usize, d: usize) -> Result<Self, Error> {
+        let m = norms.len();
+        Ok(Bounded {
+            labels: filled(m, -1i64)?,
+            upper: filled(m, f64::INFINITY)?,
+            lower: filled(m, 0.0f64)?,
+            counts: vec![0; k],
+            sums: filled(k * d, 0i128)?,
+            norms,
+            fresh: true,
+        })
+    }
+
+    /// The largest error of an assignment's expansion value cn_j − 2 g_j (T arithmetic,
+    /// `assign`) for a row of squared norm `n2` against centres of norm at most `cmax`:
+    /// the Gram value's |error| ≤ γ_D ‖x‖‖c‖ (any summation order), the rounded ‖c‖² and
+    /// the subtraction u each; doubled for safety, plus f64 slack.
+    fn slack(unit: f64, d: usize, n2: f64, cmax: f64) -> f64 {
+        let gamma = d as f64 * unit / (1.0 - d as f64 * unit);
+        let xn = n2.sqrt();
+        2.0 * ((2.0 * gamma + 2.0 * unit) * xn * cmax + 2.0 * unit * cmax * cmax) + BOUND_SLACK * (n2 + cmax * cmax)
+    }
+
+    /// One assignment: the rows whose bounds do not settle their label are assigned
+    /// (Gram blocks against every centre), the sums updated. Returns the labels changed.
+    fn step<T: Scalar>(
+        &mut self, x: &ArrayView2<'_, T>, centers: &ArrayView2<'_, T>, scales: &[f64], par: bool, cancel: &Cancel,
+    ) -> Result<usize, Error> {
+        let (k, d) = centers.dim();
+        let unit = unit_roundoff::<T>();
+        let cn: Vec<T> =
+            centers.rows().into_iter().map(|r| T::from_f64(r.iter().map(|v| v.to_f64() * v.to_f64()).sum())).collect();
+        let cmax = cn.iter().map(|v| v.to_f64()).fold(0.0f64, f64::max).sqrt() * (1.0 + BOUND_SLACK);
+        let rows = block_rows(d, k);
+        let fresh = self.fresh;
+        let norms = &self.norms;
+        let one = |(b, (lab, (up, lo))): BoundsPart<'_>| -> Vec<(u32, i64, i64)> {
+            let mut moves = Vec::new();
+            if cancel.is_cancelled() {
+                return moves;
+            }
+            let base = b * rows;
+            let todo: Vec<usize> = (0..lab.len())
+                .filter(|&r| {
+                    if fresh {
+                        return true;
+                    }
+                    let e = Self::slack(unit, d, norms[base + r], cmax);
+                    (up[r] * up[r] + 2.0 * e).partial_cmp(&(lo[r] * lo[r])) != Some(std::cmp::Ordering::Less)
+                })
+                .collect();
+            if todo.is_empty() {
+                return moves;
+            }
+            let mut data: Vec<T> = Vec::with_capacity(todo.len() * d);
+            for &r in &todo {
+                data.extend(x.row(base + r).iter().copied());
+            }
+            let block = ArrayView2::from_shape((todo.len(), d), &data[..]).expect("block shape");
+            let mut gb = Vec::new();
+            let g = gram(&block, centers, &mut gb);
+            for (&r, grow) in todo.iter().zip(g.rows()) {
+                let grow = grow.as_slice().expect("gram rows are contiguous");
+                let (best, v1, v2) = nearest2(grow, &cn);
+                let (v1, v2) = (v1.to_f64(), v2.to_f64());
+                let n2 = norms[base + r];
+                let e = Self::slack(unit, d, n2, cmax);
+                up[r] = (n2 + v1 + e).max(0.0).sqrt() * (1.0 + BOUND_SLACK);
+                lo[r] = if v2.is_finite() { (n2 + v2 - e).max(0.0).sqrt() * (1.0 - BOUND_SLACK) } else { 0.0 };
+                let best = best as i64;
+                if lab[r] != best {
+                    moves.push(((base + r) as u32, lab[r], best));
+                    lab[r] = best;
+                }
+            }
+            moves
+        };
+        let parts = self.labels.chunks_mut(rows).zip(self.upper.chunks_mut(rows).zip(self.lower.chunks_mut(rows)));
+        let per: Vec<Vec<(u32, i64, i64)>> = if par {
+            self.labels
+                .par_chunks_mut(rows)
+                .zip(self.upper.par_chunks_mut(rows).zip(self.lower.par_chunks_mut(rows)))
+                .enumerate()
+                .map(one)
+                .collect()
+        } else {
+            parts.enumerate().map(one).collect()
+        };
+        cancel.check()?;
+        let changed = per.iter().map(Vec::len).sum();
+        if fresh {
+            let (counts, sums) = cluster_sums(x, &self.labels, k, scales, par, cancel)?;
+            self.counts = counts;
+            self.sums = sums;
+            self.fresh = false;
+        } else {
+            let mut buf = Vec::new();
+            let mut acc = vec![0i64; d];
+            for &(i, from, to) in per.iter().flatten() {
+                acc.iter_mut().for_each(|a| *a = 0);
+                add_fixed(&mut acc, row_slice(x, i as usize, &mut buf), scales);
+                for (q, &a) in acc.iter().enumerate() {
+                    self.sums[from as usize * d + q] -= a as i128;
+                    self.sums[to as usize * d + q] += a as i128;
+                }
+                self.counts[from as usize] -= 1;
+                self.counts[to as usize] += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The bounds after the centres moved from `old` to `new`.
+    fn moved<T: Scalar>(&mut self, old: &ArrayView2<'_, T>, new: &ArrayView2<'_, T>) {
+        let delta: Vec<f64> = old
+            .rows()
+            .into_iter()
+            .zip(new.rows())
+            .map(|(a, b)| {
+                let s: f64 = a.iter().zip(b.iter()).map(|(&p, &q)| (p.to_f64() - q.to_f64()).powi(2)).sum();
+                s.sqrt() * (1.0 + BOUND_SLACK)
+            })
+            .collect();
+        // the largest δ, and the largest of the others for the cluster that has it
+        let top = (0..delta.len()).fold(0, |b, j| if delta[j] > delta[b] { j } else { b });
+        let second = (0..delta.len()).filter(|&j| j != top).map(|j| delta[j]).fold(0.0f64, f64::max);
+        for ((u, l), &lab) in self.upper.iter_mut().zip(self.lower.iter_mut()).zip(&self.labels) {
+            let a = lab as usize;
+            *u = (*u + delta[a]) * (1.0 + BOUND_SLACK);
+            let other = if a == top { second } else { delta[top] };
+            *l = ((*l - other) * (1.0 - BOUND_SLACK)).max(0.0);
+        }
+    }
 }
 
 /// Candidates per k-means++ pick: `given`, or 2 + ⌊ln k⌋ (scikit-learn).
@@ -431,8 +597,8 @@ pub fn seed_centers<T: Scalar>(
     let pool = workers(threads, m.saturating_mul(d))?;
     let par = pool.is_some();
     run_in(&pool, || {
-        checked_sq_norms(&x, Field::Embeddings, par, cancel)?;
-        plusplus(&x, RowSet::All(m), k, trials, &mut SplitMix64::new(state), par, cancel)
+        let norms = checked_sq_norms(&x, Field::Embeddings, par, cancel)?;
+        plusplus(&x, &norms, k, trials, &mut SplitMix64::new(state), par, cancel)
     })
 }
 
@@ -823,6 +989,53 @@ multiversion! {
     fn nearest<T: Real>(g: &[T], cn: &[T]) -> usize => nearest_body
 }
 
+#[inline(always)]
+fn nearest2_body<T: Real, I: Isa>(g: &[T], cn: &[T]) -> (usize, T, T) {
+    // `nearest`'s label (the same minimum of the same values, its first index), and the
+    // smallest value at any other index: lane-wise smallest two first (vectorised)
+    const L: usize = 16;
+    let mut one = [T::INF; L];
+    let mut two = [T::INF; L];
+    let (gc, cc) = (g.chunks_exact(L), cn.chunks_exact(L));
+    let (gr, cr) = (gc.remainder(), cc.remainder());
+    for (gs, cs) in gc.zip(cc) {
+        for l in 0..L {
+            let v = cs[l] - (gs[l] + gs[l]);
+            let lo = if v < one[l] { v } else { one[l] };
+            let hi = if v < one[l] { one[l] } else { v };
+            one[l] = lo;
+            two[l] = if hi < two[l] { hi } else { two[l] };
+        }
+    }
+    for (l, (&gv, &c)) in gr.iter().zip(cr).enumerate() {
+        let v = c - (gv + gv);
+        let lo = if v < one[l] { v } else { one[l] };
+        let hi = if v < one[l] { one[l] } else { v };
+        one[l] = lo;
+        two[l] = if hi < two[l] { hi } else { two[l] };
+    }
+    let best = one.iter().fold(T::INF, |a, &b| if b < a { b } else { a });
+    // the second smallest of all: the lanes' second smallest, and the smallest of every
+    // lane but one that holds `best`
+    let holder = one.iter().position(|&v| v == best).unwrap_or(0);
+    let mut second = T::INF;
+    for l in 0..L {
+        second = if two[l] < second { two[l] } else { second };
+        if l != holder {
+            second = if one[l] < second { one[l] } else { second };
+        }
+    }
+    if best == T::INF {
+        return (0, best, second);
+    }
+    let at = g.iter().zip(cn).position(|(&gv, &c)| c - (gv + gv) == best).unwrap_or(0);
+    (at, best, second)
+}
+
+multiversion! {
+    fn nearest2<T: Real>(g: &[T], cn: &[T]) -> (usize, T, T) => nearest2_body
+}
+
 /// Labels every row of `x` with its nearest centre (ties: the lowest) by the expansion
 /// ‖c‖² − 2 x·c; returns how many labels changed. With `inertia`, adds each row's exact
 /// ‖x − c_label‖² (differences, f64 sums) to it.
@@ -874,7 +1087,7 @@ fn assign<T: Scalar>(
     Ok(changed)
 }
 
-/// The first position p of `set` (as an index into `w`) whose running sum of `w` exceeds
+/// The first position p of `w` whose running sum of `w` exceeds
 /// `target`, summing block by block (`sums` are the blocks' sums); the last position when
 /// rounding leaves none (scikit-learn clips the same way).
 pub(crate) fn draw(w: &[f64], sums: &[f64], rows: usize, target: f64) -> usize {
@@ -895,7 +1108,7 @@ pub(crate) fn draw(w: &[f64], sums: &[f64], rows: usize, target: f64) -> usize {
     w.len() - 1
 }
 
-/// k-means++ with greedy local trials over the rows of `set` (scikit-learn's
+/// k-means++ with greedy local trials over the rows of `x` (scikit-learn's
 /// `_kmeans_plusplus`): the first centre uniformly at random; then per centre, `trials`
 /// candidates drawn with probability ∝ D² (the squared distance to the nearest centre so
 /// far) and the one that lowers Σ D² most kept (ties: the first drawn).
@@ -906,11 +1119,11 @@ pub(crate) fn draw(w: &[f64], sums: &[f64], rows: usize, target: f64) -> usize {
 /// the row, the value the distance would have given.
 #[allow(clippy::too_many_arguments)]
 fn plusplus<T: Scalar>(
-    x: &ArrayView2<'_, T>, set: RowSet<'_>, k: usize, trials: usize, rng: &mut SplitMix64, par: bool, cancel: &Cancel,
+    x: &ArrayView2<'_, T>, norms: &[f64], k: usize, trials: usize, rng: &mut SplitMix64, par: bool, cancel: &Cancel,
 ) -> Result<Array2<T>, Error> {
-    let (m, d) = (set.len(), x.ncols());
+    let (m, d) = x.dim();
     let mut centers = Array2::<T>::zeros((k, d));
-    let first = set.row(rng.below(m));
+    let first = rng.below(m);
     centers.row_mut(0).assign(&x.row(first));
     let rows = block_rows(d, trials);
     let tasks = m.div_ceil(rows);
@@ -921,7 +1134,7 @@ fn plusplus<T: Scalar>(
     let mut dist = filled(m * trials, 0.0f64)?;
     // D² to the first centre: one candidate, with no centre before it.
     let first_c = centers.slice(s![0..1, ..]);
-    let mut sums = candidate_pass(x, set, &first_c, None, &mut closest, rows, par, cancel);
+    let mut sums = candidate_pass(x, &first_c, None, &mut closest, rows, par, cancel);
     let mut cand = Array2::<T>::zeros((trials, d));
     // far[t * k + j]: ‖cand_t − c_j‖² for the centres so far
     let mut far = vec![0.0f64; trials * k];
@@ -933,15 +1146,16 @@ fn plusplus<T: Scalar>(
             let target = rng.uniform() * pot;
             let p = draw(&closest, &sums, rows, target);
             ids.push(p);
-            cand.row_mut(t).assign(&x.row(set.row(p)));
+            cand.row_mut(t).assign(&x.row(p));
             let ct = cand.row(t);
             let ct = ct.as_slice().expect("candidate rows are contiguous");
             for j in 0..c {
                 far[t * k + j] = exact_sq(ct, centers.row(j));
             }
         }
-        let near = Near { nearest: &nearest, far: &far, k };
-        let per = candidate_pass(x, set, &cand.view(), Some((&closest, near)), &mut dist, rows, par, cancel);
+        let cnorms: Vec<f64> = ids.iter().map(|&p| norms[p]).collect();
+        let near = Near { nearest: &nearest, far: &far, k, norms, cnorms: &cnorms, unit: unit_roundoff::<T>() };
+        let per = candidate_pass(x, &cand.view(), Some((&closest, near)), &mut dist, rows, par, cancel);
         // per[block * trials + t]: block sums of each candidate's D².
         let pots: Vec<f64> = (0..trials).map(|t| (0..tasks).map(|b| per[b * trials + t]).sum()).collect();
         let best = (0..trials).fold(0, |b, t| if pots[t] < pots[b] { t } else { b });
@@ -952,7 +1166,7 @@ fn plusplus<T: Scalar>(
             *c_i = row[best];
         }
         sums = (0..tasks).map(|b| per[b * trials + best]).collect();
-        centers.row_mut(c).assign(&x.row(set.row(ids[best])));
+        centers.row_mut(c).assign(&x.row(ids[best]));
     }
     cancel.check()?;
     Ok(centers)
@@ -965,6 +1179,20 @@ struct Near<'a> {
     nearest: &'a [u32],
     far: &'a [f64],
     k: usize,
+    /// ‖x‖² of the rows of `x` and of the candidates (f64), and T's unit roundoff: the
+    /// expansion's bound (see `candidate_rows`).
+    norms: &'a [f64],
+    cnorms: &'a [f64],
+    unit: f64,
+}
+
+/// T's unit roundoff (2⁻²⁴ for f32, 2⁻⁵³ for f64).
+pub(crate) fn unit_roundoff<T: Real>() -> f64 {
+    if T::DTYPE == "float32" {
+        (2.0f64).powi(-24)
+    } else {
+        (2.0f64).powi(-53)
+    }
 }
 
 /// ‖c_t − c_a‖² ≥ SKIP · ‖x − c_a‖²: 4 (twice the distance), and a relative margin of
@@ -973,7 +1201,7 @@ const SKIP: f64 = 4.0 * (1.0 + 1e-8);
 
 #[inline(always)]
 fn candidate_rows<T: Real, I: Isa>(
-    x: &ArrayView2<'_, T>, set: RowSet<'_>, cand: &ArrayView2<'_, T>, closest: Option<(&[f64], Near<'_>)>, lo: usize,
+    x: &ArrayView2<'_, T>, cand: &ArrayView2<'_, T>, closest: Option<(&[f64], Near<'_>)>, lo: usize,
     o: &mut [f64],
 ) -> Vec<f64> {
     let t = cand.nrows();
@@ -981,7 +1209,7 @@ fn candidate_rows<T: Real, I: Isa>(
     let (mut buf, mut cbuf) = (Vec::new(), Vec::new());
     for (r, orow) in o.chunks_mut(t).enumerate() {
         let i = lo + r;
-        let xr = row_slice(x, set.row(i), &mut buf);
+        let xr = row_slice(x, i, &mut buf);
         for (j, ov) in orow.iter_mut().enumerate() {
             let v = match closest {
                 Some((c, near)) => {
@@ -989,7 +1217,18 @@ fn candidate_rows<T: Real, I: Isa>(
                     if near.far[j * near.k + near.nearest[i] as usize] >= bound {
                         c[i]
                     } else {
-                        sq_diff_f64::<I, T>(xr, 1.0, row_slice(cand, j, &mut cbuf), 1.0).min(c[i])
+                        // the expansion ‖x‖² + ‖c‖² − 2 x·c from a dot product in T, within
+                        // `e` of the distance: when it is above c_i by more than that, the
+                        // direct distance would be too, and min(c_i, it) is c_i
+                        let cr = row_slice(cand, j, &mut cbuf);
+                        let (xn, cn) = (near.norms[i], near.cnorms[j]);
+                        let dot = dot_lanes::<I, T>(xr, cr).to_f64();
+                        let e = dot_error(near.unit, xr.len(), xn, cn);
+                        if xn + cn - 2.0 * dot - e >= c[i] * (1.0 + 1e-12) {
+                            c[i]
+                        } else {
+                            sq_diff_f64::<I, T>(xr, 1.0, cr, 1.0).min(c[i])
+                        }
                     }
                 }
                 None => sq_diff_f64::<I, T>(xr, 1.0, row_slice(cand, j, &mut cbuf), 1.0),
@@ -1001,19 +1240,47 @@ fn candidate_rows<T: Real, I: Isa>(
     sums
 }
 
+/// Σ aᵢ·bᵢ in T lanes (the expansion's dot product of the seeding's filter).
+#[inline(always)]
+fn dot_lanes<I: Isa, T: Real>(a: &[T], b: &[T]) -> T {
+    const W: usize = 16;
+    let mut acc = [T::ZERO; W];
+    let (ac, at) = a.as_chunks::<W>();
+    let (bc, bt) = b.as_chunks::<W>();
+    for (x, y) in ac.iter().zip(bc) {
+        for l in 0..W {
+            acc[l] = madd::<I, T>(x[l], y[l], acc[l]);
+        }
+    }
+    for (l, (x, y)) in at.iter().zip(bt).enumerate() {
+        acc[l] = madd::<I, T>(*x, *y, acc[l]);
+    }
+    acc.iter().fold(T::ZERO, |s, &v| s + v)
+}
+
+/// A bound on |(‖x‖² + ‖c‖² − 2 fl(x·c)) − ‖x − c‖²| for `dot_lanes` in T (unit roundoff
+/// `unit`) over `d` values and f64 squared norms `xn`, `cn`: γ_D ‖x‖‖c‖ for the dot
+/// product in any summation order, doubled (the factor 2 of the expansion) and doubled
+/// again for safety, plus 10⁻¹² of the norms for the f64 arithmetic.
+#[inline(always)]
+fn dot_error(unit: f64, d: usize, xn: f64, cn: f64) -> f64 {
+    let gamma = (d + 1) as f64 * unit / (1.0 - (d + 1) as f64 * unit);
+    4.0 * gamma * (xn * cn).sqrt() + 1e-12 * (xn + cn)
+}
+
 multiversion! {
     fn candidate_rows_dispatch<T: Real>(
-        x: &ArrayView2<'_, T>, set: RowSet<'_>, cand: &ArrayView2<'_, T>, closest: Option<(&[f64], Near<'_>)>, lo: usize, o: &mut [f64],
+        x: &ArrayView2<'_, T>, cand: &ArrayView2<'_, T>, closest: Option<(&[f64], Near<'_>)>, lo: usize, o: &mut [f64],
     ) -> Vec<f64> => candidate_rows
 }
 
-/// For every row i of `set` and candidate t: min(closest_i, ‖x_i − cand_t‖²) (with no
+/// For every row i of `x` and candidate t: min(closest_i, ‖x_i − cand_t‖²) (with no
 /// `closest`, the distance itself) into `out[i * t + t]`; returns each block's sums, block
 /// by block, candidate by candidate. Distances from the differences (f64 sums), row by row:
 /// a matrix product would pack (copy) every row for a few candidates' columns.
 #[allow(clippy::too_many_arguments)]
 fn candidate_pass<T: Scalar>(
-    x: &ArrayView2<'_, T>, set: RowSet<'_>, cand: &ArrayView2<'_, T>, closest: Option<(&[f64], Near<'_>)>,
+    x: &ArrayView2<'_, T>, cand: &ArrayView2<'_, T>, closest: Option<(&[f64], Near<'_>)>,
     out: &mut [f64], rows: usize, par: bool, cancel: &Cancel,
 ) -> Vec<f64> {
     let t = cand.nrows();
@@ -1021,9 +1288,9 @@ fn candidate_pass<T: Scalar>(
         if cancel.is_cancelled() {
             return vec![0.0f64; t];
         }
-        candidate_rows_dispatch(x, set, cand, closest, b * rows, o)
+        candidate_rows_dispatch(x, cand, closest, b * rows, o)
     };
-    let out = &mut out[..set.len() * t];
+    let out = &mut out[..x.nrows() * t];
     let per: Vec<Vec<f64>> = if par {
         out.par_chunks_mut(rows * t).enumerate().map(one).collect()
     } else {

@@ -8,32 +8,44 @@
 //! adds 10⁻⁵: here the distances are euclidean and nothing is added, so rows at distance 0
 //! get +inf). A cluster of one row has no neighbour: its typicality is +inf.
 //!
-//! How: the cluster's rows are gathered (m × D), and per block of its rows the Gram block
-//! against the whole cluster (one matrix product) ranks every other row by the expansion
-//! ‖x‖² + ‖y‖² − 2 x·y; the k' + margin nearest (margin = max(8, k'/4)) are then recomputed
-//! directly (differences before squaring, f64 sums) and the k' nearest of those averaged.
-//! Cost: O(m² D) per cluster and m × D + a block of Gram values in memory: the kernel is
+//! How: the cluster's rows are gathered (m × D), and less their mean (rounded) their Gram
+//! matrix ranks every other row by the expansion ‖y‖² − 2 x·y: for clusters of up to
+//! `SYMMETRIC_MAX` rows the whole m × m matrix, its upper triangle by matrix products (half
+//! the multiply-adds) and the lower copied; larger clusters by blocks of rows against the
+//! whole cluster. Per row the `keep` ≥ k' smallest expansions are found (a threshold from
+//! the minima of 64 interleaved groups, then one selection), and every row whose
+//! expansion is within twice the expansion's rounding bound (`expansion_error`) of the
+//! k'-th smallest is recomputed directly (differences before squaring, f64 sums): a set
+//! that holds the k' nearest for certain (when the kept rows may not hold it, every row is
+//! recomputed). The k' nearest of those are averaged.
+//! Cost: O(m² D / 2) per cluster, and in memory 2 m × D values plus the Gram values (m²
+//! up to `SYMMETRIC_MAX` rows, 16 MiB in float32; 2²⁰ per block above): the kernel is
 //! meant for the clusters of k-means over a pool (N / k rows each); a cluster of 10⁵ rows of
 //! D = 256 costs 2.6·10¹² multiply-adds, minutes on two cores.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
-use ndarray::{ArrayView1, ArrayView2};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{s, ArrayView1, ArrayView2, ArrayViewMut2};
+use rayon::prelude::*;
 
 use crate::cancel::Cancel;
 use crate::error::{filled, Error, Field};
-use crate::kmeans::{checked_sq_norms, exact_sq, gram, map_tasks, run_in, workers, Scalar};
+use crate::kmeans::{checked_sq_norms, gram, map_tasks, run_in, unit_roundoff, workers, Scalar};
+use crate::knn::{row_slice, sq_diff_f64, Keyed};
 use crate::math::{Isa, Real};
 use crate::simd::multiversion;
 
-/// Candidates kept beyond k' before the exact recomputation (see `_exact.py`).
-const MIN_MARGIN: usize = 8;
+/// Candidates kept beyond k' by the expansion's ranking: enough that the rows within the
+/// rounding bound of the k'-th are almost always among them (else the row is recomputed
+/// directly against every other row).
+const MIN_MARGIN: usize = 4;
 
-/// A neighbour candidate: (expansion of its squared distance, its row in the cluster),
-/// ordered by distance then row.
+/// A neighbour candidate: (expansion ‖y‖² − 2 x·y in the input's precision, its row in the
+/// cluster), ordered by value then row.
 #[derive(Clone, Copy, PartialEq)]
-struct Cand(f64, usize);
+struct Cand(f64, u32);
 
 impl Eq for Cand {}
 
@@ -49,96 +61,338 @@ impl PartialOrd for Cand {
     }
 }
 
-/// `out[j]` = max(0, ‖x_q‖² + ‖x_j‖² − 2 x_q·x_j) from the row's Gram values `g` and the
-/// squared norms `cn` (f64 arithmetic on the Gram's values).
+/// Lanes of the candidate scan.
+const L: usize = 16;
+
+/// Appends to `kept` every (cn_j − 2 g_j, j), j ≠ `q`, below `top`, scanning the row in
+/// blocks of `L` (a block none of whose values is below `top` is turned away by one
+/// vectorised comparison); when `kept` reaches `cut` entries they are cut back to the
+/// `keep` smallest and `top` tightens to the largest of those. Returns the final `top`.
 #[inline(always)]
-fn expansions_body<T: Real, I: Isa>(out: &mut [f64], g: &[T], cn: &[f64], cq: f64) {
-    for ((o, &v), &c) in out.iter_mut().zip(g).zip(cn) {
-        *o = (cq + c - 2.0 * v.to_f64()).max(0.0);
+fn scan_body<T: Real, I: Isa>(
+    g: &[T], cn: &[T], q: usize, keep: usize, cut: usize, kept: &mut Vec<Cand>, mut top: T,
+) -> T {
+    let m = g.len();
+    let mut j = 0;
+    while j + L <= m {
+        let (gs, cs) = (&g[j..j + L], &cn[j..j + L]);
+        let mut v = [T::ZERO; L];
+        let mut any = false;
+        for l in 0..L {
+            v[l] = cs[l] - (gs[l] + gs[l]);
+            any |= v[l] < top;
+        }
+        if any {
+            for (l, &vl) in v.iter().enumerate() {
+                if vl < top && j + l != q {
+                    kept.push(Cand(vl.to_f64(), (j + l) as u32));
+                }
+            }
+            if kept.len() >= cut {
+                top = cut_back(kept, keep);
+            }
+        }
+        j += L;
     }
+    for jj in j..m {
+        let v = cn[jj] - (g[jj] + g[jj]);
+        if v < top && jj != q {
+            kept.push(Cand(v.to_f64(), jj as u32));
+        }
+    }
+    top
 }
 
 multiversion! {
-    fn expansions<T: Real>(out: &mut [f64], g: &[T], cn: &[f64], cq: f64) -> () => expansions_body
+    fn scan<T: Real>(g: &[T], cn: &[T], q: usize, keep: usize, cut: usize, kept: &mut Vec<Cand>, top: T) -> T => scan_body
+}
+
+/// Groups of `group_scan` (interleaved: element j is in group j mod `GROUPS`).
+const GROUPS: usize = 64;
+
+/// `scan` for `keep` ≤ `GROUPS`, in two passes and one selection: every value
+/// v_j = cn_j − 2 g_j into `vb` (+inf for `q`, nobody's neighbour of itself) and each
+/// group's smallest (vectorised); t0, the keep-th smallest of the groups' minima, is at
+/// least the keep-th smallest value (the keep minima up to it are distinct values), so the
+/// (value, row) keys of every value up to t0 (written branch-free, a little over keep of
+/// them) hold the keep smallest, which one selection and a sort of keep keys give, into
+/// `keys` (which holds room for a whole row).
+#[inline(always)]
+fn group_scan_body<T: Keyed, I: Isa>(
+    g: &[T], cn: &[T], q: usize, keep: usize, vb: &mut [T], idx: &mut Vec<u32>, keys: &mut Vec<T::Key>,
+) {
+    let m = g.len();
+    for ((o, &gv), &c) in vb.iter_mut().zip(g).zip(cn) {
+        *o = c - (gv + gv);
+    }
+    vb[q] = T::INF;
+    let mut mins = [T::INF; GROUPS];
+    let (chunks, rest) = vb.as_chunks::<GROUPS>();
+    for ch in chunks {
+        for l in 0..GROUPS {
+            mins[l] = if ch[l] < mins[l] { ch[l] } else { mins[l] };
+        }
+    }
+    for (l, &v) in rest.iter().enumerate() {
+        mins[l] = if v < mins[l] { v } else { mins[l] };
+    }
+    // NaN never became a minimum: the order is total here
+    let (_, &mut t0, _) = mins.select_nth_unstable_by(keep - 1, |a, b| a.partial_cmp(b).unwrap_or(Ordering::Equal));
+    // the rows up to t0, written branch-free (q is +inf: above a finite t0; when t0 is
+    // +inf, fewer than keep other values are finite and q is dropped here)
+    idx.clear();
+    idx.resize(m, 0);
+    let mut n = 0;
+    for (j, &v) in vb.iter().enumerate() {
+        idx[n] = j as u32;
+        n += usize::from(v <= t0);
+    }
+    keys.clear();
+    keys.extend(idx[..n].iter().filter(|&&j| j as usize != q).map(|&j| T::pack(vb[j as usize], u64::from(j))));
+    if keys.len() > keep {
+        keys.select_nth_unstable(keep - 1);
+        keys.truncate(keep);
+    }
+    keys.sort_unstable();
+}
+
+multiversion! {
+    fn group_scan<T: Keyed>(g: &[T], cn: &[T], q: usize, keep: usize, vb: &mut [T], idx: &mut Vec<u32>, keys: &mut Vec<T::Key>) -> () => group_scan_body
+}
+
+
+/// Cuts `kept` back to its `keep` smallest; returns the largest of those as a threshold.
+fn cut_back<T: Real>(kept: &mut Vec<Cand>, keep: usize) -> T {
+    if kept.len() > keep {
+        kept.select_nth_unstable(keep - 1);
+        kept.truncate(keep);
+    }
+    T::from_f64(kept.iter().map(|c| c.0).fold(f64::NEG_INFINITY, f64::max))
+}
+
+/// The largest error of an expansion value cn_j − 2 g_j (T arithmetic, the Gram value from
+/// the matrix product) for a query row of squared norm `n2` against rows of norm at most
+/// `ymax`: |g's error| ≤ γ_D ‖x‖‖y‖ in any summation order, ‖y‖² rounded once and the
+/// subtraction once (u each); doubled for safety, plus a relative 10⁻¹² for the f64 sums.
+///
+/// The rows were centred (x − μ rounded to T: each coordinate off by at most u |x − μ|), so
+/// the distance between the rounded rows is within u (‖x'‖ + ‖y'‖) of the true one, and
+/// its square within 2 u (‖x'‖ + ‖y'‖)² (the distance being at most ‖x'‖ + ‖y'‖): added.
+fn expansion_error(unit: f64, d: usize, n2: f64, ymax: f64) -> f64 {
+    let gamma = d as f64 * unit / (1.0 - d as f64 * unit);
+    let xn = n2.sqrt();
+    let centring = 2.0 * unit * (xn + ymax) * (xn + ymax);
+    2.0 * ((2.0 * gamma + 4.0 * unit) * xn * ymax + 2.0 * unit * ymax * ymax + centring) + 1e-12 * (n2 + ymax * ymax)
 }
 
 /// The typicality of every row of the cluster `rows` (ascending row indices of `x`).
+///
+/// Per row: the Gram row ranks the others by the expansion; the `keep` smallest are found
+/// by a threshold scan; then every row whose expansion is within twice the expansion's
+/// rounding bound of the k'-th smallest (a set that holds the k' nearest for certain) is
+/// recomputed directly (differences before squaring, f64 sums), and the k' nearest of
+/// those averaged. When the `keep` kept do not reach past that bound, the row is scanned
+/// again for every row within it.
 fn cluster_typicality<T: Scalar>(
-    x: &ArrayView2<'_, T>, norms: &[f64], rows: &[usize], k: usize, par: bool, cancel: &Cancel,
+    x: &ArrayView2<'_, T>, rows: &[usize], k: usize, par: bool, cancel: &Cancel,
 ) -> Vec<f64> {
     let (m, d) = (rows.len(), x.ncols());
     if m == 1 {
         return vec![f64::INFINITY];
     }
     let kk = k.min(m - 1);
-    let keep = (kk + MIN_MARGIN.max(kk / 4)).min(m - 1);
+    let keep = (kk + MIN_MARGIN.max(kk / 8)).min(m - 1);
     let mut data = Vec::with_capacity(m * d);
+    let mut buf = Vec::new();
     for &i in rows {
-        data.extend(x.row(i).iter().copied());
+        data.extend_from_slice(row_slice(x, i, &mut buf));
     }
     let xc = ArrayView2::from_shape((m, d), &data[..]).expect("cluster shape");
-    let cn: Vec<f64> = rows.iter().map(|&i| norms[i]).collect();
+    // The Gram blocks are of the rows less their mean (rounded to T): small norms, so a
+    // small rounding bound. The exact distances are of the rows as given.
+    let mut mean = vec![0.0f64; d];
+    for row in data.chunks_exact(d) {
+        for (a, &v) in mean.iter_mut().zip(row) {
+            *a += v.to_f64();
+        }
+    }
+    let mean: Vec<T> = mean.iter().map(|&v| T::from_f64(v / m as f64)).collect();
+    let mut centred: Vec<T> = Vec::with_capacity(m * d);
+    for row in data.chunks_exact(d) {
+        centred.extend(row.iter().zip(&mean).map(|(&v, &mu)| v - mu));
+    }
+    let xg = ArrayView2::from_shape((m, d), &centred[..]).expect("cluster shape");
+    let n2: Vec<f64> =
+        centred.chunks_exact(d).map(|row| row.iter().map(|&v| v.to_f64() * v.to_f64()).sum::<f64>()).collect();
+    let cn: Vec<T> = n2.iter().map(|&v| T::from_f64(v)).collect();
+    let ymax = n2.iter().fold(0.0f64, |a, &b| a.max(b)).sqrt() * (1.0 + 1e-12);
+    let unit = unit_roundoff::<T>();
+    let rows = Rows { xc, cn: &cn, n2: &n2, ymax, unit, kk, keep };
+    if m <= SYMMETRIC_MAX {
+        // The whole m × m Gram matrix: its upper triangle by matrix products of row blocks
+        // against the rows from the block's first on (half the multiply-adds), the lower
+        // triangle copied from it.
+        let mut full: Vec<T> = vec![T::ZERO; m * m];
+        let tasks = m.div_ceil(SYMMETRIC_BLOCK);
+        let upper = |(t, chunk): (usize, &mut [T])| {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let (lo, hi) = (t * SYMMETRIC_BLOCK, ((t + 1) * SYMMETRIC_BLOCK).min(m));
+            let mut out = ArrayViewMut2::from_shape((hi - lo, m), chunk).expect("gram shape");
+            let mut out = out.slice_mut(s![.., lo..]);
+            general_mat_mul(T::ONE, &xg.slice(s![lo..hi, ..]), &xg.slice(s![lo.., ..]).t(), T::ZERO, &mut out);
+        };
+        if par && tasks > 1 {
+            full.par_chunks_mut(SYMMETRIC_BLOCK * m).enumerate().for_each(upper);
+        } else {
+            full.chunks_mut(SYMMETRIC_BLOCK * m).enumerate().for_each(upper);
+        }
+        // full[j][i] = full[i][j] for i < j, a block of rows j at a time (their cache lines
+        // stay in L1 while row i's segment is read)
+        for lo in (0..m).step_by(SYMMETRIC_BLOCK) {
+            let hi = (lo + SYMMETRIC_BLOCK).min(m);
+            for i in 0..hi {
+                let from = lo.max(i + 1);
+                if from >= hi {
+                    continue;
+                }
+                let (head, tail) = full.split_at_mut(from * m);
+                let src = &head[i * m + from..i * m + hi];
+                for (t, &v) in src.iter().enumerate() {
+                    tail[t * m + i] = v;
+                }
+            }
+        }
+        let g = &full;
+        let per = map_tasks(par && tasks > 1, tasks, |t| {
+            let (lo, hi) = (t * SYMMETRIC_BLOCK, ((t + 1) * SYMMETRIC_BLOCK).min(m));
+            let mut row = RowState::new(keep);
+            if cancel.is_cancelled() {
+                return Vec::new();
+            }
+            (lo..hi).map(|q| rows.typicality(q, &g[q * m..(q + 1) * m], &mut row)).collect::<Vec<f64>>()
+        });
+        return per.concat();
+    }
     // Gram blocks of about 2^20 values, 1 to 1,024 query rows.
     let b = ((1usize << 20) / m).clamp(1, 1024);
     let blocks = m.div_ceil(b);
     let per = map_tasks(par && blocks > 1, blocks, |t| {
         let (lo, hi) = (t * b, ((t + 1) * b).min(m));
-        let mut out = Vec::with_capacity(hi - lo);
         if cancel.is_cancelled() {
-            return out;
+            return Vec::new();
         }
         let mut gb = Vec::new();
-        let g = gram(&xc.slice(ndarray::s![lo..hi, ..]), &xc, &mut gb);
-        let mut kept: Vec<Cand> = Vec::with_capacity(2 * keep + 8);
-        let mut exact: Vec<f64> = Vec::with_capacity(keep);
-        let mut dist: Vec<f64> = vec![0.0; m];
-        for (r, grow) in g.rows().into_iter().enumerate() {
-            let q = lo + r;
-            let grow = grow.as_slice().expect("gram rows are contiguous");
-            // every row's expansion, in one vectorised pass; the row itself is nobody's
-            // neighbour (+inf, never below a finite threshold)
-            expansions(&mut dist, grow, &cn, cn[q]);
-            dist[q] = f64::INFINITY;
-            // the `keep` smallest (expansion, row) pairs. Rows are scanned in ascending
-            // order and a row is kept while its expansion is below `top`, the keep-th
-            // smallest of those kept so far (on a tie its row is the larger: it cannot be
-            // among the keep smallest); when 2 keep are kept they are cut back to the keep
-            // smallest (one selection) and `top` tightens. Blocks of 8 rows none of which
-            // is below `top` are turned away by one vectorised comparison.
-            kept.clear();
-            let mut top = f64::INFINITY;
-            let mut j = 0;
-            while j < m {
-                let hi = (j + 8).min(m);
-                if dist[j..hi].iter().fold(false, |a, &v| a | (v < top)) {
-                    for (jj, &v) in dist[j..hi].iter().enumerate() {
-                        if v < top {
-                            kept.push(Cand(v, j + jj));
-                        }
-                    }
-                    if kept.len() >= 2 * keep {
-                        kept.select_nth_unstable(keep - 1);
-                        kept.truncate(keep);
-                        top = kept.iter().map(|c| c.0).fold(f64::NEG_INFINITY, f64::max);
-                    }
-                }
-                j = hi;
-            }
-            if kept.len() > keep {
-                kept.select_nth_unstable(keep - 1);
-                kept.truncate(keep);
-            }
-            let xq = xc.row(q);
-            let xq = xq.as_slice().expect("gathered rows are contiguous");
-            exact.clear();
-            exact.extend(kept.iter().map(|c| exact_sq(xq, xc.row(c.1)).sqrt()));
-            exact.sort_unstable_by(f64::total_cmp);
-            let mean = exact[..kk].iter().sum::<f64>() / kk as f64;
-            out.push(1.0 / mean);
-        }
-        out
+        let g = gram(&xg.slice(s![lo..hi, ..]), &xg, &mut gb);
+        let mut row = RowState::new(keep);
+        g.rows()
+            .into_iter()
+            .enumerate()
+            .map(|(r, grow)| rows.typicality(lo + r, grow.as_slice().expect("gram rows are contiguous"), &mut row))
+            .collect::<Vec<f64>>()
     });
     per.concat()
+}
+
+/// Clusters of at most this many rows get their whole Gram matrix at once (m² values: 16
+/// MiB in float32), computed as its upper triangle; larger ones by blocks of rows.
+const SYMMETRIC_MAX: usize = 2048;
+/// Rows per block of the whole-matrix path.
+const SYMMETRIC_BLOCK: usize = 128;
+
+/// A cluster's rows, for the typicality of one of them from its Gram row.
+struct Rows<'a, T> {
+    /// The rows as given (m × D), for the exact distances.
+    xc: ArrayView2<'a, T>,
+    /// Squared norms of the centred rows, in T (the expansion) and f64 (its bound).
+    cn: &'a [T],
+    n2: &'a [f64],
+    ymax: f64,
+    unit: f64,
+    kk: usize,
+    keep: usize,
+}
+
+/// One task's buffers.
+struct RowState<T: Keyed> {
+    kept: Vec<Cand>,
+    ids: Vec<u32>,
+    exact: Vec<f64>,
+    vb: Vec<T>,
+    idx: Vec<u32>,
+    keys: Vec<T::Key>,
+}
+
+impl<T: Keyed> RowState<T> {
+    fn new(keep: usize) -> Self {
+        RowState {
+            kept: Vec::with_capacity(2 * keep + 2 * L),
+            ids: Vec::with_capacity(keep),
+            exact: Vec::with_capacity(keep),
+            vb: Vec::new(),
+            idx: Vec::new(),
+            keys: Vec::with_capacity(8 * keep),
+        }
+    }
+}
+
+impl<T: Scalar> Rows<'_, T> {
+    /// The typicality of row `q` from its Gram row `grow` (against the centred rows).
+    fn typicality(&self, q: usize, grow: &[T], st: &mut RowState<T>) -> f64 {
+        let (m, d) = self.xc.dim();
+        let (kk, keep) = (self.kk, self.keep);
+        let kept = &mut st.kept;
+        kept.clear();
+        if keep <= GROUPS {
+            st.vb.resize(grow.len(), T::ZERO);
+            group_scan(grow, self.cn, q, keep, &mut st.vb, &mut st.idx, &mut st.keys);
+            kept.extend(st.keys.iter().map(|&k| {
+                let (v, i) = T::unpack(k);
+                Cand(v.to_f64(), i as u32)
+            }));
+        } else {
+            scan(grow, self.cn, q, keep, 2 * keep, kept, T::INF);
+            cut_back::<T>(kept, keep);
+            kept.sort_unstable();
+        }
+        let xq = self.xc.row(q);
+        let xq = xq.as_slice().expect("gathered rows are contiguous");
+        let exact = &mut st.exact;
+        exact.clear();
+        // every row within 2 E of the k'-th smallest expansion (the k' nearest are); when
+        // the kept rows may not hold them all (they do not reach past the bound), or the
+        // expansion was not finite, every row directly
+        let thr = kept.get(kk - 1).map_or(f64::NAN, |c| c.0 + 2.0 * expansion_error(self.unit, d, self.n2[q], self.ymax));
+        let short =
+            kept.len() < kk || thr.is_nan() || kept.len() < m - 1 && kept.last().is_none_or(|c| c.0 <= thr);
+        let ids = &mut st.ids;
+        ids.clear();
+        if short {
+            ids.extend((0..m as u32).filter(|&j| j as usize != q));
+        } else {
+            ids.extend(kept.iter().take_while(|c| c.0 <= thr).map(|c| c.1));
+        }
+        exact_rows(xq, self.xc.as_slice().expect("gathered rows are contiguous"), ids, exact);
+        exact.sort_unstable_by(f64::total_cmp);
+        1.0 / (exact[..kk].iter().sum::<f64>() / kk as f64)
+    }
+}
+
+/// ‖xq − row j‖ of the rows `ids` of `data` (rows of xq's length), appended to `out`:
+/// differences before squaring, f64 sums (`kmeans::exact_sq`), one dispatch per query.
+#[inline(always)]
+fn exact_rows_body<T: Real, I: Isa>(xq: &[T], data: &[T], ids: &[u32], out: &mut Vec<f64>) {
+    // a plain loop: a closure would not inherit the caller's target features (FMA)
+    let d = xq.len();
+    for &j in ids {
+        let j = j as usize;
+        out.push(sq_diff_f64::<I, T>(xq, 1.0, &data[j * d..(j + 1) * d], 1.0).sqrt());
+    }
+}
+
+multiversion! {
+    fn exact_rows<T: Real>(xq: &[T], data: &[T], ids: &[u32], out: &mut Vec<f64>) -> () => exact_rows_body
 }
 
 /// Typicality (see the module) of the rows of `x` (N, D) within their clusters: `labels`
@@ -183,13 +437,13 @@ pub fn typicality<T: Scalar>(
     let pool = workers(threads, work.max(n.saturating_mul(d)))?;
     let par = pool.is_some();
     run_in(&pool, || {
-        let norms = checked_sq_norms(&x, Field::Embeddings, par, cancel)?;
+        checked_sq_norms(&x, Field::Embeddings, par, cancel)?;
         let mut out = filled(n, f64::NAN)?;
         let per = map_tasks(par, groups.len(), |g| {
             if cancel.is_cancelled() {
                 return Vec::new();
             }
-            cluster_typicality(&x, &norms, &groups[g], k, par, cancel)
+            cluster_typicality(&x, &groups[g], k, par, cancel)
         });
         cancel.check()?;
         for (rows, vals) in groups.iter().zip(per) {
@@ -253,6 +507,49 @@ mod tests {
         let got = typicality(x.view(), lab.view(), 5, Some(&[2, 102]), None, &Cancel::new()).unwrap();
         assert_eq!(got[3], f64::INFINITY); // alone in cluster 102
         assert!(got.iter().enumerate().all(|(i, v)| v.is_nan() == !(labels[i] == 2 || i == 3)));
+    }
+
+    #[test]
+    fn exact_with_an_offset_ties_and_float32() {
+        // A large common offset (the expansion's rounding bound grows with the norms until
+        // the rows are centred), rows repeated (ties at the k-th distance) and float32:
+        // the k' nearest are still found exactly.
+        let mut rng = SplitMix64::new(9);
+        let base = Array2::from_shape_fn((300, 40), |_| rng.uniform());
+        let x = Array2::from_shape_fn((900, 40), |(i, j)| 1000.0 + base[[i % 300, j]] + if i < 300 { 0.0 } else { 1e-3 * ((i / 300) as f64) });
+        let labels: Vec<i64> = (0..900).map(|i| (i % 3) as i64).collect();
+        let lab = Array1::from(labels.clone());
+        let x32 = x.mapv(|v| v as f32);
+        let x32_64 = x32.mapv(|v| v as f64);
+        for k in [1, 2, 7, 20] {
+            let want = brute(&x, &labels, k);
+            let got = typicality(x.view(), lab.view(), k, None, Some(2), &Cancel::new()).unwrap();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(g == w || (g - w).abs() <= 1e-12 * w.abs(), "f64 k={k} row {i}: {g} vs {w}");
+            }
+            let want = brute(&x32_64, &labels, k);
+            let got = typicality(x32.view(), lab.view(), k, None, Some(1), &Cancel::new()).unwrap();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(g == w || (g - w).abs() <= 1e-12 * w.abs(), "f32 k={k} row {i}: {g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_cluster_too_large_for_the_whole_matrix() {
+        // one cluster above SYMMETRIC_MAX rows (Gram by blocks of rows), one below
+        let mut rng = SplitMix64::new(5);
+        let n = SYMMETRIC_MAX + 300;
+        let x = Array2::from_shape_fn((n, 3), |_| rng.uniform());
+        let labels: Vec<i64> = (0..n).map(|i| i64::from(i >= SYMMETRIC_MAX + 100)).collect();
+        let lab = Array1::from(labels.clone());
+        let want = brute(&x, &labels, 20);
+        for threads in [1, 2] {
+            let got = typicality(x.view(), lab.view(), 20, None, Some(threads), &Cancel::new()).unwrap();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(g == w || (g - w).abs() <= 1e-12 * w.abs(), "row {i}: {g} vs {w}");
+            }
+        }
     }
 
     #[test]
