@@ -272,22 +272,7 @@ fn cluster_typicality<T: Scalar>(
         } else {
             full.chunks_mut(SYMMETRIC_BLOCK * m).enumerate().for_each(upper);
         }
-        // full[j][i] = full[i][j] for i < j, a block of rows j at a time (their cache lines
-        // stay in L1 while row i's segment is read)
-        for lo in (0..m).step_by(SYMMETRIC_BLOCK) {
-            let hi = (lo + SYMMETRIC_BLOCK).min(m);
-            for i in 0..hi {
-                let from = lo.max(i + 1);
-                if from >= hi {
-                    continue;
-                }
-                let (head, tail) = full.split_at_mut(from * m);
-                let src = &head[i * m + from..i * m + hi];
-                for (t, &v) in src.iter().enumerate() {
-                    tail[t * m + i] = v;
-                }
-            }
-        }
+        mirror(full, m);
         let g = &*full;
         let per = map_tasks(par && tasks > 1, tasks, |t| {
             let (lo, hi) = (t * SYMMETRIC_BLOCK, ((t + 1) * SYMMETRIC_BLOCK).min(m));
@@ -317,6 +302,29 @@ fn cluster_typicality<T: Scalar>(
             .collect::<Vec<f64>>()
     });
     per.concat()
+}
+
+/// full[j][i] = full[i][j] for i < j (an m × m matrix whose upper triangle is set), by
+/// tiles of 16 × 16: 16 segments of rows i copied out, then written as 16 segments of
+/// rows j (whole cache lines written, none read back from far away).
+fn mirror<T: Real>(full: &mut [T], m: usize) {
+    const TL: usize = 16;
+    let mut tile = [[T::ZERO; TL]; TL];
+    for i0 in (0..m).step_by(TL) {
+        let i1 = (i0 + TL).min(m);
+        for j0 in (i0..m).step_by(TL) {
+            let j1 = (j0 + TL).min(m);
+            for (t, i) in (i0..i1).enumerate() {
+                tile[t][..j1 - j0].copy_from_slice(&full[i * m + j0..i * m + j1]);
+            }
+            for (u, j) in (j0..j1).enumerate() {
+                let dst = &mut full[j * m + i0..j * m + i1.min(j)];
+                for (t, d) in dst.iter_mut().enumerate() {
+                    *d = tile[t][u];
+                }
+            }
+        }
+    }
 }
 
 /// Clusters of at most this many rows get their whole Gram matrix at once (m² values: 16
