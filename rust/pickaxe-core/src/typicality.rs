@@ -112,43 +112,62 @@ const GROUPS: usize = 64;
 
 /// `scan` for `keep` ≤ `GROUPS`, in two passes and one selection: every value
 /// v_j = cn_j − 2 g_j into `vb` (+inf for `q`, nobody's neighbour of itself) and each
-/// group's smallest (vectorised); t0, the keep-th smallest of the groups' minima, is at
-/// least the keep-th smallest value (the keep minima up to it are distinct values), so the
-/// (value, row) keys of every value up to t0 (written branch-free, a little over keep of
-/// them) hold the keep smallest, which one selection and a sort of keep keys give, into
-/// `keys` (which holds room for a whole row).
+/// group's smallest (vectorised, one pass; q's group is then taken again without q); t0,
+/// the keep-th smallest of the groups' minima, is at least the keep-th smallest value (the
+/// keep minima up to it are distinct values), so the (value, row) keys of every value up
+/// to t0 (a little over keep of them, found by a comparison mask per 16 values) hold the
+/// keep smallest, which one selection and a sort of keep keys give, into `keys`.
 #[inline(always)]
 fn group_scan_body<T: Keyed, I: Isa>(
-    g: &[T], cn: &[T], q: usize, keep: usize, vb: &mut [T], idx: &mut Vec<u32>, keys: &mut Vec<T::Key>,
+    g: &[T], cn: &[T], q: usize, keep: usize, vb: &mut [T], keys: &mut Vec<T::Key>,
 ) {
     let m = g.len();
-    for ((o, &gv), &c) in vb.iter_mut().zip(g).zip(cn) {
-        *o = c - (gv + gv);
+    let mut mins = [T::INF; GROUPS];
+    {
+        let (gch, grest) = g.as_chunks::<GROUPS>();
+        let (cch, crest) = cn.as_chunks::<GROUPS>();
+        let (och, orest) = vb.as_chunks_mut::<GROUPS>();
+        for ((o, gc), cc) in och.iter_mut().zip(gch).zip(cch) {
+            for l in 0..GROUPS {
+                let v = cc[l] - (gc[l] + gc[l]);
+                o[l] = v;
+                mins[l] = if v < mins[l] { v } else { mins[l] };
+            }
+        }
+        for (l, ((o, &gv), &c)) in orest.iter_mut().zip(grest).zip(crest).enumerate() {
+            let v = c - (gv + gv);
+            *o = v;
+            mins[l] = if v < mins[l] { v } else { mins[l] };
+        }
     }
     vb[q] = T::INF;
-    let mut mins = [T::INF; GROUPS];
-    let (chunks, rest) = vb.as_chunks::<GROUPS>();
-    for ch in chunks {
-        for l in 0..GROUPS {
-            mins[l] = if ch[l] < mins[l] { ch[l] } else { mins[l] };
+    let gq = q % GROUPS;
+    mins[gq] = vb[gq..].iter().step_by(GROUPS).fold(T::INF, |a, &v| if v < a { v } else { a });
+    // NaN never became a minimum: the order is total here
+    let (_, &mut t0, _) = mins.select_nth_unstable_by(keep - 1, |a, b| a.partial_cmp(b).unwrap_or(Ordering::Equal));
+    // the rows up to t0 (q is +inf: above a finite t0; when t0 is +inf, fewer than keep
+    // other values are finite and q is dropped here)
+    keys.clear();
+    let (chunks, rest) = vb.as_chunks::<16>();
+    for (c, ch) in chunks.iter().enumerate() {
+        let mut mask = 0u32;
+        for l in 0..16 {
+            mask |= u32::from(ch[l] <= t0) << l;
+        }
+        while mask != 0 {
+            let j = c * 16 + mask.trailing_zeros() as usize;
+            if j != q {
+                keys.push(T::pack(vb[j], j as u64));
+            }
+            mask &= mask - 1;
         }
     }
     for (l, &v) in rest.iter().enumerate() {
-        mins[l] = if v < mins[l] { v } else { mins[l] };
+        let j = m - rest.len() + l;
+        if v <= t0 && j != q {
+            keys.push(T::pack(v, j as u64));
+        }
     }
-    // NaN never became a minimum: the order is total here
-    let (_, &mut t0, _) = mins.select_nth_unstable_by(keep - 1, |a, b| a.partial_cmp(b).unwrap_or(Ordering::Equal));
-    // the rows up to t0, written branch-free (q is +inf: above a finite t0; when t0 is
-    // +inf, fewer than keep other values are finite and q is dropped here)
-    idx.clear();
-    idx.resize(m, 0);
-    let mut n = 0;
-    for (j, &v) in vb.iter().enumerate() {
-        idx[n] = j as u32;
-        n += usize::from(v <= t0);
-    }
-    keys.clear();
-    keys.extend(idx[..n].iter().filter(|&&j| j as usize != q).map(|&j| T::pack(vb[j as usize], u64::from(j))));
     if keys.len() > keep {
         keys.select_nth_unstable(keep - 1);
         keys.truncate(keep);
@@ -157,7 +176,7 @@ fn group_scan_body<T: Keyed, I: Isa>(
 }
 
 multiversion! {
-    fn group_scan<T: Keyed>(g: &[T], cn: &[T], q: usize, keep: usize, vb: &mut [T], idx: &mut Vec<u32>, keys: &mut Vec<T::Key>) -> () => group_scan_body
+    fn group_scan<T: Keyed>(g: &[T], cn: &[T], q: usize, keep: usize, vb: &mut [T], keys: &mut Vec<T::Key>) -> () => group_scan_body
 }
 
 
@@ -194,7 +213,7 @@ fn expansion_error(unit: f64, d: usize, n2: f64, ymax: f64) -> f64 {
 /// those averaged. When the `keep` kept do not reach past that bound, the row is scanned
 /// again for every row within it.
 fn cluster_typicality<T: Scalar>(
-    x: &ArrayView2<'_, T>, rows: &[usize], k: usize, par: bool, cancel: &Cancel,
+    x: &ArrayView2<'_, T>, rows: &[usize], k: usize, par: bool, cancel: &Cancel, gram_buf: &mut Vec<T>,
 ) -> Vec<f64> {
     let (m, d) = (rows.len(), x.ncols());
     if m == 1 {
@@ -232,7 +251,12 @@ fn cluster_typicality<T: Scalar>(
         // The whole m × m Gram matrix: its upper triangle by matrix products of row blocks
         // against the rows from the block's first on (half the multiply-adds), the lower
         // triangle copied from it.
-        let mut full: Vec<T> = vec![T::ZERO; m * m];
+        // (a worker's buffer, kept from cluster to cluster: every value is written below,
+        // the upper triangle by the products (β = 0: C is not read), the lower by the copy)
+        if gram_buf.len() < m * m {
+            gram_buf.resize(m * m, T::ZERO);
+        }
+        let full = &mut gram_buf[..m * m];
         let tasks = m.div_ceil(SYMMETRIC_BLOCK);
         let upper = |(t, chunk): (usize, &mut [T])| {
             if cancel.is_cancelled() {
@@ -248,23 +272,8 @@ fn cluster_typicality<T: Scalar>(
         } else {
             full.chunks_mut(SYMMETRIC_BLOCK * m).enumerate().for_each(upper);
         }
-        // full[j][i] = full[i][j] for i < j, a block of rows j at a time (their cache lines
-        // stay in L1 while row i's segment is read)
-        for lo in (0..m).step_by(SYMMETRIC_BLOCK) {
-            let hi = (lo + SYMMETRIC_BLOCK).min(m);
-            for i in 0..hi {
-                let from = lo.max(i + 1);
-                if from >= hi {
-                    continue;
-                }
-                let (head, tail) = full.split_at_mut(from * m);
-                let src = &head[i * m + from..i * m + hi];
-                for (t, &v) in src.iter().enumerate() {
-                    tail[t * m + i] = v;
-                }
-            }
-        }
-        let g = &full;
+        mirror(full, m);
+        let g = &*full;
         let per = map_tasks(par && tasks > 1, tasks, |t| {
             let (lo, hi) = (t * SYMMETRIC_BLOCK, ((t + 1) * SYMMETRIC_BLOCK).min(m));
             let mut row = RowState::new(keep);
@@ -295,6 +304,29 @@ fn cluster_typicality<T: Scalar>(
     per.concat()
 }
 
+/// full[j][i] = full[i][j] for i < j (an m × m matrix whose upper triangle is set), by
+/// tiles of 16 × 16: 16 segments of rows i copied out, then written as 16 segments of
+/// rows j (whole cache lines written, none read back from far away).
+fn mirror<T: Real>(full: &mut [T], m: usize) {
+    const TL: usize = 16;
+    let mut tile = [[T::ZERO; TL]; TL];
+    for i0 in (0..m).step_by(TL) {
+        let i1 = (i0 + TL).min(m);
+        for j0 in (i0..m).step_by(TL) {
+            let j1 = (j0 + TL).min(m);
+            for (t, i) in (i0..i1).enumerate() {
+                tile[t][..j1 - j0].copy_from_slice(&full[i * m + j0..i * m + j1]);
+            }
+            for (u, j) in (j0..j1).enumerate() {
+                let dst = &mut full[j * m + i0..j * m + i1.min(j)];
+                for (t, d) in dst.iter_mut().enumerate() {
+                    *d = tile[t][u];
+                }
+            }
+        }
+    }
+}
+
 /// Clusters of at most this many rows get their whole Gram matrix at once (m² values: 16
 /// MiB in float32), computed as its upper triangle; larger ones by blocks of rows.
 const SYMMETRIC_MAX: usize = 2048;
@@ -320,7 +352,6 @@ struct RowState<T: Keyed> {
     ids: Vec<u32>,
     exact: Vec<f64>,
     vb: Vec<T>,
-    idx: Vec<u32>,
     keys: Vec<T::Key>,
 }
 
@@ -331,7 +362,6 @@ impl<T: Keyed> RowState<T> {
             ids: Vec::with_capacity(keep),
             exact: Vec::with_capacity(keep),
             vb: Vec::new(),
-            idx: Vec::new(),
             keys: Vec::with_capacity(8 * keep),
         }
     }
@@ -346,7 +376,7 @@ impl<T: Scalar> Rows<'_, T> {
         kept.clear();
         if keep <= GROUPS {
             st.vb.resize(grow.len(), T::ZERO);
-            group_scan(grow, self.cn, q, keep, &mut st.vb, &mut st.idx, &mut st.keys);
+            group_scan(grow, self.cn, q, keep, &mut st.vb, &mut st.keys);
             kept.extend(st.keys.iter().map(|&k| {
                 let (v, i) = T::unpack(k);
                 Cand(v.to_f64(), i as u32)
@@ -439,12 +469,18 @@ pub fn typicality<T: Scalar>(
     run_in(&pool, || {
         checked_sq_norms(&x, Field::Embeddings, par, cancel)?;
         let mut out = filled(n, f64::NAN)?;
-        let per = map_tasks(par, groups.len(), |g| {
+        let one = |buf: &mut Vec<T>, g: usize| {
             if cancel.is_cancelled() {
                 return Vec::new();
             }
-            cluster_typicality(&x, &groups[g], k, par, cancel)
-        });
+            cluster_typicality(&x, &groups[g], k, par, cancel, buf)
+        };
+        let per: Vec<Vec<f64>> = if par {
+            (0..groups.len()).into_par_iter().map_init(Vec::new, one).collect()
+        } else {
+            let mut buf = Vec::new();
+            (0..groups.len()).map(|g| one(&mut buf, g)).collect()
+        };
         cancel.check()?;
         for (rows, vals) in groups.iter().zip(per) {
             for (&i, v) in rows.iter().zip(vals) {
