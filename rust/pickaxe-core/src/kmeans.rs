@@ -1201,8 +1201,7 @@ const SKIP: f64 = 4.0 * (1.0 + 1e-8);
 
 #[inline(always)]
 fn candidate_rows<T: Real, I: Isa>(
-    x: &ArrayView2<'_, T>, cand: &ArrayView2<'_, T>, closest: Option<(&[f64], Near<'_>)>, lo: usize,
-    o: &mut [f64],
+    x: &ArrayView2<'_, T>, cand: &ArrayView2<'_, T>, closest: Option<(&[f64], Near<'_>)>, lo: usize, o: &mut [f64],
 ) -> Vec<f64> {
     let t = cand.nrows();
     let mut sums = vec![0.0f64; t];
@@ -1280,8 +1279,8 @@ multiversion! {
 /// a matrix product would pack (copy) every row for a few candidates' columns.
 #[allow(clippy::too_many_arguments)]
 fn candidate_pass<T: Scalar>(
-    x: &ArrayView2<'_, T>, cand: &ArrayView2<'_, T>, closest: Option<(&[f64], Near<'_>)>,
-    out: &mut [f64], rows: usize, par: bool, cancel: &Cancel,
+    x: &ArrayView2<'_, T>, cand: &ArrayView2<'_, T>, closest: Option<(&[f64], Near<'_>)>, out: &mut [f64], rows: usize,
+    par: bool, cancel: &Cancel,
 ) -> Vec<f64> {
     let t = cand.nrows();
     let one = |(b, o): (usize, &mut [f64])| -> Vec<f64> {

@@ -30,7 +30,6 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-
 /// The largest value of a row, NaN skipped (as `passes::top2` without `CHECK`; -inf for an
 /// empty or all-NaN row). `None` without AVX2.
 #[inline(always)]
@@ -140,16 +139,8 @@ const EXP8_TABLE: [u32; 8] = {
     t
 };
 /// 2^(j/8), j = 0..8, rounded to float32.
-const EXP8_POW2: [f32; 8] = [
-    1.0,
-    1.090_507_7,
-    1.189_207_1,
-    1.296_839_6,
-    std::f32::consts::SQRT_2,
-    1.542_210_8,
-    1.681_792_8,
-    1.834_008_1,
-];
+const EXP8_POW2: [f32; 8] =
+    [1.0, 1.090_507_7, 1.189_207_1, 1.296_839_6, std::f32::consts::SQRT_2, 1.542_210_8, 1.681_792_8, 1.834_008_1];
 
 /// The scalar model of the AVX2 table exp for y in [EXP8_LOW, 0] (NaN stays NaN), the same
 /// operations in the same order: the tests hold the vector loop to it bit for bit and it to
@@ -292,14 +283,8 @@ macro_rules! fast_exp8 {
 struct FastMem([[f32; 8]; 6]);
 
 #[cfg(target_arch = "x86_64")]
-static FAST_MEM: FastMem = FastMem([
-    [EXP8_MAGIC; 8],
-    [EXP8_LN2; 8],
-    [EXP8_POLY[2]; 8],
-    [EXP8_POLY[1]; 8],
-    [EXP8_POLY[0]; 8],
-    [0.0; 8],
-]);
+static FAST_MEM: FastMem =
+    FastMem([[EXP8_MAGIC; 8], [EXP8_LN2; 8], [EXP8_POLY[2]; 8], [EXP8_POLY[1]; 8], [EXP8_POLY[0]; 8], [0.0; 8]]);
 
 /// The fast pass over whole chunks of 8: acc[0] += e (the max's e is 0), acc[1] += e·yc
 /// (`EY`), `top` += 1 where y = 0 or is NaN.
@@ -573,7 +558,12 @@ mod tests {
                     assert_eq!(got[1], want[1], "c = {c}, tie {tie}: tops");
                     for k in [0, 2] {
                         let tol = 1e-6 * want[k].abs() + 1e-30;
-                        assert!((got[k] - want[k]).abs() <= tol, "c = {c}, tie {tie}, sum {k}: {} vs {}", got[k], want[k]);
+                        assert!(
+                            (got[k] - want[k]).abs() <= tol,
+                            "c = {c}, tie {tie}, sum {k}: {} vs {}",
+                            got[k],
+                            want[k]
+                        );
                     }
                     let no_ey = exp_sums_f32::<false, false>(&x, m, 1.0).unwrap();
                     assert_eq!(no_ey[2], 0.0);

@@ -118,9 +118,7 @@ const GROUPS: usize = 64;
 /// to t0 (a little over keep of them, found by a comparison mask per 16 values) hold the
 /// keep smallest, which one selection and a sort of keep keys give, into `keys`.
 #[inline(always)]
-fn group_scan_body<T: Keyed, I: Isa>(
-    g: &[T], cn: &[T], q: usize, keep: usize, vb: &mut [T], keys: &mut Vec<T::Key>,
-) {
+fn group_scan_body<T: Keyed, I: Isa>(g: &[T], cn: &[T], q: usize, keep: usize, vb: &mut [T], keys: &mut Vec<T::Key>) {
     let m = g.len();
     let mut mins = [T::INF; GROUPS];
     {
@@ -178,7 +176,6 @@ fn group_scan_body<T: Keyed, I: Isa>(
 multiversion! {
     fn group_scan<T: Keyed>(g: &[T], cn: &[T], q: usize, keep: usize, vb: &mut [T], keys: &mut Vec<T::Key>) -> () => group_scan_body
 }
-
 
 /// Cuts `kept` back to its `keep` smallest; returns the largest of those as a threshold.
 fn cut_back<T: Real>(kept: &mut Vec<Cand>, keep: usize) -> T {
@@ -393,9 +390,9 @@ impl<T: Scalar> Rows<'_, T> {
         // every row within 2 E of the k'-th smallest expansion (the k' nearest are); when
         // the kept rows may not hold them all (they do not reach past the bound), or the
         // expansion was not finite, every row directly
-        let thr = kept.get(kk - 1).map_or(f64::NAN, |c| c.0 + 2.0 * expansion_error(self.unit, d, self.n2[q], self.ymax));
-        let short =
-            kept.len() < kk || thr.is_nan() || kept.len() < m - 1 && kept.last().is_none_or(|c| c.0 <= thr);
+        let thr =
+            kept.get(kk - 1).map_or(f64::NAN, |c| c.0 + 2.0 * expansion_error(self.unit, d, self.n2[q], self.ymax));
+        let short = kept.len() < kk || thr.is_nan() || kept.len() < m - 1 && kept.last().is_none_or(|c| c.0 <= thr);
         let ids = &mut st.ids;
         ids.clear();
         if short {
@@ -552,7 +549,9 @@ mod tests {
         // the k' nearest are still found exactly.
         let mut rng = SplitMix64::new(9);
         let base = Array2::from_shape_fn((300, 40), |_| rng.uniform());
-        let x = Array2::from_shape_fn((900, 40), |(i, j)| 1000.0 + base[[i % 300, j]] + if i < 300 { 0.0 } else { 1e-3 * ((i / 300) as f64) });
+        let x = Array2::from_shape_fn((900, 40), |(i, j)| {
+            1000.0 + base[[i % 300, j]] + if i < 300 { 0.0 } else { 1e-3 * ((i / 300) as f64) }
+        });
         let labels: Vec<i64> = (0..900).map(|i| (i % 3) as i64).collect();
         let lab = Array1::from(labels.clone());
         let x32 = x.mapv(|v| v as f32);
