@@ -238,7 +238,7 @@ class TypiClustMiner(Miner):
         # order, or every cluster when picks go round the clusters more than once
         wide = len(order) < k or bool(covered[order[:k]].any())
         typical = typicality(None if wide else order[:k], labels)
-        picks = _round_robin(pool_labels, order, -typical, k) if wide else _most_typical(pool_labels, order[:k], typical)
+        picks = _round_robin(pool_labels, order, -typical, k)
         info = {
             "clusters": int(n_clusters),
             "uncovered": int((~covered & (sizes > 0)).sum()),
@@ -246,24 +246,6 @@ class TypiClustMiner(Miner):
             "kmeans_iterations": int(fit.iterations),
         }
         return picks, typical[picks], info
-
-
-def _most_typical(labels: np.ndarray, clusters: np.ndarray, typical: np.ndarray) -> np.ndarray:
-    """The row of highest typicality (ties: the lowest row) of each of `clusters`, in that
-    order: `_round_robin`'s first round, from the rows whose typicality was computed (one
-    sort by cluster, not a sort of every row by three keys)."""
-    rows = np.flatnonzero(~np.isnan(typical))
-    lab = labels[rows]
-    by = np.argsort(lab, kind="stable")  # rows ascending within a cluster
-    rows, lab = rows[by], lab[by]
-    t = typical[rows]
-    starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
-    best = np.maximum.reduceat(t, starts)
-    seg = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(t)]))
-    hit = np.flatnonzero(t == best[seg])
-    first = hit[np.r_[True, seg[hit][1:] != seg[hit][:-1]]]
-    where = dict(zip(lab[starts].tolist(), rows[first].tolist()))
-    return np.asarray([where[c] for c in clusters.tolist()], dtype=np.int64)
 
 
 def _round_robin(labels: np.ndarray, order: np.ndarray, rank: np.ndarray, k: int) -> np.ndarray:

@@ -514,13 +514,7 @@ fn block_totals<I: Isa, const M: u8, const Q: usize, const R: usize>(q: [&[f64];
             }
         }
     }
-    let mut out = [[0.0; R]; Q];
-    for j in 0..Q {
-        for i in 0..R {
-            out[j][i] = lanes::total(&acc[j][i]);
-        }
-    }
-    out
+    acc.map(|row| lanes::totals(&row))
 }
 
 /// A pair's direct distance as the results hold it: in `T`, +0 for −0 (which would sort

@@ -15,7 +15,7 @@
 //!
 //! Each lane gets the generic block's operations in its order (v = q − r, then
 //! fma(v, v, s); or fma(q, r, s) for the inner product), and the lanes are totalled by
-//! `lanes::total`, so every distance keeps `pair_distances`' bits.
+//! `lanes::totals`, so every distance keeps `pair_distances`' bits.
 
 use std::arch::x86_64::*;
 
@@ -68,19 +68,17 @@ pub(crate) unsafe fn block_totals_avx512<const M: u8, const Q: usize, const R: u
             }
         }
     }
-    let mut out = [[0.0; R]; Q];
+    let mut sums = [[[0.0f64; LANES]; R]; Q];
     for j in 0..Q {
         for i in 0..R {
-            let mut sums = [0.0f64; LANES];
-            // SAFETY: `sums` holds 16 f64, the two stores 8 each.
+            // SAFETY: a lane array holds 16 f64, the two stores 8 each.
             unsafe {
-                _mm512_storeu_pd(sums.as_mut_ptr(), acc[j][i][0]);
-                _mm512_storeu_pd(sums.as_mut_ptr().add(8), acc[j][i][1]);
+                _mm512_storeu_pd(sums[j][i].as_mut_ptr(), acc[j][i][0]);
+                _mm512_storeu_pd(sums[j][i].as_mut_ptr().add(8), acc[j][i][1]);
             }
-            out[j][i] = lanes::total(&sums);
         }
     }
-    out
+    sums.map(|row| lanes::totals(&row))
 }
 
 /// `knn::block_totals` at AVX2 (as `block_totals_avx512`), a quarter of the lanes at a time.
@@ -99,13 +97,7 @@ pub(crate) unsafe fn block_totals_avx2<const M: u8, const Q: usize, const R: usi
         // values (`rows`).
         unsafe { quarter_avx2::<M, Q, R>(&qp, &rp, n, quarter, &mut sums) };
     }
-    let mut out = [[0.0; R]; Q];
-    for j in 0..Q {
-        for i in 0..R {
-            out[j][i] = lanes::total(&sums[j][i]);
-        }
-    }
-    out
+    sums.map(|row| lanes::totals(&row))
 }
 
 /// Lanes 4·quarter .. 4·quarter + 4 of every pair's sums, one register a pair. Not inlined:
