@@ -168,6 +168,98 @@ def test_many_small_blocks_equal_one_block(rng, metric, dtype):
     assert_knn(one, q, r, 7, metric, dtype)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("metric", METRICS)
+def test_threaded_gram_stage_equals_one_block(rng, metric, threads, restore_threads, monkeypatch):
+    """Above THREADED_GRAM_MACS the Gram blocks run on pickaxe's threads with BLAS on one
+    thread each: the same ids and bits as one block on the caller's thread."""
+    from threadpoolctl import threadpool_info
+
+    # D = 64 and k + margin = 17 of 1,000 rows: the Gram stage, not the direct search.
+    q = rng.standard_normal((101, 64)).astype(np.float32)
+    r = rng.standard_normal((1000, 64)).astype(np.float32)
+    one = exact_knn(q, r, 9, metric)
+    real = _core.knn_update
+    blas_before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    monkeypatch.setattr(_exact, "THREADED_GRAM_MACS", 1)
+    px.set_num_threads(threads)
+    for block_bytes in (64 << 20, 4 * 1000 * 7, 5000):  # one block per thread, several, many
+        calls = []
+        monkeypatch.setattr(_exact._core, "knn_update", lambda *a: calls.append(1) or real(*a))
+        many = exact_knn(q, r, 9, metric, block_bytes=block_bytes)
+        monkeypatch.setattr(_exact._core, "knn_update", real)
+        assert len(calls) > 1 or block_bytes == 64 << 20 and threads == 1  # the Gram stage ran
+        np.testing.assert_array_equal(many[0], one[0])
+        np.testing.assert_array_equal(many[1], one[1])
+    # BLAS gets its thread count back.
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == blas_before
+
+
+def test_threaded_gram_stage_errors_propagate(rng, restore_threads, monkeypatch):
+    """An error in a worker's block reaches the caller, and BLAS's threads are restored."""
+    from threadpoolctl import threadpool_info
+
+    q = rng.standard_normal((64, 64))
+    r = rng.standard_normal((1000, 64))
+    blas_before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    monkeypatch.setattr(_exact, "THREADED_GRAM_MACS", 1)
+    px.set_num_threads(2)
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("block 3 failed")
+        return real(*args)
+
+    real = _core.knn_update
+    monkeypatch.setattr(_exact._core, "knn_update", failing)
+    with pytest.raises(RuntimeError, match="block 3 failed"):
+        exact_knn(q, r, 3, "l2", block_bytes=8 * 8 * 1000)
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == blas_before
+
+
+def test_blas_one_thread_nests_and_overlaps():
+    """Nested and overlapping limits (other threads) leave BLAS at its own thread count
+    once the last one is gone; the first limit holds while it lasts."""
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from pickaxe import _blas
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    with _blas.one_thread():
+        with _blas.one_thread():
+            assert all(t == 1 for t in blas_threads())
+        assert all(t == 1 for t in blas_threads())
+    assert blas_threads() == before
+
+    entered, release = threading.Barrier(5), threading.Event()
+
+    def user():
+        with _blas.one_thread():
+            entered.wait(10)
+            release.wait(10)
+
+    workers = [threading.Thread(target=user) for _ in range(4)]
+    with _blas.one_thread():
+        for w in workers:
+            w.start()
+        entered.wait(10)
+        assert all(t == 1 for t in blas_threads())
+    release.set()
+    for w in workers:
+        w.join(10)
+    assert blas_threads() == before
+    with _blas.one_thread():  # another thread's limit still takes hold afterwards
+        assert all(t == 1 for t in blas_threads())
+    assert blas_threads() == before
+
+
 def test_dtypes_and_inputs():
     q = [[0, 0], [3, 4]]
     r = np.array([[0, 1], [3, 3]], dtype=np.int32)

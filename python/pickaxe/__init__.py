@@ -108,7 +108,10 @@ def build_info() -> dict[str, Any]:
 
 def set_num_threads(n: int) -> None:
     """Bound the threads the kernels use (1: none besides the caller's). The default is
-    ``PICKAXE_NUM_THREADS`` if set, else the number of cores."""
+    ``PICKAXE_NUM_THREADS`` if set, else the number of cores. Exact neighbour search runs
+    its BLAS products on these threads too, with BLAS limited to one thread each while it
+    lasts (process-wide, as threadpoolctl sets it): BLAS's own threads would spin after
+    each product and slow the kernels that follow."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads(): n must be an int >= 1; got {n!r}")
     _core.set_num_threads(n)

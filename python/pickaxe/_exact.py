@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from . import _blas
 from . import _checks as checks
 from . import _core
 
@@ -54,6 +56,11 @@ DIRECT_FRACTION_PER_DIM = 1 / 2560
 #: Pairs per query block of the direct search: a second or so of work between progress
 #: ticks (and Ctrl-C checks from Python).
 DIRECT_BLOCK_PAIRS = 1 << 22
+
+#: Gram stages of at least this many multiply-adds (n·m·D, ~1 ms of BLAS) run on
+#: pickaxe's threads with one BLAS thread each (`_gram_stage`); smaller ones on the
+#: caller's thread, as BLAS itself would run them.
+THREADED_GRAM_MACS = 1 << 24
 
 #: Searches of at least this many multiply-adds (n·m·D) show a progress bar on a terminal:
 #: several seconds of BLAS on two cores.
@@ -211,11 +218,46 @@ def exact_knn(
         return _direct_knn(q, r, ke, metric)
     ids = np.full((n, kk), -1, dtype=np.int64)
     dists = np.full((n, kk), np.inf, dtype=dtype)
+    _gram_stage(q, r, qn, rn, metric, ids, dists, block_bytes)
+    ids, dists = _core.pair_distances(q, r, ids, metric)
+    if ke < kk:
+        ids, dists = np.ascontiguousarray(ids[:, :ke]), np.ascontiguousarray(dists[:, :ke])
+    return ids, dists
+
+
+def _gram_stage(
+    q: np.ndarray, r: np.ndarray, qn: np.ndarray, rn: np.ndarray, metric: str,
+    ids: np.ndarray, dists: np.ndarray, block_bytes: int,
+) -> None:
+    """exact_knn's Gram stage: G = Q_b · R_cᵀ block by block, each merged into the running
+    candidates ``ids`` / ``dists`` (n, k + margin) by ``_core.knn_update``.
+
+    Large stages (THREADED_GRAM_MACS) run on pickaxe's threads (``set_num_threads``), each
+    taking whole query blocks (so no two threads merge into the same rows) with its own
+    block buffer of ≤ block_bytes / threads and BLAS limited to the calling thread: BLAS's
+    own workers would otherwise spin after each product and take the cores from the merge
+    and from the kernels after the search (see `_blas`). Results do not depend on the
+    thread count: each block's merge is the same whichever thread runs it.
+    """
+    n, m = q.shape[0], r.shape[0]
+    d = max(1, q.shape[1])
+    dtype = q.dtype
     budget = min(int(block_bytes), dtype.itemsize * max(1, _MAX_BLOCK_MACS // d))
+    threads = int(_core.build_info()["threads"]) if n * m * d >= THREADED_GRAM_MACS else 1
+    if threads > 1:
+        budget = max(dtype.itemsize, budget // threads)
     rows, cols = _block_shape(n, m, dtype.itemsize, budget)
-    buf = np.empty(rows * cols, dtype=dtype)
-    for i0 in progress_blocks(n, rows, n * m * d >= PROGRESS_MACS, "neighbours"):
+    if threads > 1 and rows * threads > n:
+        # At least one block per thread; fewer query rows leave room for more columns.
+        rows = max(1, -(-n // threads))
+        cols = min(m, max(1, budget // dtype.itemsize // rows))
+    local = threading.local()
+
+    def block(i0: int) -> None:
         i1 = min(n, i0 + rows)
+        buf = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = np.empty(rows * cols, dtype=dtype)
         qb = q[i0:i1]
         if not _blasable(qb):
             qb = np.ascontiguousarray(qb)
@@ -227,10 +269,37 @@ def exact_knn(
             g = buf[: (i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
             np.matmul(qb, rc.T, out=g)
             _core.knn_update(g, qn[i0:i1], rn[j0:j1], j0, metric, ids[i0:i1], dists[i0:i1])
-    ids, dists = _core.pair_distances(q, r, ids, metric)
-    if ke < kk:
-        ids, dists = np.ascontiguousarray(ids[:, :ke]), np.ascontiguousarray(dists[:, :ke])
-    return ids, dists
+
+    starts = progress_blocks(n, rows, n * m * d >= PROGRESS_MACS, "neighbours")
+    if n * m * d < THREADED_GRAM_MACS:
+        # Small products: BLAS runs them on one thread anyway, and a limit costs more.
+        for i0 in starts:
+            block(i0)
+        return
+    with _blas.one_thread():
+        if threads == 1 or n <= rows:
+            for i0 in starts:
+                block(i0)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="pickaxe-gram")
+        try:
+            # Submitted lazily, `threads` ahead of the block the progress bar waits for:
+            # Ctrl-C or an error leaves at most that many blocks to finish.
+            pending: list[Any] = []
+            it = iter(range(0, n, rows))
+            for _ in range(threads):
+                i0 = next(it, None)
+                if i0 is not None:
+                    pending.append(pool.submit(block, i0))
+            for _ in starts:
+                pending.pop(0).result()
+                i0 = next(it, None)
+                if i0 is not None:
+                    pending.append(pool.submit(block, i0))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _direct_knn(q: np.ndarray, r: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:

@@ -519,9 +519,9 @@ class _SkLearn:
         """One BLAS thread for the probe: its fits are small (a few thousand rows), and a
         BLAS thread pool on them spins more than it computes (a 60-row fit took 0.23 s
         with two busy cores' threads, 0.007 s with one)."""
-        from threadpoolctl import threadpool_limits
+        from . import _blas
 
-        return threadpool_limits(1, "blas")
+        return _blas.one_thread()
 
 
 def _sklearn() -> _SkLearn:
