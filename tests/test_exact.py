@@ -219,6 +219,30 @@ def test_threaded_gram_stage_errors_propagate(rng, restore_threads, monkeypatch)
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == blas_before
 
 
+def _threaded_knn_in_child(q, r):
+    _exact.THREADED_GRAM_MACS = 1
+    px.set_num_threads(2)
+    return exact_knn(q, r, 5, "l2")
+
+
+def test_threaded_gram_stage_after_fork(rng, restore_threads, monkeypatch):
+    """The Gram stage's worker threads are the process's own: a forked child (which has
+    none of its parent's threads) makes its own instead of waiting on the parent's."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    q = rng.standard_normal((64, 64))
+    r = rng.standard_normal((1000, 64))
+    monkeypatch.setattr(_exact, "THREADED_GRAM_MACS", 1)
+    px.set_num_threads(2)
+    want = exact_knn(q, r, 5, "l2")  # the parent's pool exists now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_threaded_knn_in_child, (q, r)).get(timeout=120)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
 def test_blas_one_thread_nests_and_overlaps():
     """Nested and overlapping limits (other threads) leave BLAS at its own thread count
     once the last one is gone; the first limit holds while it lasts."""
