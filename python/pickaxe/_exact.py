@@ -59,9 +59,9 @@ DIRECT_FRACTION_PER_DIM = 1 / 2560
 #: ticks (and Ctrl-C checks from Python).
 DIRECT_BLOCK_PAIRS = 1 << 22
 
-#: Gram stages of at least this many multiply-adds (n·m·D, ~1 ms of BLAS) run on
-#: pickaxe's threads with one BLAS thread each (`_gram_stage`); smaller ones on the
-#: caller's thread, as BLAS itself would run them.
+#: Gram stages of at least this many multiply-adds (n·m·D, ~0.4 ms of one core's BLAS)
+#: run on pickaxe's threads with one BLAS thread each (`_gram_stage`); smaller ones on
+#: the caller's thread, BLAS choosing its own threads.
 THREADED_GRAM_MACS = 1 << 24
 
 #: Searches of at least this many multiply-adds (n·m·D) show a progress bar on a terminal:
@@ -295,7 +295,8 @@ def _gram_stage(
 
     starts = progress_blocks(n, rows, n * m * d >= PROGRESS_MACS, "neighbours")
     if n * m * d < THREADED_GRAM_MACS:
-        # Small products: BLAS runs them on one thread anyway, and a limit costs more.
+        # Small stages: handing blocks to threads would cost about what it saves; BLAS
+        # threads the products it finds large enough.
         for i0 in starts:
             block(i0)
         return
