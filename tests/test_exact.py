@@ -79,6 +79,52 @@ def test_large_k_direct_search_matches_brute_force(rng, metric, dtype, monkeypat
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("metric", METRICS)
+def test_knn_scores_on_both_paths(rng, metric, dtype, monkeypatch):
+    """knn_scores: the k-th distance is exact_knn's last column bit for bit, on the Gram
+    path (small k) and the direct path (k near m, selected in the kernel); the mean is
+    their mean up to the order of its float64 sum; query blocks give what one call gives."""
+    from pickaxe._exact import knn_scores
+
+    q = rng.standard_normal((37, 40)).astype(dtype)
+    r = rng.standard_normal((2000, 40)).astype(dtype)
+    r[7] = r[3]  # a tie
+    for k in (1, 3, 1500, 1999, 2000):
+        assert _exact._direct(q, k + max(_exact._MIN_MARGIN, k // 4), 2000) == (k >= 1500)
+        _, dist = exact_knn(q, r, k, metric)
+        kth = knn_scores(q, r, k, metric, "kth")
+        assert kth.dtype == dtype
+        np.testing.assert_array_equal(kth, dist[:, -1])
+        mean = knn_scores(q, r, k, metric, "mean")
+        assert mean.dtype == dtype
+        want = brute_knn(q, r, k, metric)[1].mean(axis=1)
+        tol = 1e-12 if dtype == np.float64 else 1e-6
+        np.testing.assert_allclose(mean, want, rtol=tol, atol=tol)
+        monkeypatch.setattr(_exact, "DIRECT_BLOCK_PAIRS", 2000 * 4)  # blocks of 4 queries
+        np.testing.assert_array_equal(knn_scores(q, r, k, metric, "mean"), mean)
+        np.testing.assert_array_equal(knn_scores(q, r, k, metric, "kth"), kth)
+        monkeypatch.undo()
+
+
+def test_knn_scores_errors(rng):
+    from pickaxe._exact import knn_scores
+
+    q, r = rng.standard_normal((3, 4)), rng.standard_normal((5, 4))
+    with pytest.raises(ValueError, match="k = 6 but the reference has 5 rows"):
+        knn_scores(q, r, 6, "l2")
+    with pytest.raises(ValueError, match="aggregate"):
+        knn_scores(q, r, 2, "l2", "median")
+    bad = q.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="embeddings"):
+        knn_scores(bad, r, 5, "l2")
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        _core.knn_direct_scores(q, r, 0, "l2", "mean")
+    with pytest.raises(ValueError, match="aggregate"):
+        _core.knn_direct_scores(q, r, 2, "l2", "median")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("metric", METRICS)
 def test_direct_search_is_pair_distances_at_every_simd_level(rng, metric, dtype):
     """knn_direct computes register blocks of queries x reference rows (a shape per SIMD
     level, with remainders) from rows prepared once per chunk, and sorts large k by a

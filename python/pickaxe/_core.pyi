@@ -134,6 +134,18 @@ def knn_direct(
     distance of every pair, computed as ``pair_distances`` does (the same bits), each row
     sorted by (distance, id): (ids, distances), both (n, k)."""
 
+def knn_direct_scores(
+    queries: npt.NDArray[_Float],
+    reference: npt.NDArray[_Float],
+    k: int,
+    metric: _Metric,
+    aggregate: Literal["mean", "kth"],
+) -> npt.NDArray[_Float]:
+    """One score per query (n,) from its k nearest reference rows (1 <= k <= reference
+    rows) by the direct distance of every pair, as ``knn_direct`` finds them, with one
+    selection per query instead of a sort: "mean" (the k distances summed in float64) or
+    "kth" (``knn_direct``'s last column, exactly)."""
+
 def graph_search(
     level0: npt.NDArray[np.uint32],
     upper: npt.NDArray[np.uint32],

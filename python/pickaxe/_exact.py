@@ -194,9 +194,86 @@ def exact_knn(
     >>> dist.round(4)
     array([[0.1414, 0.9055]])
     """
+    q, r, qn, rn, metric, k = _search_inputs("exact_knn()", queries, reference, k, metric, q_norms, r_norms, block_bytes)
+    n, m = q.shape[0], r.shape[0]
+    kk = min(m, k + max(_MIN_MARGIN, k // 4))
+    ke = min(k, m)
+    if _direct(q, kk, m):
+        return _direct_knn(q, r, ke, metric)
+    ids = np.full((n, kk), -1, dtype=np.int64)
+    dists = np.full((n, kk), np.inf, dtype=q.dtype)
+    _gram_stage(q, r, qn, rn, metric, ids, dists, block_bytes)
+    ids, dists = _core.pair_distances(q, r, ids, metric)
+    if ke < kk:
+        ids, dists = np.ascontiguousarray(ids[:, :ke]), np.ascontiguousarray(dists[:, :ke])
+    return ids, dists
+
+
+def knn_scores(
+    queries: Any,
+    reference: Any,
+    k: int,
+    metric: str = "cosine",
+    aggregate: str = "mean",
+    *,
+    q_norms: Optional[np.ndarray] = None,
+    r_norms: Optional[np.ndarray] = None,
+    block_bytes: int = 64 << 20,
+) -> np.ndarray:
+    """One score per query from its k nearest reference rows, exactly: the mean of the k
+    distances (``aggregate="mean"``, summed in float64) or the k-th smallest (``"kth"``),
+    (n,) in the working dtype. Inputs, metrics and errors as `exact_knn`; 1 <= k <= m.
+
+    Where `exact_knn` would compute every pair directly (k near m), each query's k
+    nearest are selected and aggregated in the kernel (``_core.knn_direct_scores``): one
+    selection per query, no sort and no (n, k) output. Otherwise `exact_knn`'s sorted
+    distances are aggregated (`aggregate_distances`). The k-th distance is the same
+    either way; the mean differs between the two only in the order of its float64 sum.
+
+    >>> import numpy as np
+    >>> from pickaxe._exact import knn_scores
+    >>> ref = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    >>> knn_scores(np.array([[0.9, 0.1]]), ref, k=2, metric="l2").round(4)
+    array([0.5235])
+    """
+    who = "knn_scores()"
+    aggregate = checks.choice(who, "aggregate", aggregate, AGGREGATES)
+    q, r, qn, rn, metric, k = _search_inputs(who, queries, reference, k, metric, q_norms, r_norms, block_bytes)
+    m = r.shape[0]
+    if k > m:
+        raise ValueError(f"{who}: k = {k} but the reference has {m} rows")
+    if not _direct(q, min(m, k + max(_MIN_MARGIN, k // 4)), m):
+        _, dist = exact_knn(q, r, k, metric, q_norms=qn, r_norms=rn, block_bytes=block_bytes)
+        return aggregate_distances(dist, aggregate)
+    out = np.empty(q.shape[0], dtype=q.dtype)
+
+    def block(i0: int, i1: int, qb: np.ndarray, rc: np.ndarray) -> None:
+        out[i0:i1] = _core.knn_direct_scores(qb, rc, k, metric, aggregate)
+
+    _direct_blocks(q, r, block)
+    return out
+
+
+#: What `knn_scores` makes of a query's k nearest distances.
+AGGREGATES = ("mean", "kth")
+
+
+def aggregate_distances(dist: np.ndarray, aggregate: str) -> np.ndarray:
+    """(n,) scores of (n, k) distances sorted nearest first: their mean, summed in float64
+    (and returned in their dtype), or the last column (the k-th)."""
+    if aggregate == "kth":
+        return np.ascontiguousarray(dist[:, -1])
+    return dist.mean(axis=1, dtype=np.float64).astype(dist.dtype, copy=False)
+
+
+def _search_inputs(
+    who: str, queries: Any, reference: Any, k: Any, metric: Any, q_norms: Any, r_norms: Any, block_bytes: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, int]:
+    """The checked inputs of an exact search: (queries, reference) in the working dtype,
+    their norms (validating the rows), the metric and k."""
     metric = _check_metric(metric)
-    k = checks.integer("exact_knn()", "k", k, 1)
-    checks.integer("exact_knn()", "block_bytes", block_bytes, 1)
+    k = checks.integer(who, "k", k, 1)
+    checks.integer(who, "block_bytes", block_bytes, 1)
     q = _as_2d("queries", queries)
     r = _as_2d("reference", reference)
     if q.shape[1] != r.shape[1]:
@@ -204,27 +281,21 @@ def exact_knn(
             f"queries {q.shape} and reference {r.shape} have different dimensions D "
             f"({q.shape[1]} != {r.shape[1]})"
         )
-    n, m = q.shape[0], r.shape[0]
-    if m == 0:
+    if r.shape[0] == 0:
         raise ValueError(f"reference is empty (shape {r.shape}): there is nothing to search")
     dtype = _work_dtype(q, r)
     q = q.astype(dtype, copy=False)
     r = r.astype(dtype, copy=False)
     qn = _norms("embeddings", q, q_norms)
     rn = _norms("reference", r, r_norms)
+    return q, r, qn, rn, metric, k
 
-    kk = min(m, k + max(_MIN_MARGIN, k // 4))
-    ke = min(k, m)
+
+def _direct(q: np.ndarray, kk: int, m: int) -> bool:
+    """Whether a search keeping kk candidates of m rows computes every pair directly
+    (DIRECT_MIN_FRACTION, DIRECT_FRACTION_PER_DIM)."""
     d = max(1, q.shape[1])
-    if kk >= min(DIRECT_MIN_FRACTION, d * DIRECT_FRACTION_PER_DIM) * m:
-        return _direct_knn(q, r, ke, metric)
-    ids = np.full((n, kk), -1, dtype=np.int64)
-    dists = np.full((n, kk), np.inf, dtype=dtype)
-    _gram_stage(q, r, qn, rn, metric, ids, dists, block_bytes)
-    ids, dists = _core.pair_distances(q, r, ids, metric)
-    if ke < kk:
-        ids, dists = np.ascontiguousarray(ids[:, :ke]), np.ascontiguousarray(dists[:, :ke])
-    return ids, dists
+    return kk >= min(DIRECT_MIN_FRACTION, d * DIRECT_FRACTION_PER_DIM) * m
 
 
 _pool_lock = threading.Lock()
@@ -330,22 +401,32 @@ def _gram_stage(
 def _direct_knn(q: np.ndarray, r: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """exact_knn for a k near the reference's size: the direct distance of every pair
     (``_core.knn_direct``), each query's k selected and sorted; no Gram stage, whose
-    selection would drop almost nothing, and no margin, since every pair is exact. Query
-    blocks of about DIRECT_BLOCK_PAIRS · D multiply-adds tick the progress bar."""
+    selection would drop almost nothing, and no margin, since every pair is exact."""
     n, m = q.shape[0], r.shape[0]
-    # The kernel reads each reference row once per tile of queries: strided rows would
-    # be copied each time, so the reference is made C-ordered once.
+    if n <= DIRECT_BLOCK_PAIRS // m:  # one block: the kernel's arrays, not a copy
+        return _core.knn_direct(q, np.ascontiguousarray(r), k, metric)
+    ids = np.empty((n, k), dtype=np.int64)
+    dists = np.empty((n, k), dtype=q.dtype)
+
+    def block(i0: int, i1: int, qb: np.ndarray, rc: np.ndarray) -> None:
+        ids[i0:i1], dists[i0:i1] = _core.knn_direct(qb, rc, k, metric)
+
+    _direct_blocks(q, r, block)
+    return ids, dists
+
+
+def _direct_blocks(q: np.ndarray, r: np.ndarray, block: Any) -> None:
+    """``block(i0, i1, queries[i0:i1], reference)`` over query blocks of about
+    DIRECT_BLOCK_PAIRS · D multiply-adds (a progress tick, and a Ctrl-C check, each) with
+    the reference made C-ordered once: the direct kernels read each reference row once per
+    tile of queries, and strided rows would be copied each time."""
+    n, m = q.shape[0], r.shape[0]
     r = np.ascontiguousarray(r)
     d = max(1, q.shape[1])
     rows = max(1, DIRECT_BLOCK_PAIRS // m)
-    if n <= rows:
-        return _core.knn_direct(q, r, k, metric)
-    ids = np.empty((n, k), dtype=np.int64)
-    dists = np.empty((n, k), dtype=q.dtype)
     for i0 in progress_blocks(n, rows, n * m * d >= PROGRESS_MACS, "neighbours"):
         i1 = min(n, i0 + rows)
-        ids[i0:i1], dists[i0:i1] = _core.knn_direct(q[i0:i1], r, k, metric)
-    return ids, dists
+        block(i0, i1, q[i0:i1], r)
 
 
 def kcenter_greedy(

@@ -29,7 +29,9 @@ class EmbeddingDistanceMiner(NeighbourMiner):
     """Rows far from the training data: the distance from each pool row to its ``k``
     nearest reference rows, their mean (``aggregate="mean"``) or the k-th
     (``aggregate="kth"``); 1 <= k <= M for a reference of M rows (a larger k is a
-    ValueError, not a silent clamp).
+    ValueError, not a silent clamp). The mean is summed in float64. For a k near M each
+    row's k nearest are selected, not sorted, so the cost stays about one pass over the
+    distances whatever k.
 
     ``metric``: ``"cosine"`` by default (1 − cos on normalised vectors, as in deep
     nearest-neighbour OOD detection, Sun et al. 2022), ``"l2"`` or ``"ip"``. ``reference``
@@ -64,8 +66,9 @@ class EmbeddingDistanceMiner(NeighbourMiner):
         return self._repr(f"aggregate={self.aggregate!r}, ")
 
     def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
-        dist, info = self._distances(pool, field)
-        return (dist[:, -1] if self.aggregate == "kth" else dist.mean(axis=1)), info
+        x, norms = self._embeddings(pool, field)
+        scores = self._neighbours.scores(x, norms, self.k, self._method, self.aggregate)
+        return scores, self._search_info()
 
 
 class SimilarityMiner(NeighbourMiner):

@@ -150,6 +150,18 @@ class Neighbours:
             return exact_knn(x, ref, k, self.metric, q_norms=norms, r_norms=ref_norms)
         return self.ensure_index()._search(x, k, norms, ef=ef)
 
+    def scores(self, x: np.ndarray, norms: np.ndarray, k: int, method: str, aggregate: str) -> np.ndarray:
+        """One score per row of ``x`` from its k nearest reference rows: their distances'
+        mean (summed in float64) or the k-th (`pickaxe._exact.knn_scores`; a graph's
+        distances aggregated the same way)."""
+        from .._exact import aggregate_distances, knn_scores
+
+        if method == "exact":
+            ref, ref_norms = self.exact_reference()
+            return knn_scores(x, ref, k, self.metric, aggregate, q_norms=norms, r_norms=ref_norms)
+        _, dist = self.ensure_index()._search(x, k, norms)
+        return aggregate_distances(dist, aggregate)
+
     def check_dim(self, who: str, field: str, shape: tuple) -> None:
         if len(shape) == 2 and shape[1] is not None and shape[1] != self.dim:
             raise ValueError(
@@ -225,4 +237,8 @@ class NeighbourMiner(Miner):
         nb = self._neighbours
         x, norms = self._embeddings(pool, field)
         _, dist = nb.search(x, norms, self.k, self._method)
-        return dist, {"search": self._method, "metric": self.metric, "k": self.k}
+        return dist, self._search_info()
+
+    def _search_info(self) -> dict[str, Any]:
+        """How a batch's neighbours were found: ``selection.info``'s search, metric and k."""
+        return {"search": self._method, "metric": self.metric, "k": self.k}

@@ -11,7 +11,7 @@
 //! Empty slots are (+inf, −1). Ids compare as unsigned, so −1 is the largest id and an
 //! empty slot loses to every real candidate, even one at +inf. NaN never enters.
 
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 use crate::cancel::Cancel;
@@ -892,10 +892,10 @@ fn direct_chunk<I: Isa, T: Keyed, const M: u8, const Q: usize, const R: usize>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn direct_rows_metric<I: Isa, T: Keyed, const M: u8>(
-    queries: &ArrayView2<'_, T>, reference: &ArrayView2<'_, T>, metric: Metric, rnorms: &[f64], lo: usize,
-    out_ids: &mut ArrayViewMut2<'_, i64>, out_d: &mut ArrayViewMut2<'_, T>,
+    queries: &ArrayView2<'_, T>, reference: &ArrayView2<'_, T>, metric: Metric, rnorms: &[f64], lo: usize, k: usize,
+    agg: Option<Aggregate>, out_ids: &mut ArrayViewMut2<'_, i64>, out_d: &mut ArrayViewMut2<'_, T>,
 ) {
-    let (rows, k) = out_ids.dim();
+    let rows = out_d.nrows();
     let (m, dim) = reference.dim();
     let dp = dim.div_ceil(LANES).max(1) * LANES;
     let mut buf = Vec::new();
@@ -931,6 +931,13 @@ fn direct_rows_metric<I: Isa, T: Keyed, const M: u8>(
             }
         }
     }
+    if let Some(agg) = agg {
+        // Scores: a selection per query, no sort (out_d is the (rows, 1) column of scores).
+        for (r, row) in keys.chunks_exact_mut(m).enumerate() {
+            out_d[[r, 0]] = aggregate_keys::<T>(row, k, agg);
+        }
+        return;
+    }
     let mut tmp = Vec::new();
     for (r, row) in keys.chunks_exact_mut(m).enumerate() {
         let best = if k >= m / RADIX_MIN_SHARE {
@@ -956,22 +963,57 @@ fn direct_rows_metric<I: Isa, T: Keyed, const M: u8>(
     }
 }
 
+crate::names::named_enum! {
+    /// How `knn_direct_scores` makes one score of a query's k nearest distances (named as
+    /// `EmbeddingDistanceMiner`'s `aggregate`).
+    pub enum Aggregate("aggregate") {
+        /// Their mean, summed in f64.
+        Mean = "mean",
+        /// The k-th smallest.
+        Kth = "kth",
+    }
+}
+
+/// The score of one query's keys (every reference row's, in id order; reordered here):
+/// the k smallest (distance, id) keys are selected (`select_nth_unstable`, O(m)), not
+/// sorted. The mean adds their distances in f64 in the order the selection leaves them:
+/// a fixed order for given distances, whatever the thread count or SIMD level (the
+/// distances have the same bits at every level).
 #[inline(always)]
+fn aggregate_keys<T: Keyed>(row: &mut [T::Key], k: usize, agg: Aggregate) -> T {
+    let m = row.len();
+    match agg {
+        Aggregate::Kth => {
+            let (_, kth, _) = row.select_nth_unstable(k - 1);
+            T::unpack(*kth).0
+        }
+        Aggregate::Mean => {
+            if k < m {
+                row.select_nth_unstable(k);
+            }
+            let sum: f64 = row[..k].iter().map(|&key| T::unpack(key).0.to_f64()).sum();
+            T::from_f64(sum / k as f64)
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn direct_rows<T: Keyed, I: Isa>(
-    queries: &ArrayView2<'_, T>, reference: &ArrayView2<'_, T>, metric: Metric, rnorms: &[f64], lo: usize,
-    out_ids: &mut ArrayViewMut2<'_, i64>, out_d: &mut ArrayViewMut2<'_, T>,
+    queries: &ArrayView2<'_, T>, reference: &ArrayView2<'_, T>, metric: Metric, rnorms: &[f64], lo: usize, k: usize,
+    agg: Option<Aggregate>, out_ids: &mut ArrayViewMut2<'_, i64>, out_d: &mut ArrayViewMut2<'_, T>,
 ) {
     let (q, r) = (queries, reference);
     match metric {
-        Metric::L2 => direct_rows_metric::<I, T, M_L2>(q, r, metric, rnorms, lo, out_ids, out_d),
-        Metric::Cosine => direct_rows_metric::<I, T, M_COS>(q, r, metric, rnorms, lo, out_ids, out_d),
-        Metric::Ip => direct_rows_metric::<I, T, M_IP>(q, r, metric, rnorms, lo, out_ids, out_d),
+        Metric::L2 => direct_rows_metric::<I, T, M_L2>(q, r, metric, rnorms, lo, k, agg, out_ids, out_d),
+        Metric::Cosine => direct_rows_metric::<I, T, M_COS>(q, r, metric, rnorms, lo, k, agg, out_ids, out_d),
+        Metric::Ip => direct_rows_metric::<I, T, M_IP>(q, r, metric, rnorms, lo, k, agg, out_ids, out_d),
     }
 }
 
 multiversion! {
     fn direct_rows_dispatch<T: Keyed>(
-        queries: &ArrayView2<'_, T>, reference: &ArrayView2<'_, T>, metric: Metric, rnorms: &[f64], lo: usize, out_ids: &mut ArrayViewMut2<'_, i64>, out_d: &mut ArrayViewMut2<'_, T>,
+        queries: &ArrayView2<'_, T>, reference: &ArrayView2<'_, T>, metric: Metric, rnorms: &[f64], lo: usize, k: usize, agg: Option<Aggregate>, out_ids: &mut ArrayViewMut2<'_, i64>, out_d: &mut ArrayViewMut2<'_, T>,
     ) -> () => direct_rows
 }
 
@@ -991,7 +1033,44 @@ multiversion! {
 pub fn knn_direct<T: Keyed>(
     queries: ArrayView2<'_, T>, reference: ArrayView2<'_, T>, k: usize, metric: Metric, cancel: &Cancel,
 ) -> Result<(Array2<i64>, Array2<T>), Error> {
-    let (n, m, dim) = query_sizes(&queries, &reference)?;
+    let (n, _, _) = direct_sizes(&queries, &reference, k)?;
+    let (mut out_ids, mut out_d) = zeroed_neighbours::<T>(n, k)?;
+    if n == 0 || k == 0 {
+        return Ok((out_ids, out_d));
+    }
+    direct_tasks(&queries, &reference, k, metric, None, out_ids.view_mut(), out_d.view_mut(), cancel)?;
+    Ok((out_ids, out_d))
+}
+
+/// One score per query from its k nearest reference rows by the direct distance of every
+/// pair, as `knn_direct` finds them but without its sorted (n, k) outputs: `Mean`, the
+/// mean of the k distances (summed in f64; `knn_direct`'s distances, in another order),
+/// or `Kth`, the k-th smallest (`knn_direct`'s last column, exactly). Per query one
+/// selection (O(m)) instead of a sort, and no n·k output: what a miner's score needs.
+///
+/// `queries` (n, D), `reference` (m, D), 1 ≤ k ≤ m. Returns (n,) scores in T.
+pub fn knn_direct_scores<T: Keyed>(
+    queries: ArrayView2<'_, T>, reference: ArrayView2<'_, T>, k: usize, metric: Metric, aggregate: Aggregate,
+    cancel: &Cancel,
+) -> Result<Array1<T>, Error> {
+    let (n, _, _) = direct_sizes(&queries, &reference, k)?;
+    if k == 0 {
+        return Err(Error::argument("k", "k must be at least 1: a score needs a neighbour"));
+    }
+    let mut scores = Array2::from_shape_vec((n, 1), crate::error::zeroed_real::<T>(n)?).expect("n values make (n, 1)");
+    if n == 0 {
+        return Ok(scores.column(0).to_owned());
+    }
+    let mut none = Array2::<i64>::zeros((n, 0));
+    direct_tasks(&queries, &reference, k, metric, Some(aggregate), none.view_mut(), scores.view_mut(), cancel)?;
+    Ok(scores.column(0).to_owned())
+}
+
+/// (n, m, D) of a direct search, checked: k ≤ m, ids that fit a key.
+fn direct_sizes<T: Keyed>(
+    queries: &ArrayView2<'_, T>, reference: &ArrayView2<'_, T>, k: usize,
+) -> Result<(usize, usize, usize), Error> {
+    let (n, m, dim) = query_sizes(queries, reference)?;
     if k > m {
         return Err(Error::argument("k", format!("k = {k} but the reference has {m} rows")));
     }
@@ -1001,25 +1080,31 @@ pub fn knn_direct<T: Keyed>(
             format!("reference has {m} rows; direct search takes at most {}", T::MAX_ID),
         ));
     }
-    let (mut out_ids, mut out_d) = zeroed_neighbours::<T>(n, k)?;
-    if n == 0 || k == 0 {
-        return Ok((out_ids, out_d));
-    }
+    Ok((n, m, dim))
+}
+
+/// The direct search's tasks over the queries: (rows, k) neighbours into `out_ids` /
+/// `out_d`, or with `agg` one score per query into the (n, 1) column `out_d`.
+#[allow(clippy::too_many_arguments)]
+fn direct_tasks<T: Keyed>(
+    queries: &ArrayView2<'_, T>, reference: &ArrayView2<'_, T>, k: usize, metric: Metric, agg: Option<Aggregate>,
+    out_ids: ArrayViewMut2<'_, i64>, out_d: ArrayViewMut2<'_, T>, cancel: &Cancel,
+) -> Result<(), Error> {
+    let (n, m, dim) = (queries.nrows(), reference.nrows(), reference.ncols());
     let work = n.saturating_mul(m).saturating_mul(dim.max(1));
     let pool = if work >= PARALLEL_MIN_VALUES { threads::pool() } else { None };
     let mut norms = Vec::new();
     if metric == Metric::Cosine {
-        ref_norms_dispatch(&reference, &mut norms);
+        ref_norms_dispatch(reference, &mut norms);
     }
     // Tasks of up to DIRECT_TASK_ROWS queries, fewer when a task's keys would be many or
     // when the threads would otherwise have too few tasks to share.
     let threads = if pool.is_some() { threads::num_threads() } else { 1 };
     let rows = (DIRECT_TASK_KEYS / m).min(DIRECT_TASK_ROWS).min(n.div_ceil(2 * threads)).max(1);
-    by_row_tasks(out_ids.view_mut(), out_d.view_mut(), rows, pool, cancel, |lo, i, d| {
-        direct_rows_dispatch(&queries, &reference, metric, &norms, lo, i, d);
+    by_row_tasks(out_ids, out_d, rows, pool, cancel, |lo, i, d| {
+        direct_rows_dispatch(queries, reference, metric, &norms, lo, k, agg, i, d);
         Ok(())
-    })?;
-    Ok((out_ids, out_d))
+    })
 }
 
 #[cfg(test)]
@@ -1164,6 +1249,53 @@ pub(crate) mod tests {
                 assert_eq!((ids, dist), (wi, wd));
             }
         }
+    }
+
+    #[test]
+    fn direct_scores_are_the_direct_neighbours_aggregated() {
+        // The k-th: knn_direct's last column, exactly; the mean: its k distances' mean
+        // (summed in f64 in another order: equal to rounding).
+        let mut rng = Rng(13);
+        for &(n, m, d) in &[(1usize, 1usize, 1usize), (9, 40, 3), (37, 300, 20), (130, 257, 9)] {
+            let q = random(&mut rng, n, d);
+            let mut r = random(&mut rng, m, d);
+            if m > 5 {
+                let dup = r.row(1).to_owned();
+                r.row_mut(4).assign(&dup); // a tie
+            }
+            let (q32, r32) = (q.mapv(|v| v as f32), r.mapv(|v| v as f32));
+            for metric in METRICS {
+                for k in [1, 2.min(m), m / 2, m - 1, m].into_iter().filter(|&k| k >= 1) {
+                    let (_, want) = knn_direct(q.view(), r.view(), k, metric, &Cancel::new()).unwrap();
+                    let kth = knn_direct_scores(q.view(), r.view(), k, metric, Aggregate::Kth, &Cancel::new()).unwrap();
+                    assert_eq!(kth, want.column(k - 1), "{metric:?} n={n} m={m} k={k}");
+                    let mean =
+                        knn_direct_scores(q.view(), r.view(), k, metric, Aggregate::Mean, &Cancel::new()).unwrap();
+                    for i in 0..n {
+                        let w = want.row(i).sum() / k as f64;
+                        assert!((mean[i] - w).abs() <= 1e-14 * w.abs().max(1.0), "{metric:?} {} {w}", mean[i]);
+                    }
+                    let (_, w32) = knn_direct(q32.view(), r32.view(), k, metric, &Cancel::new()).unwrap();
+                    let m32 =
+                        knn_direct_scores(q32.view(), r32.view(), k, metric, Aggregate::Mean, &Cancel::new()).unwrap();
+                    for i in 0..n {
+                        let w = w32.row(i).iter().map(|&v| v as f64).sum::<f64>() / k as f64;
+                        assert_eq!(m32[i], w as f32, "{metric:?} f32 k={k}");
+                    }
+                }
+            }
+        }
+        let (q, r) = (random(&mut rng, 3, 2), random(&mut rng, 5, 2));
+        for bad in [0, 6] {
+            let got = knn_direct_scores(q.view(), r.view(), bad, Metric::L2, Aggregate::Mean, &Cancel::new());
+            assert!(matches!(got, Err(Error::Argument { .. })), "k = {bad}");
+        }
+        let none = knn_direct_scores(q.slice(s![..0, ..]), r.view(), 2, Metric::L2, Aggregate::Kth, &Cancel::new());
+        assert_eq!(none.unwrap().len(), 0);
+        let c = Cancel::new();
+        c.cancel();
+        let got = knn_direct_scores(q.view(), r.view(), 2, Metric::L2, Aggregate::Mean, &c);
+        assert!(matches!(got, Err(Error::Interrupted)));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use ndarray::{Ix1, Ix2};
 use numpy::IntoPyArray;
+use pickaxe_core::knn::Aggregate;
 use pickaxe_core::Metric;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -71,6 +72,27 @@ fn knn_direct<'py>(
     })
 }
 
+/// One score per query from its k nearest reference rows by the direct distance of every
+/// pair: "mean" (summed in f64) or "kth"; 1 <= k <= the reference's rows. Returns (n,).
+#[pyfunction]
+fn knn_direct_scores<'py>(
+    py: Python<'py>, queries: &Bound<'py, PyAny>, reference: &Bound<'py, PyAny>, k: usize, metric: &str,
+    aggregate: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let metric: Metric = parse(metric)?;
+    let aggregate: Aggregate = parse(aggregate)?;
+    with_float!(queries, Ix2, "queries", |T| {
+        let q = readonly::<T, Ix2>(queries, "queries", "")?;
+        let r = readonly::<T, Ix2>(reference, "reference", "the dtype of queries")?;
+        let (q, r) = (q.as_array(), r.as_array());
+        let work = q.nrows().saturating_mul(r.len());
+        let s = interrupt::run(py, work, |cancel| {
+            pickaxe_core::knn::knn_direct_scores(q, r, k, metric, aggregate, cancel)
+        })?;
+        Ok(s.into_pyarray(py).into_any())
+    })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    add_functions!(m, knn_update, knn_direct, pair_distances)
+    add_functions!(m, knn_update, knn_direct, knn_direct_scores, pair_distances)
 }
