@@ -26,9 +26,12 @@
 //!
 //! The gather costs about as much as the FMAs the table saves; in-register tables (4
 //! doubles per `vpermps`, so 4 or 8 entries) need polynomials of degree 7-8 and measured
-//! slower on Zen 4 (see benches/RESULTS.md).
+//! slower on Zen 4 (see benches/RESULTS.md). The fast pass's loop is inline assembly
+//! (`fast_exp4`), the same operations in the same order as the intrinsics step, for the
+//! reason `logits_x86` gives: the compiler's loop reloaded constants and copied registers.
 //!
-//! Only the AVX2 path calls these (`Isa::WIDE` is false there). Each entry point checks the
+//! Only the AVX2 path calls these (`Isa::WIDE` is false there; on the AVX-512 path this
+//! loop measured no faster than the generic one, see RESULTS). Each entry point checks the
 //! CPU (a cached bit test) and returns `None` without AVX2 and FMA, so it is sound to call
 //! from anywhere.
 
@@ -472,10 +475,14 @@ fn pass<const SCALE: bool, const EY: bool, const FAST: bool>(k: &Consts, x: &[f6
     let (chunks, tail) = x.as_chunks::<4>();
     let mut acc = [_mm256_setzero_pd(); 2];
     let mut top = _mm256_setzero_si256();
-    for c in chunks {
-        // SAFETY: `c` is 4 readable values.
-        let v = unsafe { _mm256_loadu_pd(c.as_ptr()) };
-        step::<SCALE, EY, FAST>(k, v, &mut acc, &mut top);
+    if FAST {
+        fast_chunks::<SCALE, EY>(k, chunks, &mut acc, &mut top);
+    } else {
+        for c in chunks {
+            // SAFETY: `c` is 4 readable values.
+            let v = unsafe { _mm256_loadu_pd(c.as_ptr()) };
+            step::<SCALE, EY, FAST>(k, v, &mut acc, &mut top);
+        }
     }
     if !tail.is_empty() {
         // -inf in the lanes after the tail: e = 0, not a max.
@@ -487,6 +494,136 @@ fn pass<const SCALE: bool, const EY: bool, const FAST: bool>(k: &Consts, x: &[f6
     unsafe { _mm256_storeu_si256(t.as_mut_ptr().cast(), top) };
     let count = (t[0] + t[2]) + (t[1] + t[3]);
     ([total(acc[0]), if FAST { 1.0 } else { count as f64 }, if EY { total(acc[1]) } else { 0.0 }], count)
+}
+
+/// The fast pass's step over one 4-value register (`step::<SCALE, EY, true>`, the same
+/// operations in the same order, so the same bits for NaN-free rows), as assembly text: the
+/// compiler's loop reloaded four constants by broadcasts every turn, re-zeroed two
+/// registers and copied two (33 instructions per 4 values); this is 26-27. `{x}` + `{i}`
+/// addresses the 4 values; the constants used once per value are memory operands
+/// (`FastMem`). The clamp is max(y, low), which sends NaN to low: such a row is counted and
+/// runs again through the exact pass.
+macro_rules! fast_exp4 {
+    ($scale:tt, $ey:tt) => {
+        concat!(
+            "vaddpd {y}, {negm}, ymmword ptr [{x} + {i}]\n",
+            fast_exp4!(@scale $scale),
+            // y = 0 or NaN: counted.
+            "vcmppd {c}, {y}, ymmword ptr [{k}], 8\n",
+            "vpsubq {top}, {top}, {c}\n",
+            "vmaxpd {y}, {y}, ymmword ptr [{k} + 32]\n",
+            // t = yc·256·log2e + magic; n = t − magic; r = (yc − n·hi) − n·lo.
+            "vmovapd {t}, {y}\n",
+            "vfmadd213pd {t}, {log2e}, ymmword ptr [{k} + 64]\n",
+            "vsubpd {n}, {t}, ymmword ptr [{k} + 64]\n",
+            "vmovapd {r}, {y}\n",
+            "vfnmadd231pd {r}, {n}, {hi}\n",
+            "vfnmadd231pd {r}, {n}, ymmword ptr [{k} + 96]\n",
+            // q = ((q3·r + q2)·r + q1)·r + q0.
+            "vmovapd {q}, ymmword ptr [{k} + 128]\n",
+            "vfmadd213pd {q}, {r}, ymmword ptr [{k} + 160]\n",
+            "vfmadd213pd {q}, {r}, ymmword ptr [{k} + 192]\n",
+            "vfmadd213pd {q}, {r}, ymmword ptr [{k} + 224]\n",
+            // s = table[t & 255] + (t << 44) as integers (the gather clears its mask).
+            "vpand {n}, {t}, ymmword ptr [{k} + 256]\n",
+            "vpcmpeqd {g}, {g}, {g}\n",
+            "vgatherqpd {s}, qword ptr [{tab} + {n}*8], {g}\n",
+            "vpsllq {t}, {t}, 44\n",
+            "vpaddq {s}, {s}, {t}\n",
+            // e = q·(r·s) + s.
+            "vmulpd {r}, {r}, {s}\n",
+            "vfmadd213pd {q}, {r}, {s}\n",
+            "vandnpd {c}, {c}, {q}\n",
+            "vaddpd {acc}, {acc}, {c}\n",
+            fast_exp4!(@ey $ey),
+        )
+    };
+    (@scale true) => { "vmulpd {y}, {y}, {inv_t}\n" };
+    (@scale false) => { "" };
+    (@ey true) => { "vfmadd231pd {ey}, {q}, {y}\n" };
+    (@ey false) => { "" };
+}
+
+/// The constants `fast_exp4` reads from memory, 4 lanes each (bits): 0, low, magic, ln2/256's
+/// lo, q3, q2, q1, q0, the index mask 255.
+#[cfg(target_arch = "x86_64")]
+#[repr(C, align(32))]
+struct FastMem([[u64; 4]; 9]);
+
+#[cfg(target_arch = "x86_64")]
+static FAST_MEM: FastMem = FastMem([
+    [0; 4],
+    [EXP_LOW.to_bits(); 4],
+    [EXP_MAGIC.to_bits(); 4],
+    [EXP_LN2_LO.to_bits(); 4],
+    [EXP_Q[3].to_bits(); 4],
+    [EXP_Q[2].to_bits(); 4],
+    [EXP_Q[1].to_bits(); 4],
+    [EXP_Q[0].to_bits(); 4],
+    [255; 4],
+]);
+
+/// The fast pass over whole chunks of 4: acc[0] += e where y ≠ 0, acc[1] += e·yc (`EY`),
+/// `top` += 1 where y = 0 or is NaN.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn fast_chunks<const SCALE: bool, const EY: bool>(
+    k: &Consts, chunks: &[[f64; 4]], acc: &mut [__m256d; 2], top: &mut __m256i,
+) {
+    if chunks.is_empty() {
+        return;
+    }
+    let negm = _mm256_sub_pd(_mm256_setzero_pd(), k.m);
+    // From the end, i = −32·len up to 0.
+    let x = chunks.as_ptr_range().end;
+    let i = -32 * chunks.len() as isize;
+    let (mut a, mut b, mut t) = (acc[0], acc[1], *top);
+    macro_rules! run {
+        ($scale:tt, $ey:tt) => {
+            // SAFETY: x + i for i = −32·len, …, −32 are the chunks; FAST_MEM is 9·32
+            // readable bytes, 32-aligned; the gather reads EXP_TABLE at t's bits & 255,
+            // inside its 256 entries; no stack, no flags the compiler relies on.
+            unsafe {
+                std::arch::asm!(
+                    "2:",
+                    fast_exp4!($scale, $ey),
+                    "add {i}, 32",
+                    "jnz 2b",
+                    "/* {inv_t} {ey} */",
+                    x = in(reg) x,
+                    i = inout(reg) i => _,
+                    k = in(reg) FAST_MEM.0.as_ptr(),
+                    tab = in(reg) EXP_TABLE.0.as_ptr(),
+                    negm = in(ymm_reg) negm,
+                    inv_t = in(ymm_reg) k.inv_t,
+                    log2e = in(ymm_reg) k.log2e,
+                    hi = in(ymm_reg) k.ln2[0],
+                    acc = inout(ymm_reg) a,
+                    ey = inout(ymm_reg) b,
+                    top = inout(ymm_reg) t,
+                    y = out(ymm_reg) _,
+                    c = out(ymm_reg) _,
+                    t = out(ymm_reg) _,
+                    n = out(ymm_reg) _,
+                    r = out(ymm_reg) _,
+                    q = out(ymm_reg) _,
+                    s = out(ymm_reg) _,
+                    g = out(ymm_reg) _,
+                    options(nostack, readonly),
+                )
+            }
+        };
+    }
+    match (SCALE, EY) {
+        (false, true) => run!(false, true),
+        (false, false) => run!(false, false),
+        (true, true) => run!(true, true),
+        (true, false) => run!(true, false),
+    }
+    acc[0] = a;
+    acc[1] = b;
+    *top = t;
 }
 
 /// 4 values into the accumulators: acc[0] += e where x ≠ m, acc[1] += e·y (`EY`), `top` −=
@@ -615,6 +752,56 @@ mod tests {
         assert!(exp_table_f64(f64::NAN).is_nan());
     }
 
+    /// The fast pass's assembly loop against the intrinsics step it transcribes, bit for bit.
+    #[test]
+    fn fast_loop_is_the_intrinsics_step() {
+        if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")) {
+            return;
+        }
+        let mut seed = 11u64;
+        for c in [4usize, 8, 12, 100, 1000, 1003] {
+            let x: Vec<f64> = (0..c)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 60.0
+                })
+                .collect();
+            let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            for inv_t in [1.0, 0.37] {
+                // SAFETY: the CPU has AVX2 and FMA (checked above); the loads read `x`'s
+                // whole chunks of 4.
+                let (asm, steps) = unsafe {
+                    let k = Consts::new(m, inv_t);
+                    let asm =
+                        if inv_t == 1.0 { pass::<false, true, true>(&k, &x) } else { pass::<true, true, true>(&k, &x) };
+                    let (chunks, tail) = x.as_chunks::<4>();
+                    let mut acc = [_mm256_setzero_pd(); 2];
+                    let mut top = _mm256_setzero_si256();
+                    for ch in chunks {
+                        let v = _mm256_loadu_pd(ch.as_ptr());
+                        if inv_t == 1.0 {
+                            step::<false, true, true>(&k, v, &mut acc, &mut top);
+                        } else {
+                            step::<true, true, true>(&k, v, &mut acc, &mut top);
+                        }
+                    }
+                    if !tail.is_empty() {
+                        let v = load_tail(tail, _mm256_set1_pd(f64::NEG_INFINITY));
+                        if inv_t == 1.0 {
+                            step::<false, true, true>(&k, v, &mut acc, &mut top);
+                        } else {
+                            step::<true, true, true>(&k, v, &mut acc, &mut top);
+                        }
+                    }
+                    (asm, [total(acc[0]), total(acc[1])])
+                };
+                assert_eq!(asm.1, 1, "c = {c}");
+                assert_eq!(asm.0[0].to_bits(), steps[0].to_bits(), "c = {c}, inv_t {inv_t}: rest");
+                assert_eq!(asm.0[2].to_bits(), steps[1].to_bits(), "c = {c}, inv_t {inv_t}: ey");
+            }
+        }
+    }
+
     #[test]
     fn sums_match_the_element_function() {
         let mut seed = 7u64;
@@ -673,13 +860,16 @@ mod tests {
                 assert_eq!(max_f64(&bad), Some(m), "c = {c}");
             }
         }
-        // The vector exp is the scalar model's, bit for bit: [0, y, -inf] with the max at 0
-        // has Σ e = exp(y).
+        // The vector exp is the scalar model's, bit for bit: [0, y, -inf, ...] with the max at
+        // 0 has Σ e = exp(y); 3 values run the intrinsics tail, 4 the assembly loop.
+        let ninf = f64::NEG_INFINITY;
         for i in 1..4001 {
             let y = -(i as f64) * 0.1773 - (i % 13) as f64 * 1e-9;
-            let got = exp_sums_f64::<false, true>(&[0.0, y, f64::NEG_INFINITY], 0.0, 1.0).unwrap();
             let yc = if y < EXP_LOW { EXP_LOW } else { y };
-            assert_eq!(got[0].to_bits(), exp_table_f64(yc).to_bits(), "y = {y}");
+            for row in [&[0.0, y, ninf][..], &[0.0, y, ninf, ninf][..]] {
+                let got = exp_sums_f64::<false, true>(row, 0.0, 1.0).unwrap();
+                assert_eq!(got[0].to_bits(), exp_table_f64(yc).to_bits(), "y = {y}, {} values", row.len());
+            }
         }
         // A scaled difference that underflows to -0: e = 1, in the rest.
         let x = [1.0f64, 1.0 - f64::EPSILON / 2.0, -3.0];
