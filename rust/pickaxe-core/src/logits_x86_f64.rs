@@ -499,7 +499,8 @@ fn pass<const SCALE: bool, const EY: bool, const FAST: bool>(k: &Consts, x: &[f6
 /// The fast pass's step over one 4-value register (`step::<SCALE, EY, true>`, the same
 /// operations in the same order, so the same bits for NaN-free rows), as assembly text: the
 /// compiler's loop reloaded four constants by broadcasts every turn, re-zeroed two
-/// registers and copied two (33 instructions per 4 values); this is 27-28. `{x}` + `{i}`
+/// registers and copied two (32 instructions per 4 values with the loop's add and branch,
+/// thin LTO); this is 27. `{x}` + `{i}`
 /// addresses the 4 values; the constants used once per value are memory operands
 /// (`FastMem`). The clamp is max(y, low), which sends NaN to low: such a row is counted and
 /// runs again through the exact pass.
