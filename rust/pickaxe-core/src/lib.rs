@@ -21,6 +21,7 @@ pub mod knn;
 mod knn_x86;
 mod lanes;
 mod logits_x86;
+mod logits_x86_f64;
 pub mod math;
 mod names;
 mod offsets;

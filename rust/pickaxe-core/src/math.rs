@@ -97,8 +97,8 @@ pub trait Real:
     /// for the kernels' exp-sums, which clamp once and reuse the clamped value.
     fn exp_clamped<I: Isa>(self) -> Self;
     /// `passes::exp_sums` without weights as (rest, top, ey), from a loop specialised for
-    /// this type with FMA, or `None`: then the generic loop runs. float32 on x86-64 has one
-    /// (`logits_x86`).
+    /// this type with FMA, or `None`: then the generic loop runs. float32 and float64 on
+    /// x86-64 have one (`logits_x86`, `logits_x86_f64`).
     #[inline(always)]
     fn exp_sums_fma<const SCALE: bool, const EY: bool>(x: &[Self], m: Self, inv_t: Self) -> Option<[f64; 3]> {
         let _ = (x, m, inv_t);
@@ -372,6 +372,16 @@ impl Real for f64 {
     #[inline(always)]
     fn exp_clamped<I: Isa>(self) -> f64 {
         exp_f64_in_range::<I>(self)
+    }
+
+    #[inline(always)]
+    fn exp_sums_fma<const SCALE: bool, const EY: bool>(x: &[f64], m: f64, inv_t: f64) -> Option<[f64; 3]> {
+        crate::logits_x86_f64::exp_sums_f64::<SCALE, EY>(x, m, inv_t)
+    }
+
+    #[inline(always)]
+    fn max_fma(x: &[f64]) -> Option<f64> {
+        crate::logits_x86_f64::max_f64(x)
     }
 
     #[inline(always)]

@@ -90,7 +90,7 @@ pub(crate) fn top2<T: Real, const TOP2: bool, const CHECK: bool>(x: &[T]) -> (T,
 }
 
 /// The largest value of a row, NaN skipped: `top2` without `CHECK` for the max alone, or
-/// on the AVX2 path its specialised loop for float32.
+/// on the AVX2 path its specialised loops for float32 and float64.
 #[inline(always)]
 pub(crate) fn row_max<I: Isa, T: Real>(x: &[T]) -> T {
     if I::FMA && !I::WIDE {
@@ -137,7 +137,8 @@ pub(crate) fn exp_sums<I: Isa, T: Real, const SCALE: bool, const EY: bool, const
     x: &[T], m: T, inv_t: T, w: &[T],
 ) -> ExpSums {
     if I::FMA && !I::WIDE && !W {
-        // float32 on the AVX2 path: the intrinsics loop (see `logits_x86`).
+        // float32 and float64 on the AVX2 path: the intrinsics loops (see `logits_x86`,
+        // `logits_x86_f64`).
         if let Some([rest, top, ey]) = T::exp_sums_fma::<SCALE, EY>(x, m, inv_t) {
             return ExpSums { rest, top, ey, ..ExpSums::default() };
         }
