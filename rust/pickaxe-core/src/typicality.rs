@@ -341,21 +341,28 @@ fn full_gram<'a, T: Scalar>(xg: &ArrayView2<'_, T>, par: bool, cancel: &Cancel, 
     };
     if par && tasks > 1 {
         full.par_chunks_mut(SYMMETRIC_BLOCK * m).enumerate().for_each(upper);
+        mirror(full, m, 0, m);
     } else {
-        full.chunks_mut(SYMMETRIC_BLOCK * m).enumerate().for_each(upper);
+        // each block mirrored at once, while its rows are still in cache (it writes only
+        // columns left of the later blocks' products)
+        for t in 0..tasks {
+            let (lo, hi) = (t * SYMMETRIC_BLOCK, ((t + 1) * SYMMETRIC_BLOCK).min(m));
+            upper((t, &mut full[lo * m..hi * m]));
+            mirror(full, m, lo, hi);
+        }
     }
-    mirror(full, m);
     full
 }
 
-/// full[j][i] = full[i][j] for i < j (an m × m matrix whose upper triangle is set), by
-/// tiles of 16 × 16: 16 segments of rows i copied out, then written as 16 segments of
-/// rows j (whole cache lines written, none read back from far away).
-fn mirror<T: Real>(full: &mut [T], m: usize) {
+/// full[j][i] = full[i][j] for i < j, lo ≤ i < hi (an m × m matrix whose upper triangle is
+/// set in those rows; lo a multiple of 16), by tiles of 16 × 16: 16 segments of rows i
+/// copied out, then written as 16 segments of rows j (whole cache lines written, none read
+/// back from far away).
+fn mirror<T: Real>(full: &mut [T], m: usize, lo: usize, hi: usize) {
     const TL: usize = 16;
     let mut tile = [[T::ZERO; TL]; TL];
-    for i0 in (0..m).step_by(TL) {
-        let i1 = (i0 + TL).min(m);
+    for i0 in (lo..hi).step_by(TL) {
+        let i1 = (i0 + TL).min(hi);
         for j0 in (i0..m).step_by(TL) {
             let j1 = (j0 + TL).min(m);
             for (t, i) in (i0..i1).enumerate() {
