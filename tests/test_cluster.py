@@ -306,6 +306,27 @@ def test_most_typical_picks_each_clusters_best_row():
     assert rows[3] == -1
 
 
+def test_most_typical_equals_the_typicality_argmax_bit_for_bit():
+    # the kernel skips rows its bound proves beaten: the same rows, and the miner's scores
+    # (the kernel's values) bit for bit those of `typicality`, in float32 and float64
+    from pickaxe import _core
+
+    for dtype, seed in [(np.float64, 1), (np.float32, 2)]:
+        x = blobs(3000, 24, 6, seed).astype(dtype)
+        labels = pc.kmeans(x, 12, seed=seed).labels
+        for k in (1, 20):
+            t = pc.typicality(x, labels, k)
+            ids = np.array([3, 0, 11, 7, 40], dtype=np.int64)
+            rows, values = _core.most_typical(np.ascontiguousarray(x), labels, k, ids)
+            for c, r, v in zip(ids.tolist(), rows.tolist(), values.tolist()):
+                members = np.flatnonzero(labels == c)
+                if not len(members):
+                    assert r == -1 and np.isnan(v)
+                    continue
+                best = members[np.lexsort((members, -t[members]))[0]]
+                assert r == best and np.float64(v).tobytes() == np.float64(t[best]).tobytes()
+
+
 # -- errors ---------------------------------------------------------------------------------
 
 

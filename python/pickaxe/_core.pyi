@@ -261,6 +261,17 @@ def typicality(
     cluster (exact); +inf alone or at distance 0; NaN for rows not computed (a negative
     label, or a cluster not in ``clusters``)."""
 
+def most_typical(
+    x: npt.NDArray[_Float],
+    labels: npt.NDArray[np.int64],
+    k: int,
+    clusters: npt.NDArray[np.int64],
+    *,
+    threads: Optional[int] = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Per cluster of ``clusters``: the row of highest `typicality` (ties: the lowest row)
+    and that typicality, bit for bit; (-1, NaN) for a cluster with no row."""
+
 # k-means in pieces (pickaxe.ray.shards); i128 values as (…, 2) int64 (low, high) pairs,
 # exact sums as (n, 67, 2) of them.
 def kmeans_sample(

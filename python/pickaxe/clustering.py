@@ -430,8 +430,12 @@ def most_typical(
     """The row of highest `typicality` in each of ``clusters`` (TypiClust's pick).
 
     Returns (len(clusters),) int64 rows, in the order of ``clusters``; ties go to the lowest
-    row; -1 for a cluster with no row. Only the listed clusters are computed (see
-    `typicality` for the formula and costs).
+    row; -1 for a cluster with no row. Only the listed clusters are read (see `typicality`
+    for the formula and costs), and in each only the rows that might be the most typical
+    are computed exactly: each row's Gram row (against its cluster, as `typicality`
+    computes it) bounds its mean distance to its k' nearest from below, and a row whose
+    bound exceeds the best exact mean so far is skipped; the rows nearest the cluster's
+    mean are computed first. The rows are those `typicality` would rank first, exactly.
 
     >>> import numpy as np
     >>> from pickaxe.clustering import most_typical
@@ -443,18 +447,9 @@ def most_typical(
     ids = np.asarray(clusters)
     if ids.dtype.kind not in "iu" or ids.ndim != 1:
         raise TypeError(f"{who}: clusters must be a 1-D sequence of int cluster ids")
-    t = typicality(embeddings, labels, k, clusters=ids, threads=threads)
-    lab = np.asarray(labels, dtype=np.int64)
-    out = np.full(ids.shape[0], -1, dtype=np.int64)
-    rows = np.flatnonzero(~np.isnan(t))
-    if rows.size == 0:
-        return out
-    # Per cluster, the highest typicality; ties: the lowest row (lexsort is stable, rows
-    # ascending).
-    order = rows[np.lexsort((-t[rows], lab[rows]))]
-    sorted_lab = lab[order]
-    first = np.r_[True, sorted_lab[1:] != sorted_lab[:-1]]
-    best = dict(zip(sorted_lab[first].tolist(), order[first].tolist()))
-    for i, c in enumerate(ids.tolist()):
-        out[i] = best.get(c, -1)
-    return out
+    x = _rows(who, "embeddings", embeddings)
+    lab = _labels(who, labels, x.shape[0])
+    k = checks.integer(who, "k", k, 1)
+    wanted = np.ascontiguousarray(ids, dtype=np.int64)
+    rows, _ = _core.most_typical(x, lab, k, wanted, threads=_threads(who, threads))
+    return rows

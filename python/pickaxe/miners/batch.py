@@ -187,7 +187,10 @@ class TypiClustMiner(Miner):
         def typicality(clusters: Optional[np.ndarray], labels: np.ndarray) -> np.ndarray:
             return _core.typicality(x, labels[:n], self.k, clusters=clusters, threads=self.threads)
 
-        return self._picks(fit, n, k, typicality)
+        def best(clusters: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return _core.most_typical(x, labels[:n], self.k, clusters, threads=self.threads)
+
+        return self._picks(fit, n, k, typicality, best)
 
     def select_sharded(self, shards: Any, k: int, field: Optional[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """`select` over a pool held by Ray actors (`pickaxe.ray.shards.Shards`): k-means
@@ -216,16 +219,24 @@ class TypiClustMiner(Miner):
                 out[pos] = got
             return out
 
-        return self._picks(fit, n, k, typicality)
+        def best(clusters: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            pos, rows = shards.cluster_rows(clusters, n)
+            at, value = _core.most_typical(rows, labels[pos], self.k, clusters, threads=self.threads)
+            return np.where(at >= 0, pos[np.maximum(at, 0)], -1), value
+
+        return self._picks(fit, n, k, typicality, best)
 
     def _clusters(self, n: int, m: int, k: int) -> int:
         return min(self.clusters if self.clusters is not None else m + k, n + m)
 
     def _picks(
-        self, fit: Any, n: int, k: int, typicality: Any
+        self, fit: Any, n: int, k: int, typicality: Any, best: Any
     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """The picks from k-means' labels (the pool's n rows first, then the reference's):
-        the most typical row of each of the largest uncovered clusters (see the class)."""
+        the most typical row of each of the largest uncovered clusters (see the class).
+        ``typicality(clusters or None, labels)`` gives every row's typicality (NaN outside
+        ``clusters``); ``best(clusters, labels)`` each cluster's most typical row and its
+        typicality, the same row and value (`pickaxe.clustering.most_typical`)."""
         labels, n_clusters = fit.labels, len(fit.centers)
         pool_labels = labels[:n]
         covered = np.zeros(n_clusters, dtype=bool)
@@ -237,15 +248,21 @@ class TypiClustMiner(Miner):
         # the typicality of the rows of the clusters the picks come from: the first k in
         # order, or every cluster when picks go round the clusters more than once
         wide = len(order) < k or bool(covered[order[:k]].any())
-        typical = typicality(None if wide else order[:k], labels)
-        picks = _round_robin(pool_labels, order, -typical, k)
+        if wide:
+            typical = typicality(None, labels)
+            picks = _round_robin(pool_labels, order, -typical, k)
+            scores = typical[picks]
+        else:
+            # one pick per cluster, its best row: the round-robin's first round, found
+            # without computing most rows' typicality
+            picks, scores = best(np.ascontiguousarray(order[:k], dtype=np.int64), labels)
         info = {
             "clusters": int(n_clusters),
             "uncovered": int((~covered & (sizes > 0)).sum()),
             "k": self.k,
             "kmeans_iterations": int(fit.iterations),
         }
-        return picks, typical[picks], info
+        return picks, scores, info
 
 
 def _round_robin(labels: np.ndarray, order: np.ndarray, rank: np.ndarray, k: int) -> np.ndarray:

@@ -212,68 +212,18 @@ fn expansion_error(unit: f64, d: usize, n2: f64, ymax: f64) -> f64 {
 fn cluster_typicality<T: Scalar>(
     x: &ArrayView2<'_, T>, rows: &[usize], k: usize, par: bool, cancel: &Cancel, gram_buf: &mut Vec<T>,
 ) -> Vec<f64> {
-    let (m, d) = (rows.len(), x.ncols());
+    let m = rows.len();
     if m == 1 {
         return vec![f64::INFINITY];
     }
-    let kk = k.min(m - 1);
-    let keep = (kk + MIN_MARGIN.max(kk / 8)).min(m - 1);
-    let mut data = Vec::with_capacity(m * d);
-    let mut buf = Vec::new();
-    for &i in rows {
-        data.extend_from_slice(row_slice(x, i, &mut buf));
-    }
-    let xc = ArrayView2::from_shape((m, d), &data[..]).expect("cluster shape");
-    // The Gram blocks are of the rows less their mean (rounded to T): small norms, so a
-    // small rounding bound. The exact distances are of the rows as given.
-    let mut mean = vec![0.0f64; d];
-    for row in data.chunks_exact(d) {
-        for (a, &v) in mean.iter_mut().zip(row) {
-            *a += v.to_f64();
-        }
-    }
-    let mean: Vec<T> = mean.iter().map(|&v| T::from_f64(v / m as f64)).collect();
-    let mut centred: Vec<T> = Vec::with_capacity(m * d);
-    for row in data.chunks_exact(d) {
-        centred.extend(row.iter().zip(&mean).map(|(&v, &mu)| v - mu));
-    }
-    let xg = ArrayView2::from_shape((m, d), &centred[..]).expect("cluster shape");
-    let n2: Vec<f64> =
-        centred.chunks_exact(d).map(|row| row.iter().map(|&v| v.to_f64() * v.to_f64()).sum::<f64>()).collect();
-    let cn: Vec<T> = n2.iter().map(|&v| T::from_f64(v)).collect();
-    let ymax = n2.iter().fold(0.0f64, |a, &b| a.max(b)).sqrt() * (1.0 + 1e-12);
-    let unit = unit_roundoff::<T>();
-    let rows = Rows { xc, cn: &cn, n2: &n2, ymax, unit, kk, keep };
+    let c = Gathered::new(x, rows);
+    let rows = c.rows(k);
     if m <= SYMMETRIC_MAX {
-        // The whole m × m Gram matrix: its upper triangle by matrix products of row blocks
-        // against the rows from the block's first on (half the multiply-adds), the lower
-        // triangle copied from it.
-        // (a worker's buffer, kept from cluster to cluster: every value is written below,
-        // the upper triangle by the products (β = 0: C is not read), the lower by the copy)
-        if gram_buf.len() < m * m {
-            gram_buf.resize(m * m, T::ZERO);
-        }
-        let full = &mut gram_buf[..m * m];
+        let g = full_gram(&c.centred_view(), par, cancel, gram_buf);
         let tasks = m.div_ceil(SYMMETRIC_BLOCK);
-        let upper = |(t, chunk): (usize, &mut [T])| {
-            if cancel.is_cancelled() {
-                return;
-            }
-            let (lo, hi) = (t * SYMMETRIC_BLOCK, ((t + 1) * SYMMETRIC_BLOCK).min(m));
-            let mut out = ArrayViewMut2::from_shape((hi - lo, m), chunk).expect("gram shape");
-            let mut out = out.slice_mut(s![.., lo..]);
-            general_mat_mul(T::ONE, &xg.slice(s![lo..hi, ..]), &xg.slice(s![lo.., ..]).t(), T::ZERO, &mut out);
-        };
-        if par && tasks > 1 {
-            full.par_chunks_mut(SYMMETRIC_BLOCK * m).enumerate().for_each(upper);
-        } else {
-            full.chunks_mut(SYMMETRIC_BLOCK * m).enumerate().for_each(upper);
-        }
-        mirror(full, m);
-        let g = &*full;
         let per = map_tasks(par && tasks > 1, tasks, |t| {
             let (lo, hi) = (t * SYMMETRIC_BLOCK, ((t + 1) * SYMMETRIC_BLOCK).min(m));
-            let mut row = RowState::new(keep);
+            let mut row = RowState::new(rows.keep);
             if cancel.is_cancelled() {
                 return Vec::new();
             }
@@ -281,8 +231,8 @@ fn cluster_typicality<T: Scalar>(
         });
         return per.concat();
     }
-    // Gram blocks of about 2^20 values, 1 to 1,024 query rows.
-    let b = ((1usize << 20) / m).clamp(1, 1024);
+    let xg = c.centred_view();
+    let b = large_block(m);
     let blocks = m.div_ceil(b);
     let per = map_tasks(par && blocks > 1, blocks, |t| {
         let (lo, hi) = (t * b, ((t + 1) * b).min(m));
@@ -291,7 +241,7 @@ fn cluster_typicality<T: Scalar>(
         }
         let mut gb = Vec::new();
         let g = gram(&xg.slice(s![lo..hi, ..]), &xg, &mut gb);
-        let mut row = RowState::new(keep);
+        let mut row = RowState::new(rows.keep);
         g.rows()
             .into_iter()
             .enumerate()
@@ -301,14 +251,118 @@ fn cluster_typicality<T: Scalar>(
     per.concat()
 }
 
-/// full[j][i] = full[i][j] for i < j (an m × m matrix whose upper triangle is set), by
-/// tiles of 16 × 16: 16 segments of rows i copied out, then written as 16 segments of
-/// rows j (whole cache lines written, none read back from far away).
-fn mirror<T: Real>(full: &mut [T], m: usize) {
+/// Query rows per Gram block of a cluster above `SYMMETRIC_MAX` rows: blocks of about
+/// 2^20 values, 1 to 1,024 rows.
+fn large_block(m: usize) -> usize {
+    ((1usize << 20) / m).clamp(1, 1024)
+}
+
+/// A cluster's rows gathered (m × D, as given: the exact distances) and less their mean
+/// (rounded to T: the Gram products, small norms so a small rounding bound), with the
+/// centred rows' squared norms.
+struct Gathered<T> {
+    data: Vec<T>,
+    centred: Vec<T>,
+    /// ‖x − μ‖² of the centred rows, in f64 (the bound) and T (the expansion).
+    n2: Vec<f64>,
+    cn: Vec<T>,
+    /// The largest ‖x − μ‖ (rounded up).
+    ymax: f64,
+    m: usize,
+    d: usize,
+}
+
+impl<T: Scalar> Gathered<T> {
+    fn new(x: &ArrayView2<'_, T>, rows: &[usize]) -> Self {
+        let (m, d) = (rows.len(), x.ncols());
+        let mut data = Vec::with_capacity(m * d);
+        let mut buf = Vec::new();
+        for &i in rows {
+            data.extend_from_slice(row_slice(x, i, &mut buf));
+        }
+        let mut mean = vec![0.0f64; d];
+        for row in data.chunks_exact(d) {
+            for (a, &v) in mean.iter_mut().zip(row) {
+                *a += v.to_f64();
+            }
+        }
+        let mean: Vec<T> = mean.iter().map(|&v| T::from_f64(v / m as f64)).collect();
+        let mut centred: Vec<T> = Vec::with_capacity(m * d);
+        for row in data.chunks_exact(d) {
+            centred.extend(row.iter().zip(&mean).map(|(&v, &mu)| v - mu));
+        }
+        let n2: Vec<f64> =
+            centred.chunks_exact(d).map(|row| row.iter().map(|&v| v.to_f64() * v.to_f64()).sum::<f64>()).collect();
+        let cn: Vec<T> = n2.iter().map(|&v| T::from_f64(v)).collect();
+        let ymax = n2.iter().fold(0.0f64, |a, &b| a.max(b)).sqrt() * (1.0 + 1e-12);
+        Gathered { data, centred, n2, cn, ymax, m, d }
+    }
+
+    fn centred_view(&self) -> ArrayView2<'_, T> {
+        ArrayView2::from_shape((self.m, self.d), &self.centred[..]).expect("cluster shape")
+    }
+
+    /// The typicality's view of the cluster for k neighbours (m ≥ 2).
+    fn rows(&self, k: usize) -> Rows<'_, T> {
+        let kk = k.min(self.m - 1);
+        let keep = (kk + MIN_MARGIN.max(kk / 8)).min(self.m - 1);
+        Rows {
+            xc: ArrayView2::from_shape((self.m, self.d), &self.data[..]).expect("cluster shape"),
+            cn: &self.cn,
+            n2: &self.n2,
+            ymax: self.ymax,
+            unit: unit_roundoff::<T>(),
+            kk,
+            keep,
+        }
+    }
+}
+
+/// The whole m × m Gram matrix of the rows `xg` (m ≤ `SYMMETRIC_MAX`) in `buf`: its upper
+/// triangle by matrix products of row blocks against the rows from the block's first on
+/// (half the multiply-adds), the lower triangle copied from it.
+fn full_gram<'a, T: Scalar>(xg: &ArrayView2<'_, T>, par: bool, cancel: &Cancel, buf: &'a mut Vec<T>) -> &'a [T] {
+    let m = xg.nrows();
+    // (a worker's buffer, kept from cluster to cluster: every value is written below, the
+    // upper triangle by the products (β = 0: C is not read), the lower by the copy)
+    if buf.len() < m * m {
+        buf.resize(m * m, T::ZERO);
+    }
+    let full = &mut buf[..m * m];
+    let tasks = m.div_ceil(SYMMETRIC_BLOCK);
+    let upper = |(t, chunk): (usize, &mut [T])| {
+        if cancel.is_cancelled() {
+            return;
+        }
+        let (lo, hi) = (t * SYMMETRIC_BLOCK, ((t + 1) * SYMMETRIC_BLOCK).min(m));
+        let mut out = ArrayViewMut2::from_shape((hi - lo, m), chunk).expect("gram shape");
+        let mut out = out.slice_mut(s![.., lo..]);
+        general_mat_mul(T::ONE, &xg.slice(s![lo..hi, ..]), &xg.slice(s![lo.., ..]).t(), T::ZERO, &mut out);
+    };
+    if par && tasks > 1 {
+        full.par_chunks_mut(SYMMETRIC_BLOCK * m).enumerate().for_each(upper);
+        mirror(full, m, 0, m);
+    } else {
+        // each block mirrored at once, while its rows are still in cache (it writes only
+        // columns left of the later blocks' products)
+        for t in 0..tasks {
+            let (lo, hi) = (t * SYMMETRIC_BLOCK, ((t + 1) * SYMMETRIC_BLOCK).min(m));
+            upper((t, &mut full[lo * m..hi * m]));
+            mirror(full, m, lo, hi);
+        }
+    }
+    full
+}
+
+/// full[j][i] = full[i][j] for i < j, lo ≤ i < hi (an m × m matrix whose upper triangle is
+/// set in those rows; lo a multiple of 16), by tiles of 16 × 16: 16 segments of rows i
+/// copied out, then written as 16 segments of rows j (whole cache lines written, none read
+/// back from far away).
+fn mirror<T: Real>(full: &mut [T], m: usize, lo: usize, hi: usize) {
     const TL: usize = 16;
     let mut tile = [[T::ZERO; TL]; TL];
-    for i0 in (0..m).step_by(TL) {
-        let i1 = (i0 + TL).min(m);
+    for i0 in (lo..hi).step_by(TL) {
+        let i1 = (i0 + TL).min(hi);
         for j0 in (i0..m).step_by(TL) {
             let j1 = (j0 + TL).min(m);
             for (t, i) in (i0..i1).enumerate() {
@@ -406,6 +460,189 @@ impl<T: Scalar> Rows<'_, T> {
     }
 }
 
+/// Thresholds of `Rows::beaten`, as multiples of the best mean distance so far.
+const STEPS: [f64; 8] = [0.9, 0.94, 0.97, 1.0, 1.03, 1.06, 1.09, 1.12];
+
+/// Rows of a cluster whose exact typicality seeds `cluster_best` (those nearest the mean).
+const SEEDS: usize = 8;
+
+/// vb_j = cn_j − 2 g_j, the expansions of a Gram row (as `group_scan` computes them).
+#[inline(always)]
+fn expansions_body<T: Real, I: Isa>(g: &[T], cn: &[T], vb: &mut [T]) {
+    for ((o, &gv), &c) in vb.iter_mut().zip(g).zip(cn) {
+        *o = c - (gv + gv);
+    }
+}
+
+multiversion! {
+    fn expansions<T: Real>(g: &[T], cn: &[T], vb: &mut [T]) -> () => expansions_body
+}
+
+/// How many values of `v` are at most `t` (NaN: not counted).
+#[inline(always)]
+fn count_le_body<T: Real, I: Isa>(v: &[T], t: T) -> usize {
+    // one flat reduction: vectorised as compares and integer subtractions
+    v.iter().map(|&x| u32::from(x <= t)).sum::<u32>() as usize
+}
+
+multiversion! {
+    fn count_le<T: Real>(v: &[T], t: T) -> usize => count_le_body
+}
+
+/// A value of T at least `v` (f64 → T rounds to nearest: nudged up first).
+fn at_least<T: Real>(v: f64) -> T {
+    T::from_f64(v + v.abs() * 1e-6 + f64::MIN_POSITIVE)
+}
+
+impl<T: Scalar> Rows<'_, T> {
+    /// Whether row q's mean distance to its k' nearest is proven above `s_best` by more
+    /// than 2·10⁻⁹ of it (so its typicality, computed, is below the best's: q cannot be
+    /// picked), from its Gram row alone.
+    ///
+    /// For thresholds t_1 < … < t_H (`STEPS` × s_best), c_h counts the rows j ≠ q whose
+    /// lower bound on ‖x_q − x_j‖², n2_q + (cn_j − 2 g_j) − E (E the expansion's rounding
+    /// bound, as in `typicality`), is at most t_h²: at most c_h rows lie within t_h, so the
+    /// i-th nearest is farther than t_h for every i > c_h, and the sum of the k' nearest
+    /// distances is above Σ_h (t_h − t_{h−1}) · max(0, k' − c_h) (t_0 = 0).
+    ///
+    /// The thresholds are taken from the largest down, each a pass over the row's
+    /// expansions (`vb`), until the bound is decided: the counts c_h' of the thresholds not
+    /// yet taken (h' < h) lie between 0 and c_h.
+    fn beaten(&self, q: usize, grow: &[T], s_best: f64, vb: &mut Vec<T>) -> bool {
+        if !(s_best > 0.0 && s_best.is_finite()) {
+            return false;
+        }
+        let d = self.xc.ncols();
+        let n2 = self.n2[q];
+        let e = expansion_error(self.unit, d, n2, self.ymax);
+        vb.resize(grow.len(), T::ZERO);
+        expansions(grow, self.cn, vb);
+        vb[q] = T::INF; // not its own neighbour
+        let kk = self.kk as f64;
+        let target = kk * s_best * (1.0 + 2e-9) * (1.0 + 1e-12);
+        let mut known = 0.0;
+        for h in (0..STEPS.len()).rev() {
+            let th = s_best * STEPS[h];
+            let below = if h == 0 { 0.0 } else { s_best * STEPS[h - 1] };
+            let t2 = th * th;
+            let c = count_le(vb, at_least::<T>(t2 - n2 + e + 1e-12 * (t2 + n2))) as f64;
+            known += (th - below) * (kk - c).max(0.0);
+            if known + below * (kk - c).max(0.0) > target {
+                return true;
+            }
+            if known + below * kk <= target {
+                return false;
+            }
+        }
+        false
+    }
+}
+
+/// The best typicality found so far in a cluster and its row (in the cluster's order):
+/// higher typicality, then the lower row.
+#[derive(Clone, Copy)]
+struct Best(f64, usize);
+
+impl Best {
+    fn offer(&mut self, t: f64, q: usize) {
+        if t > self.0 || (t == self.0 && q < self.1) {
+            *self = Best(t, q);
+        }
+    }
+
+    /// The best mean distance (1 / typicality; 0 for +inf, +inf before any row).
+    fn mean_distance(&self) -> f64 {
+        1.0 / self.0
+    }
+}
+
+/// The row of highest typicality of the cluster `rows` (its position in `rows`; ties: the
+/// lowest) and its typicality, the same as `cluster_typicality`'s values give.
+///
+/// The `SEEDS` rows nearest the cluster's mean are computed first (in a blob the most
+/// typical row is near its mean); then each other row is turned away by `Rows::beaten`
+/// from its Gram row when it provably cannot beat the best so far, and computed exactly
+/// (as `cluster_typicality` does) otherwise. The result does not depend on the order or on
+/// how the rows are split between threads (only which rows are turned away does).
+fn cluster_best<T: Scalar>(
+    x: &ArrayView2<'_, T>, rows: &[usize], k: usize, par: bool, cancel: &Cancel, gram_buf: &mut Vec<T>,
+) -> (usize, f64) {
+    let m = rows.len();
+    if m == 1 {
+        return (0, f64::INFINITY);
+    }
+    let c = Gathered::new(x, rows);
+    let rows = c.rows(k);
+    let xg = c.centred_view();
+    let mut seeds: Vec<usize> = (0..m).collect();
+    let ns = SEEDS.min(m);
+    let by_norm = |&a: &usize, &b: &usize| c.n2[a].total_cmp(&c.n2[b]).then(a.cmp(&b));
+    if ns < m {
+        seeds.select_nth_unstable_by(ns - 1, by_norm);
+        seeds.truncate(ns);
+    }
+    seeds.sort_unstable();
+    let mut best = Best(f64::NEG_INFINITY, usize::MAX);
+    let mut st = RowState::new(rows.keep);
+    // rows lo..hi, row q's Gram values at g[(q − off) m..]
+    let scan = |lo: usize, hi: usize, g: &[T], off: usize, start: Best| {
+        let mut b = start;
+        let mut st = RowState::new(rows.keep);
+        let mut vb = Vec::new();
+        for q in lo..hi {
+            if seeds.binary_search(&q).is_ok() {
+                continue;
+            }
+            let grow = &g[(q - off) * m..(q - off + 1) * m];
+            if !rows.beaten(q, grow, b.mean_distance(), &mut vb) {
+                b.offer(rows.typicality(q, grow, &mut st), q);
+            }
+        }
+        b
+    };
+    let merge = |a: Best, b: Best| {
+        let mut a = a;
+        a.offer(b.0, b.1);
+        a
+    };
+    if m <= SYMMETRIC_MAX {
+        let g = full_gram(&xg, par, cancel, gram_buf);
+        for &q in &seeds {
+            best.offer(rows.typicality(q, &g[q * m..(q + 1) * m], &mut st), q);
+        }
+        let tasks = m.div_ceil(SYMMETRIC_BLOCK);
+        let per = map_tasks(par && tasks > 1, tasks, |t| {
+            if cancel.is_cancelled() {
+                return best;
+            }
+            scan(t * SYMMETRIC_BLOCK, ((t + 1) * SYMMETRIC_BLOCK).min(m), g, 0, best)
+        });
+        let b = per.into_iter().fold(best, merge);
+        return (b.1, b.0);
+    }
+    {
+        let sx = xg.select(ndarray::Axis(0), &seeds);
+        let mut gb = Vec::new();
+        let g = gram(&sx.view(), &xg, &mut gb);
+        for (r, &q) in seeds.iter().enumerate() {
+            best.offer(rows.typicality(q, g.row(r).as_slice().expect("gram rows are contiguous"), &mut st), q);
+        }
+    }
+    let b = large_block(m);
+    let blocks = m.div_ceil(b);
+    let per = map_tasks(par && blocks > 1, blocks, |t| {
+        let (lo, hi) = (t * b, ((t + 1) * b).min(m));
+        if cancel.is_cancelled() {
+            return best;
+        }
+        let mut gb = Vec::new();
+        let g = gram(&xg.slice(s![lo..hi, ..]), &xg, &mut gb);
+        scan(lo, hi, g.as_slice().expect("gram blocks are contiguous"), lo, best)
+    });
+    let b = per.into_iter().fold(best, merge);
+    (b.1, b.0)
+}
+
 /// ‖xq − row j‖ of the rows `ids` of `data` (rows of xq's length), appended to `out`:
 /// differences before squaring, f64 sums (`kmeans::exact_sq`), one dispatch per query.
 #[inline(always)]
@@ -420,6 +657,27 @@ fn exact_rows_body<T: Real, I: Isa>(xq: &[T], data: &[T], ids: &[u32], out: &mut
 
 multiversion! {
     fn exact_rows<T: Real>(xq: &[T], data: &[T], ids: &[u32], out: &mut Vec<f64>) -> () => exact_rows_body
+}
+
+/// The rows of each cluster (ascending), clusters by ascending label: every label ≥ 0, or
+/// those in `clusters`.
+fn groups_of(labels: ArrayView1<'_, i64>, clusters: Option<&[i64]>) -> Vec<(i64, Vec<usize>)> {
+    let wanted: Option<HashSet<i64>> = clusters.map(|c| c.iter().copied().collect());
+    let mut members: Vec<(i64, usize)> = labels
+        .iter()
+        .enumerate()
+        .filter(|&(_, &l)| l >= 0 && wanted.as_ref().is_none_or(|w| w.contains(&l)))
+        .map(|(i, &l)| (l, i))
+        .collect();
+    members.sort_unstable();
+    let mut groups: Vec<(i64, Vec<usize>)> = Vec::new();
+    for (pos, &(l, i)) in members.iter().enumerate() {
+        if pos == 0 || members[pos - 1].0 != l {
+            groups.push((l, Vec::new()));
+        }
+        groups.last_mut().expect("a group").1.push(i);
+    }
+    groups
 }
 
 /// Typicality (see the module) of the rows of `x` (N, D) within their clusters: `labels`
@@ -444,23 +702,8 @@ pub fn typicality<T: Scalar>(
     if d == 0 {
         return Err(Error::Shape("embeddings has 0 dimensions; need at least 1".into()));
     }
-    let wanted: Option<HashSet<i64>> = clusters.map(|c| c.iter().copied().collect());
-    let mut members: Vec<(i64, usize)> = labels
-        .iter()
-        .enumerate()
-        .filter(|&(_, &l)| l >= 0 && wanted.as_ref().is_none_or(|w| w.contains(&l)))
-        .map(|(i, &l)| (l, i))
-        .collect();
-    members.sort_unstable();
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    for (pos, &(l, i)) in members.iter().enumerate() {
-        if pos == 0 || members[pos - 1].0 != l {
-            groups.push(Vec::new());
-        }
-        groups.last_mut().expect("a group").push(i);
-    }
-    drop(members);
-    let work: usize = groups.iter().map(|g| g.len().saturating_mul(g.len())).sum::<usize>().saturating_mul(d);
+    let groups = groups_of(labels, clusters);
+    let work: usize = groups.iter().map(|(_, g)| g.len().saturating_mul(g.len())).sum::<usize>().saturating_mul(d);
     let pool = workers(threads, work.max(n.saturating_mul(d)))?;
     let par = pool.is_some();
     run_in(&pool, || {
@@ -470,7 +713,7 @@ pub fn typicality<T: Scalar>(
             if cancel.is_cancelled() {
                 return Vec::new();
             }
-            cluster_typicality(&x, &groups[g], k, par, cancel, buf)
+            cluster_typicality(&x, &groups[g].1, k, par, cancel, buf)
         };
         let per: Vec<Vec<f64>> = if par {
             (0..groups.len()).into_par_iter().map_init(Vec::new, one).collect()
@@ -479,12 +722,56 @@ pub fn typicality<T: Scalar>(
             (0..groups.len()).map(|g| one(&mut buf, g)).collect()
         };
         cancel.check()?;
-        for (rows, vals) in groups.iter().zip(per) {
+        for ((_, rows), vals) in groups.iter().zip(per) {
             for (&i, v) in rows.iter().zip(vals) {
                 out[i] = v;
             }
         }
         Ok(out)
+    })
+}
+
+/// The most typical row of each cluster of `clusters` (TypiClust's pick): per entry, the
+/// row of `x` (N, D) of highest `typicality` among the rows labelled with it (ties: the
+/// lowest row) and that typicality, bit for bit the value `typicality` gives it; (−1, NaN)
+/// for a cluster with no row. Most rows are never computed exactly: see `cluster_best`.
+/// The same errors as `typicality`.
+pub fn most_typical<T: Scalar>(
+    x: ArrayView2<'_, T>, labels: ArrayView1<'_, i64>, k: usize, clusters: &[i64], threads: Option<usize>,
+    cancel: &Cancel,
+) -> Result<Vec<(i64, f64)>, Error> {
+    let (n, d) = x.dim();
+    if labels.len() != n {
+        return Err(Error::Shape(format!("labels has {} entries but embeddings has {n} rows", labels.len())));
+    }
+    if k == 0 {
+        return Err(Error::argument("k", "k must be at least 1; got 0"));
+    }
+    if d == 0 {
+        return Err(Error::Shape("embeddings has 0 dimensions; need at least 1".into()));
+    }
+    let groups = groups_of(labels, Some(clusters));
+    let work: usize = groups.iter().map(|(_, g)| g.len().saturating_mul(g.len())).sum::<usize>().saturating_mul(d);
+    let pool = workers(threads, work.max(n.saturating_mul(d)))?;
+    let par = pool.is_some();
+    run_in(&pool, || {
+        checked_sq_norms(&x, Field::Embeddings, par, cancel)?;
+        let one = |buf: &mut Vec<T>, g: usize| {
+            if cancel.is_cancelled() {
+                return (0, f64::NAN);
+            }
+            cluster_best(&x, &groups[g].1, k, par, cancel, buf)
+        };
+        let per: Vec<(usize, f64)> = if par {
+            (0..groups.len()).into_par_iter().map_init(Vec::new, one).collect()
+        } else {
+            let mut buf = Vec::new();
+            (0..groups.len()).map(|g| one(&mut buf, g)).collect()
+        };
+        cancel.check()?;
+        let found: std::collections::HashMap<i64, (i64, f64)> =
+            groups.iter().zip(per).map(|((l, rows), (at, t))| (*l, (rows[at] as i64, t))).collect();
+        Ok(clusters.iter().map(|c| found.get(c).copied().unwrap_or((-1, f64::NAN))).collect())
     })
 }
 
@@ -585,6 +872,61 @@ mod tests {
                 assert!(g == w || (g - w).abs() <= 1e-12 * w.abs(), "row {i}: {g} vs {w}");
             }
         }
+    }
+
+    /// `most_typical` against the argmax of `typicality` (higher value, then the lower row):
+    /// the same rows and the same values bit for bit.
+    fn check_most_typical<T: Scalar>(x: ArrayView2<'_, T>, labels: &[i64], k: usize, threads: usize) {
+        let lab = Array1::from(labels.to_vec());
+        let all = typicality(x, lab.view(), k, None, Some(threads), &Cancel::new()).unwrap();
+        let mut ids: Vec<i64> = labels.iter().copied().filter(|&l| l >= 0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.push(1_000); // no row
+        let got = most_typical(x, lab.view(), k, &ids, Some(threads), &Cancel::new()).unwrap();
+        for (&c, &(row, t)) in ids.iter().zip(&got) {
+            let want = (0..labels.len()).filter(|&i| labels[i] == c).fold(None, |b: Option<usize>, i| match b {
+                Some(j) if all[j] >= all[i] => Some(j),
+                _ => Some(i),
+            });
+            match want {
+                None => assert!(row == -1 && t.is_nan(), "cluster {c}"),
+                Some(j) => {
+                    assert_eq!(row, j as i64, "cluster {c} k={k}");
+                    assert_eq!(t.to_bits(), all[j].to_bits(), "cluster {c} k={k}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn most_typical_is_the_argmax_of_typicality() {
+        let mut rng = SplitMix64::new(11);
+        // blobs (the bound turns most rows away), uniform rows, a large offset in float32,
+        // repeated rows (ties, distance 0), a cluster above SYMMETRIC_MAX rows
+        let centres = Array2::from_shape_fn((4, 16), |_| 6.0 * rng.uniform());
+        let blobs = Array2::from_shape_fn((1500, 16), |(i, j)| centres[[i % 4, j]] + rng.uniform() - 0.5);
+        let labels: Vec<i64> = (0..1500).map(|i| (i % 4) as i64 + if i % 97 == 0 { 10 } else { 0 }).collect();
+        for k in [1, 5, 20] {
+            for threads in [1, 2] {
+                check_most_typical(blobs.view(), &labels, k, threads);
+                check_most_typical(blobs.mapv(|v| v as f32).view(), &labels, k, threads);
+            }
+        }
+        let off = Array2::from_shape_fn((600, 8), |(i, j)| 1000.0 + ((i % 200) * 7 + j) as f64 * 1e-3);
+        let lab3: Vec<i64> = (0..600).map(|i| (i % 3) as i64 - i64::from(i % 50 == 0)).collect();
+        for k in [1, 2, 20] {
+            check_most_typical(off.view(), &lab3, k, 1);
+            check_most_typical(off.mapv(|v| v as f32).view(), &lab3, k, 2);
+        }
+        let n = SYMMETRIC_MAX + 200;
+        let big = Array2::from_shape_fn((n, 3), |_| rng.uniform());
+        let lab2: Vec<i64> = (0..n).map(|i| i64::from(i >= SYMMETRIC_MAX + 100)).collect();
+        for threads in [1, 2] {
+            check_most_typical(big.view(), &lab2, 20, threads);
+        }
+        let dup = Array2::<f64>::zeros((5, 2));
+        check_most_typical(dup.view(), &[0, 0, 0, 1, 2], 2, 1);
     }
 
     #[test]

@@ -120,6 +120,31 @@ fn typicality<'py>(
     by_dtype!(x, "embeddings", |a| typicality_of(py, a, labels, k, clusters, threads))
 }
 
+fn most_typical_of<'py, T: Scalar + Element>(
+    py: Python<'py>, x: PyReadonlyArray2<'py, T>, labels: PyReadonlyArray1<'py, i64>, k: usize,
+    clusters: PyReadonlyArray1<'py, i64>, threads: Option<usize>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let (xv, lv) = (x.as_array(), labels.as_array());
+    let wanted: Vec<i64> = clusters.as_array().to_vec();
+    let work = xv.len().saturating_mul(64);
+    let out = interrupt::run(py, work, |cancel: &Cancel| {
+        pickaxe_core::typicality::most_typical(xv, lv, k, &wanted, threads, cancel)
+    })?;
+    let (rows, values): (Vec<i64>, Vec<f64>) = out.into_iter().unzip();
+    (rows.into_pyarray(py), values.into_pyarray(py)).into_pyobject(py)
+}
+
+/// The most typical row of each of `clusters` and its typicality: `(rows (c,) int64,
+/// typicality (c,) float64)`; (-1, NaN) for a cluster with no row.
+#[pyfunction]
+#[pyo3(signature = (x, labels, k, clusters, *, threads=None))]
+fn most_typical<'py>(
+    py: Python<'py>, x: &Bound<'py, PyAny>, labels: PyReadonlyArray1<'py, i64>, k: usize,
+    clusters: PyReadonlyArray1<'py, i64>, threads: Option<usize>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    by_dtype!(x, "embeddings", |a| most_typical_of(py, a, labels, k, clusters, threads))
+}
+
 // -- k-means in pieces, for the Ray backend (pickaxe.ray.kmeans) ---------------------------
 //
 // i128 values travel as (lo, hi) pairs of int64: the low 64 bits, then the high ones.
@@ -437,6 +462,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         int128_sum,
         exact_values,
         badge_seeds,
-        typicality
+        typicality,
+        most_typical
     )
 }
