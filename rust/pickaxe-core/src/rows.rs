@@ -259,4 +259,20 @@ impl<T: Real> Kernel<T> for RowKernel<T> {
             _ => self.confidences::<I>(row),
         }
     }
+
+    #[inline(always)]
+    fn blocked_entropy(&self, width: usize) -> Option<f64> {
+        match (self.field, &self.score) {
+            (Field::Logits, RowScore::Entropy { normalize, class_weights: None })
+                if self.weights.is_empty() && width >= 2 && width == self.classes && width <= BLOCKED_MAX_C =>
+            {
+                Some(if *normalize { (width as f64).ln() } else { 1.0 })
+            }
+            _ => None,
+        }
+    }
 }
+
+/// Rows of at most this many logits take the row-blocked entropy (`blocked`).
+/// TODO: measured threshold.
+pub(crate) const BLOCKED_MAX_C: usize = 64;
