@@ -26,6 +26,9 @@ use crate::math::{clamp_low, madd, Isa, Real};
 /// Rows (or pixels) per tile: a multiple of every lane width below.
 pub(crate) const TILE: usize = 64;
 
+/// Bytes of logits per tile of rows at most (down to 16 rows).
+const L1_TILE_BYTES: usize = 16 * 1024;
+
 /// ln(1 + u) for u ≥ 0 from `fast_ln`, exact near u = 0: the rounding of 1 + u is added
 /// back (ln(s) + (u − (s − 1)) / s); `fast_ln(1)` is exactly 0.
 #[inline(always)]
@@ -70,6 +73,73 @@ fn lanes_w<T: Real, I: Isa, const W: usize>(c: usize, load: impl Fn(usize) -> [T
     }
 }
 
+/// `lanes_w` for 8 float32 lanes on AVX2 (`p` points at lane 0 of class 0, classes
+/// `cstride` apart), for lanes whose max is attained once: y = x − max is clamped by one
+/// integer min on its bits (for y ≤ 0 the integer order is backwards, and +0 lands on the
+/// clamp, where exp is exactly 0: the max leaves `rest` without a compare and blend), and
+/// one compare (equal or unordered) counts the classes at the max and the NaNs. The exp is
+/// `math::exp_clamped` for float32 step by step. Returns false, leaving `h` and `ok`
+/// alone, when some lane's count is not 1 (a tie for the max, a NaN): then `lanes_w` runs.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `p + b·cstride + 0..8` readable for b < c.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn lanes8_f32(p: *const f32, cstride: isize, c: usize, h: &mut [f32], ok: &mut [bool]) -> bool {
+    use crate::math::{EXP_F32_MAGIC, EXP_F32_NONPOS as K};
+    use std::arch::x86_64::*;
+    // SAFETY (every load below): p + b·cstride + 0..8 is readable for b < c (the contract).
+    let at = |b: usize| unsafe { p.offset(b as isize * cstride) };
+    let mut mx = _mm256_set1_ps(f32::NEG_INFINITY);
+    for b in 0..c {
+        // SAFETY: see above. (max(x, mx) keeps mx when x is NaN.)
+        mx = _mm256_max_ps(unsafe { _mm256_loadu_ps(at(b)) }, mx);
+    }
+    let low = _mm256_set1_epi32(f32::EXP_ZERO.to_bits() as i32);
+    let zero = _mm256_setzero_ps();
+    let mut cnt = _mm256_setzero_si256();
+    let mut rest = _mm256_setzero_ps();
+    let mut ey = _mm256_setzero_ps();
+    for b in 0..c {
+        // SAFETY: see above.
+        let y = _mm256_sub_ps(unsafe { _mm256_loadu_ps(at(b)) }, mx);
+        let yc = _mm256_castsi256_ps(_mm256_min_epi32(_mm256_castps_si256(y), low));
+        cnt = _mm256_sub_epi32(cnt, _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_UQ>(y, zero)));
+        let t = _mm256_fmadd_ps(yc, _mm256_set1_ps(std::f32::consts::LOG2_E), _mm256_set1_ps(EXP_F32_MAGIC));
+        let n = _mm256_sub_ps(t, _mm256_set1_ps(EXP_F32_MAGIC));
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(std::f32::consts::LN_2), yc);
+        let mut q = _mm256_set1_ps(K[4]);
+        q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(K[3]));
+        q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(K[2]));
+        q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(K[1]));
+        q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(K[0]));
+        let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t)));
+        let e = _mm256_fmadd_ps(q, _mm256_mul_ps(r, scale), scale);
+        rest = _mm256_add_ps(rest, e);
+        ey = _mm256_fmadd_ps(e, yc, ey);
+    }
+    if _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(cnt, _mm256_set1_epi32(1)))) != 0xff {
+        return false;
+    }
+    let (mut m, mut rs, mut es) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+    // SAFETY: three local arrays of 8 float32.
+    unsafe {
+        _mm256_storeu_ps(m.as_mut_ptr(), mx);
+        _mm256_storeu_ps(rs.as_mut_ptr(), rest);
+        _mm256_storeu_ps(es.as_mut_ptr(), ey);
+    }
+    // On local arrays (no bounds checks) so that this vectorises too.
+    let (mut hh, mut kk) = ([0f32; 8], [false; 8]);
+    for l in 0..8 {
+        let inv_s = 1.0 / (1.0 + rs[l]);
+        hh[l] = ln_1p::<f32, crate::math::Fma>(rs[l], inv_s) - es[l] * inv_s;
+        kk[l] = m[l] > f32::NEG_INFINITY && m[l] < f32::INFINITY && rs[l] < f32::INFINITY && es[l] > f32::NEG_INFINITY;
+    }
+    h[..8].copy_from_slice(&hh);
+    ok[..8].copy_from_slice(&kk);
+    true
+}
+
 #[inline(always)]
 fn tile_w<T: Real, I: Isa, const W: usize>(
     base: *const T, cstride: isize, c: usize, p: usize, h: &mut [T; TILE], ok: &mut [bool; TILE],
@@ -80,7 +150,32 @@ fn tile_w<T: Real, I: Isa, const W: usize>(
         unsafe { base.offset(b as isize * cstride + l0 as isize) }
     };
     let full = p / W * W;
+    // float32 on the AVX2 path: `lanes8_f32` first.
+    #[cfg(target_arch = "x86_64")]
+    let fast8 = W == 8
+        && I::FMA
+        && !I::WIDE
+        && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma");
     for l0 in (0..full).step_by(W) {
+        #[cfg(target_arch = "x86_64")]
+        if fast8 {
+            // SAFETY: AVX2 and FMA were detected; T is f32; classes b < c of lanes
+            // l0..l0 + 8 ≤ p are readable (`at`); h and ok are f32 / bool slices of 8.
+            let done = unsafe {
+                lanes8_f32(
+                    at(0, l0) as *const f32,
+                    cstride,
+                    c,
+                    std::slice::from_raw_parts_mut(h[l0..].as_mut_ptr() as *mut f32, 8),
+                    &mut ok[l0..l0 + 8],
+                )
+            };
+            if done {
+                continue;
+            }
+        }
         // SAFETY: lanes l0..l0 + W ≤ p of class b are contiguous elements (see `at`).
         let load = |b: usize| -> [T; W] { unsafe { std::ptr::read_unaligned(at(b, l0) as *const [T; W]) } };
         lanes_w::<T, I, W>(c, load, &mut h[l0..l0 + W], &mut ok[l0..l0 + W]);
@@ -292,8 +387,11 @@ pub(crate) fn entropy_rows<T: Real, K: Kernel<T>, I: Isa>(
         // an element of it.
         unsafe { base.offset(i as isize * s0) }
     };
-    for (t, outs) in out.chunks_mut(TILE).enumerate() {
-        let i0 = start + t * TILE;
+    // Rows per tile: TILE, fewer for long rows so that the tile's values stay in L1
+    // (16 KiB; C = 100 float64: 16 rows); a multiple of 16, every level's lane count.
+    let per_tile = (L1_TILE_BYTES / (c * std::mem::size_of::<T>()).max(1)).clamp(16, TILE) / 16 * 16;
+    for (t, outs) in out.chunks_mut(per_tile).enumerate() {
+        let i0 = start + t * per_tile;
         let p = outs.len();
         to_class_major::<T, I>(row_ptr, s0, s2, i0, p, c, &mut buf);
         entropy_tile::<T, I>(buf.as_ptr(), TILE as isize, c, p, &mut h, &mut ok);

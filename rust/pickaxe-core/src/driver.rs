@@ -30,7 +30,7 @@ pub(crate) trait Kernel<T: Real>: Sync {
     /// `Some(divisor)` when rows of `width` values may be scored by the row-blocked
     /// entropy (`blocked::entropy_rows`): the kernel is the entropy of logits without
     /// class weights, divided by the divisor (ln C for `normalize`).
-    fn blocked_entropy(&self, width: usize) -> Option<f64> {
+    fn blocked_entropy<I: Isa>(&self, width: usize) -> Option<f64> {
         let _ = width;
         None
     }
@@ -67,7 +67,7 @@ fn rows_generic<T: Real, K: Kernel<T>, I: Isa>(
     };
     let width = x.len_of(Axis(1)) * x.len_of(Axis(2));
     if x.len_of(Axis(1)) == 1 {
-        if let Some(div) = kernel.blocked_entropy(width) {
+        if let Some(div) = kernel.blocked_entropy::<I>(width) {
             crate::blocked::entropy_rows::<T, K, I>(kernel, x, start, out, div, &mut scratch, record);
             return first;
         }

@@ -5,9 +5,10 @@
 //!
 //! Two paths:
 //! - logits entropy with the pixels of a class contiguous (class_axis = 1, the layout
-//!   networks emit): a tile of up to `TILE` pixels of one image row at a time, classes in
-//!   the outer loop and pixels in the inner, contiguous loop: running max, then Σ e and
-//!   Σ e·y over the classes for the whole tile at once, which vectorises across pixels.
+//!   networks emit): a tile of up to `TILE` pixels of one image row at a time, read in
+//!   place by `blocked::entropy_tile` (the kernel the row scores use for short rows):
+//!   classes in the outer loop and pixels in the SIMD lanes, running max, then the exp
+//!   sums over the classes for a register of pixels at a time.
 //! - every other score and layout: each pixel's (M, C) block is read in place when it is
 //!   contiguous (class_axis = -1) or gathered into a tile buffer, then scored by the row or
 //!   stack kernel of `pickaxe.scores` (same validation, same numbers).
