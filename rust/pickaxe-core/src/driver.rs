@@ -26,6 +26,14 @@ pub(crate) type ScratchLen = (usize, usize, usize);
 pub(crate) trait Kernel<T: Real>: Sync {
     /// The score of one contiguous row, or the fault that makes it invalid.
     fn score<I: Isa>(&self, row: &[T], scratch: &mut Scratch<T>) -> Result<f64, RowFault>;
+
+    /// `Some(divisor)` when rows of `width` values may be scored by the row-blocked
+    /// entropy (`blocked::entropy_rows`): the kernel is the entropy of logits without
+    /// class weights, divided by the divisor (ln C for `normalize`).
+    fn blocked_entropy<I: Isa>(&self, width: usize) -> Option<f64> {
+        let _ = width;
+        None
+    }
 }
 
 use crate::threads::{PARALLEL_MIN_VALUES, TASK_VALUES};
@@ -58,6 +66,12 @@ fn rows_generic<T: Real, K: Kernel<T>, I: Isa>(
         }
     };
     let width = x.len_of(Axis(1)) * x.len_of(Axis(2));
+    if x.len_of(Axis(1)) == 1 {
+        if let Some(div) = kernel.blocked_entropy::<I>(width) {
+            crate::blocked::entropy_rows::<T, K, I>(kernel, x, start, out, div, &mut scratch, record);
+            return first;
+        }
+    }
     if rows_are_columns(x) {
         // Fortran order: a row's values are far apart, but a few rows side by side are
         // contiguous. Copy a tile of rows at a time, walking memory in order.

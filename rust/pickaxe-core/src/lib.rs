@@ -8,6 +8,7 @@
 //! parallel above a size threshold (`threads`).
 
 pub mod badge;
+mod blocked;
 pub mod cancel;
 pub mod coreset;
 pub mod detect;

@@ -141,7 +141,7 @@ pub fn clamp_low<T: Real>(y: T) -> T {
 }
 
 /// 1.5 · 2^23 + 127: t = z + EXP_F32_MAGIC holds round(z) + 127 in its low mantissa bits.
-const EXP_F32_MAGIC: f32 = 12_583_039.0;
+pub(crate) const EXP_F32_MAGIC: f32 = 12_583_039.0;
 /// ln 2 split so that n·LN2_HI_F32 is exact for the |n| of float32's exponents.
 const LN2_HI_F32: f32 = 0.693_359_4;
 const LN2_LO_F32: f32 = -2.121_944_4e-4;
@@ -158,7 +158,7 @@ fn exp_f32_round<I: Isa>(xc: f32) -> (f32, f32) {
 /// error (1.04e-7 in exact arithmetic; within 3 ULP in float32 down to exp(-20), 6 ULP
 /// at the bottom of the range where the one-step reduction's ln 2 error grows with n).
 /// Degree 5 is what float32 needs; `fast_exp`'s Cephes polynomial has degree 7.
-const EXP_F32_NONPOS: [f32; 5] = [0.999_999_9, 0.499_991_48, 0.166_671_83, 0.041_898_176, 0.008_317_857];
+pub(crate) const EXP_F32_NONPOS: [f32; 5] = [0.999_999_9, 0.499_991_48, 0.166_671_83, 0.041_898_176, 0.008_317_857];
 
 /// exp(xc) for xc in [EXP_ZERO, 0] (or NaN): `exp_clamped` for float32. With FMA the
 /// reduction r = xc − n·ln2 is one fused step (ln2's float32 error times |n| ≤ 127 is at

@@ -5,9 +5,10 @@
 //!
 //! Two paths:
 //! - logits entropy with the pixels of a class contiguous (class_axis = 1, the layout
-//!   networks emit): a tile of up to `TILE` pixels of one image row at a time, classes in
-//!   the outer loop and pixels in the inner, contiguous loop: running max, then Σ e and
-//!   Σ e·y over the classes for the whole tile at once, which vectorises across pixels.
+//!   networks emit): a tile of up to `TILE` pixels of one image row at a time, read in
+//!   place by `blocked::entropy_tile` (the kernel the row scores use for short rows):
+//!   classes in the outer loop and pixels in the SIMD lanes, running max, then the exp
+//!   sums over the classes for a register of pixels at a time.
 //! - every other score and layout: each pixel's (M, C) block is read in place when it is
 //!   contiguous (class_axis = -1) or gathered into a tile buffer, then scored by the row or
 //!   stack kernel of `pickaxe.scores` (same validation, same numbers).
@@ -21,10 +22,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ndarray::{ArrayD, ArrayView3, ArrayView5, ArrayViewD, Axis, Ix5, IxDyn};
 use rayon::prelude::*;
 
+use crate::blocked::{entropy_tile, TILE};
 use crate::cancel::Cancel;
 use crate::driver::{Kernel, Scratch, ScratchLen};
 use crate::error::{Error, Field, RowFault};
-use crate::math::{clamp_low, madd, Isa, Real};
+use crate::math::{Isa, Real};
 use crate::passes::diagnose_logits;
 use crate::rows::RowOptions;
 use crate::simd::multiversion;
@@ -83,9 +85,6 @@ impl Reduce {
     }
 }
 
-/// Pixels per tile.
-const TILE: usize = 64;
-
 struct Ctx<'a, T> {
     field: Field,
     /// (N, M, C, H, W), any strides.
@@ -143,48 +142,6 @@ impl Acc<'_> {
     }
 }
 
-/// Entropy of the logits of `p` contiguous pixels whose classes are `cstride` apart,
-/// into `out`; `ok[l]` is false for a pixel with NaN, +inf or only -inf.
-#[inline(always)]
-fn entropy_tile<T: Real, I: Isa>(
-    base: *const T, cstride: isize, c: usize, p: usize, out: &mut [f64; TILE], ok: &mut [bool; TILE],
-) {
-    let mut mx = [T::NEG_INF; TILE];
-    let row = |b: usize| -> &[T] {
-        // SAFETY: the caller passes a pointer to element (n, 0, 0, h, w0) of a view whose
-        // class axis has stride `cstride` and length `c` and whose pixel axis has stride 1
-        // and at least `p` elements from w0; (b, w0 + l) for b < c, l < p is inside it.
-        unsafe { std::slice::from_raw_parts(base.offset(b as isize * cstride), p) }
-    };
-    for b in 0..c {
-        let r = row(b);
-        for (m, &v) in mx[..p].iter_mut().zip(r) {
-            let take = v > *m || v.is_nan();
-            *m = if take { v } else { *m };
-        }
-    }
-    let mut s = [T::ZERO; TILE];
-    let mut e = [T::ZERO; TILE];
-    for b in 0..c {
-        let r = row(b);
-        for l in 0..p {
-            let y = r[l] - mx[l];
-            let ex = y.fast_exp_nonpos::<I>();
-            s[l] = s[l] + ex;
-            e[l] = madd::<I, T>(ex, clamp_low(y), e[l]);
-        }
-    }
-    let mut h = [T::ZERO; TILE];
-    for l in 0..p {
-        // H = ln S − Σ e·y / S, both terms ≥ 0.
-        h[l] = s[l].fast_ln::<I>() - e[l] / s[l];
-    }
-    for l in 0..p {
-        ok[l] = mx[l] > T::NEG_INF && mx[l] < T::INF;
-        out[l] = h[l].to_f64();
-    }
-}
-
 #[inline(always)]
 fn image_generic<T: Real, K: Kernel<T>, I: Isa>(
     kernel: &K, ctx: &Ctx<'_, T>, n: usize, map: &mut [T], vals: &mut Vec<f64>,
@@ -202,6 +159,7 @@ fn image_generic<T: Real, K: Kernel<T>, I: Isa>(
     // A pixel's (M, C) block is contiguous: read it in place.
     let contiguous = st[2] == 1 && (m < 2 || st[1] == c as isize);
     let mut tile = if contiguous || ctx.fast_entropy.is_some() { Vec::new() } else { vec![T::ZERO; TILE * width] };
+    let mut fast_h = [T::ZERO; TILE];
     let mut fast_out = [0.0f64; TILE];
     let mut fast_ok = [true; TILE];
     // A pixel the fast entropy refused, gathered to be diagnosed and scored.
@@ -221,13 +179,9 @@ fn image_generic<T: Real, K: Kernel<T>, I: Isa>(
         while w0 < w {
             let p = TILE.min(w - w0);
             if let Some(div) = ctx.fast_entropy {
-                entropy_tile::<T, I>(pixel_ptr(hh, w0), st[2], c, p, &mut fast_out, &mut fast_ok);
+                entropy_tile::<T, I>(pixel_ptr(hh, w0), st[2], c, p, &mut fast_h, &mut fast_ok);
                 for l in 0..p {
-                    if !fast_ok[l] {
-                        fast_out[l] = f64::NAN;
-                    } else {
-                        fast_out[l] /= div;
-                    }
+                    fast_out[l] = if fast_ok[l] { fast_h[l].to_f64() / div } else { f64::NAN };
                 }
             } else if !contiguous {
                 for a in 0..m {
