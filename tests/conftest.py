@@ -39,3 +39,17 @@ def restore_threads():
     before = px.build_info()["threads"]
     yield before
     px.set_num_threads(before)
+
+
+@pytest.fixture
+def level(request):
+    """The kernels' SIMD level set to the test's parameter (``indirect=True``; values from
+    ``reference.SUPPORTED_LEVELS``), the previous level restored after."""
+    import pickaxe as px
+    from pickaxe import _core
+
+    before = px.build_info()["simd"]
+    _core.set_simd_level(request.param)
+    assert px.build_info()["simd"] == request.param
+    yield request.param
+    _core.set_simd_level(before)

@@ -21,7 +21,12 @@ import math
 
 import numpy as np
 
+import pickaxe as px
 from pickaxe import _catalog
+
+#: The SIMD levels from the lowest, and those this CPU runs (the ``level`` fixture's values).
+SIMD_LEVELS = ["portable", "avx2", "avx512"]
+SUPPORTED_LEVELS = SIMD_LEVELS[: SIMD_LEVELS.index(px.build_info()["simd_detected"]) + 1]
 
 FIELDS_2D = ("confidences", "logits")
 FIELDS_3D = ("query_by_committee", "mc_dropout")

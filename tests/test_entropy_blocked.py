@@ -12,21 +12,11 @@ import numpy as np
 import pytest
 
 import pickaxe as px
-from pickaxe import _core
 
 import reference as R
 
-LEVELS = ["portable", "avx2", "avx512"]
-SUPPORTED = LEVELS[: LEVELS.index(px.build_info()["simd_detected"]) + 1]
+SUPPORTED = R.SUPPORTED_LEVELS
 RTOL = {np.float32: 1e-5, np.float64: 1e-10}
-
-
-@pytest.fixture
-def level(request):
-    before = px.build_info()["simd"]
-    _core.set_simd_level(request.param)
-    yield request.param
-    _core.set_simd_level(before)
 
 
 def _logits(rng, n, c, dtype):

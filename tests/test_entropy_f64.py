@@ -16,17 +16,10 @@ import pytest
 import pickaxe as px
 from pickaxe import _core
 
-LEVELS = ["portable", "avx2", "avx512"]
-SUPPORTED = LEVELS[: LEVELS.index(px.build_info()["simd_detected"]) + 1]
+import reference as R
+
+SUPPORTED = R.SUPPORTED_LEVELS
 LD = np.longdouble
-
-
-@pytest.fixture
-def level(request):
-    before = px.build_info()["simd"]
-    _core.set_simd_level(request.param)
-    yield request.param
-    _core.set_simd_level(before)
 
 
 def sums(x: np.ndarray, t: float = 1.0):

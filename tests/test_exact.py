@@ -138,8 +138,8 @@ def test_direct_search_is_pair_distances_at_every_simd_level(rng, metric, dtype)
         r[30] = 0.0  # a zero row (cosine: 1 from everything)
         cases.append((r, (3, m // 4 - 1, m // 4, m - 1, m)))  # selection below m/4, radix from it
     q[5] = cases[0][0][4]
-    levels = ["portable", "avx2", "avx512"]
-    levels = levels[: levels.index(px.build_info()["simd_detected"]) + 1]
+    from reference import SUPPORTED_LEVELS as levels
+
     before = px.build_info()["simd"]
     try:
         for lv in levels:

@@ -20,24 +20,14 @@ from pickaxe import _catalog, _core
 
 import reference as R
 
-LEVELS = ["portable", "avx2", "avx512"]
-RANK = {name: i for i, name in enumerate(LEVELS)}
-SUPPORTED = LEVELS[: RANK[px.build_info()["simd_detected"]] + 1]
+LEVELS = R.SIMD_LEVELS
+SUPPORTED = R.SUPPORTED_LEVELS
 RTOL = {np.float32: 1e-5, np.float64: 1e-10}
 ROW_SCORES = {
     field: [spec.name for spec in _catalog.SCORES if spec.family == "row" and field in spec.fields]
     for field in ("confidences", "logits")
 }
 STACK_SCORES = [spec.name for spec in _catalog.SCORES if spec.family in ("committee", "stack")]
-
-
-@pytest.fixture
-def level(request):
-    before = px.build_info()["simd"]
-    _core.set_simd_level(request.param)
-    assert px.build_info()["simd"] == request.param
-    yield request.param
-    _core.set_simd_level(before)
 
 
 @pytest.mark.parametrize("level", SUPPORTED, indirect=True)

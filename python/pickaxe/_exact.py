@@ -195,6 +195,13 @@ def exact_knn(
     array([[0.1414, 0.9055]])
     """
     q, r, qn, rn, metric, k = _search_inputs("exact_knn()", queries, reference, k, metric, q_norms, r_norms, block_bytes)
+    return _knn(q, r, qn, rn, metric, k, block_bytes)
+
+
+def _knn(
+    q: np.ndarray, r: np.ndarray, qn: np.ndarray, rn: np.ndarray, metric: str, k: int, block_bytes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """exact_knn on checked inputs (`_search_inputs`)."""
     n, m = q.shape[0], r.shape[0]
     kk = min(m, k + max(_MIN_MARGIN, k // 4))
     ke = min(k, m)
@@ -243,7 +250,7 @@ def knn_scores(
     if k > m:
         raise ValueError(f"{who}: k = {k} but the reference has {m} rows")
     if not _direct(q, min(m, k + max(_MIN_MARGIN, k // 4)), m):
-        _, dist = exact_knn(q, r, k, metric, q_norms=qn, r_norms=rn, block_bytes=block_bytes)
+        _, dist = _knn(q, r, qn, rn, metric, k, block_bytes)
         return aggregate_distances(dist, aggregate)
     out = np.empty(q.shape[0], dtype=q.dtype)
 

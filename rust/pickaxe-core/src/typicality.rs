@@ -680,6 +680,21 @@ fn groups_of(labels: ArrayView1<'_, i64>, clusters: Option<&[i64]>) -> Vec<(i64,
     groups
 }
 
+/// (N, D) of `typicality`'s and `most_typical`'s inputs, checked: a label per row, k ≥ 1,
+/// D ≥ 1.
+fn check_inputs((n, d): (usize, usize), labels: usize, k: usize) -> Result<(usize, usize), Error> {
+    if labels != n {
+        return Err(Error::Shape(format!("labels has {labels} entries but embeddings has {n} rows")));
+    }
+    if k == 0 {
+        return Err(Error::argument("k", "k must be at least 1; got 0"));
+    }
+    if d == 0 {
+        return Err(Error::Shape("embeddings has 0 dimensions; need at least 1".into()));
+    }
+    Ok((n, d))
+}
+
 /// Typicality (see the module) of the rows of `x` (N, D) within their clusters: `labels`
 /// (N,) gives each row's cluster, a negative label none (such a row is nobody's neighbour).
 /// `clusters`: compute only the rows of these clusters (None: every cluster). Rows not
@@ -692,16 +707,7 @@ pub fn typicality<T: Scalar>(
     x: ArrayView2<'_, T>, labels: ArrayView1<'_, i64>, k: usize, clusters: Option<&[i64]>, threads: Option<usize>,
     cancel: &Cancel,
 ) -> Result<Vec<f64>, Error> {
-    let (n, d) = x.dim();
-    if labels.len() != n {
-        return Err(Error::Shape(format!("labels has {} entries but embeddings has {n} rows", labels.len())));
-    }
-    if k == 0 {
-        return Err(Error::argument("k", "k must be at least 1; got 0"));
-    }
-    if d == 0 {
-        return Err(Error::Shape("embeddings has 0 dimensions; need at least 1".into()));
-    }
+    let (n, d) = check_inputs(x.dim(), labels.len(), k)?;
     let groups = groups_of(labels, clusters);
     let work: usize = groups.iter().map(|(_, g)| g.len().saturating_mul(g.len())).sum::<usize>().saturating_mul(d);
     let pool = workers(threads, work.max(n.saturating_mul(d)))?;
@@ -740,16 +746,7 @@ pub fn most_typical<T: Scalar>(
     x: ArrayView2<'_, T>, labels: ArrayView1<'_, i64>, k: usize, clusters: &[i64], threads: Option<usize>,
     cancel: &Cancel,
 ) -> Result<Vec<(i64, f64)>, Error> {
-    let (n, d) = x.dim();
-    if labels.len() != n {
-        return Err(Error::Shape(format!("labels has {} entries but embeddings has {n} rows", labels.len())));
-    }
-    if k == 0 {
-        return Err(Error::argument("k", "k must be at least 1; got 0"));
-    }
-    if d == 0 {
-        return Err(Error::Shape("embeddings has 0 dimensions; need at least 1".into()));
-    }
+    let (n, d) = check_inputs(x.dim(), labels.len(), k)?;
     let groups = groups_of(labels, Some(clusters));
     let work: usize = groups.iter().map(|(_, g)| g.len().saturating_mul(g.len())).sum::<usize>().saturating_mul(d);
     let pool = workers(threads, work.max(n.saturating_mul(d)))?;
