@@ -43,6 +43,8 @@ def _libraries() -> list[Any]:
 
 
 def _set(libs: list[Any], counts: list[int]) -> None:
+    if not libs:  # no threadpoolctl, or no BLAS it knows
+        return
     for lib, n in zip(libs, counts):
         if n is not None:
             lib.set_num_threads(n)
