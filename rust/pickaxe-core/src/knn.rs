@@ -912,10 +912,11 @@ fn direct_rows_metric<I: Isa, T: Keyed, const M: u8>(
     let mut keys: Vec<T::Key> = vec![T::Key::default(); rows * m];
     let chunk = (DIRECT_CHUNK_BYTES / (dp * 8)).max(1);
     // Blocks of queries × reference rows whose sums fill the vector registers without
-    // spilling: 32 zmm hold 4 × 2 pairs of 2 (AVX-512); AVX2's 16 ymm hold fewer, but
-    // 4 × 1 (with some spills) beat 2 × 1 and 2 × 2. Measured (500 × 5,000 × 384,
+    // spilling: 32 zmm hold 4 × 2 pairs of 2 (AVX-512). Measured (500 × 5,000 × 384,
     // cosine, one thread, CPU time): AVX-512 4 × 2 0.115 s, 3 × 2 0.112 s, 4 × 1 0.136 s,
-    // 8 × 1 0.161 s; AVX2 4 × 1 0.183 s, 2 × 2 0.190 s, 2 × 1 0.227 s.
+    // 8 × 1 0.161 s. AVX2 sums a quarter of the lanes at a time, one ymm a pair
+    // (`knn_x86`): 4 × 2; 5 × 2, 6 × 2, 3 × 3 and a twice-unrolled loop were no faster
+    // within the noise of a shared machine, 4 × 3 spilled (session 13).
     let level = crate::simd::level();
     let mut rf = Vec::new();
     for c0 in (0..m).step_by(chunk) {
