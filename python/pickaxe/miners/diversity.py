@@ -115,8 +115,11 @@ class SimilarityMiner(NeighbourMiner):
         return self._repr()
 
     def score(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
-        dist, info = self._distances(pool, field)
-        return -dist.mean(axis=1, dtype=np.float64), info
+        # The same mean as EmbeddingDistanceMiner's: selected per row for a k near the
+        # number of examples, no sorted (n, k) distances.
+        x, norms = self._embeddings(pool, field)
+        scores = self._neighbours.scores(x, norms, self.k, self._method, "mean")
+        return -scores, self._search_info()
 
 
 #: The graph the novelty miner builds for itself when it is given raw embeddings: LOF

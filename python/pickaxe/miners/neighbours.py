@@ -231,14 +231,6 @@ class NeighbourMiner(Miner):
         if self._method == "hnsw":
             self._neighbours.ensure_index()
 
-    def _distances(self, pool: Pool, field: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
-        """(n, k) distances of a batch's rows to their k nearest reference rows, nearest
-        first, and the ``info`` that says how they were found."""
-        nb = self._neighbours
-        x, norms = self._embeddings(pool, field)
-        _, dist = nb.search(x, norms, self.k, self._method)
-        return dist, self._search_info()
-
     def _search_info(self) -> dict[str, Any]:
         """How a batch's neighbours were found: ``selection.info``'s search, metric and k."""
         return {"search": self._method, "metric": self.metric, "k": self.k}
