@@ -21,6 +21,7 @@ import numpy as np
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
+from . import _blas
 from . import _checks as checks
 from . import _core
 from ._fields import as_float_array
@@ -274,11 +275,15 @@ class ReferenceIndex:
         pt, half = pivots
         label = np.empty(arr.shape[0], dtype=np.int64)
         step = 4 * QUERY_BLOCK_ROWS  # bounded float32 copies and products
-        for start in range(0, arr.shape[0], step):
-            g = np.asarray(arr[start : start + step], dtype=np.float32) @ pt
-            if half is not None:
-                g -= half  # argmax of q·p − ½‖p‖² is the nearest pivot in l2
-            label[start : start + step] = np.argmax(g, axis=1)
+        # One BLAS thread: the graph search starts right after these products, and
+        # OpenBLAS's workers would spin on the cores its threads need (3,000 queries
+        # against 20,000 x 128, k = 10, 2 threads: 0.087-0.107 s -> 0.071-0.079 s wall).
+        with _blas.one_thread():
+            for start in range(0, arr.shape[0], step):
+                g = np.asarray(arr[start : start + step], dtype=np.float32) @ pt
+                if half is not None:
+                    g -= half  # argmax of q·p − ½‖p‖² is the nearest pivot in l2
+                label[start : start + step] = np.argmax(g, axis=1)
         return np.argsort(label, kind="stable")
 
     def vectors(self) -> np.ndarray:
