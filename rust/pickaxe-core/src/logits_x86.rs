@@ -20,7 +20,10 @@
 //!   y = +0 (the max) to the bottom, e = 0, so the max stays out of Σ e with no compare and
 //!   mask; a compare (equal or unordered) counts the max classes and NaNs; if it finds other
 //!   than one, the row runs again through the exact pass, which keeps the max classes apart
-//!   with a compare and a mask and NaN in the sums (`max(low, y)` keeps NaN).
+//!   with a compare and a mask and NaN in the sums (`max(low, y)` keeps NaN);
+//! - the fast pass is one `asm!` block a row (`fast_chunks`: blocks, flushes, two chunks a
+//!   turn) that prefetches the next row as it goes (the 64 bytes a row further each turn):
+//!   the next row's max pass then reads from L1 instead of waiting on L3.
 //!
 //! Only the AVX2 path calls these (`Isa::WIDE` is false there): with AVX-512's 32 wide
 //! registers the generic loop compiles to what this does by hand. Each entry point checks the

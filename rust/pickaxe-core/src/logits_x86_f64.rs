@@ -572,7 +572,8 @@ static FAST_MEM: FastMem = FastMem([
 /// `top` += 1 where y = 0 or is NaN. Two chunks a turn (an odd count runs one alone first),
 /// with one prefetch of the 64 bytes `ahead` bytes further: the next row, when rows are
 /// contiguous, so that its max pass reads from L1 and not from L3 while this row's exp runs
-/// (−10% at C = 1,000 in a standalone copy of the kernel, `PICKAXE_SIMD=avx2`).
+/// (C = 1,000: −10% in a standalone copy of the kernel, 3-6% in bench_scores on a busy
+/// machine; see benches/RESULTS.md).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
