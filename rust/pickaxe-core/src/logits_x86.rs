@@ -20,7 +20,10 @@
 //!   y = +0 (the max) to the bottom, e = 0, so the max stays out of Σ e with no compare and
 //!   mask; a compare (equal or unordered) counts the max classes and NaNs; if it finds other
 //!   than one, the row runs again through the exact pass, which keeps the max classes apart
-//!   with a compare and a mask and NaN in the sums (`max(low, y)` keeps NaN).
+//!   with a compare and a mask and NaN in the sums (`max(low, y)` keeps NaN);
+//! - the fast pass is one `asm!` block a row (`fast_chunks`: blocks, flushes, two chunks a
+//!   turn) that prefetches the next row as it goes (the 64 bytes a row further each turn):
+//!   the next row's max pass then reads from L1 instead of waiting on L3.
 //!
 //! Only the AVX2 path calls these (`Isa::WIDE` is false there): with AVX-512's 32 wide
 //! registers the generic loop compiles to what this does by hand. Each entry point checks the
@@ -180,43 +183,41 @@ fn sums<const SCALE: bool, const EY: bool>(x: &[f32], m: f32, inv_t: f32) -> [f6
 #[target_feature(enable = "avx2,fma")]
 fn pass<const SCALE: bool, const EY: bool, const FAST: bool>(k: &Consts, x: &[f32]) -> ([f64; 3], i64) {
     let (chunks, tail) = x.as_chunks::<8>();
-    let mut rest_wide = [_mm256_setzero_pd(); 2];
-    let mut ey = [_mm256_setzero_pd(); 2];
+    let mut rest_wide = _mm256_setzero_pd();
+    let mut ey = _mm256_setzero_pd();
     let mut top = _mm256_setzero_si256();
-    for block in chunks.chunks(BLOCK) {
-        let mut acc = [_mm256_setzero_ps(); 2];
-        if FAST {
-            fast_block::<SCALE, EY>(k, block, &mut acc, &mut top);
+    if FAST {
+        // The next row usually follows this one in memory: the loop prefetches it, so that
+        // its max pass reads from L1 while this row's exp runs.
+        fast_chunks::<SCALE, EY>(k, chunks, 4 * x.len(), &mut rest_wide, &mut ey, &mut top);
+    } else {
+        for block in chunks.chunks(BLOCK) {
+            let mut acc = [_mm256_setzero_ps(); 2];
+            // Four registers a turn, each operation done for all four before the next: the exp
+            // chain is ~30 cycles deep, and in program order the scheduler then always holds
+            // work that is ready.
+            let (quads, rest) = block.as_chunks::<4>();
+            for q in quads {
+                // SAFETY: each q[i] is 8 readable floats.
+                let v = unsafe {
+                    [
+                        _mm256_loadu_ps(q[0].as_ptr()),
+                        _mm256_loadu_ps(q[1].as_ptr()),
+                        _mm256_loadu_ps(q[2].as_ptr()),
+                        _mm256_loadu_ps(q[3].as_ptr()),
+                    ]
+                };
+                step::<4, SCALE, EY, FAST>(k, v, &mut acc, &mut top);
+            }
+            for c in rest {
+                // SAFETY: `c` is 8 readable floats.
+                let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+                step::<1, SCALE, EY, FAST>(k, [v], &mut acc, &mut top);
+            }
             flush(acc[0], &mut rest_wide);
             if EY {
                 flush(acc[1], &mut ey);
             }
-            continue;
-        }
-        // Four registers a turn, each operation done for all four before the next: the exp
-        // chain is ~30 cycles deep, and in program order the scheduler then always holds
-        // work that is ready.
-        let (quads, rest) = block.as_chunks::<4>();
-        for q in quads {
-            // SAFETY: each q[i] is 8 readable floats.
-            let v = unsafe {
-                [
-                    _mm256_loadu_ps(q[0].as_ptr()),
-                    _mm256_loadu_ps(q[1].as_ptr()),
-                    _mm256_loadu_ps(q[2].as_ptr()),
-                    _mm256_loadu_ps(q[3].as_ptr()),
-                ]
-            };
-            step::<4, SCALE, EY, FAST>(k, v, &mut acc, &mut top);
-        }
-        for c in rest {
-            // SAFETY: `c` is 8 readable floats.
-            let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
-            step::<1, SCALE, EY, FAST>(k, [v], &mut acc, &mut top);
-        }
-        flush(acc[0], &mut rest_wide);
-        if EY {
-            flush(acc[1], &mut ey);
         }
     }
     if !tail.is_empty() {
@@ -239,12 +240,13 @@ fn pass<const SCALE: bool, const EY: bool, const FAST: bool>(k: &Consts, x: &[f3
 /// The fast pass's exp over one 8-value register (`step::<1, SCALE, EY, true>`, the same
 /// operations in the same order, so the same bits), as assembly text: the compiler's
 /// version of the loop spilled y to the stack, reloaded the constants each turn and copied
-/// registers (~23 instructions per 8 values); this is 16-18. `{x}` + `{i}` addresses the
-/// 8 values; the rarely reused constants are memory operands (`FastMem`).
+/// registers (~23 instructions per 8 values); this is 16-18. `$at` addresses the 8 values;
+/// the rarely reused constants are memory operands (`FastMem`); e·yc goes to the block's
+/// `{eyb}`.
 macro_rules! fast_exp8 {
-    ($scale:tt, $ey:tt) => {
+    ($at:literal, $scale:tt, $ey:tt) => {
         concat!(
-            "vaddps {y}, {negm}, ymmword ptr [{x} + {i}]\n",
+            "vaddps {y}, {negm}, ymmword ptr [", $at, "]\n",
             fast_exp8!(@scale $scale),
             // y = 0 or NaN: counted.
             "vcmpps {c}, {y}, ymmword ptr [{k} + 160], 8\n",
@@ -273,7 +275,7 @@ macro_rules! fast_exp8 {
     };
     (@scale true) => { "vmulps {y}, {y}, {inv_t}\n" };
     (@scale false) => { "" };
-    (@ey true) => { "vfmadd231ps {ey}, {p}, {y}\n" };
+    (@ey true) => { "vfmadd231ps {eyb}, {p}, {y}\n" };
     (@ey false) => { "" };
 }
 
@@ -286,45 +288,110 @@ struct FastMem([[f32; 8]; 6]);
 static FAST_MEM: FastMem =
     FastMem([[EXP8_MAGIC; 8], [EXP8_LN2; 8], [EXP8_POLY[2]; 8], [EXP8_POLY[1]; 8], [EXP8_POLY[0]; 8], [0.0; 8]]);
 
-/// The fast pass over whole chunks of 8: acc[0] += e (the max's e is 0), acc[1] += e·yc
-/// (`EY`), `top` += 1 where y = 0 or is NaN.
+/// The flush of the block's e·y sum into `we` (`EY`), as `flush`.
+macro_rules! fast_flush_ey {
+    (true) => {
+        concat!(
+            "vcvtps2pd {t}, {eyb:x}\n",
+            "vextractf128 {c:x}, {eyb}, 1\n",
+            "vcvtps2pd {c}, {c:x}\n",
+            "vaddpd {we}, {we}, {t}\n",
+            "vaddpd {we}, {we}, {c}\n",
+        )
+    };
+    (false) => {
+        "/* {we} */"
+    };
+}
+
+/// The fast pass over a row's whole chunks of 8, in blocks of `BLOCK` chunks: each block's
+/// float32 sums (acc += e, the max's e being 0; eyb += e·yc with `EY`) start at 0 and are
+/// flushed into `rest` and `ey` (`flush`) at its end; `top` += 1 where y = 0 or is NaN.
+/// The same operations in the same order as `step::<1, SCALE, EY, true>` chunk after chunk
+/// and `flush` after each block (the test `fast_pass_is_the_intrinsics_steps` holds them
+/// to the same bits), all in one `asm!` block: a block per call cost ~35 instructions
+/// (call, flushes, constants) a block. Two chunks a turn, with one prefetch of the 64 bytes
+/// `ahead` bytes further (the next row when rows are contiguous: its max pass then reads
+/// from L1); a block of an odd number of chunks (only the last one can be) runs one
+/// chunk alone first.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn fast_block<const SCALE: bool, const EY: bool>(
-    k: &Consts, block: &[[f32; 8]], acc: &mut [__m256; 2], top: &mut __m256i,
+fn fast_chunks<const SCALE: bool, const EY: bool>(
+    k: &Consts, chunks: &[[f32; 8]], ahead: usize, rest: &mut __m256d, ey: &mut __m256d, top: &mut __m256i,
 ) {
-    if block.is_empty() {
+    if chunks.is_empty() {
         return;
     }
     let negm = _mm256_sub_ps(_mm256_setzero_ps(), k.m);
     let low = _mm256_castps_si256(k.low);
-    // From the end of the block, i = −32·len up to 0.
-    let x = block.as_ptr_range().end;
-    let i = -32 * block.len() as isize;
-    let (mut a, mut b, mut t) = (acc[0], acc[1], *top);
+    // Offsets from the end of the chunks: i = −32·len up to 0.
+    let x = chunks.as_ptr_range().end;
+    let i = -32 * chunks.len() as isize;
+    let (mut wr, mut we, mut t) = (*rest, *ey, *top);
+    const { assert!(BLOCK == 16) };
     macro_rules! run {
         ($scale:tt, $ey:tt) => {
-            // SAFETY: x + i for i = −32·len, …, −32 are the block's chunks; FAST_MEM is 6·32
-            // readable bytes, 32-aligned; no stack, no flags the compiler relies on.
+            // SAFETY: the loads read x + i for i = −32·len, …, −32 (as the block's end xb
+            // plus offsets from it), the chunks; FAST_MEM is 6·32 readable bytes,
+            // 32-aligned; `prefetcht0` is a hint that reads nothing the program sees and
+            // never faults, whatever the address; no stack, no flags the compiler relies on.
             unsafe {
                 std::arch::asm!(
+                    // A block: j = min(i + 32·BLOCK, 0) its end (BLOCK = 16, asserted
+                    // below), xb its end's address, i the offset from there.
                     "2:",
-                    fast_exp8!($scale, $ey),
+                    "vxorps {acc}, {acc}, {acc}",
+                    "vxorps {eyb}, {eyb}, {eyb}",
+                    "lea {j}, [{i} + 512]",
+                    "xor {z:e}, {z:e}",
+                    "test {j}, {j}",
+                    "cmovg {j}, {z}",
+                    "lea {xb}, [{x} + {j}]",
+                    "lea {xp}, [{xb} + {ahead}]",
+                    "sub {i}, {j}",
+                    // −32·n has bit 5 set when n is odd.
+                    "test {i}, 32",
+                    "jz 3f",
+                    fast_exp8!("{xb} + {i}", $scale, $ey),
                     "add {i}, 32",
+                    "jz 4f",
+                    "3:",
+                    "prefetcht0 byte ptr [{xp} + {i}]",
+                    fast_exp8!("{xb} + {i}", $scale, $ey),
+                    fast_exp8!("{xb} + {i} + 32", $scale, $ey),
+                    "add {i}, 64",
+                    "jnz 3b",
+                    "4:",
+                    // flush: the low four lanes, then the high four, into f64.
+                    "vcvtps2pd {t}, {acc:x}",
+                    "vextractf128 {c:x}, {acc}, 1",
+                    "vcvtps2pd {c}, {c:x}",
+                    "vaddpd {wr}, {wr}, {t}",
+                    "vaddpd {wr}, {wr}, {c}",
+                    fast_flush_ey!($ey),
+                    "mov {i}, {j}",
+                    "test {i}, {i}",
                     "jnz 2b",
-                    "/* {inv_t} {ey} */",
+                    "/* {inv_t} */",
                     x = in(reg) x,
                     i = inout(reg) i => _,
+                    j = out(reg) _,
+                    z = out(reg) _,
+                    xb = out(reg) _,
+                    xp = out(reg) _,
+                    ahead = in(reg) ahead,
                     k = in(reg) FAST_MEM.0.as_ptr(),
                     negm = in(ymm_reg) negm,
                     inv_t = in(ymm_reg) k.inv_t,
                     low = in(ymm_reg) low,
                     log2e = in(ymm_reg) k.log2e,
                     table = in(ymm_reg) k.table,
-                    acc = inout(ymm_reg) a,
-                    ey = inout(ymm_reg) b,
+                    wr = inout(ymm_reg) wr,
+                    we = inout(ymm_reg) we,
                     top = inout(ymm_reg) t,
+                    acc = out(ymm_reg) _,
+                    eyb = out(ymm_reg) _,
                     y = out(ymm_reg) _,
                     c = out(ymm_reg) _,
                     t = out(ymm_reg) _,
@@ -341,8 +408,8 @@ fn fast_block<const SCALE: bool, const EY: bool>(
         (true, true) => run!(true, true),
         (true, false) => run!(true, false),
     }
-    acc[0] = a;
-    acc[1] = b;
+    *rest = wr;
+    *ey = we;
     *top = t;
 }
 
@@ -452,23 +519,23 @@ fn step<const N: usize, const SCALE: bool, const EY: bool, const FAST: bool>(
     }
 }
 
-/// 8 float32 lanes added into 8 f64 lanes (two registers).
+/// 8 float32 lanes added into 4 f64 lanes: the low four, then the high four.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn flush(acc: __m256, wide: &mut [__m256d; 2]) {
-    wide[0] = _mm256_add_pd(wide[0], _mm256_cvtps_pd(_mm256_castps256_ps128(acc)));
-    wide[1] = _mm256_add_pd(wide[1], _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(acc)));
+fn flush(acc: __m256, wide: &mut __m256d) {
+    *wide = _mm256_add_pd(*wide, _mm256_cvtps_pd(_mm256_castps256_ps128(acc)));
+    *wide = _mm256_add_pd(*wide, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(acc)));
 }
 
-/// Σ of 8 f64 lanes, pairwise: (l0 + l4) + (l2 + l6) + ((l1 + l5) + (l3 + l7)).
+/// Σ of 4 f64 lanes, pairwise: (l0 + l2) + (l1 + l3).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn total(wide: [__m256d; 2]) -> f64 {
+fn total(wide: __m256d) -> f64 {
     let mut a = [0.0f64; 4];
     // SAFETY: `a` is 4 writable f64.
-    unsafe { _mm256_storeu_pd(a.as_mut_ptr(), _mm256_add_pd(wide[0], wide[1])) };
+    unsafe { _mm256_storeu_pd(a.as_mut_ptr(), wide) };
     (a[0] + a[2]) + (a[1] + a[3])
 }
 
@@ -523,6 +590,63 @@ mod tests {
         assert_eq!(exp_table_f32(0.0), 1.0);
         assert_eq!(exp_table_f32(EXP8_LOW), 0.0);
         assert!(exp_table_f32(f32::NAN).is_nan());
+    }
+
+    /// The fast pass's assembly (blocks, flushes, two chunks a turn, the odd chunk alone)
+    /// against the intrinsics steps it transcribes, chunk after chunk and a flush a block,
+    /// bit for bit.
+    #[test]
+    fn fast_pass_is_the_intrinsics_steps() {
+        if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")) {
+            return;
+        }
+        let mut seed = 11u64;
+        for c in [8usize, 16, 24, 120, 128, 136, 256, 264, 1000, 1003, 3001] {
+            let x: Vec<f32> = (0..c)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 60.0
+                })
+                .collect();
+            let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for inv_t in [1.0f32, 0.37] {
+                // SAFETY: the CPU has AVX2 and FMA (checked above); the loads read `x`'s
+                // whole chunks of 8.
+                let (asm, steps) = unsafe {
+                    let k = Consts::new(m, inv_t);
+                    let asm =
+                        if inv_t == 1.0 { pass::<false, true, true>(&k, &x) } else { pass::<true, true, true>(&k, &x) };
+                    let (chunks, tail) = x.as_chunks::<8>();
+                    let (mut rest, mut ey) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+                    let mut top = _mm256_setzero_si256();
+                    let run = |v: __m256, acc: &mut [__m256; 2], top: &mut __m256i| {
+                        if inv_t == 1.0 {
+                            step::<1, false, true, true>(&k, [v], acc, top);
+                        } else {
+                            step::<1, true, true, true>(&k, [v], acc, top);
+                        }
+                    };
+                    for block in chunks.chunks(BLOCK) {
+                        let mut acc = [_mm256_setzero_ps(); 2];
+                        for ch in block {
+                            run(_mm256_loadu_ps(ch.as_ptr()), &mut acc, &mut top);
+                        }
+                        flush(acc[0], &mut rest);
+                        flush(acc[1], &mut ey);
+                    }
+                    if !tail.is_empty() {
+                        let mut acc = [_mm256_setzero_ps(); 2];
+                        run(load_tail(tail, _mm256_set1_ps(f32::NEG_INFINITY)), &mut acc, &mut top);
+                        flush(acc[0], &mut rest);
+                        flush(acc[1], &mut ey);
+                    }
+                    (asm, [total(rest), total(ey)])
+                };
+                assert_eq!(asm.1, 1, "c = {c}");
+                assert_eq!(asm.0[0].to_bits(), steps[0].to_bits(), "c = {c}, inv_t {inv_t}: rest");
+                assert_eq!(asm.0[2].to_bits(), steps[1].to_bits(), "c = {c}, inv_t {inv_t}: ey");
+            }
+        }
     }
 
     #[test]

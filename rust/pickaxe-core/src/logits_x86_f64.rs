@@ -476,7 +476,8 @@ fn pass<const SCALE: bool, const EY: bool, const FAST: bool>(k: &Consts, x: &[f6
     let mut acc = [_mm256_setzero_pd(); 2];
     let mut top = _mm256_setzero_si256();
     if FAST {
-        fast_chunks::<SCALE, EY>(k, chunks, &mut acc, &mut top);
+        // Prefetching the next row (`x.len()` values further).
+        fast_chunks::<SCALE, EY>(k, chunks, 8 * x.len(), &mut acc, &mut top);
     } else {
         for c in chunks {
             // SAFETY: `c` is 4 readable values.
@@ -500,14 +501,14 @@ fn pass<const SCALE: bool, const EY: bool, const FAST: bool>(k: &Consts, x: &[f6
 /// operations in the same order, so the same bits for NaN-free rows), as assembly text: the
 /// compiler's loop reloaded four constants by broadcasts every turn, re-zeroed two
 /// registers and copied two (32 instructions per 4 values with the loop's add and branch,
-/// thin LTO); this is 27. `{x}` + `{i}`
+/// thin LTO); this is 27. `$at`
 /// addresses the 4 values; the constants used once per value are memory operands
 /// (`FastMem`). The clamp is max(y, low), which sends NaN to low: such a row is counted and
 /// runs again through the exact pass.
 macro_rules! fast_exp4 {
-    ($scale:tt, $ey:tt) => {
+    ($at:literal, $scale:tt, $ey:tt) => {
         concat!(
-            "vaddpd {y}, {negm}, ymmword ptr [{x} + {i}]\n",
+            "vaddpd {y}, {negm}, ymmword ptr [", $at, "]\n",
             fast_exp4!(@scale $scale),
             // y = 0 or NaN: counted.
             "vcmppd {c}, {y}, ymmword ptr [{k}], 8\n",
@@ -568,12 +569,16 @@ static FAST_MEM: FastMem = FastMem([
 ]);
 
 /// The fast pass over whole chunks of 4: acc[0] += e where y ≠ 0, acc[1] += e·yc (`EY`),
-/// `top` += 1 where y = 0 or is NaN.
+/// `top` += 1 where y = 0 or is NaN. Two chunks a turn (an odd count runs one alone first),
+/// with one prefetch of the 64 bytes `ahead` bytes further: the next row, when rows are
+/// contiguous, so that its max pass reads from L1 and not from L3 while this row's exp runs
+/// (C = 1,000: −10% in a standalone copy of the kernel, 3-6% in bench_scores on a busy
+/// machine; see benches/RESULTS.md).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn fast_chunks<const SCALE: bool, const EY: bool>(
-    k: &Consts, chunks: &[[f64; 4]], acc: &mut [__m256d; 2], top: &mut __m256i,
+    k: &Consts, chunks: &[[f64; 4]], ahead: usize, acc: &mut [__m256d; 2], top: &mut __m256i,
 ) {
     if chunks.is_empty() {
         return;
@@ -582,20 +587,34 @@ fn fast_chunks<const SCALE: bool, const EY: bool>(
     // From the end, i = −32·len up to 0.
     let x = chunks.as_ptr_range().end;
     let i = -32 * chunks.len() as isize;
+    let next = x.cast::<u8>().wrapping_add(ahead);
     let (mut a, mut b, mut t) = (acc[0], acc[1], *top);
     macro_rules! run {
         ($scale:tt, $ey:tt) => {
             // SAFETY: x + i for i = −32·len, …, −32 are the chunks; FAST_MEM is 9·32
             // readable bytes, 32-aligned; the gather reads EXP_TABLE at t's bits & 255,
-            // inside its 256 entries; no stack, no flags the compiler relies on.
+            // inside its 256 entries; `prefetcht0` is a hint that reads nothing the
+            // program sees and never faults, whatever the address; no stack, no flags the
+            // compiler relies on.
             unsafe {
                 std::arch::asm!(
-                    "2:",
-                    fast_exp4!($scale, $ey),
+                    // Two chunks a turn; an odd number of chunks runs one alone first
+                    // (−32·n has bit 5 set when n is odd).
+                    "test {i}, 32",
+                    "jz 2f",
+                    fast_exp4!("{x} + {i}", $scale, $ey),
                     "add {i}, 32",
+                    "jz 3f",
+                    "2:",
+                    "prefetcht0 byte ptr [{next} + {i}]",
+                    fast_exp4!("{x} + {i}", $scale, $ey),
+                    fast_exp4!("{x} + {i} + 32", $scale, $ey),
+                    "add {i}, 64",
                     "jnz 2b",
+                    "3:",
                     "/* {inv_t} {ey} */",
                     x = in(reg) x,
+                    next = in(reg) next,
                     i = inout(reg) i => _,
                     k = in(reg) FAST_MEM.0.as_ptr(),
                     tab = in(reg) EXP_TABLE.0.as_ptr(),
