@@ -51,8 +51,23 @@ use crate::threads::{self, PARALLEL_MIN_VALUES};
 
 /// The float types the clustering kernels run on (f32, f64): `Real` with a matrix product
 /// and (value, id) keys.
-pub trait Scalar: Real + LinalgScalar + Keyed {}
-impl Scalar for f32 {}
+pub trait Scalar: Real + LinalgScalar + Keyed {
+    /// A view's rows as f32 (columns contiguous), when Self is f32: `chain_gram`'s input.
+    fn f32_rows<'a>(_v: &ArrayView2<'a, Self>) -> Option<RowsF32<'a>> {
+        None
+    }
+    fn as_f32_mut(_v: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+}
+impl Scalar for f32 {
+    fn f32_rows<'a>(v: &ArrayView2<'a, f32>) -> Option<RowsF32<'a>> {
+        RowsF32::of(v)
+    }
+    fn as_f32_mut(v: &mut [f32]) -> Option<&mut [f32]> {
+        Some(v)
+    }
+}
 impl Scalar for f64 {}
 
 /// SplitMix64 (Steele, Lea & Flood 2014): the clustering kernels' random numbers. Simple
@@ -215,9 +230,165 @@ pub(crate) fn gram<'a, T: Scalar>(
     let (r, c) = (a.nrows(), b.nrows());
     // general_mat_mul with beta = 0 writes every entry without reading it: no zeroing
     buf.resize(r * c, T::ZERO);
-    let mut g = ArrayViewMut2::from_shape((r, c), &mut buf[..r * c]).expect("gram shape");
-    ndarray::linalg::general_mat_mul(T::ONE, a, &b.t(), T::ZERO, &mut g);
-    g
+    if !chain_gram(a, b, &mut buf[..r * c]) {
+        let mut g = ArrayViewMut2::from_shape((r, c), &mut buf[..r * c]).expect("gram shape");
+        ndarray::linalg::general_mat_mul(T::ONE, a, &b.t(), T::ZERO, &mut g);
+    }
+    ArrayViewMut2::from_shape((r, c), &mut buf[..r * c]).expect("gram shape")
+}
+
+// -- the f32 Gram kernel ------------------------------------------------------------------
+
+/// matrixmultiply's depth block for f32 (its `S_KC`): a product over more dimensions is
+/// summed block by block, each block's sum added to the total.
+const CHAIN_KC: usize = 256;
+
+/// g = a · bᵀ (f32) into `out` (a rows × b rows) the way matrixmultiply's FMA kernels sum
+/// it, when the CPU runs pickaxe's AVX-512 kernels (which implies the FMA that makes
+/// matrixmultiply use those): per value, the chain acc ← fma(a_k, b_k, acc) from 0 over
+/// each `CHAIN_KC` dimensions, the blocks' chains added in order, so the same values bit
+/// for bit (the labels and bounds computed from them do not change). Rows of `a` and `b`
+/// must be contiguous (unit column stride). Returns false (nothing written) otherwise.
+fn chain_gram<T: Scalar>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>, out: &mut [T]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::simd::level() != crate::simd::SimdLevel::Avx512 || a.ncols() == 0 {
+            return false;
+        }
+        let (Some(ad), Some(bd), Some(o)) = (T::f32_rows(a), T::f32_rows(b), T::as_f32_mut(out)) else {
+            return false;
+        };
+        // SAFETY: the AVX-512 level is only set on a CPU that has AVX-512 F (simd::level).
+        unsafe { chain_x86::gram(ad, b.nrows(), bd, o) };
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (a, b, out);
+        false
+    }
+}
+
+/// A 2-d f32 view's rows (pointer to row 0, rows, columns, row stride), when its columns
+/// are contiguous.
+#[derive(Clone, Copy)]
+pub struct RowsF32<'a> {
+    ptr: *const f32,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    _life: std::marker::PhantomData<&'a f32>,
+}
+
+impl<'a> RowsF32<'a> {
+    fn of(v: &ArrayView2<'a, f32>) -> Option<Self> {
+        let (rows, cols) = v.dim();
+        let st = v.strides();
+        if (cols > 1 && st[1] != 1) || (rows > 1 && st[0] < cols as isize) {
+            return None;
+        }
+        Some(RowsF32 {
+            ptr: v.as_ptr(),
+            rows,
+            cols,
+            stride: if rows > 1 { st[0] as usize } else { cols },
+            _life: std::marker::PhantomData,
+        })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod chain_x86 {
+    use super::{RowsF32, CHAIN_KC};
+    use std::arch::x86_64::*;
+
+    /// Rows per tile and blocks of 16 b rows per tile (8 × 3 sums in registers).
+    const R: usize = 8;
+    const N: usize = 3;
+
+    /// See `chain_gram`. `c` rows of `b`; `out` is a.rows × c, row-major.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gram(a: RowsF32<'_>, c: usize, b: RowsF32<'_>, out: &mut [f32]) {
+        let d = a.cols;
+        let blocks = c.div_ceil(16);
+        // b by blocks of 16 rows, dimension-major: block j, dimension k at (j d + k) 16
+        let mut bp = vec![0.0f32; blocks * d * 16];
+        for j in 0..c {
+            let row = std::slice::from_raw_parts(b.ptr.add(j * b.stride), d);
+            let (blk, l) = (j / 16, j % 16);
+            for (k, &v) in row.iter().enumerate() {
+                bp[(blk * d + k) * 16 + l] = v;
+            }
+        }
+        let mut i = 0;
+        while i < a.rows {
+            if a.rows - i >= R {
+                row_tiles::<R>(a, i, &bp, blocks, c, out);
+                i += R;
+            } else {
+                row_tiles::<1>(a, i, &bp, blocks, c, out);
+                i += 1;
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn row_tiles<const RR: usize>(
+        a: RowsF32<'_>, i0: usize, bp: &[f32], blocks: usize, c: usize, out: &mut [f32],
+    ) {
+        let mut jb = 0;
+        while jb < blocks {
+            if blocks - jb >= N {
+                tile::<RR, N>(a, i0, bp, jb, c, out);
+                jb += N;
+            } else {
+                tile::<RR, 1>(a, i0, bp, jb, c, out);
+                jb += 1;
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const RR: usize, const NN: usize>(
+        a: RowsF32<'_>, i0: usize, bp: &[f32], jb: usize, c: usize, out: &mut [f32],
+    ) {
+        let d = a.cols;
+        let ap = a.ptr.add(i0 * a.stride);
+        let mut k0 = 0;
+        while k0 < d {
+            let k1 = (k0 + CHAIN_KC).min(d);
+            let mut acc = [[_mm512_setzero_ps(); NN]; RR];
+            for k in k0..k1 {
+                let mut bv = [_mm512_setzero_ps(); NN];
+                #[allow(clippy::needless_range_loop)]
+                for nb in 0..NN {
+                    bv[nb] = _mm512_loadu_ps(bp.as_ptr().add(((jb + nb) * d + k) * 16));
+                }
+                for r in 0..RR {
+                    let av = _mm512_set1_ps(*ap.add(r * a.stride + k));
+                    for nb in 0..NN {
+                        acc[r][nb] = _mm512_fmadd_ps(av, bv[nb], acc[r][nb]);
+                    }
+                }
+            }
+            for r in 0..RR {
+                for nb in 0..NN {
+                    let j0 = (jb + nb) * 16;
+                    let lanes = (c - j0).min(16);
+                    let mask: __mmask16 = if lanes == 16 { u16::MAX } else { ((1u32 << lanes) - 1) as u16 };
+                    let at = out.as_mut_ptr().add((i0 + r) * c + j0);
+                    // later depth blocks: C ← (this block's chain) + C, as matrixmultiply's β = 1
+                    let v =
+                        if k0 == 0 { acc[r][nb] } else { _mm512_add_ps(acc[r][nb], _mm512_maskz_loadu_ps(mask, at)) };
+                    _mm512_mask_storeu_ps(at, mask, v);
+                }
+            }
+            k0 = k1;
+        }
+    }
 }
 
 /// Options of `kmeans`.
@@ -475,8 +646,9 @@ impl Bounded {
                 return moves;
             }
             let mut data: Vec<T> = Vec::with_capacity(todo.len() * d);
+            let mut buf = Vec::new();
             for &r in &todo {
-                data.extend(x.row(base + r).iter().copied());
+                data.extend_from_slice(row_slice(x, base + r, &mut buf));
             }
             let block = ArrayView2::from_shape((todo.len(), d), &data[..]).expect("block shape");
             let mut gb = Vec::new();
@@ -606,8 +778,9 @@ pub fn seed_centers<T: Scalar>(
 fn gather_rows<T: Scalar>(x: &ArrayView2<'_, T>, rows: &[u32]) -> Result<Array2<T>, Error> {
     let d = x.ncols();
     let mut data: Vec<T> = crate::error::with_room(rows.len().saturating_mul(d))?;
+    let mut buf = Vec::new();
     for &i in rows {
-        data.extend(x.row(i as usize).iter().copied());
+        data.extend_from_slice(row_slice(x, i as usize, &mut buf));
     }
     Ok(Array2::from_shape_vec((rows.len(), d), data).expect("gathered shape"))
 }
@@ -660,12 +833,10 @@ impl ExactSum {
         }
         let frac = (bits & ((1u64 << 52) - 1)) as i128;
         let (mant, e) = if exp == 0 { (frac, 1) } else { (frac | (1i128 << 52), exp) };
-        let m = mant << (e % 32);
-        if bits >> 63 == 1 {
-            self.0[e / 32] -= m;
-        } else {
-            self.0[e / 32] += m;
-        }
+        // ±m without a branch (signs of column values are a coin toss): (m ^ s) − s is −m
+        // for s = −1
+        let s = -((bits >> 63) as i128);
+        self.0[e / 32] += ((mant << (e % 32)) ^ s) - s;
     }
 
     pub fn merge(&mut self, other: &ExactSum) {
@@ -1499,6 +1670,34 @@ mod tests {
         ib.merge(&ia);
         assert_eq!([a, b].concat(), want.labels);
         assert_eq!(ib.value(), want.inertia);
+    }
+
+    #[test]
+    fn chain_gram_is_matrixmultiply_bit_for_bit() {
+        // every shape class: tiles of 8 rows and 3 blocks and their remainders, one depth
+        // block and several (D > 256), rows of a wider array (a row stride)
+        let mut rng = SplitMix64::new(3);
+        let mut ran = false;
+        for &(r, c, d) in
+            &[(1, 1, 1), (7, 5, 3), (8, 16, 128), (33, 100, 128), (9, 49, 300), (20, 17, 513), (100, 3, 64)]
+        {
+            let wide = Array2::from_shape_fn((r, d + 5), |_| ((rng.uniform() * 2.0 - 1.0) * 3.0) as f32);
+            let a = wide.slice(s![.., ..d]);
+            let b = Array2::from_shape_fn((c, d), |_| (rng.uniform() * 2.0 - 1.0) as f32 + 10.0);
+            let mut want = Array2::<f32>::zeros((r, c));
+            ndarray::linalg::general_mat_mul(1.0, &a, &b.t(), 0.0, &mut want);
+            let mut got = vec![f32::NAN; r * c];
+            if chain_gram(&a, &b.view(), &mut got) {
+                ran = true;
+                for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+                    assert_eq!(g.to_bits(), w.to_bits(), "({r}, {c}, {d}) value {i}: {g} vs {w}");
+                }
+            }
+            // a transposed view has no contiguous rows: not taken
+            let t = Array2::from_shape_fn((d, c), |(k, j)| b[[j, k]]);
+            assert!(c == 1 || d == 1 || !chain_gram(&t.t(), &b.view(), &mut got));
+        }
+        assert!(ran || crate::simd::level() != crate::simd::SimdLevel::Avx512);
     }
 
     #[test]

@@ -281,18 +281,11 @@ impl<T: Scalar> Gathered<T> {
             data.extend_from_slice(row_slice(x, i, &mut buf));
         }
         let mut mean = vec![0.0f64; d];
-        for row in data.chunks_exact(d) {
-            for (a, &v) in mean.iter_mut().zip(row) {
-                *a += v.to_f64();
-            }
-        }
+        column_sums(&data, &mut mean);
         let mean: Vec<T> = mean.iter().map(|&v| T::from_f64(v / m as f64)).collect();
-        let mut centred: Vec<T> = Vec::with_capacity(m * d);
-        for row in data.chunks_exact(d) {
-            centred.extend(row.iter().zip(&mean).map(|(&v, &mu)| v - mu));
-        }
-        let n2: Vec<f64> =
-            centred.chunks_exact(d).map(|row| row.iter().map(|&v| v.to_f64() * v.to_f64()).sum::<f64>()).collect();
+        let mut centred: Vec<T> = vec![T::ZERO; m * d];
+        let mut n2 = vec![0.0f64; m];
+        centre_rows(&data, &mean, &mut centred, &mut n2);
         let cn: Vec<T> = n2.iter().map(|&v| T::from_f64(v)).collect();
         let ymax = n2.iter().fold(0.0f64, |a, &b| a.max(b)).sqrt() * (1.0 + 1e-12);
         Gathered { data, centred, n2, cn, ymax, m, d }
@@ -316,6 +309,51 @@ impl<T: Scalar> Gathered<T> {
             keep,
         }
     }
+}
+
+/// Column sums of the rows (`sums.len()` values each) of `data`, in f64, row after row.
+#[inline(always)]
+fn column_sums_body<T: Real, I: Isa>(data: &[T], sums: &mut [f64]) {
+    for row in data.chunks_exact(sums.len()) {
+        for (a, &v) in sums.iter_mut().zip(row) {
+            *a += v.to_f64();
+        }
+    }
+}
+
+multiversion! {
+    fn column_sums<T: Real>(data: &[T], sums: &mut [f64]) -> () => column_sums_body
+}
+
+/// Each row of `data` less `mean` into `centred`, and its squared norm (f64, 8 partial
+/// sums: any order serves, the norms only rank and bound) into `n2`.
+#[inline(always)]
+fn centre_rows_body<T: Real, I: Isa>(data: &[T], mean: &[T], centred: &mut [T], n2: &mut [f64]) {
+    const CL: usize = 8;
+    let d = mean.len();
+    let (mc, mr) = mean.as_chunks::<CL>();
+    for ((row, out), n) in data.chunks_exact(d).zip(centred.chunks_exact_mut(d)).zip(n2.iter_mut()) {
+        let mut acc = [0.0f64; CL];
+        let (rc, rr) = row.as_chunks::<CL>();
+        let (oc, or) = out.as_chunks_mut::<CL>();
+        for ((o, r), mu) in oc.iter_mut().zip(rc).zip(mc) {
+            for l in 0..CL {
+                let c = r[l] - mu[l];
+                o[l] = c;
+                acc[l] += c.to_f64() * c.to_f64();
+            }
+        }
+        for (l, ((o, &r), &mu)) in or.iter_mut().zip(rr).zip(mr).enumerate() {
+            let c = r - mu;
+            *o = c;
+            acc[l] += c.to_f64() * c.to_f64();
+        }
+        *n = acc.iter().sum();
+    }
+}
+
+multiversion! {
+    fn centre_rows<T: Real>(data: &[T], mean: &[T], centred: &mut [T], n2: &mut [f64]) -> () => centre_rows_body
 }
 
 /// The whole m × m Gram matrix of the rows `xg` (m ≤ `SYMMETRIC_MAX`) in `buf`: its upper
@@ -565,7 +603,7 @@ impl Best {
 /// (as `cluster_typicality` does) otherwise. The result does not depend on the order or on
 /// how the rows are split between threads (only which rows are turned away does).
 fn cluster_best<T: Scalar>(
-    x: &ArrayView2<'_, T>, rows: &[usize], k: usize, par: bool, cancel: &Cancel, gram_buf: &mut Vec<T>,
+    x: &ArrayView2<'_, T>, rows: &[usize], k: usize, par: bool, cancel: &Cancel, bufs: &mut BestBufs<T>,
 ) -> (usize, f64) {
     let m = rows.len();
     if m == 1 {
@@ -605,8 +643,47 @@ fn cluster_best<T: Scalar>(
         a.offer(b.0, b.1);
         a
     };
+    if m >= SCREEN_MIN && xg.ncols() <= SCREEN_MAX_D && screen_available() {
+        // the seeds from their Gram rows, then the integer screen; the rows it leaves
+        // are taken as above, from their Gram rows by blocks
+        let some_gram = |ids: &[usize], gb: &mut Vec<T>| {
+            let sx = xg.select(ndarray::Axis(0), ids);
+            gram(&sx.view(), &xg, gb);
+        };
+        let mut gb = Vec::new();
+        some_gram(&seeds, &mut gb);
+        for (r, &q) in seeds.iter().enumerate() {
+            best.offer(rows.typicality(q, &gb[r * m..(r + 1) * m], &mut st), q);
+        }
+        if let Some(left) =
+            screen_cluster(&c, rows.kk, &seeds, best.mean_distance(), par, true, &mut bufs.vals, &mut bufs.lens)
+        {
+            const LEFT_BLOCK: usize = 64;
+            let tasks = left.len().div_ceil(LEFT_BLOCK);
+            let per = map_tasks(par && tasks > 1, tasks, |t| {
+                let ids = &left[t * LEFT_BLOCK..((t + 1) * LEFT_BLOCK).min(left.len())];
+                if cancel.is_cancelled() {
+                    return best;
+                }
+                let mut g = Vec::new();
+                some_gram(ids, &mut g);
+                let mut b = best;
+                let mut st = RowState::new(rows.keep);
+                let mut vb = Vec::new();
+                for (r, &q) in ids.iter().enumerate() {
+                    let grow = &g[r * m..(r + 1) * m];
+                    if !rows.beaten(q, grow, b.mean_distance(), &mut vb) {
+                        b.offer(rows.typicality(q, grow, &mut st), q);
+                    }
+                }
+                b
+            });
+            let b = per.into_iter().fold(best, merge);
+            return (b.1, b.0);
+        }
+    }
     if m <= SYMMETRIC_MAX {
-        let g = full_gram(&xg, par, cancel, gram_buf);
+        let g = full_gram(&xg, par, cancel, &mut bufs.gram);
         for &q in &seeds {
             best.offer(rows.typicality(q, &g[q * m..(q + 1) * m], &mut st), q);
         }
@@ -641,6 +718,493 @@ fn cluster_best<T: Scalar>(
     });
     let b = per.into_iter().fold(best, merge);
     (b.1, b.0)
+}
+
+// -- the integer screen of `cluster_best` ---------------------------------------------------
+
+/// Clusters of fewer rows are screened from their Gram matrix (cheap at that size).
+const SCREEN_MIN: usize = 64;
+/// At most this many dimensions: the screen's integer sums fit in i32 (4 D 127² < 2³¹).
+const SCREEN_MAX_D: usize = 16_384;
+/// Rows per lane block of the screen (16 i32 lanes).
+const SB: usize = 16;
+/// Query rows per tile of the screen (divides `SB`).
+const SMR: usize = 4;
+/// Clusters of more rows are screened by blocks of rows in parallel (each row against
+/// every other: twice the work of the triangle, split between threads).
+const SCREEN_PAR_MIN: usize = 4096;
+
+/// A cluster's centred rows rounded to integers q ∈ [−127, 127] of a scale s (x' ≈ s q):
+/// the squared distance of two rounded rows, W = ‖q_a − q_b‖², is an exact integer, and
+/// the distance of the rows as given is at least s √W − σ_a − σ_b, σ_j bounding
+/// ‖x_j − μ − s q_j‖ (the rounding to integers, measured, and the centring's, u ‖x'_j‖).
+struct Quantized {
+    m: usize,
+    /// D rounded up to a multiple of 4 (the padding is 0 in `a`).
+    d4: usize,
+    s: f64,
+    /// q as i8, rows padded to a multiple of `SB` (zeros), row-major `d4` apart: the query
+    /// side, read 4 bytes at a time.
+    a: Vec<i8>,
+    /// q + 128 as u8 by blocks of `SB` rows: block b, dimensions 4k..4k+4 of its rows at
+    /// `(b d4/4 + k) 64` (row r of the block at 4r): one 64-byte load per block and k.
+    b: Vec<u8>,
+    /// ‖q_j‖² (0 on padding rows), and R_j = ‖q_j‖² + 256 Σ_k q_jk: with the VNNI sums
+    /// acc = Σ_k q_ak (q_bk + 128), W = R_a + N_b − 2 acc.
+    n: Vec<i32>,
+    r: Vec<i32>,
+    sigma: Vec<f64>,
+    sigma_max: f64,
+}
+
+/// 1.5 · 2⁵²: (v + it) − it rounds v (|v| < 2⁵¹) to the nearest integer, ties to even.
+const ROUND: f64 = 6_755_399_441_055_744.0;
+
+/// A row's integers q_k = round(x_k · inv) ∈ [−127, 127] into `qa`; returns ‖q‖², Σ q and
+/// ‖x − s q‖² (f64).
+#[inline(always)]
+fn quantize_body<T: Real, I: Isa>(row: &[T], inv: f64, s: f64, qa: &mut [i8]) -> (i64, i64, f64) {
+    const QL: usize = 8;
+    let (mut nq, mut sq, mut e2) = ([0.0f64; QL], [0.0f64; QL], [0.0f64; QL]);
+    let one = |v: T, o: &mut i8, l: usize, nq: &mut [f64; QL], sq: &mut [f64; QL], e2: &mut [f64; QL]| {
+        let v = v.to_f64();
+        // |v| ≤ max |x'| = 127 / inv: q ∈ [−127, 127], the integer in t's low bits
+        let t = v * inv + ROUND;
+        let q = t - ROUND;
+        let res = v - s * q;
+        e2[l] += res * res;
+        nq[l] += q * q;
+        sq[l] += q;
+        *o = (t.to_bits() as i64).wrapping_sub(ROUND.to_bits() as i64) as i8;
+    };
+    let (rc, rr) = row.as_chunks::<QL>();
+    let (qc, qr) = qa.as_chunks_mut::<QL>();
+    for (o, v) in qc.iter_mut().zip(rc) {
+        for l in 0..QL {
+            one(v[l], &mut o[l], l, &mut nq, &mut sq, &mut e2);
+        }
+    }
+    for (l, (o, &v)) in qr.iter_mut().zip(rr).enumerate() {
+        one(v, o, l, &mut nq, &mut sq, &mut e2);
+    }
+    // (sums of at most 2¹⁴ integers below 2¹⁴ each: exact in f64)
+    (nq.iter().sum::<f64>() as i64, sq.iter().sum::<f64>() as i64, e2.iter().sum())
+}
+
+/// max |v| (f64); NaN never wins a comparison, so a NaN is skipped.
+#[inline(always)]
+fn max_abs_body<T: Real, I: Isa>(v: &[T]) -> f64 {
+    let mut lanes = [T::ZERO; 16];
+    let (ch, rest) = v.as_chunks::<16>();
+    for c in ch {
+        for l in 0..16 {
+            let a = if c[l] < T::ZERO { -c[l] } else { c[l] };
+            lanes[l] = if a > lanes[l] { a } else { lanes[l] };
+        }
+    }
+    for (l, &x) in rest.iter().enumerate() {
+        let a = if x < T::ZERO { -x } else { x };
+        lanes[l] = if a > lanes[l] { a } else { lanes[l] };
+    }
+    lanes.iter().fold(0.0f64, |a, &b| if b.to_f64() > a { b.to_f64() } else { a })
+}
+
+multiversion! {
+    fn max_abs<T: Real>(v: &[T]) -> f64 => max_abs_body
+}
+
+multiversion! {
+    fn quantize<T: Real>(row: &[T], inv: f64, s: f64, qa: &mut [i8]) -> (i64, i64, f64) => quantize_body
+}
+
+impl Quantized {
+    /// None when every centred value is 0 (or not finite).
+    fn new<T: Scalar>(c: &Gathered<T>) -> Option<Quantized> {
+        let (m, d) = (c.m, c.d);
+        let maxabs = max_abs(&c.centred);
+        if !(maxabs > 0.0 && maxabs.is_finite()) {
+            return None;
+        }
+        let s = maxabs / 127.0;
+        let d4 = d.div_ceil(4) * 4;
+        let mp = m.div_ceil(SB) * SB;
+        let k4 = d4 / 4;
+        let mut a = vec![0i8; mp * d4];
+        let mut b = vec![128u8; mp * d4];
+        let mut n = vec![0i32; mp];
+        let mut r = vec![0i32; mp];
+        let mut sigma = vec![0.0f64; m];
+        let unit = unit_roundoff::<T>();
+        // rounding error of the f64 residuals (|x'|, |s q| ≤ maxabs): far below this
+        let tiny = 1e-12 * maxabs * (d as f64).sqrt();
+        let inv = 127.0 / maxabs;
+        for (j, row) in c.centred.chunks_exact(d).enumerate() {
+            let qa = &mut a[j * d4..j * d4 + d];
+            let (nq, sq, e2) = quantize(row, inv, s, qa);
+            n[j] = nq as i32;
+            r[j] = (nq + 256 * sq) as i32;
+            let centring = unit * (1.0 + 1e-6) * c.n2[j].sqrt();
+            sigma[j] = (e2.sqrt() + centring) * (1.0 + 1e-9) + tiny;
+        }
+        // the u8 side, q + 128 (the sign bit flipped), 4 bytes of 16 rows per 64
+        for (blk, out) in b.chunks_exact_mut(k4 * 64).enumerate() {
+            for (k, o) in out.chunks_exact_mut(64).enumerate() {
+                for (r, o4) in o.chunks_exact_mut(4).enumerate() {
+                    let at = (blk * SB + r) * d4 + 4 * k;
+                    for (ob, &q) in o4.iter_mut().zip(&a[at..at + 4]) {
+                        *ob = (q as u8) ^ 0x80;
+                    }
+                }
+            }
+        }
+        let sigma_max = sigma.iter().fold(0.0f64, |a, &v| a.max(v));
+        Some(Quantized { m, d4, s, a, b, n, r, sigma, sigma_max })
+    }
+
+    /// Rows padded to `SB`.
+    fn padded(&self) -> usize {
+        self.m.div_ceil(SB) * SB
+    }
+
+    /// An integer T with W ≤ T for every row b whose distance to row `a` can be at most
+    /// `t`: s √W − σ_a − σ_b ≤ t, σ_b ≤ σ_max (rounded up; i32::MAX when above).
+    fn threshold(&self, a: usize, t: f64) -> i32 {
+        let v = (t + self.sigma[a] + self.sigma_max) / self.s;
+        let v = v * v * (1.0 + 1e-9) + 1.0;
+        if v >= i32::MAX as f64 {
+            i32::MAX
+        } else {
+            v.floor() as i32
+        }
+    }
+}
+
+/// Per row, the W of the rows within the screen's widest threshold (the first `cap` of
+/// them, `stride` apart in `vals`) and how many there are (`lens`, which may pass the cap),
+/// in a worker's buffers kept from cluster to cluster (only the listed values are read).
+struct Nearby<'a> {
+    vals: &'a mut Vec<i32>,
+    lens: &'a mut Vec<u32>,
+    stride: usize,
+    cap: usize,
+}
+
+impl<'a> Nearby<'a> {
+    fn new(rows: usize, cap: usize, vals: &'a mut Vec<i32>, lens: &'a mut Vec<u32>) -> Nearby<'a> {
+        // 16 values past the cap: a compressed store of 16 lanes at a length ≤ cap
+        let stride = cap + SB;
+        if vals.len() < rows * stride {
+            vals.resize(rows * stride, 0);
+        }
+        lens.clear();
+        lens.resize(rows, 0);
+        Nearby { vals, lens, stride, cap }
+    }
+}
+
+/// `cluster_best`'s buffers, one set per worker.
+struct BestBufs<T> {
+    gram: Vec<T>,
+    vals: Vec<i32>,
+    lens: Vec<u32>,
+}
+
+impl<T> BestBufs<T> {
+    fn new() -> Self {
+        BestBufs { gram: Vec::new(), vals: Vec::new(), lens: Vec::new() }
+    }
+}
+
+/// Appends W_ab to row a's list (kept while the list is below the cap).
+#[inline(always)]
+fn push(vals: &mut [i32], lens: &mut [u32], stride: usize, cap: usize, a: usize, w: i32) {
+    let len = lens[a] as usize;
+    if len < cap {
+        vals[a * stride + len] = w;
+    }
+    lens[a] += 1;
+}
+
+/// The screen's pairs, without SIMD (the reference of the VNNI kernel, and its fallback):
+/// rows lo..hi (of the lists' rows from `base`) against the rows after them (`sym`, each
+/// pair once, pushed to both rows' lists) or against every other row.
+#[allow(clippy::too_many_arguments)]
+fn screen_rows_portable(
+    qz: &Quantized, t7: &[i32], lo: usize, hi: usize, sym: bool, vals: &mut [i32], lens: &mut [u32], base: usize,
+    stride: usize, cap: usize,
+) {
+    let (m, d4) = (qz.m, qz.d4);
+    for i in lo..hi.min(m) {
+        let qi = &qz.a[i * d4..(i + 1) * d4];
+        let from = if sym { i + 1 } else { 0 };
+        for j in from..m {
+            if j == i {
+                continue;
+            }
+            let qj = &qz.a[j * d4..(j + 1) * d4];
+            let w: i32 = qi.iter().zip(qj).map(|(&p, &q)| (i32::from(p) - i32::from(q)).pow(2)).sum();
+            if w <= t7[i] {
+                push(vals, lens, stride, cap, i - base, w);
+            }
+            if sym && w <= t7[j] {
+                push(vals, lens, stride, cap, j - base, w);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{push, Quantized, SB, SMR};
+    use std::arch::x86_64::*;
+
+    /// Lane blocks per tile.
+    const NB: usize = 4;
+
+    /// 0, 1, …, 15 (as a constant vector; lane order of `_mm512_set_epi32`: the last first).
+    // SAFETY: 16 i32 are the 64 bytes of an __m512i, any bits valid.
+    const LANES: __m512i =
+        unsafe { std::mem::transmute::<[i32; 16], __m512i>([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]) };
+
+    /// Whether the CPU has AVX-512 VNNI and the kernels may use AVX-512.
+    pub(super) fn available() -> bool {
+        crate::simd::level() == crate::simd::SimdLevel::Avx512 && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+
+    /// `screen_rows_portable` by tiles of `SMR` rows × `NB` blocks of 16, the integer sums
+    /// by `vpdpbusd` (the same W, exactly; the lists' order may differ). `lo` a multiple
+    /// of `SMR`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and VNNI (`available`).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,popcnt,bmi1")]
+    pub(super) unsafe fn screen_rows(
+        qz: &Quantized, t7: &[i32], lo: usize, hi: usize, sym: bool, vals: &mut [i32], lens: &mut [u32], base: usize,
+        stride: usize, cap: usize,
+    ) {
+        let blocks = qz.padded() / SB;
+        let hi = hi.min(qz.m);
+        // the pushes to the column rows (sym), gathered by compressed stores and handed
+        // out to their lists now and then: (W, row) pairs
+        let mut pend = Pending { w: vec![0; PENDING + SB], j: vec![0; PENDING + SB], len: 0 };
+        let mut i0 = lo;
+        while i0 < hi {
+            let mut jb = if sym { i0 / SB } else { 0 };
+            while jb < blocks {
+                if blocks - jb >= NB {
+                    tile::<NB>(qz, t7, i0, hi, jb, sym, vals, lens, base, stride, cap, &mut pend);
+                    jb += NB;
+                } else {
+                    tile::<1>(qz, t7, i0, hi, jb, sym, vals, lens, base, stride, cap, &mut pend);
+                    jb += 1;
+                }
+                if pend.len > PENDING - SMR * NB * SB {
+                    pend.hand_out(vals, lens, base, stride, cap);
+                }
+            }
+            i0 += SMR;
+        }
+        pend.hand_out(vals, lens, base, stride, cap);
+    }
+
+    /// Pushes waiting for their rows' lists.
+    struct Pending {
+        w: Vec<i32>,
+        j: Vec<i32>,
+        len: usize,
+    }
+
+    /// Room of `Pending` (a compressed store of 16 lanes past its length).
+    const PENDING: usize = 4096;
+
+    impl Pending {
+        fn hand_out(&mut self, vals: &mut [i32], lens: &mut [u32], base: usize, stride: usize, cap: usize) {
+            for (&w, &j) in self.w[..self.len].iter().zip(&self.j[..self.len]) {
+                push(vals, lens, stride, cap, j as usize - base, w);
+            }
+            self.len = 0;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn tile<const N: usize>(
+        qz: &Quantized, t7: &[i32], i0: usize, hi: usize, jb: usize, sym: bool, vals: &mut [i32], lens: &mut [u32],
+        base: usize, stride: usize, cap: usize, pend: &mut Pending,
+    ) {
+        let (m, d4) = (qz.m, qz.d4);
+        let k4 = d4 / 4;
+        let mut acc = [[_mm512_setzero_si512(); N]; SMR];
+        let bp = qz.b.as_ptr().add(jb * k4 * 64);
+        let ap = qz.a.as_ptr().add(i0 * d4);
+        // (index loops of constant bounds: unrolled, the sums held in registers)
+        for k in 0..k4 {
+            let mut bv = [_mm512_setzero_si512(); N];
+            #[allow(clippy::needless_range_loop)]
+            for nb in 0..N {
+                bv[nb] = _mm512_loadu_si512(bp.add((nb * k4 + k) * 64) as *const _);
+            }
+            for r in 0..SMR {
+                let av = _mm512_set1_epi32((ap.add(r * d4 + 4 * k) as *const i32).read_unaligned());
+                for nb in 0..N {
+                    acc[r][nb] = _mm512_dpbusd_epi32(acc[r][nb], bv[nb], av);
+                }
+            }
+        }
+        for nb in 0..N {
+            let j0 = (jb + nb) * SB;
+            let nv = _mm512_loadu_si512(qz.n.as_ptr().add(j0) as *const _);
+            let tj = _mm512_loadu_si512(t7.as_ptr().add(j0) as *const _);
+            let jv = _mm512_add_epi32(_mm512_set1_epi32(j0 as i32), LANES);
+            let inb: u16 = if j0 + SB <= m { u16::MAX } else { ((1u32 << (m - j0)) - 1) as u16 };
+            for r in 0..SMR {
+                let i = i0 + r;
+                if i >= hi {
+                    break;
+                }
+                let mut valid = inb;
+                if i >= j0 && i < j0 + SB {
+                    let l = i - j0;
+                    valid &= if sym { !((1u32 << (l + 1)) - 1) as u16 } else { !(1u16 << l) };
+                }
+                if valid == 0 {
+                    continue;
+                }
+                let w = _mm512_sub_epi32(
+                    _mm512_add_epi32(_mm512_set1_epi32(qz.r[i]), nv),
+                    _mm512_slli_epi32::<1>(acc[r][nb]),
+                );
+                // this row's: compressed into its list (no branch on the mask)
+                let mr = _mm512_mask_cmple_epi32_mask(valid, w, _mm512_set1_epi32(t7[i]));
+                let li = i - base;
+                let len = *lens.get_unchecked(li) as usize;
+                if len <= cap {
+                    let at = vals.as_mut_ptr().add(li * stride + len);
+                    _mm512_storeu_si512(at as *mut _, _mm512_maskz_compress_epi32(mr, w));
+                }
+                *lens.get_unchecked_mut(li) += mr.count_ones();
+                if sym {
+                    // the column rows': (W, row) compressed into the pending pushes
+                    let mc = _mm512_mask_cmple_epi32_mask(valid, w, tj);
+                    let at = pend.len;
+                    _mm512_storeu_si512(pend.w.as_mut_ptr().add(at) as *mut _, _mm512_maskz_compress_epi32(mc, w));
+                    _mm512_storeu_si512(pend.j.as_mut_ptr().add(at) as *mut _, _mm512_maskz_compress_epi32(mc, jv));
+                    pend.len += mc.count_ones() as usize;
+                }
+            }
+        }
+    }
+}
+
+/// Whether `cluster_best` screens its rows with integers (AVX-512 VNNI; elsewhere the f32
+/// Gram matrix is the faster screen).
+fn screen_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        vnni::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Every row's list of `Nearby` rows: the pairs by tiles of the upper triangle, each pushed
+/// to both rows (one thread), or, for a large cluster with `par`, each row's whole row by
+/// blocks of rows in parallel. `vnni`: the SIMD kernel, else the portable one.
+fn screen_lists<'a>(
+    qz: &Quantized, t7: &[i32], cap: usize, par: bool, vnni: bool, vals: &'a mut Vec<i32>, lens: &'a mut Vec<u32>,
+) -> Nearby<'a> {
+    let m = qz.m;
+    let near = Nearby::new(m, cap, vals, lens);
+    let stride = near.stride;
+    let run = |lo: usize, hi: usize, sym: bool, vals: &mut [i32], lens: &mut [u32], base: usize| {
+        #[cfg(target_arch = "x86_64")]
+        if vnni {
+            // SAFETY: `vnni` only when `vnni::available()` said the CPU has the features.
+            unsafe { vnni::screen_rows(qz, t7, lo, hi, sym, vals, lens, base, stride, cap) };
+            return;
+        }
+        let _ = vnni;
+        screen_rows_portable(qz, t7, lo, hi, sym, vals, lens, base, stride, cap);
+    };
+    if par && m >= SCREEN_PAR_MIN {
+        let rows = 256;
+        near.vals[..m * stride].par_chunks_mut(rows * stride).zip(near.lens.par_chunks_mut(rows)).enumerate().for_each(
+            |(t, (vals, lens))| {
+                let lo = t * rows;
+                run(lo, lo + lens.len(), false, vals, lens, lo);
+            },
+        );
+    } else {
+        run(0, m, true, &mut near.vals[..], &mut near.lens[..], 0);
+    }
+    near
+}
+
+/// The rows of a cluster `Rows::beaten` might not turn away against the best mean
+/// distance `s_best` (seeds excluded), from the integer screen: each row's count of rows
+/// that may lie within each threshold of `STEPS` gives the same bound as `beaten` with
+/// the wider rounding bound of the integers (σ). None when there is nothing to screen
+/// with (s_best not positive and finite, all rows equal).
+#[allow(clippy::too_many_arguments)]
+fn screen_cluster<T: Scalar>(
+    c: &Gathered<T>, kk: usize, seeds: &[usize], s_best: f64, par: bool, vnni: bool, vals: &mut Vec<i32>,
+    lens: &mut Vec<u32>,
+) -> Option<Vec<usize>> {
+    if !(s_best > 0.0 && s_best.is_finite()) {
+        return None;
+    }
+    let qz = Quantized::new(c)?;
+    let m = qz.m;
+    let mut t7 = vec![-1i32; qz.padded()];
+    for (q, t) in t7.iter_mut().enumerate().take(m) {
+        *t = qz.threshold(q, s_best * STEPS[STEPS.len() - 1]);
+    }
+    // (most rows have a few dozen rows within the widest threshold; a row past the cap is
+    // left to its Gram row)
+    let cap = (4 * kk).max(240);
+    let near = screen_lists(&qz, &t7, cap, par, vnni, vals, lens);
+    let kkf = kk as f64;
+    let target = kkf * s_best * (1.0 + 2e-9) * (1.0 + 1e-12);
+    let mut left = Vec::new();
+    for q in 0..m {
+        if seeds.binary_search(&q).is_ok() {
+            continue;
+        }
+        let len = near.lens[q] as usize;
+        if len > near.cap {
+            left.push(q);
+            continue;
+        }
+        let list = &near.vals[q * near.stride..q * near.stride + len];
+        // c_h, the rows that may lie within t_h: every listed row for the widest, and a
+        // count of the listed rows at or below each other threshold
+        let mut ts = [i32::MIN; 8];
+        for (t, &step) in ts.iter_mut().zip(&STEPS[..STEPS.len() - 1]) {
+            *t = qz.threshold(q, s_best * step);
+        }
+        let mut counts = [0u32; 8];
+        for &w in list {
+            for h in 0..8 {
+                counts[h] += u32::from(w <= ts[h]);
+            }
+        }
+        counts[STEPS.len() - 1] = len as u32;
+        // Σ_h (t_h − t_{h−1}) max(0, k' − c_h)
+        let mut bound = 0.0;
+        let mut below = 0.0;
+        for (&step, &c_h) in STEPS.iter().zip(&counts) {
+            let th = s_best * step;
+            bound += (th - below) * (kkf - c_h as f64).max(0.0);
+            below = th;
+        }
+        if bound <= target {
+            left.push(q);
+        }
+    }
+    Some(left)
 }
 
 /// ‖xq − row j‖ of the rows `ids` of `data` (rows of xq's length), appended to `out`:
@@ -753,16 +1317,16 @@ pub fn most_typical<T: Scalar>(
     let par = pool.is_some();
     run_in(&pool, || {
         checked_sq_norms(&x, Field::Embeddings, par, cancel)?;
-        let one = |buf: &mut Vec<T>, g: usize| {
+        let one = |buf: &mut BestBufs<T>, g: usize| {
             if cancel.is_cancelled() {
                 return (0, f64::NAN);
             }
             cluster_best(&x, &groups[g].1, k, par, cancel, buf)
         };
         let per: Vec<(usize, f64)> = if par {
-            (0..groups.len()).into_par_iter().map_init(Vec::new, one).collect()
+            (0..groups.len()).into_par_iter().map_init(BestBufs::new, one).collect()
         } else {
-            let mut buf = Vec::new();
+            let mut buf = BestBufs::new();
             (0..groups.len()).map(|g| one(&mut buf, g)).collect()
         };
         cancel.check()?;
@@ -924,6 +1488,57 @@ mod tests {
         }
         let dup = Array2::<f64>::zeros((5, 2));
         check_most_typical(dup.view(), &[0, 0, 0, 1, 2], 2, 1);
+    }
+
+    /// The screen's lists, sorted per row (their order depends on the kernel), and counts.
+    fn screened(qz: &Quantized, t7: &[i32], par: bool, vnni: bool) -> (Vec<u32>, Vec<Vec<i32>>) {
+        let (mut vals, mut lens) = (vec![7; 3], Vec::new());
+        let near = screen_lists(qz, t7, 40, par, vnni, &mut vals, &mut lens);
+        let lists = (0..qz.m)
+            .map(|q| {
+                // (past the cap, which values were kept depends on the order: not compared)
+                let n = near.lens[q] as usize;
+                let n = if n > near.cap { 0 } else { n };
+                let mut l = near.vals[q * near.stride..q * near.stride + n].to_vec();
+                l.sort_unstable();
+                l
+            })
+            .collect();
+        (near.lens.clone(), lists)
+    }
+
+    #[test]
+    fn the_integer_screen_lists_the_same_rows_every_way() {
+        // the VNNI kernel (triangle, or whole rows in parallel for a large cluster) and the
+        // portable one: the same counts and values; and every pair within its threshold
+        // listed (W exact: the distance of the integer rows)
+        let mut rng = SplitMix64::new(21);
+        let mut past = false;
+        for &(m, d) in &[(70, 5), (300, 37), (SCREEN_PAR_MIN + 70, 9)] {
+            let x = Array2::from_shape_fn((m, d), |(i, j)| (i % 3 * 4 + j % 2) as f64 + rng.uniform());
+            let rows: Vec<usize> = (0..m).collect();
+            let c = Gathered::new(&x.mapv(|v| v as f32).view(), &rows);
+            let qz = Quantized::new(&c).unwrap();
+            let mut t7 = vec![-1i32; qz.padded()];
+            for (q, t) in t7.iter_mut().enumerate().take(m) {
+                *t = qz.threshold(q, 0.3 + 0.6 * (q % 5) as f64);
+            }
+            let want = screened(&qz, &t7, false, false);
+            let w = |a: usize, b: usize| -> i32 {
+                (0..qz.d4).map(|k| (i32::from(qz.a[a * qz.d4 + k]) - i32::from(qz.a[b * qz.d4 + k])).pow(2)).sum()
+            };
+            for q in (0..m).step_by(7) {
+                let n = (0..m).filter(|&j| j != q && w(q, j) <= t7[q]).count();
+                assert_eq!(want.0[q] as usize, n, "m={m} row {q}");
+            }
+            past |= want.0.iter().any(|&n| n > 40);
+            if screen_available() {
+                for par in [false, true] {
+                    assert!(screened(&qz, &t7, par, true) == want, "m={m} par={par}");
+                }
+            }
+        }
+        assert!(past, "some list past the cap");
     }
 
     #[test]
