@@ -434,7 +434,7 @@ fn sums<const SCALE: bool, const EY: bool>(x: &[f64], m: f64, inv_t: f64) -> [f6
 
 /// The loop's constants.
 #[cfg(target_arch = "x86_64")]
-struct Consts {
+pub(crate) struct Consts {
     m: __m256d,
     inv_t: __m256d,
     low: __m256d,
@@ -449,7 +449,7 @@ struct Consts {
 impl Consts {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn new(m: f64, inv_t: f64) -> Consts {
+    pub(crate) fn new(m: f64, inv_t: f64) -> Consts {
         let q = EXP_Q;
         Consts {
             m: _mm256_set1_pd(m),
@@ -663,7 +663,7 @@ fn step<const SCALE: bool, const EY: bool, const FAST: bool>(
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn exp4(k: &Consts, yc: __m256d) -> __m256d {
+pub(crate) fn exp4(k: &Consts, yc: __m256d) -> __m256d {
     let t = _mm256_fmadd_pd(yc, k.log2e, k.magic);
     let n = _mm256_sub_pd(t, k.magic);
     let r = _mm256_fnmadd_pd(n, k.ln2[0], yc);
