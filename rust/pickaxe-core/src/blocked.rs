@@ -468,7 +468,8 @@ impl Group for f64 {
     #[inline(always)]
     unsafe fn sums(cls: &[Self::V], mx: Self::V, k: &Self::K) -> Sums4 {
         use std::arch::x86_64::*;
-        let low = _mm256_set1_pd(f64::EXP_ZERO.max(-709.0));
+        // exp4's bottom, where its scale is exactly +0: −inf logits give e = 0 exactly.
+        let low = _mm256_set1_pd(crate::logits_x86_f64::EXP_LOW);
         let mut s = Sums4 { cnt: _mm256_setzero_si256(), rest: _mm256_setzero_pd(), ey: _mm256_setzero_pd() };
         for &x in cls {
             let y = _mm256_sub_pd(x, mx);

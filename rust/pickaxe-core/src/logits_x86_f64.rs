@@ -126,7 +126,7 @@ const EXP_LN2_LO: f64 = 9.058_776_616_587_108e-20;
 const EXP_Q: [f64; 4] = [1.0, 0.5, 1.0 / 6.0, 1.0 / 24.0];
 /// The bottom of the range: −1023·ln 2 rounded, where n = −1023·256 and the scale is +0
 /// (the entry for n mod 256 = 0, 1.0, plus −1023 in the exponent field).
-const EXP_LOW: f64 = -709.089_565_712_824_1;
+pub(crate) const EXP_LOW: f64 = -709.089_565_712_824_1;
 /// The bits of 2^(j/256), j = 0..256, correctly rounded (mpmath at 200 bits).
 const EXP_POW2: [u64; 256] = [
     0x3ff0_0000_0000_0000,
