@@ -247,25 +247,25 @@ unsafe fn transpose8x8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64:
     ]
 }
 
-/// Classes `b0..b0 + 8` of 8 rows (`p`: row 0's class 0, rows `s0` apart, classes
-/// contiguous) as 8 registers of class-major lanes, the last `R` of them into
-/// `cls[b0 + 8 − R..]` and into the running max `mx` (`R` < 8: the block overlaps the one
-/// before and only its new classes are kept; the shuffles for the others are left out).
+/// Classes `b0..b0 + 8` of 8 rows (`rows[k]`: row k's class 0, classes contiguous) as 8
+/// registers of class-major lanes, the last `R` of them into `cls[b0 + 8 − R..]` and into
+/// the running max `mx` (`R` < 8: the block overlaps the one before and only its new
+/// classes are kept; the shuffles for the others are left out).
 ///
 /// # Safety
-/// AVX2; `p + k·s0 + b0 + 0..8` readable for k < 8; `b0 + 8 ≤ cls.len()`.
+/// AVX2; `rows[k] + b0 + 0..8` readable for k < 8; `cls + b0 + 0..8` writable.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn block8_f32<const R: usize>(
-    p: *const f32, s0: isize, b0: usize, cls: &mut [std::arch::x86_64::__m256], mx: &mut std::arch::x86_64::__m256,
+    rows: &[*const f32; 8], b0: usize, cls: *mut std::arch::x86_64::__m256, mx: &mut std::arch::x86_64::__m256,
 ) {
     use std::arch::x86_64::*;
     // SAFETY: the function's contract.
-    let r: [__m256; 8] = std::array::from_fn(|k| unsafe { _mm256_loadu_ps(p.offset(k as isize * s0 + b0 as isize)) });
+    let r: [__m256; 8] = std::array::from_fn(|k| unsafe { _mm256_loadu_ps(rows[k].add(b0)) });
     let o = transpose8x8(r);
     for b in 8 - R..8 {
         *mx = _mm256_max_ps(o[b], *mx);
-        cls[b0 + b] = o[b];
+        cls.add(b0 + b).write(o[b]);
     }
 }
 
@@ -282,23 +282,25 @@ unsafe fn load8_f32(
     p: *const f32, s0: isize, c: usize, cls: &mut [std::arch::x86_64::__m256; TILE],
 ) -> std::arch::x86_64::__m256 {
     use std::arch::x86_64::*;
+    let rows: [*const f32; 8] = std::array::from_fn(|k| p.wrapping_offset(k as isize * s0));
+    let cls = cls.as_mut_ptr();
     let mut mx = _mm256_set1_ps(f32::NEG_INFINITY);
     let full = c / 8 * 8;
     for b0 in (0..full).step_by(8) {
         // SAFETY: classes b0..b0 + 8 ≤ c of the 8 rows (the contract); b0 + 8 ≤ TILE.
-        unsafe { block8_f32::<8>(p, s0, b0, cls, &mut mx) };
+        unsafe { block8_f32::<8>(&rows, b0, cls, &mut mx) };
     }
     // SAFETY: classes c − 8..c of the 8 rows; c ≤ TILE.
     unsafe {
         match c - full {
             0 => {}
-            1 => block8_f32::<1>(p, s0, c - 8, cls, &mut mx),
-            2 => block8_f32::<2>(p, s0, c - 8, cls, &mut mx),
-            3 => block8_f32::<3>(p, s0, c - 8, cls, &mut mx),
-            4 => block8_f32::<4>(p, s0, c - 8, cls, &mut mx),
-            5 => block8_f32::<5>(p, s0, c - 8, cls, &mut mx),
-            6 => block8_f32::<6>(p, s0, c - 8, cls, &mut mx),
-            _ => block8_f32::<7>(p, s0, c - 8, cls, &mut mx),
+            1 => block8_f32::<1>(&rows, c - 8, cls, &mut mx),
+            2 => block8_f32::<2>(&rows, c - 8, cls, &mut mx),
+            3 => block8_f32::<3>(&rows, c - 8, cls, &mut mx),
+            4 => block8_f32::<4>(&rows, c - 8, cls, &mut mx),
+            5 => block8_f32::<5>(&rows, c - 8, cls, &mut mx),
+            6 => block8_f32::<6>(&rows, c - 8, cls, &mut mx),
+            _ => block8_f32::<7>(&rows, c - 8, cls, &mut mx),
         }
     }
     mx
@@ -422,18 +424,18 @@ unsafe fn transpose4x4(r: [std::arch::x86_64::__m256d; 4]) -> [std::arch::x86_64
 /// `block8_f32` for float64: classes `b0..b0 + 4` of 4 rows, the last `R` kept.
 ///
 /// # Safety
-/// AVX2; `p + k·s0 + b0 + 0..4` readable for k < 4; `b0 + 4 ≤ cls.len()`.
+/// AVX2; `rows[k] + b0 + 0..4` readable for k < 4; `cls + b0 + 0..4` writable.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn block4_f64<const R: usize>(
-    p: *const f64, s0: isize, b0: usize, cls: &mut [std::arch::x86_64::__m256d], mx: &mut std::arch::x86_64::__m256d,
+    rows: &[*const f64; 4], b0: usize, cls: *mut std::arch::x86_64::__m256d, mx: &mut std::arch::x86_64::__m256d,
 ) {
     use std::arch::x86_64::*;
-    let r: [__m256d; 4] = std::array::from_fn(|k| _mm256_loadu_pd(p.offset(k as isize * s0 + b0 as isize)));
+    let r: [__m256d; 4] = std::array::from_fn(|k| _mm256_loadu_pd(rows[k].add(b0)));
     let o = transpose4x4(r);
     for b in 4 - R..4 {
         *mx = _mm256_max_pd(o[b], *mx);
-        cls[b0 + b] = o[b];
+        cls.add(b0 + b).write(o[b]);
     }
 }
 
@@ -450,16 +452,18 @@ impl Group for f64 {
     #[inline(always)]
     unsafe fn load(p: *const f64, s0: isize, c: usize, cls: &mut [Self::V; TILE]) -> Self::V {
         use std::arch::x86_64::*;
+        let rows: [*const f64; 4] = std::array::from_fn(|k| p.wrapping_offset(k as isize * s0));
+        let cls = cls.as_mut_ptr();
         let mut mx = _mm256_set1_pd(f64::NEG_INFINITY);
         let full = c / 4 * 4;
         for b0 in (0..full).step_by(4) {
-            block4_f64::<4>(p, s0, b0, cls, &mut mx);
+            block4_f64::<4>(&rows, b0, cls, &mut mx);
         }
         match c - full {
             0 => {}
-            1 => block4_f64::<1>(p, s0, c - 4, cls, &mut mx),
-            2 => block4_f64::<2>(p, s0, c - 4, cls, &mut mx),
-            _ => block4_f64::<3>(p, s0, c - 4, cls, &mut mx),
+            1 => block4_f64::<1>(&rows, c - 4, cls, &mut mx),
+            2 => block4_f64::<2>(&rows, c - 4, cls, &mut mx),
+            _ => block4_f64::<3>(&rows, c - 4, cls, &mut mx),
         }
         mx
     }
