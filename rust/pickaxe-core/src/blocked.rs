@@ -263,9 +263,9 @@ unsafe fn block8_f32<const R: usize>(
     // SAFETY: the function's contract.
     let r: [__m256; 8] = std::array::from_fn(|k| unsafe { _mm256_loadu_ps(rows[k].add(b0)) });
     let o = transpose8x8(r);
-    for b in 8 - R..8 {
-        *mx = _mm256_max_ps(o[b], *mx);
-        cls.add(b0 + b).write(o[b]);
+    for (b, &v) in o.iter().enumerate().skip(8 - R) {
+        *mx = _mm256_max_ps(v, *mx);
+        cls.add(b0 + b).write(v);
     }
 }
 
@@ -433,9 +433,9 @@ unsafe fn block4_f64<const R: usize>(
     use std::arch::x86_64::*;
     let r: [__m256d; 4] = std::array::from_fn(|k| _mm256_loadu_pd(rows[k].add(b0)));
     let o = transpose4x4(r);
-    for b in 4 - R..4 {
-        *mx = _mm256_max_pd(o[b], *mx);
-        cls.add(b0 + b).write(o[b]);
+    for (b, &v) in o.iter().enumerate().skip(4 - R) {
+        *mx = _mm256_max_pd(v, *mx);
+        cls.add(b0 + b).write(v);
     }
 }
 
