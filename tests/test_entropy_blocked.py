@@ -105,3 +105,14 @@ def test_tiny_entropy_is_relative():
         R.assert_close(got, R.entropy(logits=x.astype(dtype)), 1e-5)
         R.assert_close(px.scores.entropy(logits=x.astype(dtype), normalize=True),
                        R.entropy(logits=x.astype(dtype)) / math.log(3), 1e-5)
+
+
+@pytest.mark.parametrize("level", SUPPORTED, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_one_finite_class_is_exactly_zero(level, dtype):
+    """Every class but one -inf: e = 0 exactly for them (the exp's bottom is an exact 0), H = 0."""
+    for c in (2, 4, 5, 8, 9, 10, 17, 64):
+        x = np.full((70, c), -np.inf)
+        x[np.arange(70), np.arange(70) % c] = np.linspace(-50.0, 50.0, 70)
+        got = px.scores.entropy(logits=x.astype(dtype))
+        assert np.all(got == 0.0), f"{level} C={c}: {got[got != 0][:3]}"

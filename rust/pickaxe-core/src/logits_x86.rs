@@ -116,23 +116,23 @@ pub(crate) fn exp_sums_f32<const SCALE: bool, const EY: bool>(x: &[f32], m: f32,
 /// The table exp's constants (see the module's notes and `exp_table_f32`).
 /// 1.5 · 2^23: t = z + EXP8_MAGIC holds n = round(z) in its low mantissa bits (two's
 /// complement below 2^22), so t's bits give n mod 8 (the table index) and ⌊n/8⌋ (the exponent).
-const EXP8_MAGIC: f32 = 12_582_912.0;
+pub(crate) const EXP8_MAGIC: f32 = 12_582_912.0;
 /// 8·log2(e) in float32.
-const EXP8_LOG2E: f32 = 11.541_56;
+pub(crate) const EXP8_LOG2E: f32 = 11.541_56;
 /// ln2/8: ln 2's float32 error times |n| ≤ 1016 is at most 2.4e-7 (as `exp_f32_nonpos`'s
 /// ln 2 times |n| ≤ 127).
-const EXP8_LN2: f32 = std::f32::consts::LN_2 / 8.0;
+pub(crate) const EXP8_LN2: f32 = std::f32::consts::LN_2 / 8.0;
 /// exp(r) ≈ 1 + r·(c0 + r·(c1 + r·c2)) on |r| ≤ ln2/16: a minimax fit of the relative
 /// error (2.5e-8, 0.42 ULP, in exact arithmetic).
-const EXP8_POLY: [f32; 3] = [1.0, 0.500_064_8, 0.166_642_96];
+pub(crate) const EXP8_POLY: [f32; 3] = [1.0, 0.500_064_8, 0.166_642_96];
 /// The bottom of the range: −127·ln 2 in float32, where n = −1016 and 2^(n/8) = 2^−127 comes
 /// out as exactly +0 (the entry for n mod 8 = 0 plus the exponent field wraps to 0). Values
 /// between this and −127·ln2 + ln2/8 get a subnormal e off by up to 1.2e-38: nothing in a sum
 /// that holds the max's e = 1.
-const EXP8_LOW: f32 = -88.029_69;
+pub(crate) const EXP8_LOW: f32 = -88.029_69;
 /// The table: the bits of 2^(j/8) (rounded to float32) minus j·2^20, the part of t's bits
 /// that lands in the mantissa when t is shifted left by 20 to put ⌊n/8⌋ in the exponent.
-const EXP8_TABLE: [u32; 8] = {
+pub(crate) const EXP8_TABLE: [u32; 8] = {
     let mut t = [0u32; 8];
     let mut j = 0;
     while j < 8 {

@@ -126,7 +126,7 @@ const EXP_LN2_LO: f64 = 9.058_776_616_587_108e-20;
 const EXP_Q: [f64; 4] = [1.0, 0.5, 1.0 / 6.0, 1.0 / 24.0];
 /// The bottom of the range: −1023·ln 2 rounded, where n = −1023·256 and the scale is +0
 /// (the entry for n mod 256 = 0, 1.0, plus −1023 in the exponent field).
-const EXP_LOW: f64 = -709.089_565_712_824_1;
+pub(crate) const EXP_LOW: f64 = -709.089_565_712_824_1;
 /// The bits of 2^(j/256), j = 0..256, correctly rounded (mpmath at 200 bits).
 const EXP_POW2: [u64; 256] = [
     0x3ff0_0000_0000_0000,
@@ -434,7 +434,7 @@ fn sums<const SCALE: bool, const EY: bool>(x: &[f64], m: f64, inv_t: f64) -> [f6
 
 /// The loop's constants.
 #[cfg(target_arch = "x86_64")]
-struct Consts {
+pub(crate) struct Consts {
     m: __m256d,
     inv_t: __m256d,
     low: __m256d,
@@ -449,7 +449,7 @@ struct Consts {
 impl Consts {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn new(m: f64, inv_t: f64) -> Consts {
+    pub(crate) fn new(m: f64, inv_t: f64) -> Consts {
         let q = EXP_Q;
         Consts {
             m: _mm256_set1_pd(m),
@@ -682,7 +682,7 @@ fn step<const SCALE: bool, const EY: bool, const FAST: bool>(
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn exp4(k: &Consts, yc: __m256d) -> __m256d {
+pub(crate) fn exp4(k: &Consts, yc: __m256d) -> __m256d {
     let t = _mm256_fmadd_pd(yc, k.log2e, k.magic);
     let n = _mm256_sub_pd(t, k.magic);
     let r = _mm256_fnmadd_pd(n, k.ln2[0], yc);
