@@ -703,16 +703,7 @@ unsafe fn transpose4_f64(rows: &[*const f64; 4], c: usize, dst: *mut f64) {
             // SAFETY: see the block's comment.
             r[k] = unsafe { _mm256_loadu_pd(rows[k].add(b0)) };
         }
-        let t0 = _mm256_unpacklo_pd(r[0], r[1]);
-        let t1 = _mm256_unpackhi_pd(r[0], r[1]);
-        let t2 = _mm256_unpacklo_pd(r[2], r[3]);
-        let t3 = _mm256_unpackhi_pd(r[2], r[3]);
-        let o = [
-            _mm256_permute2f128_pd::<0x20>(t0, t2),
-            _mm256_permute2f128_pd::<0x20>(t1, t3),
-            _mm256_permute2f128_pd::<0x31>(t0, t2),
-            _mm256_permute2f128_pd::<0x31>(t1, t3),
-        ];
+        let o = transpose4x4(r);
         for (k, v) in o.into_iter().enumerate() {
             // SAFETY: see the block's comment.
             unsafe { _mm256_storeu_pd(dst.add((b0 + k) * TILE), v) };

@@ -716,6 +716,16 @@ fn total(v: __m256d) -> f64 {
 mod tests {
     use super::*;
 
+    /// `c` logits uniform in [−spread/2, spread/2), from a linear congruential `seed`.
+    fn uniform(seed: &mut u64, c: usize, spread: f64) -> Vec<f64> {
+        (0..c)
+            .map(|_| {
+                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((*seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * spread
+            })
+            .collect()
+    }
+
     /// The sums in f64 from the scalar model of the kernel's exp (the same e per element).
     fn reference(x: &[f64], m: f64, inv_t: f64, scale: bool) -> [f64; 3] {
         let mut s = [0.0f64; 3];
@@ -783,12 +793,7 @@ mod tests {
         }
         let mut seed = 11u64;
         for c in [4usize, 8, 12, 100, 1000, 1003] {
-            let x: Vec<f64> = (0..c)
-                .map(|_| {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    ((seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 60.0
-                })
-                .collect();
+            let x = uniform(&mut seed, c, 60.0);
             let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             for inv_t in [1.0, 0.37] {
                 // SAFETY: the CPU has AVX2 and FMA (checked above); the loads read `x`'s
@@ -829,12 +834,7 @@ mod tests {
     fn sums_match_the_element_function() {
         let mut seed = 7u64;
         for c in [1usize, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 127, 128, 129, 1000, 3001] {
-            let mut x: Vec<f64> = (0..c)
-                .map(|_| {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    ((seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 40.0
-                })
-                .collect();
+            let mut x = uniform(&mut seed, c, 40.0);
             if c > 3 {
                 x[c / 2] = f64::NEG_INFINITY;
                 x[1] = -2000.0;

@@ -622,6 +622,12 @@ fn cluster_best<T: Scalar>(
     seeds.sort_unstable();
     let mut best = Best(f64::NEG_INFINITY, usize::MAX);
     let mut st = RowState::new(rows.keep);
+    // row q (Gram row `grow`) computed unless it provably cannot beat `b`
+    let try_row = |b: &mut Best, q: usize, grow: &[T], st: &mut RowState<T>, vb: &mut Vec<T>| {
+        if !rows.beaten(q, grow, b.mean_distance(), vb) {
+            b.offer(rows.typicality(q, grow, st), q);
+        }
+    };
     // rows lo..hi, row q's Gram values at g[(q − off) m..]
     let scan = |lo: usize, hi: usize, g: &[T], off: usize, start: Best| {
         let mut b = start;
@@ -631,12 +637,22 @@ fn cluster_best<T: Scalar>(
             if seeds.binary_search(&q).is_ok() {
                 continue;
             }
-            let grow = &g[(q - off) * m..(q - off + 1) * m];
-            if !rows.beaten(q, grow, b.mean_distance(), &mut vb) {
-                b.offer(rows.typicality(q, grow, &mut st), q);
-            }
+            try_row(&mut b, q, &g[(q - off) * m..(q - off + 1) * m], &mut st, &mut vb);
         }
         b
+    };
+    // the Gram rows of `ids` (against every row) into `gb`, ids.len() × m
+    let some_gram = |ids: &[usize], gb: &mut Vec<T>| {
+        let sx = xg.select(ndarray::Axis(0), ids);
+        gram(&sx.view(), &xg, gb);
+    };
+    // the seeds from their own Gram rows
+    let offer_seeds = |best: &mut Best, st: &mut RowState<T>| {
+        let mut gb = Vec::new();
+        some_gram(&seeds, &mut gb);
+        for (r, &q) in seeds.iter().enumerate() {
+            best.offer(rows.typicality(q, &gb[r * m..(r + 1) * m], st), q);
+        }
     };
     let merge = |a: Best, b: Best| {
         let mut a = a;
@@ -644,17 +660,9 @@ fn cluster_best<T: Scalar>(
         a
     };
     if m >= SCREEN_MIN && xg.ncols() <= SCREEN_MAX_D && screen_available() {
-        // the seeds from their Gram rows, then the integer screen; the rows it leaves
-        // are taken as above, from their Gram rows by blocks
-        let some_gram = |ids: &[usize], gb: &mut Vec<T>| {
-            let sx = xg.select(ndarray::Axis(0), ids);
-            gram(&sx.view(), &xg, gb);
-        };
-        let mut gb = Vec::new();
-        some_gram(&seeds, &mut gb);
-        for (r, &q) in seeds.iter().enumerate() {
-            best.offer(rows.typicality(q, &gb[r * m..(r + 1) * m], &mut st), q);
-        }
+        // the seeds, then the integer screen; the rows it leaves are taken as above, from
+        // their Gram rows by blocks
+        offer_seeds(&mut best, &mut st);
         if let Some(left) =
             screen_cluster(&c, rows.kk, &seeds, best.mean_distance(), par, true, &mut bufs.vals, &mut bufs.lens)
         {
@@ -671,10 +679,7 @@ fn cluster_best<T: Scalar>(
                 let mut st = RowState::new(rows.keep);
                 let mut vb = Vec::new();
                 for (r, &q) in ids.iter().enumerate() {
-                    let grow = &g[r * m..(r + 1) * m];
-                    if !rows.beaten(q, grow, b.mean_distance(), &mut vb) {
-                        b.offer(rows.typicality(q, grow, &mut st), q);
-                    }
+                    try_row(&mut b, q, &g[r * m..(r + 1) * m], &mut st, &mut vb);
                 }
                 b
             });
@@ -697,14 +702,7 @@ fn cluster_best<T: Scalar>(
         let b = per.into_iter().fold(best, merge);
         return (b.1, b.0);
     }
-    {
-        let sx = xg.select(ndarray::Axis(0), &seeds);
-        let mut gb = Vec::new();
-        let g = gram(&sx.view(), &xg, &mut gb);
-        for (r, &q) in seeds.iter().enumerate() {
-            best.offer(rows.typicality(q, g.row(r).as_slice().expect("gram rows are contiguous"), &mut st), q);
-        }
-    }
+    offer_seeds(&mut best, &mut st);
     let b = large_block(m);
     let blocks = m.div_ceil(b);
     let per = map_tasks(par && blocks > 1, blocks, |t| {
