@@ -38,7 +38,8 @@ def _logits(rng, n, c, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_short_rows_match_reference(level, dtype):
     rng = np.random.default_rng(18)
-    for c in list(range(1, 65)) + [100, 130]:
+    # 64 and 100 / 160: the register-transposing kernel's limits at AVX2 (float64 / float32)
+    for c in list(range(1, 65)) + [71, 99, 100, 101, 128, 159, 160, 161, 200]:
         for n in (1, 63, 64, 131):
             x = _logits(rng, n, c, dtype)
             for normalize in (False, True):
@@ -59,7 +60,7 @@ def test_short_rows_match_reference(level, dtype):
 
 @pytest.mark.parametrize("level", SUPPORTED, indirect=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("c", [2, 3, 10, 33, 64])
+@pytest.mark.parametrize("c", [2, 3, 10, 33, 64, 100, 160])
 def test_invalid_rows(level, dtype, c):
     rng = np.random.default_rng(c)
     n = 150

@@ -278,16 +278,18 @@ impl<T: Real> Kernel<T> for RowKernel<T> {
 
 /// Rows of at most this many logits take the row-blocked entropy (`blocked`). Measured
 /// (1 thread, CPU time, ns per value, min of 5 rounds, row kernel -> blocked, same thin
-/// build, busy machine; /work/notes/results-avx2d.md): float32 AVX2 C = 64 1.03 -> 0.60,
-/// C = 100 0.81 -> 0.84, C = 128 0.64 -> 0.67, C = 200 0.55 -> 0.84; float32 AVX-512
-/// C = 100 1.16 -> 0.45, C = 128 0.75 -> 0.44, C = 200 0.69 -> 0.91; float64 AVX2 C = 64
-/// 3.5 -> 2.6, C = 100 2.3-3.2 -> 2.6-2.7, C = 160 3.0 -> 3.9; float64 AVX-512 C = 64
-/// 2.0 -> 1.7, C = 100 1.8-1.9 -> 2.0-2.5. So: float32 up to 128 classes on AVX-512, 64
-/// elsewhere; float64 up to 64.
+/// build, busy machine; session 12): float32 AVX-512 C = 100 1.16 -> 0.45, C = 128 0.75 ->
+/// 0.44, C = 200 0.69 -> 0.91; float64 AVX-512 C = 64 2.0 -> 1.7, C = 100 1.8-1.9 ->
+/// 2.0-2.5. AVX2 transposes rows in registers (`blocked::groups`; session 14, 80 MB of
+/// logits, medians of 9 interleaved rounds, Intel Xeon): float32 C = 100 0.96 -> 0.74,
+/// C = 128 0.73 -> 0.53, C = 160 1.06 -> 0.93, C = 256 0.64 -> 0.69; float64 C = 100 1.60
+/// -> 1.46, C = 112 1.67 -> 1.75, C = 128 1.43 -> 1.67. So: float32 up to 128 classes on
+/// AVX-512 and 160 on AVX2, float64 up to 100 on AVX2, 64 elsewhere.
 fn blocked_max_c<T: Real, I: Isa>() -> usize {
-    if I::WIDE && std::mem::size_of::<T>() == 4 {
-        128
-    } else {
-        64
+    match (I::WIDE, I::FMA, std::mem::size_of::<T>()) {
+        (true, _, 4) => 128,
+        (false, true, 4) => 160,
+        (false, true, 8) => 100,
+        _ => 64,
     }
 }
