@@ -43,6 +43,23 @@ def simd() -> str:
     return f"pickaxe SIMD {info.get('simd')} (detected {info.get('simd_detected')}), {info.get('threads')} kernel threads"
 
 
+def blas() -> str:
+    """numpy's BLAS and the kernels it chose for this CPU (threadpoolctl, when installed):
+    numpy's matrix products run OpenBLAS's AVX-512 kernels on an AVX-512 machine whatever
+    `PICKAXE_SIMD` says, so a bench emulating an AVX2 machine also sets
+    `OPENBLAS_CORETYPE=Haswell`."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "BLAS unknown (no threadpoolctl)"
+    for info in threadpool_info():
+        if info.get("user_api") == "blas":
+            arch = info.get("architecture")
+            return (f"BLAS {info.get('internal_api')} {info.get('version')}"
+                    + (f" ({arch} kernels)" if arch else "") + f", {info.get('num_threads')} threads")
+    return "BLAS not loaded"
+
+
 def describe() -> str:
-    """One line: the hardware, then pickaxe's SIMD level and threads."""
-    return f"machine: {hardware()}; {simd()}"
+    """One line: the hardware, pickaxe's SIMD level and threads, numpy's BLAS."""
+    return f"machine: {hardware()}; {simd()}; {blas()}"

@@ -522,7 +522,7 @@ def run_group(group: Group, repeats: int, log) -> list[Row]:
 
 
 def machine_lines(busy: CpuShare) -> list[str]:
-    from _machine import hardware
+    from _machine import blas, hardware
 
     return [
         f"- machine: {hardware()}",
@@ -534,7 +534,7 @@ def machine_lines(busy: CpuShare) -> list[str]:
             else ""
         ),
         f"- pickaxe {px.__version__}, build_info: {px.build_info()}",
-        f"- numpy {np.__version__}, Python {platform.python_version()}",
+        f"- numpy {np.__version__} ({blas()}), Python {platform.python_version()}",
     ]
 
 

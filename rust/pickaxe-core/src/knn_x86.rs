@@ -19,7 +19,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::knn::M_IP;
+use crate::knn::{M_COS, M_IP, M_L2};
 use crate::math::LANES;
 
 /// The pointers to Q queries' and R reference rows' values, and their length in
@@ -156,4 +156,46 @@ unsafe fn quarter_avx2<const M: u8, const Q: usize, const R: usize>(
         }
     }
     acc
+}
+
+/// `Keyed::finish_pack4` for float32 keys: four pairs' `knn::finish` (L2 √t; cosine ½t
+/// clamped to [0, 2], NaN kept, 1 when a norm is not > 0; inner product 1 − t), + 0.0, the
+/// float32 rounding and the key (the bits in `total_cmp`'s order above the id), side by
+/// side: the same bits as `Keyed::pack(stored(finish(..)), id)` one pair at a time.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn finish_pack4_f32<const M: u8>(
+    tot: [f64; 4], qn: [f64; 4], rn: [f64; 4], ids: [u64; 4],
+) -> [u64; 4] {
+    // SAFETY: each array is 4 readable f64 / u64.
+    let (t, q, r, id) = unsafe {
+        (
+            _mm256_loadu_pd(tot.as_ptr()),
+            _mm256_loadu_pd(qn.as_ptr()),
+            _mm256_loadu_pd(rn.as_ptr()),
+            _mm256_loadu_si256(ids.as_ptr().cast()),
+        )
+    };
+    let zero = _mm256_setzero_pd();
+    let v = match M {
+        M_L2 => _mm256_sqrt_pd(t),
+        M_COS => {
+            // max / min return their second operand when either is NaN: NaN stays.
+            let c = _mm256_min_pd(_mm256_set1_pd(2.0), _mm256_max_pd(zero, _mm256_mul_pd(_mm256_set1_pd(0.5), t)));
+            let both = _mm256_and_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(q, zero), _mm256_cmp_pd::<_CMP_GT_OQ>(r, zero));
+            _mm256_blendv_pd(_mm256_set1_pd(1.0), c, both)
+        }
+        _ => _mm256_sub_pd(_mm256_set1_pd(1.0), t),
+    };
+    let b = _mm_castps_si128(_mm256_cvtpd_ps(_mm256_add_pd(v, zero)));
+    // total_cmp's order: negative values every bit flipped, the others the sign bit.
+    let o = _mm_xor_si128(b, _mm_or_si128(_mm_srai_epi32::<31>(b), _mm_set1_epi32(i32::MIN)));
+    let keys = _mm256_or_si256(_mm256_slli_epi64::<32>(_mm256_cvtepu32_epi64(o)), id);
+    let mut out = [0u64; 4];
+    // SAFETY: `out` is 4 writable u64.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), keys) };
+    out
 }
