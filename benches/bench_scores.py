@@ -60,8 +60,9 @@ inflates wall time, not this), two threads'
 the wall time; each is the median of ``R`` rounds in which the levels and the floor
 (``x.sum()``, one single-threaded read of the same array, also CPU time) alternate. The
 table gives ns per value (the median, and the fastest and slowest round) and the ratio of
-the medians to the floor; the target (issue 18) is
-single-threaded entropy on the AVX2 path within 1.6x the floor.
+the medians to the floor; the target (issue 18 point 7) is
+single-threaded entropy from float32 logits of 1,000 classes (the main table's case) on the
+AVX2 path within 1.6x the floor; 10 classes and float64 are printed beside it.
 """
 
 from __future__ import annotations
@@ -695,11 +696,17 @@ def simd_table(levels: list[str], scores: list[str], repeats: int, quick: bool, 
     lines += ["", "Targets:", ""]
     for dt, c, name, lv, threads, ns, ratio, fns, _ in rows:
         if name == "entropy" and lv == "avx2" and threads == 1 and c in (10, 1000):
-            ok = ratio <= TARGET_AVX2_ENTROPY_FLOOR
-            lines.append(
-                f"- {'PASS' if ok else 'FAIL'} entropy (logits) {dt} C={c:,}, AVX2, 1 thread: "
-                f"{ratio:.2f}x one read (target <= {TARGET_AVX2_ENTROPY_FLOOR:g}x)"
-            )
+            # The target is the main table's case (float32, 1,000 classes); short rows and
+            # float64 are reported beside it (float64's exp alone costs more than 1.6
+            # reads: benches/RESULTS.md, session 14).
+            if dt == "float32" and c == 1000:
+                ok = ratio <= TARGET_AVX2_ENTROPY_FLOOR
+                lines.append(
+                    f"- {'PASS' if ok else 'FAIL'} entropy (logits) {dt} C={c:,}, AVX2, 1 thread: "
+                    f"{ratio:.2f}x one read (target <= {TARGET_AVX2_ENTROPY_FLOOR:g}x, issue 18 point 7)"
+                )
+            else:
+                lines.append(f"- entropy (logits) {dt} C={c:,}, AVX2, 1 thread: {ratio:.2f}x one read (reported)")
     if "avx2" not in usable:
         lines.append("- (the AVX2 target is not measured: this CPU has no AVX2)")
     return lines
