@@ -1016,9 +1016,9 @@ crate::names::named_enum! {
 
 /// The score of one query's keys (every reference row's, in id order; reordered here):
 /// the k smallest (distance, id) keys are selected (`select_nth_unstable`, O(m)), not
-/// sorted. The mean adds their distances in f64 in the order the selection leaves them:
-/// a fixed order for given distances, whatever the thread count or SIMD level (the
-/// distances have the same bits at every level).
+/// sorted. The mean adds their distances in f64 in the order the selection leaves them,
+/// every fourth into one of four sums: a fixed order for given distances, whatever the
+/// thread count or SIMD level (the distances have the same bits at every level).
 #[inline(always)]
 fn aggregate_keys<T: Keyed>(row: &mut [T::Key], k: usize, agg: Aggregate) -> T {
     let m = row.len();
@@ -1031,8 +1031,19 @@ fn aggregate_keys<T: Keyed>(row: &mut [T::Key], k: usize, agg: Aggregate) -> T {
             if k < m {
                 row.select_nth_unstable(k);
             }
-            let sum: f64 = row[..k].iter().map(|&key| T::unpack(key).0.to_f64()).sum();
-            T::from_f64(sum / k as f64)
+            // Four running sums (a chain of dependent adds waited on each add's latency),
+            // added pairwise at the end.
+            let mut acc = [0.0f64; 4];
+            let (fours, rest) = row[..k].as_chunks::<4>();
+            for four in fours {
+                for (a, &key) in acc.iter_mut().zip(four) {
+                    *a += T::unpack(key).0.to_f64();
+                }
+            }
+            for (a, &key) in acc.iter_mut().zip(rest) {
+                *a += T::unpack(key).0.to_f64();
+            }
+            T::from_f64(((acc[0] + acc[2]) + (acc[1] + acc[3])) / k as f64)
         }
     }
 }
