@@ -268,9 +268,22 @@ unsafe fn block8_f32<const R: usize>(
     let r: [__m256; 8] = std::array::from_fn(|k| unsafe { _mm256_loadu_ps(rows[k].add(b0)) });
     let o = transpose8x8(r);
     for (b, &v) in o.iter().enumerate().skip(8 - R) {
-        *mx = _mm256_max_ps(v, *mx);
         cls.add(b0 + b).write(v);
     }
+    // The block's max as a tree (depth 3, not a chain of R maxima through `mx`: the exps
+    // wait for it). max(v, m) keeps m when v is NaN: NaN lanes never become the max.
+    let kept = &o[8 - R..];
+    let mut m = kept[0];
+    if R == 8 {
+        let a = _mm256_max_ps(_mm256_max_ps(o[1], o[0]), _mm256_max_ps(o[3], o[2]));
+        let b = _mm256_max_ps(_mm256_max_ps(o[5], o[4]), _mm256_max_ps(o[7], o[6]));
+        m = _mm256_max_ps(a, b);
+    } else {
+        for &v in &kept[1..] {
+            m = _mm256_max_ps(v, m);
+        }
+    }
+    *mx = _mm256_max_ps(m, *mx);
 }
 
 /// Classes 0..c of 8 float32 rows (`p`: row 0's class 0, rows `s0` elements apart,
@@ -438,9 +451,19 @@ unsafe fn block4_f64<const R: usize>(
     let r: [__m256d; 4] = std::array::from_fn(|k| _mm256_loadu_pd(rows[k].add(b0)));
     let o = transpose4x4(r);
     for (b, &v) in o.iter().enumerate().skip(4 - R) {
-        *mx = _mm256_max_pd(v, *mx);
         cls.add(b0 + b).write(v);
     }
+    // The block's max as a tree, as `block8_f32`.
+    let kept = &o[4 - R..];
+    let mut m = kept[0];
+    if R == 4 {
+        m = _mm256_max_pd(_mm256_max_pd(o[1], o[0]), _mm256_max_pd(o[3], o[2]));
+    } else {
+        for &v in &kept[1..] {
+            m = _mm256_max_pd(v, m);
+        }
+    }
+    *mx = _mm256_max_pd(m, *mx);
 }
 
 #[cfg(target_arch = "x86_64")]
