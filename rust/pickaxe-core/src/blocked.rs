@@ -830,16 +830,13 @@ pub(crate) fn entropy_rows<T: Real, K: Kernel<T>, I: Isa>(
     // Rows per tile: TILE, fewer for long rows so that the tile's values stay in L1
     // (16 KiB; C = 100 float64: 16 rows); a multiple of 16, every level's lane count.
     let per_tile = (L1_TILE_BYTES / (c * std::mem::size_of::<T>()).max(1)).clamp(16, TILE) / 16 * 16;
-    // Rows scored by the register-transposing kernel (AVX2: 8 float32 or 4 float64 rows at
-    // a time; float32 also on the AVX-512 path, where it measured 0-25 % faster than the
-    // tiles, float64 0-15 % slower in cache: session 14), the rest below.
+    // Rows scored by the register-transposing kernel (AVX2 registers: 8 float32 or 4
+    // float64 rows at a time; also on the AVX-512 path, where it prefetches and the tiles
+    // do not: 80 MB of logits 15-35 % faster, in cache float32 0.96-1.04x and float64
+    // 0.95-1.04x: session 14), the rest below.
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if I::FMA
-        && (!I::WIDE || std::mem::size_of::<T>() == 4)
-        && s2 == 1
-        && (32 / std::mem::size_of::<T>()..=GROUP_C).contains(&c)
-    {
+    if I::FMA && s2 == 1 && (32 / std::mem::size_of::<T>()..=GROUP_C).contains(&c) {
         let lanes = 32 / std::mem::size_of::<T>();
         let n = out.len() / lanes;
         let out_ptr = out.as_mut_ptr();

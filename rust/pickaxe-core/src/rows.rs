@@ -283,13 +283,15 @@ impl<T: Real> Kernel<T> for RowKernel<T> {
 /// 2.0-2.5. AVX2 transposes rows in registers (`blocked::groups`; session 14, 80 MB of
 /// logits, medians of 9 interleaved rounds, Intel Xeon): float32 C = 100 0.96 -> 0.74,
 /// C = 128 0.73 -> 0.53, C = 160 1.06 -> 0.93, C = 256 0.64 -> 0.69; float64 C = 100 1.60
-/// -> 1.46, C = 112 1.67 -> 1.75, C = 128 1.43 -> 1.67. So: float32 up to 128 classes on
-/// AVX-512 and 160 on AVX2, float64 up to 100 on AVX2, 64 elsewhere.
+/// -> 1.46, C = 112 1.67 -> 1.75, C = 128 1.43 -> 1.67. AVX-512 takes the same groups for
+/// float64 (tiles -> groups, 80 MB: C = 10 2.03 -> 1.69, C = 64 1.59 -> 1.23, C = 100 1.98 ->
+/// 1.40; in L3 1.58 -> 1.66, 1.30 -> 1.14, 1.97 -> 1.22). So: float32 up to 128 classes on
+/// AVX-512 and 160 on AVX2, float64 up to 100 on both, 64 on the portable path.
 fn blocked_max_c<T: Real, I: Isa>() -> usize {
     match (I::WIDE, I::FMA, std::mem::size_of::<T>()) {
         (true, _, 4) => 128,
         (false, true, 4) => 160,
-        (false, true, 8) => 100,
+        (_, true, 8) => 100,
         _ => 64,
     }
 }
