@@ -271,7 +271,9 @@ unsafe fn block8_f32<const R: usize>(
         cls.add(b0 + b).write(v);
     }
     // The block's max as a tree (depth 3, not a chain of R maxima through `mx`: the exps
-    // wait for it). max(v, m) keeps m when v is NaN: NaN lanes never become the max.
+    // wait for it). max(a, b) returns b when either is NaN: a NaN can hide its lane's other
+    // values from `m`, never make `mx` NaN (it goes second below); such a lane counts its
+    // NaN at the max, so its sums are refused and the exact loop scores it.
     let kept = &o[8 - R..];
     let mut m = kept[0];
     if R == 8 {
@@ -289,7 +291,7 @@ unsafe fn block8_f32<const R: usize>(
 /// Classes 0..c of 8 float32 rows (`p`: row 0's class 0, rows `s0` elements apart,
 /// classes contiguous), c ≥ 8, transposed in registers 8 classes at a time into `cls`
 /// (class b of row k in lane k of `cls[b]`; the last block overlaps the one before when 8
-/// does not divide c); returns the rows' max (NaN skipped).
+/// does not divide c); returns the rows' max (a lane with a NaN: see `block8_f32`).
 ///
 /// # Safety
 /// AVX2; 8 ≤ c ≤ GROUP_C; `p + k·s0 + 0..c` readable for k < 8.
@@ -453,7 +455,7 @@ unsafe fn block4_f64<const R: usize>(
     for (b, &v) in o.iter().enumerate().skip(4 - R) {
         cls.add(b0 + b).write(v);
     }
-    // The block's max as a tree, as `block8_f32`.
+    // The block's max as a tree, as `block8_f32` (and NaN likewise).
     let kept = &o[4 - R..];
     let mut m = kept[0];
     if R == 4 {
@@ -563,7 +565,6 @@ const PREFETCH_BYTES: usize = 4096;
 unsafe fn groups<T: Group>(
     p: *const T, s0: isize, c: usize, n: usize, out: *mut T, div: f64, mut fix: impl FnMut(usize, &[T], u32) -> bool,
 ) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
     // SAFETY: an array of plain SIMD values, all bits valid.
     let mut cls: [T::V; GROUP_C] = std::mem::zeroed();
     let k = T::consts();
@@ -572,11 +573,10 @@ unsafe fn groups<T: Group>(
     // memory (float32 C = 10, 80 MB, AVX2: 0.70 -> 0.65 ns a value; float64 1.85 -> 1.73).
     let span = if s0 == c as isize { T::L * c * std::mem::size_of::<T>() } else { 0 };
     for g in 0..n {
-        let first = p.wrapping_offset((T::L * g) as isize * s0) as *const i8;
-        for off in (0..span).step_by(64) {
-            // A hint: an address past the input is not read and does not fault.
-            _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(PREFETCH_BYTES + off));
-        }
+        crate::simd::prefetch_lines(
+            p.wrapping_offset((T::L * g) as isize * s0).cast::<u8>().wrapping_add(PREFETCH_BYTES),
+            span,
+        );
         let mx = T::load(p.wrapping_offset((T::L * g) as isize * s0), s0, c, &mut cls);
         let s = T::sums(&cls[..c], mx, &k);
         let (h, ok) = T::entropies(mx, &s, &cls[..c]);

@@ -189,20 +189,9 @@ impl Checked<'_> {
 
     #[inline(always)]
     fn prefetch(&self, id: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let v = self.vector(id);
-            let p = v.as_ptr() as *const i8;
-            // Two cache lines: the hardware prefetcher follows the rest of the row.
-            // SAFETY: prefetch never faults; the addresses are inside the vector's row.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch::<_MM_HINT_T0>(p);
-                if v.len() > 16 {
-                    _mm_prefetch::<_MM_HINT_T0>(p.add(64));
-                }
-            }
-        }
+        // Two cache lines at most: the hardware prefetcher follows the rest of the row.
+        let v = self.vector(id);
+        crate::simd::prefetch_lines(v.as_ptr().cast(), std::mem::size_of_val(v).min(128));
     }
 }
 

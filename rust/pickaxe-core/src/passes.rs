@@ -180,20 +180,12 @@ pub(crate) fn exp_sums<I: Isa, T: Real, const SCALE: bool, const EY: bool, const
         let hi = ((bi + 1) * BLOCK).min(xc.len());
         let mut acc = [[T::ZERO; LANES]; 6];
         for ci in lo..hi {
-            // The next row usually follows this one in memory: prefetching it (a line per
-            // 64 bytes of this row) lets its max pass read from L1 while this row's exps
-            // run (as the AVX2 loops do).
-            #[cfg(target_arch = "x86_64")]
-            {
-                let next = xc[ci].as_ptr().wrapping_add(x.len()) as *const i8;
-                for off in (0..std::mem::size_of::<[T; LANES]>()).step_by(64) {
-                    // SAFETY: a prefetch is a hint: it reads nothing the program sees and
-                    // never faults, whatever the address (past the input at the last row).
-                    unsafe {
-                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(next.wrapping_add(off))
-                    };
-                }
-            }
+            // The next row usually follows this one in memory: prefetching it lets its max
+            // pass read from L1 while this row's exps run (as the AVX2 loops do).
+            crate::simd::prefetch_lines(
+                xc[ci].as_ptr().wrapping_add(x.len()).cast(),
+                std::mem::size_of::<[T; LANES]>(),
+            );
             let wl = if W { &wc[ci] } else { &ones };
             body(&xc[ci], wl, &mut acc);
         }

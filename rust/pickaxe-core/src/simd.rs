@@ -178,3 +178,19 @@ mod tests {
         assert_eq!(SimdLevel::parse("sse"), None);
     }
 }
+
+/// Asks the CPU to bring `bytes` bytes from `p` into L1, a 64-byte line at a time. A hint:
+/// it reads nothing the program sees and never faults, whatever the address (the kernels
+/// prefetch past the end of their input on the last row). Does nothing off x86-64.
+#[inline(always)]
+pub(crate) fn prefetch_lines(p: *const u8, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for off in (0..bytes).step_by(64) {
+        // SAFETY: prefetcht0 is a hint (see above); the address is only computed.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(off) as *const i8)
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, bytes);
+}
