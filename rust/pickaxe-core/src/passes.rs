@@ -121,10 +121,14 @@ impl ExpSums {
     pub fn s(&self) -> f64 {
         self.top + self.rest
     }
-    /// ln S, exact near S = 1.
+    /// ln S, exact near S = 1: with u = S − 1 and s = 1 + u rounded, ln s + (u − (s − 1)) / s
+    /// adds back the rounding of 1 + u (as `blocked`'s `ln_1p`). libm's `log1p` cost ~90
+    /// cycles a row, 7 % of float32 entropy at 1,000 classes; `ln` and a division ~35.
     #[inline(always)]
     pub fn ln_s(&self) -> f64 {
-        ((self.top - 1.0) + self.rest).ln_1p()
+        let u = (self.top - 1.0) + self.rest;
+        let s = 1.0 + u;
+        s.ln() + (u - (s - 1.0)) / s
     }
     #[inline(always)]
     pub fn finite(&self) -> bool {
