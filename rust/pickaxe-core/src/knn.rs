@@ -700,6 +700,10 @@ pub fn pair_distances<T: Real>(
 /// times faster than comparing pairs.
 pub trait Keyed: Real {
     type Key: Ord + Copy + Send + Sync + Default;
+    /// Whether the direct search finds this type's distances from float64 dot products
+    /// (`put_block_gram`): a distance rounded to a type narrower than f64 is nearly always
+    /// certain from them; in f64 itself it never is.
+    const GRAM: bool = false;
     /// Ids above this do not fit a key.
     const MAX_ID: u64;
     /// Bytes of a key's distance part (`order_bits`).
@@ -728,6 +732,7 @@ pub(crate) fn total_order_bits(x: f64) -> u64 {
 
 impl Keyed for f32 {
     type Key = u64;
+    const GRAM: bool = true;
     const MAX_ID: u64 = u32::MAX as u64;
     const ORDER_BYTES: usize = 4;
     #[inline(always)]
@@ -829,23 +834,58 @@ const DIRECT_CHUNK_BYTES: usize = 256 << 10;
 const DIRECT_TASK_ROWS: usize = 128;
 const DIRECT_TASK_KEYS: usize = 1 << 20;
 
+/// f64 values from a 64-byte boundary: the direct search's prepared rows (each a multiple
+/// of LANES values, so every row starts on a cache line and no vector load splits across
+/// two lines).
+#[derive(Default)]
+struct Prepared {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+/// A cache line of f64.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f64; 8]);
+
+impl Prepared {
+    /// `len` values to be written (what they held before, or zeros).
+    fn reset(&mut self, len: usize) -> &mut [f64] {
+        if self.lines.len() * 8 < len {
+            self.lines.resize(len.div_ceil(8), Line([0.0; 8]));
+        }
+        self.len = len;
+        // SAFETY: `Line` is 8 f64 with no padding (repr(C)); `lines` holds at least `len`.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<f64>(), len) }
+    }
+    fn values(&self) -> &[f64] {
+        // SAFETY: as in `reset`; `len` ≤ 8 · lines.len().
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<f64>(), self.len) }
+    }
+}
+
+/// `v` into `out` (`dp` ≥ v.len() values) as f64, times `scale`, then zeros.
+#[inline(always)]
+fn prepare_into<T: Real>(v: &[T], scale: Option<f64>, out: &mut [f64]) {
+    let (head, pad) = out.split_at_mut(v.len());
+    match scale {
+        Some(sb) => head.iter_mut().zip(v).for_each(|(o, &x)| *o = x.to_f64() * sb),
+        None => head.iter_mut().zip(v).for_each(|(o, &x)| *o = x.to_f64()),
+    }
+    pad.fill(0.0);
+}
+
 /// Reference rows `rows` prepared for `block_totals`: f64, times 1/‖r‖ for cosine (what
 /// `tile_distances` computes per element), each padded with zeros to `dp` values.
 #[inline(always)]
 fn prepare_rows<T: Real, const M: u8>(
     reference: &ArrayView2<'_, T>, rows: std::ops::Range<usize>, rnorms: &[f64], dp: usize, buf: &mut Vec<T>,
-    out: &mut Vec<f64>,
+    out: &mut Prepared,
 ) {
-    out.clear();
-    for j in rows {
-        let rv = row_slice(reference, j, buf);
-        if M == M_COS {
-            let sb = 1.0 / rnorms[j];
-            out.extend(rv.iter().map(|&x| x.to_f64() * sb));
-        } else {
-            out.extend(rv.iter().map(|&x| x.to_f64()));
-        }
-        out.resize(out.len() + dp - rv.len(), 0.0);
+    let dst = out.reset(rows.len() * dp);
+    for (j, d) in rows.zip(dst.chunks_exact_mut(dp)) {
+        let scale = if M == M_COS { Some(1.0 / rnorms[j]) } else { None };
+        prepare_into(row_slice(reference, j, buf), scale, d);
     }
 }
 
@@ -854,12 +894,31 @@ fn prepare_rows<T: Real, const M: u8>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn direct_tile<I: Isa, T: Keyed, const M: u8, const Q: usize, const R: usize>(
-    qf: &[f64], qn: &[f64], r0: usize, rf: &[f64], rnorms: &[f64], c0: usize, dp: usize, m: usize, keys: &mut [T::Key],
+    qf: &[f64], qn: &[f64], qs: &[f64], r0: usize, rf: &[f64], rs: &[f64], rnorms: &[f64], c0: usize, dp: usize,
+    m: usize, keys: &mut [T::Key],
 ) {
     let q: [&[f64]; Q] = std::array::from_fn(|t| &qf[(r0 + t) * dp..(r0 + t + 1) * dp]);
     let qb: [f64; Q] = std::array::from_fn(|t| qn[r0 + t]);
     let cm = rf.len() / dp;
     let mut i = 0;
+    if gram::<T, M>() {
+        let qsb: [f64; Q] = std::array::from_fn(|t| qs[r0 + t]);
+        let eps = gram_eps(dp);
+        let keys = &mut keys[r0 * m..];
+        while i + R <= cm {
+            let rr: [&[f64]; R] = std::array::from_fn(|u| &rf[(i + u) * dp..(i + u + 1) * dp]);
+            let dot = block_totals::<I, M_IP, Q, R>(q, rr);
+            let rsb: [f64; R] = rs[i..i + R].try_into().expect("R squared norms");
+            put_block_gram::<I, T, M, Q, R>(&dot, (&qb, &qsb, q), (&rsb, rr), rnorms, eps, c0 + i, keys, m);
+            i += R;
+        }
+        for i in i..cm {
+            let rr = [&rf[i * dp..(i + 1) * dp]];
+            let dot = block_totals::<I, M_IP, Q, 1>(q, rr);
+            put_block_gram::<I, T, M, Q, 1>(&dot, (&qb, &qsb, q), (&[rs[i]], rr), rnorms, eps, c0 + i, keys, m);
+        }
+        return;
+    }
     while i + R <= cm {
         let rr: [&[f64]; R] = std::array::from_fn(|u| &rf[(i + u) * dp..(i + u + 1) * dp]);
         let tot = block_totals::<I, M, Q, R>(q, rr);
@@ -869,6 +928,73 @@ fn direct_tile<I: Isa, T: Keyed, const M: u8, const Q: usize, const R: usize>(
     for i in i..cm {
         let tot = block_totals::<I, M, Q, 1>(q, [&rf[i * dp..(i + 1) * dp]]);
         put_block::<I, T, M, Q, 1>(&tot, &qb, rnorms, c0 + i, &mut keys[r0 * m..], m);
+    }
+}
+
+/// Whether the direct search takes its distances from dot products (`put_block_gram`):
+/// for L2 and cosine, in a type narrower than f64. (Ip's direct form is its dot product.)
+#[inline(always)]
+const fn gram<T: Keyed, const M: u8>() -> bool {
+    T::GRAM && M != M_IP
+}
+
+/// (relative, absolute) bound of |G − S| for `put_block_gram`, where S is the direct
+/// form's f64 total Σ(qᵢ − rᵢ)² (each difference rounded, then summed, every rounding
+/// relative u = 2⁻⁵³ of a nonnegative sum: within (D + 4)·u·T of the exact T) and
+/// G = (‖q‖² + ‖r‖²) − 2 q·r from f64 sums (each of the three within D·u of its terms'
+/// magnitudes, ≤ D·u·(‖q‖² + ‖r‖²) for the dot product, plus two roundings): together
+/// |G − S| ≤ (4D + 13)·u·(‖q‖² + ‖r‖²), since T ≤ 2(‖q‖² + ‖r‖²). Taken twice over
+/// (2⁻⁵² for u) for the roundings of the bound itself; the absolute part covers
+/// underflow (each operation's error then up to 2⁻¹⁰⁷⁵ rather than relative).
+#[inline(always)]
+fn gram_eps(dp: usize) -> (f64, f64) {
+    let n = (4 * dp + 16) as f64;
+    (n * f64::EPSILON, n * f64::MIN_POSITIVE)
+}
+
+/// The keys of a block's Q × R pairs from their dot products (`dot`, as `block_totals`
+/// for `Ip`) and the prepared rows' squared norms: G = (‖q‖² + ‖r‖²) − 2 q·r is within ε
+/// (`gram_eps`) of the direct form's total S, so when G − ε and G + ε round to the same
+/// stored distance (finish and rounding are nondecreasing), so does S: that distance is
+/// S's, bit for bit. G costs one multiply-add a pair and dimension against S's two; ε in
+/// float32 units is ~1e-13 of a unit-norm pair, so only pairs within ~1e-6 relative of a
+/// rounding boundary, or near-duplicates (where G cancels), take the direct form
+/// (`block_totals`, the same lanes in the same order as the direct search's blocks).
+/// `qv` = (norms, squared norms, prepared values) of the block's queries, `rv` = (squared
+/// norms, prepared values) of its reference rows j0..j0 + R; `keys` is the task's, from
+/// its first query's row.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn put_block_gram<I: Isa, T: Keyed, const M: u8, const Q: usize, const R: usize>(
+    dot: &[[f64; R]; Q], qv: (&[f64; Q], &[f64; Q], [&[f64]; Q]), rv: (&[f64; R], [&[f64]; R]), rnorms: &[f64],
+    eps: (f64, f64), j0: usize, keys: &mut [T::Key], m: usize,
+) {
+    let (qb, qs, q) = qv;
+    let (rs, r) = rv;
+    let rb: [f64; R] = if M == M_COS { rnorms[j0..j0 + R].try_into().expect("R norms") } else { [0.0; R] };
+    let mut lo = [[T::ZERO; R]; Q];
+    let mut hi = [[T::ZERO; R]; Q];
+    for t in 0..Q {
+        for u in 0..R {
+            let s = qs[t] + rs[u];
+            let g = s - 2.0 * dot[t][u];
+            let e = madd::<I, f64>(s, eps.0, eps.1);
+            // S ≥ 0: the low end clamped there (sqrt of a negative is NaN).
+            lo[t][u] = stored::<T>(finish::<M>((g - e).max(0.0), qb[t], rb[u]));
+            hi[t][u] = stored::<T>(finish::<M>(g + e, qb[t], rb[u]));
+        }
+    }
+    for t in 0..Q {
+        let row = &mut keys[t * m + j0..t * m + j0 + R];
+        for u in 0..R {
+            // NaN (a bound that overflowed) is unequal to itself: the direct form.
+            let d = if lo[t][u] == hi[t][u] {
+                lo[t][u]
+            } else {
+                stored::<T>(finish::<M>(block_totals::<I, M, 1, 1>([q[t]], [r[u]])[0][0], qb[t], rb[u]))
+            };
+            row[u] = T::pack(d, (j0 + u) as u64);
+        }
     }
 }
 
@@ -912,16 +1038,17 @@ fn put_block<I: Isa, T: Keyed, const M: u8, const Q: usize, const R: usize>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn direct_chunk<I: Isa, T: Keyed, const M: u8, const Q: usize, const R: usize>(
-    qf: &[f64], qn: &[f64], rf: &[f64], rnorms: &[f64], c0: usize, dp: usize, m: usize, keys: &mut [T::Key],
+    qf: &[f64], qn: &[f64], qs: &[f64], rf: &[f64], rs: &[f64], rnorms: &[f64], c0: usize, dp: usize, m: usize,
+    keys: &mut [T::Key],
 ) {
     let rows = qn.len();
     let mut r0 = 0;
     while r0 + Q <= rows {
-        direct_tile::<I, T, M, Q, R>(qf, qn, r0, rf, rnorms, c0, dp, m, keys);
+        direct_tile::<I, T, M, Q, R>(qf, qn, qs, r0, rf, rs, rnorms, c0, dp, m, keys);
         r0 += Q;
     }
     for r0 in r0..rows {
-        direct_tile::<I, T, M, 1, R>(qf, qn, r0, rf, rnorms, c0, dp, m, keys);
+        direct_tile::<I, T, M, 1, R>(qf, qn, qs, r0, rf, rs, rnorms, c0, dp, m, keys);
     }
 }
 
@@ -939,12 +1066,11 @@ fn direct_rows_metric<I: Isa, T: Keyed, const M: u8>(
     let dp = dim.div_ceil(LANES).max(1) * LANES;
     let mut buf = Vec::new();
     let mut one = Vec::new();
-    let mut qf = Vec::with_capacity(rows * dp);
+    let mut qf = Prepared::default();
     let mut qn = vec![0.0; rows];
-    for r in 0..rows {
+    for (r, d) in qf.reset(rows * dp).chunks_exact_mut(dp).enumerate() {
         qn[r] = prepare_query::<I, T>(row_slice(queries, lo + r, &mut buf), metric, &mut one);
-        qf.extend_from_slice(&one);
-        qf.resize((r + 1) * dp, 0.0);
+        prepare_into(&one, None, d);
     }
     // Every key is written below; zeros (the integer default) come from the allocator
     // already zeroed, without a pass of stores.
@@ -955,19 +1081,36 @@ fn direct_rows_metric<I: Isa, T: Keyed, const M: u8>(
     // cosine, one thread, CPU time): AVX-512 4 × 2 0.115 s, 3 × 2 0.112 s, 4 × 1 0.136 s,
     // 8 × 1 0.161 s. AVX2 sums a quarter of the lanes at a time, one ymm a pair
     // (`knn_x86`): 4 × 2; 5 × 2, 6 × 2, 3 × 3 and a twice-unrolled loop were no faster
-    // within the noise of a shared machine, 4 × 3 spilled (session 13).
+    // within the noise of a shared machine, 4 × 3 spilled (session 13). The dot products
+    // of `gram` (one multiply-add a pair and dimension, not two) take 6 × 2: 500 × 5,000 ×
+    // 384 float32 cosine k = 4,999, one thread, CPU: AVX-512 4 × 2 56.6 ms, 6 × 2 53.3;
+    // AVX2 86.2 and 82.3 (session 15).
     let level = crate::simd::level();
-    let mut rf = Vec::new();
+    // The prepared rows' squared norms, for the distances from dot products (`gram`).
+    let squares = |rows: &[f64], out: &mut Vec<f64>| {
+        out.clear();
+        if gram::<T, M>() {
+            out.extend(rows.chunks_exact(dp).map(|v| block_totals::<I, M_IP, 1, 1>([v], [v])[0][0]));
+        }
+    };
+    let mut qs = Vec::new();
+    squares(qf.values(), &mut qs);
+    let mut rf = Prepared::default();
+    let mut rs = Vec::new();
     for c0 in (0..m).step_by(chunk) {
         let c1 = (c0 + chunk).min(m);
         prepare_rows::<T, M>(reference, c0..c1, rnorms, dp, &mut buf, &mut rf);
+        squares(rf.values(), &mut rs);
+        let (qf, qn, qs, rf, rs) = (qf.values(), &qn[..], &qs[..], rf.values(), &rs[..]);
         match level {
-            crate::simd::SimdLevel::Avx512 => {
-                direct_chunk::<I, T, M, 4, 2>(&qf, &qn, &rf, rnorms, c0, dp, m, &mut keys)
+            crate::simd::SimdLevel::Avx512 | crate::simd::SimdLevel::Avx2 if gram::<T, M>() => {
+                direct_chunk::<I, T, M, 6, 2>(qf, qn, qs, rf, rs, rnorms, c0, dp, m, &mut keys)
             }
-            crate::simd::SimdLevel::Avx2 => direct_chunk::<I, T, M, 4, 2>(&qf, &qn, &rf, rnorms, c0, dp, m, &mut keys),
+            crate::simd::SimdLevel::Avx512 | crate::simd::SimdLevel::Avx2 => {
+                direct_chunk::<I, T, M, 4, 2>(qf, qn, qs, rf, rs, rnorms, c0, dp, m, &mut keys)
+            }
             crate::simd::SimdLevel::Portable => {
-                direct_chunk::<I, T, M, 1, 1>(&qf, &qn, &rf, rnorms, c0, dp, m, &mut keys)
+                direct_chunk::<I, T, M, 1, 1>(qf, qn, qs, rf, rs, rnorms, c0, dp, m, &mut keys)
             }
         }
     }
@@ -1073,9 +1216,11 @@ multiversion! {
 /// almost nothing and `pair_distances` would recompute almost every pair anyway.
 ///
 /// `queries` (n, D), `reference` (m, D), 0 ≤ k ≤ m. Every (query, reference row) pair's
-/// distance is computed as `pair_distances` computes it (the same bits), in register
-/// blocks of queries × reference rows against chunks of reference rows prepared in f64
-/// once per task, that stay in cache; each query's k smallest (distance, id) are then
+/// distance is `pair_distances`' (the same bits), in register blocks of queries ×
+/// reference rows against chunks of reference rows prepared in f64 once per task (on
+/// cache-line boundaries), that stay in cache; float32 L2 and cosine distances come from
+/// f64 dot products where those make the float32 result certain (`put_block_gram`), the
+/// direct form elsewhere. Each query's k smallest (distance, id) are then
 /// selected (`select_nth_unstable`) and sorted, or for k ≥ m/4 all m sorted by a radix
 /// sort of the distance bits: O(m·D + m + k log k) per query. Returns (ids, distances), both (n, k), each row ascending by
 /// (distance, id), so equal distances come in ascending id order.
@@ -1298,6 +1443,49 @@ pub(crate) mod tests {
                 let (wi, wd) = pair_distances(q32.view(), r32.view(), all.view(), metric, &Cancel::new()).unwrap();
                 let (ids, dist) = knn_direct(q32.view(), r32.view(), m, metric, &Cancel::new()).unwrap();
                 assert_eq!((ids, dist), (wi, wd));
+            }
+        }
+    }
+
+    #[test]
+    fn float32_distances_from_dot_products_keep_the_direct_bits() {
+        // float32 L2 and cosine take G = ‖q‖² + ‖r‖² − 2q·r where G ± ε rounds to one
+        // float32 (put_block_gram) and the direct form elsewhere: near-duplicates (G
+        // cancels), exact duplicates, tiny and huge scales, long and short rows; every
+        // distance must be pair_distances' bits, on every SIMD level.
+        let mut rng = Rng(11);
+        for &(n, m, d) in &[(7usize, 300usize, 384usize), (9, 200, 3), (5, 120, 33)] {
+            let base = random(&mut rng, n, d);
+            for scale in [1.0f64, 1e-30, 1e30] {
+                let q = base.mapv(|v| ((v - 0.5) * scale) as f32);
+                // Reference rows: each query perturbed at relative steps 1e-1 .. 1e-8 and 0
+                // (duplicates), then unrelated rows.
+                let mut r = Array2::<f32>::zeros((m, d));
+                for j in 0..m {
+                    let src = q.row(j % n);
+                    let step =
+                        if j < 9 * n { [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 0.0][j / n] } else { -1.0 };
+                    for (c, x) in r.row_mut(j).iter_mut().enumerate() {
+                        let noise = (rng.uniform() - 0.5) as f32;
+                        *x = if step < 0.0 { noise * scale as f32 } else { src[c] * (1.0 + step as f32 * noise) };
+                    }
+                }
+                let all = Array2::from_shape_fn((n, m), |(_, j)| j as i64);
+                for metric in [Metric::L2, Metric::Cosine] {
+                    let (wi, wd) = pair_distances(q.view(), r.view(), all.view(), metric, &Cancel::new()).unwrap();
+                    use crate::simd::{detected, set_level, SimdLevel};
+                    for level in [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512] {
+                        if level > detected() {
+                            continue;
+                        }
+                        // Every level gives the same bits, so other tests running meanwhile
+                        // at this level are unaffected.
+                        set_level(level).unwrap();
+                        let (ids, dist) = knn_direct(q.view(), r.view(), m, metric, &Cancel::new()).unwrap();
+                        set_level(detected()).unwrap();
+                        assert_eq!((&ids, &dist), (&wi, &wd), "{metric:?} {level:?} n={n} m={m} d={d} scale={scale}");
+                    }
+                }
             }
         }
     }
