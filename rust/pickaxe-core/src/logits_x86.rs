@@ -288,26 +288,63 @@ struct FastMem([[f32; 8]; 6]);
 static FAST_MEM: FastMem =
     FastMem([[EXP8_MAGIC; 8], [EXP8_LN2; 8], [EXP8_POLY[2]; 8], [EXP8_POLY[1]; 8], [EXP8_POLY[0]; 8], [0.0; 8]]);
 
-/// The flush of the block's e·y sum into `we` (`EY`), as `flush`: through `{s}`
-/// (`mem`) or from the register (`reg`), as the block's Σ e (see `fast_chunks`).
-macro_rules! fast_flush_ey {
-    (mem, true) => {
+/// A block's float32 sum `{$sum}` added into the f64 lanes `{$wide}`, the low four lanes
+/// then the high four, as `flush`: through the spill area at `{s} + $off` (`mem`: converting
+/// from memory is one vector operation, from a register's high half three: extract,
+/// shuffle, convert) or from the register (`reg`).
+macro_rules! fast_flush {
+    (mem, $sum:literal, $wide:literal, $off:literal) => {
         concat!(
-            "vmovaps ymmword ptr [{s} + 32], {eyb}\n",
-            "vcvtps2pd {t}, xmmword ptr [{s} + 32]\n",
-            "vcvtps2pd {c}, xmmword ptr [{s} + 48]\n",
-            "vaddpd {we}, {we}, {t}\n",
-            "vaddpd {we}, {we}, {c}\n",
+            "vmovaps ymmword ptr [{s} + ",
+            $off,
+            "], {",
+            $sum,
+            "}\n",
+            "vcvtps2pd {t}, xmmword ptr [{s} + ",
+            $off,
+            "]\n",
+            "vcvtps2pd {c}, xmmword ptr [{s} + ",
+            $off,
+            " + 16]\n",
+            "vaddpd {",
+            $wide,
+            "}, {",
+            $wide,
+            "}, {t}\n",
+            "vaddpd {",
+            $wide,
+            "}, {",
+            $wide,
+            "}, {c}\n",
         )
     };
-    (reg, true) => {
+    (reg, $sum:literal, $wide:literal, $off:literal) => {
         concat!(
-            "vcvtps2pd {t}, {eyb:x}\n",
-            "vextractf128 {c:x}, {eyb}, 1\n",
+            "vcvtps2pd {t}, {",
+            $sum,
+            ":x}\n",
+            "vextractf128 {c:x}, {",
+            $sum,
+            "}, 1\n",
             "vcvtps2pd {c}, {c:x}\n",
-            "vaddpd {we}, {we}, {t}\n",
-            "vaddpd {we}, {we}, {c}\n",
+            "vaddpd {",
+            $wide,
+            "}, {",
+            $wide,
+            "}, {t}\n",
+            "vaddpd {",
+            $wide,
+            "}, {",
+            $wide,
+            "}, {c}\n",
         )
+    };
+}
+
+/// The flush of the block's e·y sum into `we` (`EY`; `fast_flush`).
+macro_rules! fast_flush_ey {
+    ($how:tt, true) => {
+        fast_flush!($how, "eyb", "we", "32")
     };
     ($how:tt, false) => {
         "/* {we} */"
@@ -377,28 +414,17 @@ fn fast_chunks<const SCALE: bool, const EY: bool>(
                     "add {i}, 64",
                     "jnz 3b",
                     "4:",
-                    // flush: the low four lanes, then the high four, into f64. Through
-                    // memory but for the row's last block: converting from memory is one
-                    // vector operation, from a register's high half three (extract,
-                    // shuffle, convert): 0.6 -> 0.3 cycles a chunk; the last block's sums
-                    // go on to the row's score, where the store's latency showed (C = 256
-                    // 3 % slower through memory).
+                    // The flushes through memory but for the row's last block (0.6 -> 0.3
+                    // cycles a chunk): its sums go on to the row's score, where the store's
+                    // latency showed (C = 256 3 % slower through memory).
                     "test {j}, {j}",
                     "jz 5f",
-                    "vmovaps ymmword ptr [{s}], {acc}",
-                    "vcvtps2pd {t}, xmmword ptr [{s}]",
-                    "vcvtps2pd {c}, xmmword ptr [{s} + 16]",
-                    "vaddpd {wr}, {wr}, {t}",
-                    "vaddpd {wr}, {wr}, {c}",
+                    fast_flush!(mem, "acc", "wr", "0"),
                     fast_flush_ey!(mem, $ey),
                     "mov {i}, {j}",
                     "jmp 2b",
                     "5:",
-                    "vcvtps2pd {t}, {acc:x}",
-                    "vextractf128 {c:x}, {acc}, 1",
-                    "vcvtps2pd {c}, {c:x}",
-                    "vaddpd {wr}, {wr}, {t}",
-                    "vaddpd {wr}, {wr}, {c}",
+                    fast_flush!(reg, "acc", "wr", "0"),
                     fast_flush_ey!(reg, $ey),
                     "/* {inv_t} */",
                     x = in(reg) x,
